@@ -1,0 +1,124 @@
+"""Read one device: plan once, then every poll is a few block reads and decodes.
+
+Ratio registers (PT/CT) are read before the first measurement and then
+re-read only every ``ratio_max_age_s``: they change when an electrician
+reconfigures the meter, not every second, and each read costs bus time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from drivers.decode import BlockDecoder, DecodeError, Value
+from drivers.errors import MalformedResponse
+from drivers.planner import Read, Strategy, plan
+from drivers.profile import RegisterMap
+from drivers.quantities import Quantity
+from drivers.registers import RatioRegister, RegisterSpec
+from drivers.transport import Transport
+
+
+@dataclass(frozen=True)
+class _Step:
+    read: Read
+    decoder: BlockDecoder
+    targets: tuple[Quantity | str, ...]
+
+
+class DeviceReader:
+    """Reads all quantities of one register map from one unit id."""
+
+    def __init__(
+        self,
+        regmap: RegisterMap,
+        unit: int,
+        *,
+        strategy: Strategy = Strategy.MERGE,
+        ratio_max_age_s: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.regmap = regmap
+        self.unit = unit
+        self.ratio_max_age_s = ratio_max_age_s
+        self._clock = clock
+        self._steps = _steps(list(regmap.registers), regmap, strategy)
+        ratio_items = list(regmap.ratios.items())
+        self._ratio_steps = _steps(
+            [r for _, r in ratio_items], regmap, strategy, names=[n for n, _ in ratio_items]
+        )
+        self._ratios: dict[str, float] = {}
+        self._ratios_at = -float("inf")
+
+    @property
+    def reads(self) -> list[Read]:
+        """Requests of one poll (ratio reads excluded: they are cached)."""
+        return [s.read for s in self._steps]
+
+    @property
+    def ratios(self) -> dict[str, float]:
+        return dict(self._ratios)
+
+    async def read(self, transport: Transport) -> dict[Quantity, Value]:
+        """One poll. Transport errors propagate: one bad block means the poll failed."""
+        if self._ratio_steps and self._clock() - self._ratios_at >= self.ratio_max_age_s:
+            ratios: dict[str, float] = {}
+            for step in self._ratio_steps:
+                values = await self._run(transport, step, None)
+                for name, v in zip(step.targets, values, strict=True):
+                    if v is None or v <= 0:
+                        raise MalformedResponse(
+                            f"ratio register '{name}' reads {v!r}; a transformer ratio must be > 0",
+                            unit=self.unit,
+                            function_code=int(step.read.function_code),
+                            address=step.read.address,
+                        )
+                    ratios[str(name)] = v
+            self._ratios, self._ratios_at = ratios, self._clock()
+        out: dict[Quantity, Value] = {}
+        for step in self._steps:
+            values = await self._run(transport, step, self._ratios)
+            for q, v in zip(step.targets, values, strict=True):
+                out[Quantity(q)] = v
+        return out
+
+    async def _run(
+        self, transport: Transport, step: _Step, ratios: dict[str, float] | None
+    ) -> list[Value]:
+        r = step.read
+        words = await transport.read(self.unit, r.function_code, r.address, r.count)
+        try:
+            return step.decoder.decode(words, ratios)
+        except DecodeError as exc:
+            raise MalformedResponse(
+                str(exc),
+                unit=self.unit,
+                function_code=int(r.function_code),
+                address=r.address,
+                count=r.count,
+            ) from exc
+
+
+def _steps(
+    items: list[RegisterSpec] | list[RatioRegister],
+    regmap: RegisterMap,
+    strategy: Strategy,
+    names: list[str] | None = None,
+) -> list[_Step]:
+    reads = plan(
+        items,
+        max_registers=regmap.limits.max_registers,
+        max_gap=regmap.limits.max_gap,
+        holes=regmap.limits.unreadable,
+        strategy=strategy,
+    )
+    steps = []
+    for r in reads:
+        specs = [items[i] for i in r.items]
+        targets: list[Quantity | str] = [
+            names[i] if names is not None else items[i].quantity  # type: ignore[union-attr]
+            for i in r.items
+        ]
+        steps.append(_Step(r, BlockDecoder(r.address, r.count, specs), tuple(targets)))
+    return steps

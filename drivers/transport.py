@@ -1,0 +1,253 @@
+"""Modbus transports: the only place that talks to pymodbus.
+
+A :class:`Transport` reads registers from one bus: Modbus TCP, RTU on a serial
+line, or RTU framed over TCP (serial device servers). Every pymodbus, pyserial
+and socket exception is mapped here, once, into :mod:`drivers.errors`.
+
+Timing rules that matter on a plant floor:
+
+* a serial line (and RTU over TCP, which is a serial line behind a box) carries
+  one request at a time, with a configurable pause between frames: RS-485
+  meters need it when the master switches unit ids (mbmd uses 200 ms for SDM);
+* each request has its own timeout and a bounded number of retries; retries
+  happen here, not inside pymodbus, so a dead meter costs a known time;
+* pymodbus only ever receives read requests (function codes 1-4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Protocol, Self
+
+from drivers.errors import (
+    RETRYABLE_CODES,
+    ConnectionLost,
+    DeviceBusy,
+    MalformedResponse,
+    ModbusExceptionResponse,
+    ModbusTimeout,
+    RetryableError,
+    TransportError,
+)
+from drivers.registers import FunctionCode
+
+
+class Transport(Protocol):
+    """Reads registers; the interface the reader, scanner and agent depend on."""
+
+    name: str
+
+    async def read(self, unit: int, fc: FunctionCode, address: int, count: int) -> list[int]: ...
+
+    async def close(self) -> None: ...
+
+
+class Framing(StrEnum):
+    TCP = "tcp"  # Modbus TCP (MBAP header)
+    RTU = "rtu"  # RTU on a local serial device
+    RTU_OVER_TCP = "rtu_over_tcp"  # RTU frames through a TCP socket (serial device server)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a bus is. ``host``/``port`` for the TCP framings, ``device`` for RTU."""
+
+    framing: Framing
+    host: str = ""
+    port: int = 502
+    device: str = ""
+    baudrate: int = 9600
+    parity: str = "N"
+    stopbits: int = 1
+    bytesize: int = 8
+
+    def describe(self) -> str:
+        if self.framing is Framing.RTU:
+            return f"{self.device} {self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"
+        prefix = "rtu+tcp://" if self.framing is Framing.RTU_OVER_TCP else "tcp://"
+        return f"{prefix}{self.host}:{self.port}"
+
+    @property
+    def is_serial(self) -> bool:
+        return self.framing is not Framing.TCP
+
+
+@dataclass(frozen=True)
+class Timing:
+    timeout_s: float = 1.0
+    retries: int = 1
+    #: Pause between the end of one exchange and the next request on a serial line.
+    inter_frame_delay_s: float = 0.0
+
+
+class ModbusTransport:
+    """One pymodbus client per bus, opened at start, closed by the context manager."""
+
+    def __init__(self, endpoint: Endpoint, timing: Timing = Timing(), name: str = "") -> None:
+        self.endpoint = endpoint
+        self.timing = timing
+        self.name = name or endpoint.describe()
+        self._client: Any = None
+        self._lock = asyncio.Lock()
+        self._last_exchange = 0.0
+        #: Function codes this transport has sent, for audits and tests.
+        self.sent_function_codes: set[int] = set()
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _make_client(self) -> Any:
+        from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+        from pymodbus.framer import FramerType
+
+        ep, t = self.endpoint, self.timing
+        common: dict[str, Any] = {
+            "timeout": t.timeout_s,
+            "retries": 0,  # retries are ours: each one is counted and bounded
+            "reconnect_delay": 0,  # reconnects are ours too, on the next request
+        }
+        if ep.framing is Framing.RTU:
+            return AsyncModbusSerialClient(
+                ep.device,
+                framer=FramerType.RTU,
+                baudrate=ep.baudrate,
+                parity=ep.parity,
+                stopbits=ep.stopbits,
+                bytesize=ep.bytesize,
+                **common,
+            )
+        framer = FramerType.RTU if ep.framing is Framing.RTU_OVER_TCP else FramerType.SOCKET
+        return AsyncModbusTcpClient(ep.host, port=ep.port, framer=framer, **common)
+
+    async def connect(self) -> None:
+        """Open the bus. A failure is retryable: the cable may be plugged in later."""
+        if self._client is None:
+            self._client = self._make_client()
+        if self._client.connected:
+            return
+        try:
+            ok = await self._client.connect()
+        except (OSError, ValueError) as exc:  # pyserial's SerialException is an OSError
+            raise ConnectionLost(
+                f"cannot open {self.endpoint.describe()}: {exc}", bus=self.name
+            ) from exc
+        if not ok:
+            raise ConnectionLost(f"cannot connect to {self.endpoint.describe()}", bus=self.name)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def read(self, unit: int, fc: FunctionCode, address: int, count: int) -> list[int]:
+        """Read ``count`` registers; retry retryable failures up to ``timing.retries`` times."""
+        fc = FunctionCode(fc)  # anything but a read code fails here, before the wire
+        attempts = self.timing.retries + 1
+        for attempt in range(attempts):
+            try:
+                return await self._exchange(unit, fc, address, count)
+            except RetryableError:
+                if attempt + 1 >= attempts:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _exchange(self, unit: int, fc: FunctionCode, address: int, count: int) -> list[int]:
+        where: dict[str, Any] = {
+            "bus": self.name,
+            "unit": unit,
+            "function_code": int(fc),
+            "address": address,
+            "count": count,
+        }
+        async with self._lock if self.endpoint.is_serial else _nolock():
+            delay = self._last_exchange + self.timing.inter_frame_delay_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                if self._client is None or not self._client.connected:
+                    await self.connect()
+                self.sent_function_codes.add(int(fc))
+                response = await asyncio.wait_for(
+                    self._request(unit, fc, address, count),
+                    timeout=self.timing.timeout_s + 0.5,
+                )
+            except ConnectionLost as exc:
+                raise ConnectionLost(exc.detail, **where) from exc
+            except TimeoutError as exc:
+                raise ModbusTimeout("no response", **where) from exc
+            except Exception as exc:
+                raise _map_exception(exc, where) from exc
+            finally:
+                self._last_exchange = time.monotonic()
+        return _check_response(response, count, where)
+
+    async def _request(self, unit: int, fc: FunctionCode, address: int, count: int) -> Any:
+        c = self._client
+        if fc is FunctionCode.READ_HOLDING_REGISTERS:
+            return await c.read_holding_registers(address, count=count, device_id=unit)
+        if fc is FunctionCode.READ_INPUT_REGISTERS:
+            return await c.read_input_registers(address, count=count, device_id=unit)
+        if fc is FunctionCode.READ_COILS:
+            return await c.read_coils(address, count=count, device_id=unit)
+        return await c.read_discrete_inputs(address, count=count, device_id=unit)
+
+
+class _nolock:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+def _map_exception(exc: BaseException, where: dict[str, Any]) -> TransportError:
+    from pymodbus.exceptions import ConnectionException, ModbusIOException
+
+    if isinstance(exc, ConnectionException):
+        return ConnectionLost(f"connection lost: {_short(exc)}", **where)
+    if isinstance(exc, ModbusIOException):
+        text = str(exc)
+        if "No response" in text or "no response" in text:
+            return ModbusTimeout("no response", **where)
+        return MalformedResponse(f"unusable response: {_short(exc)}", **where)
+    if isinstance(exc, OSError):
+        return ConnectionLost(f"connection error: {exc}", **where)
+    return MalformedResponse(f"unusable response: {type(exc).__name__}: {exc}", **where)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).replace("Modbus Error: ", "").strip("[] ")
+    return text[:200]
+
+
+def _check_response(response: Any, count: int, where: dict[str, Any]) -> list[int]:
+    if response is None:
+        raise ModbusTimeout("no response", **where)
+    if response.isError():
+        code = int(getattr(response, "exception_code", 0) or 0)
+        if code in RETRYABLE_CODES:
+            raise DeviceBusy(code, **where)
+        if code:
+            raise ModbusExceptionResponse(code, **where)
+        raise MalformedResponse("error response without exception code", **where)
+    if where["function_code"] in (1, 2):
+        bits: Sequence[bool] = getattr(response, "bits", None) or []
+        if len(bits) < count:
+            raise MalformedResponse(f"expected {count} bits, got {len(bits)}", **where)
+        return [int(b) for b in bits[:count]]
+    registers: Sequence[int] | None = getattr(response, "registers", None)
+    if registers is None or len(registers) != count:
+        got = "none" if registers is None else len(registers)
+        raise MalformedResponse(f"expected {count} registers, got {got}", **where)
+    return list(registers)
