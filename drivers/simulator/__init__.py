@@ -1,0 +1,1 @@
+"""Simulated meters served over real Modbus, for tests, demos and commissioning practice."""
