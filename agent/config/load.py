@@ -1,0 +1,231 @@
+"""Load a config file and report every problem with its path, line and fix.
+
+The order: YAML syntax (with duplicate keys), ``${ENV}`` expansion, the
+pydantic models, then cross-references that need the whole document (bus
+names, profiles, parents, unit ids). Cross-references are checked on the raw
+data too, so one run of ``check`` lists every problem, not the first.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from agent.config.models import ID_RX, AgentConfig
+from drivers.errors import DocumentError, Problem, ProfileError
+from drivers.profile import ProfileLibrary, locate_problems, unknown_profile_message
+from drivers.yamldoc import YamlDocument, parse_yaml, validation_problems
+
+_ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(DocumentError):
+    """The config file has problems; ``problems`` lists all of them."""
+
+
+def expand_env(doc: YamlDocument, env: Mapping[str, str]) -> list[Problem]:
+    """Replace ``${NAME}`` / ``${NAME:-default}`` in string values, in place; ``$$`` is a ``$``."""
+    problems: list[Problem] = []
+
+    def sub(value: Any, path: tuple[str | int, ...]) -> Any:
+        if isinstance(value, dict):
+            return {k: sub(v, (*path, k)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [sub(v, (*path, i)) for i, v in enumerate(value)]
+        if not isinstance(value, str) or "$" not in value:
+            return value
+
+        def one(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            problems.append(
+                doc.problem(
+                    path,
+                    f"environment variable {name} is not set "
+                    f"(export it, or write ${{{name}:-default}})",
+                )
+            )
+            return m.group(0)
+
+        return _ENV.sub(one, value)
+
+    doc.data = sub(doc.data, ())
+    return problems
+
+
+def parse_config(
+    text: str,
+    file: str = "",
+    *,
+    env: Mapping[str, str] | None = None,
+    profiles: ProfileLibrary | None = None,
+) -> AgentConfig:
+    """Validate a config document; raise ConfigError with every problem."""
+    doc, problems = parse_yaml(text, file)
+    if doc is None:
+        raise ConfigError(problems)
+    problems += expand_env(doc, os.environ if env is None else env)
+    library = profiles or ProfileLibrary()
+    config: AgentConfig | None = None
+    try:
+        config = AgentConfig.model_validate(doc.data)
+    except ValidationError as exc:
+        problems += locate_problems(doc, validation_problems(doc, exc))
+    problems += cross_reference_problems(doc, library)
+    if problems:
+        raise ConfigError(_dedupe(problems))
+    assert config is not None
+    return config
+
+
+def load_config(
+    path: str | Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    profiles: ProfileLibrary | None = None,
+) -> AgentConfig:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [Problem("", f"cannot read the config file: {exc.strerror}", str(p))]
+        ) from None
+    return parse_config(text, str(p), env=env, profiles=profiles)
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    seen: set[tuple[str, str]] = set()
+    out = []
+    for p in problems:
+        key = (p.path, p.message)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return sorted(out, key=lambda p: (p.line or 0, p.path))
+
+
+def _items(data: Any, key: str) -> list[tuple[int, dict[str, Any]]]:
+    seq = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(seq, list):
+        return []
+    return [(i, d) for i, d in enumerate(seq) if isinstance(d, dict)]
+
+
+def cross_reference_problems(doc: YamlDocument, library: ProfileLibrary) -> list[Problem]:
+    data = doc.data
+    out: list[Problem] = []
+    buses = _items(data, "buses")
+    devices = _items(data, "devices")
+    bus_ids: dict[str, int] = {}
+    serial_buses: set[str] = set()
+    for i, bus_data in buses:
+        bid = bus_data.get("id")
+        if isinstance(bid, str):
+            if bid in bus_ids:
+                out.append(
+                    doc.problem(
+                        ("buses", i, "id"),
+                        f"bus id '{bid}' is used twice (also buses[{bus_ids[bid]}])",
+                    )
+                )
+            bus_ids.setdefault(bid, i)
+            if "rtu" in bus_data or "rtu_over_tcp" in bus_data:
+                serial_buses.add(bid)
+    dev_ids: dict[str, int] = {}
+    units: dict[tuple[str, int], int] = {}
+    parents: dict[str, str] = {}
+    known_profiles = library.ids()
+    for i, dev in devices:
+        did = dev.get("id")
+        if isinstance(did, str):
+            if did in dev_ids:
+                out.append(
+                    doc.problem(
+                        ("devices", i, "id"),
+                        f"device id '{did}' is used twice (also devices[{dev_ids[did]}])",
+                    )
+                )
+            dev_ids.setdefault(did, i)
+        bus = dev.get("bus")
+        if isinstance(bus, str) and ID_RX.match(bus) and bus not in bus_ids:
+            known = ", ".join(sorted(bus_ids)) or "none defined"
+            out.append(doc.problem(("devices", i, "bus"), f"unknown bus '{bus}' (buses: {known})"))
+        unit = dev.get("unit")
+        if isinstance(bus, str) and isinstance(unit, int) and not isinstance(unit, bool):
+            if (bus, unit) in units:
+                out.append(
+                    doc.problem(
+                        ("devices", i, "unit"),
+                        f"unit {unit} on bus '{bus}' is already "
+                        f"devices[{units[(bus, unit)]}]; each meter needs its own"
+                        " unit id",
+                    )
+                )
+            units.setdefault((bus, unit), i)
+            if bus in serial_buses and not 1 <= unit <= 247:
+                out.append(
+                    doc.problem(
+                        ("devices", i, "unit"), f"unit {unit} is not a valid RTU address (1..247)"
+                    )
+                )
+        profile = dev.get("profile")
+        if isinstance(profile, str):
+            if profile not in known_profiles:
+                out.append(
+                    doc.problem(
+                        ("devices", i, "profile"), unknown_profile_message(profile, known_profiles)
+                    )
+                )
+            else:
+                try:
+                    library.get(profile)
+                except ProfileError as exc:
+                    out.append(
+                        doc.problem(
+                            ("devices", i, "profile"),
+                            f"built-in profile '{profile}' is broken: {exc}",
+                        )
+                    )
+        parent = dev.get("parent")
+        if isinstance(parent, str) and isinstance(did, str):
+            parents[did] = parent
+    for i, dev in devices:
+        did, parent = dev.get("id"), dev.get("parent")
+        if not isinstance(parent, str) or not isinstance(did, str):
+            continue
+        if parent == did:
+            out.append(doc.problem(("devices", i, "parent"), "a device cannot be its own parent"))
+        elif parent not in dev_ids:
+            out.append(
+                doc.problem(
+                    ("devices", i, "parent"),
+                    f"unknown parent '{parent}' (it must be the id of another device)",
+                )
+            )
+        else:
+            seen = {did}
+            cur: str | None = parent
+            while cur is not None and cur in parents:
+                if cur in seen:
+                    out.append(
+                        doc.problem(
+                            ("devices", i, "parent"),
+                            f"parent chain of '{did}' loops back to itself; a "
+                            "meter tree must end at a root",
+                        )
+                    )
+                    break
+                seen.add(cur)
+                cur = parents.get(cur)
+    return out

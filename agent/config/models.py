@@ -1,0 +1,285 @@
+"""Pydantic models for the whole config shape of DESIGN.md.
+
+Unknown keys are errors everywhere: a misspelt ``intreval_s`` silently taking
+its default is how a plant ends up polling once a minute for a year.
+Cross-references (bus names, profiles, parents) are checked in
+:mod:`agent.config.load`, which can report all of them at once with lines.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from drivers.profile import DeviceKind, ReadLimits, RegisterMap
+from drivers.registers import RatioRegister, RegisterSpec
+from drivers.transport import Endpoint, Framing, Timing
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+ID_RX = re.compile(ID_PATTERN)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Site(_Strict):
+    id: Id
+    timezone: str = "UTC"
+    name: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone '{v}' (use an IANA name such as 'Asia/Shanghai' or "
+                "'Europe/Berlin')"
+            ) from None
+        return v
+
+
+class Gateway(_Strict):
+    id: Id
+
+
+class ElectricityFactor(_Strict):
+    kg_per_kwh: Annotated[float, Field(ge=0, le=5)]
+    source: str | None = None
+
+
+class GasFactor(_Strict):
+    kg_per_m3: Annotated[float, Field(ge=0, le=20)]
+    source: str | None = None
+
+
+class Carbon(_Strict):
+    """Emission factors per carrier, kg CO2 per unit. Defaults are China's published values."""
+
+    electricity: ElectricityFactor = ElectricityFactor(
+        kg_per_kwh=0.5703, source="MEE 2022 national grid average (ETS reporting)"
+    )
+    natural_gas: GasFactor = GasFactor(
+        kg_per_m3=2.162, source="NDRC default: 389.31 GJ/1e4 m3 x 15.3 kgC/GJ x 99% x 44/12"
+    )
+
+
+class TcpAddress(_Strict):
+    host: str = Field(min_length=1)
+    port: Annotated[int, Field(ge=1, le=65535)] = 502
+
+
+class SerialPort(_Strict):
+    port: str = Field(min_length=1)
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 9600
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    bytesize: Literal[7, 8] = 8
+
+
+class Bus(_Strict):
+    """One physical bus: a Modbus TCP endpoint, a serial line, or a serial line behind TCP."""
+
+    id: Id
+    tcp: TcpAddress | None = None
+    rtu: SerialPort | None = None
+    rtu_over_tcp: TcpAddress | None = None
+    timeout_s: Annotated[float, Field(gt=0, le=30)] = 1.0
+    retries: Annotated[int, Field(ge=0, le=10)] = 1
+    #: Pause between requests on a serial line; RS-485 meters need a few ms to turn around.
+    inter_frame_delay_ms: Annotated[float, Field(ge=0, le=5000)] | None = None
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> Bus:
+        given = [k for k in ("tcp", "rtu", "rtu_over_tcp") if getattr(self, k) is not None]
+        if len(given) != 1:
+            have = ", ".join(given) if given else "none"
+            raise ValueError(f"give exactly one of tcp, rtu, rtu_over_tcp (found: {have})")
+        return self
+
+    @property
+    def framing(self) -> Framing:
+        if self.rtu is not None:
+            return Framing.RTU
+        if self.rtu_over_tcp is not None:
+            return Framing.RTU_OVER_TCP
+        return Framing.TCP
+
+    def endpoint(self) -> Endpoint:
+        if self.rtu is not None:
+            r = self.rtu
+            return Endpoint(
+                Framing.RTU,
+                device=r.port,
+                baudrate=r.baudrate,
+                parity=r.parity,
+                stopbits=r.stopbits,
+                bytesize=r.bytesize,
+            )
+        addr = self.tcp or self.rtu_over_tcp
+        assert addr is not None
+        return Endpoint(self.framing, host=addr.host, port=addr.port)
+
+    def timing(self) -> Timing:
+        delay = self.inter_frame_delay_ms
+        if delay is None:
+            delay = 20.0 if self.framing is not Framing.TCP else 0.0
+        return Timing(
+            timeout_s=self.timeout_s, retries=self.retries, inter_frame_delay_s=delay / 1000.0
+        )
+
+
+class Device(_Strict):
+    id: Id
+    bus: Id
+    unit: Annotated[int, Field(ge=0, le=255)]
+    profile: str | None = None
+    registers: tuple[RegisterSpec, ...] | None = None
+    limits: ReadLimits | None = None
+    ratios: dict[str, RatioRegister] | None = None
+    kind: DeviceKind | None = None
+    interval_s: Annotated[float, Field(gt=0, le=86400)] = 1.0
+    max_power_kw: Annotated[float, Field(gt=0)] | None = None
+    parent: Id | None = None
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _profile_or_registers(self) -> Device:
+        if (self.profile is None) == (self.registers is None):
+            raise ValueError(
+                "give either `profile` (a built-in meter) or inline `registers`, "
+                "not both and not neither"
+            )
+        if self.profile is not None and (self.limits is not None or self.ratios is not None):
+            raise ValueError(
+                "`limits` and `ratios` belong to inline `registers`; a profile brings its own"
+            )
+        if self.registers is not None:
+            # Same checks as a profile file: overlaps, duplicate quantities, ratio names.
+            RegisterMap(
+                registers=self.registers,
+                limits=self.limits or ReadLimits(),
+                ratios=self.ratios or {},
+            )
+        return self
+
+    def inline_map(self) -> RegisterMap | None:
+        if self.registers is None:
+            return None
+        return RegisterMap(
+            registers=self.registers, limits=self.limits or ReadLimits(), ratios=self.ratios or {}
+        )
+
+
+class TlsSettings(_Strict):
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("a client certificate needs both `cert` and `key`")
+        return self
+
+
+class Mqtt(_Strict):
+    host: str = Field(min_length=1)
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    tls: TlsSettings | None = None
+    username: str | None = None
+    password: str | None = None
+    password_file: Path | None = None
+    client_id: str | None = None
+    prefix: str = "energy/v1"
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+
+    @model_validator(mode="after")
+    def _one_password(self) -> Mqtt:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give `password` (e.g. from ${ENV}) or `password_file`, not both")
+        if (
+            self.prefix.startswith("/")
+            or self.prefix.endswith("/")
+            or "+" in self.prefix
+            or "#" in self.prefix
+        ):
+            raise ValueError("`prefix` must not start or end with '/' nor contain + or #")
+        return self
+
+
+class Publish(_Strict):
+    energy_interval_s: Literal[60, 300, 900, 1800, 3600] = 60
+
+
+class Buffer(_Strict):
+    max_mb: Annotated[float, Field(gt=0, le=100_000)] = 512
+
+
+class Http(_Strict):
+    listen: str = "127.0.0.1:8080"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"'{v}' is not HOST:PORT (e.g. '127.0.0.1:8080')")
+        return v
+
+
+class AgentConfig(_Strict):
+    """A gateway's config file (`energy-agent run -c FILE`)."""
+
+    site: Site
+    gateway: Gateway
+    carbon: Carbon = Carbon()
+    buses: tuple[Bus, ...] = Field(min_length=1)
+    devices: tuple[Device, ...] = Field(min_length=1)
+    mqtt: Mqtt | None = None
+    publish: Publish = Publish()
+    state_dir: Path = Path("/var/lib/energy-agent")
+    buffer: Buffer = Buffer()
+    http: Http = Http()
+
+    def bus(self, bus_id: str) -> Bus:
+        for b in self.buses:
+            if b.id == bus_id:
+                return b
+        raise KeyError(bus_id)
+
+
+class Influx(_Strict):
+    url: str = Field(pattern=r"^https?://")
+    org: str = Field(min_length=1)
+    bucket: str = Field(min_length=1)
+    token: str | None = None
+    token_file: Path | None = None
+    verify_tls: bool = True
+
+
+class BridgeSettings(_Strict):
+    group: Id = "bridge"
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    flush_interval_ms: Annotated[int, Field(ge=10, le=600_000)] = 1000
+
+
+class BridgeConfig(_Strict):
+    """The central bridge's config file (`energy-agent bridge -c FILE`)."""
+
+    mqtt: Mqtt
+    influx: Influx
+    bridge: BridgeSettings = BridgeSettings()
+
+
+class Section(StrEnum):
+    AGENT = "agent"
+    BRIDGE = "bridge"

@@ -1,0 +1,1 @@
+"""The embedded demo plant: an ordinary config file plus a simulator for each device."""
