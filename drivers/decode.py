@@ -19,15 +19,19 @@ from drivers.registers import DataType, Missing, RatioRegister, RegisterSpec, Wo
 
 Value = float | None
 
-#: Raw integer patterns meters use for "not available", by type, under Missing.STANDARD.
-_SENTINEL = {
-    DataType.UINT16: 0xFFFF,
-    DataType.UINT32: 0xFFFF_FFFF,
-    DataType.UINT64: 0xFFFF_FFFF_FFFF_FFFF,
-    DataType.INT16: 0x7FFF,
-    DataType.INT32: 0x7FFF_FFFF,
-    DataType.INT64: 0x7FFF_FFFF_FFFF_FFFF,
+#: Raw integer patterns meters use for "not available", by type, under Missing.STANDARD:
+#: all ones for unsigned types; for signed types the largest value (ABB: 0x7FFF..)
+#: and the smallest (Schneider: 0x8000..), neither of which a real meter reading takes.
+_SENTINELS: dict[DataType, frozenset[int]] = {
+    DataType.UINT16: frozenset({0xFFFF}),
+    DataType.UINT32: frozenset({0xFFFF_FFFF}),
+    DataType.UINT64: frozenset({0xFFFF_FFFF_FFFF_FFFF}),
+    DataType.INT16: frozenset({0x7FFF, -0x8000}),
+    DataType.INT32: frozenset({0x7FFF_FFFF, -0x8000_0000}),
+    DataType.INT64: frozenset({0x7FFF_FFFF_FFFF_FFFF, -0x8000_0000_0000_0000}),
 }
+#: The pattern the simulator writes for a missing value.
+_SENTINEL = {t: max(v) for t, v in _SENTINELS.items()}
 
 
 class DecodeError(ValueError):
@@ -45,7 +49,9 @@ class _Slot:
         self.offset = spec.offset if isinstance(spec, RegisterSpec) else 0.0
         self.ratios = spec.ratios if isinstance(spec, RegisterSpec) else ()
         missing = spec.missing if isinstance(spec, RegisterSpec) else Missing.STANDARD
-        self.sentinel = _SENTINEL.get(spec.type) if missing is Missing.STANDARD else None
+        self.sentinel = (
+            _SENTINELS.get(spec.type, frozenset()) if missing is Missing.STANDARD else frozenset()
+        )
 
 
 class BlockDecoder:
@@ -111,7 +117,7 @@ class BlockDecoder:
                 if raw - raw != 0:  # NaN or an infinity: a missing value, never a number
                     append(None)
                     continue
-            elif raw == s.sentinel:
+            elif raw in s.sentinel:
                 append(None)
                 continue
             value = raw * s.scale + s.offset

@@ -104,8 +104,9 @@ class WordOrder(StrEnum):
 class Missing(StrEnum):
     """Which raw patterns mean "not available" rather than a number.
 
-    ``standard``: all ones for unsigned integers, the largest positive value for
-    signed integers (ABB's 0x7FFF..), NaN and infinities for floats.
+    ``standard``: all ones for unsigned integers, the largest and the smallest
+    value for signed integers (ABB's 0x7FFF.., Schneider's 0x8000..), NaN and
+    infinities for floats.
     ``nan``: only NaN and infinities (for counters whose all-ones value is real).
     """
 

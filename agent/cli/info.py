@@ -65,7 +65,8 @@ def run_profiles(args: argparse.Namespace) -> int:
         print(json.dumps([profile_summary(p) for p in profiles], indent=2))
         return EXIT_OK
     table = Table(title="Built-in meter profiles", show_lines=False)
-    for col in ("id", "maker", "model", "kind", "quantities", "serial default"):
+    table.add_column("id", no_wrap=True)
+    for col in ("maker", "model", "kind", "quantities", "serial default"):
         table.add_column(col)
     for p in profiles:
         s = p.serial

@@ -66,7 +66,7 @@ def run_read(args: argparse.Namespace) -> int:
         raise UsageError(f"--unit {unit}: unit ids are 0..255 (1..247 on a serial line)")
     timing = Timing(timeout_s=args.timeout, retries=args.retries)
     try:
-        values = asyncio.run(_read_once(endpoint, timing, profile, unit))
+        values, ratios = asyncio.run(_read_once(endpoint, timing, profile, unit))
     except TransportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if isinstance(exc, ModbusTimeout):
@@ -87,16 +87,23 @@ def run_read(args: argparse.Namespace) -> int:
     table.add_column("unit")
     for q, v in values.items():
         table.add_row(q.value, "n/a" if v is None else f"{v:.6g}", _unit_label(q))
+    if ratios:
+        # Values are scaled by these; a commissioning engineer compares them with the
+        # meter's own PT/CT set-up screen.
+        table.caption = "transformer ratios read from the meter: " + ", ".join(
+            f"{name} = {value:g}" for name, value in sorted(ratios.items())
+        )
     Console().print(table)
     return EXIT_OK
 
 
 async def _read_once(
     endpoint: Endpoint, timing: Timing, profile: Profile, unit: int
-) -> dict[Quantity, float | None]:
+) -> tuple[dict[Quantity, float | None], dict[str, float]]:
     reader = DeviceReader(profile, unit)
     async with ModbusTransport(endpoint, timing) as transport:
-        return await reader.read(transport)
+        values = await reader.read(transport)
+    return values, reader.ratios
 
 
 # --- scan ----------------------------------------------------------------------------------
