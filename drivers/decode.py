@@ -187,7 +187,10 @@ def encode_value(
                 raw %= hi + 1
             if not lo <= raw <= hi:
                 raise EncodeError(f"{value} does not fit {dtype.value} with scale {spec.scale}")
-    data = struct.pack(">" + dtype.struct_code, raw)
+    try:
+        data = struct.pack(">" + dtype.struct_code, raw)
+    except (OverflowError, struct.error) as exc:  # float32 beyond +-3.4e38
+        raise EncodeError(f"{value} does not fit {dtype.value} with scale {spec.scale}") from exc
     words = list(struct.unpack(f">{dtype.words}H", data))
     if spec.word_order is WordOrder.LITTLE:
         words.reverse()

@@ -10,7 +10,6 @@ Adding a meter must never need code.
 from __future__ import annotations
 
 import difflib
-import itertools
 import re
 from collections.abc import Iterable
 from enum import StrEnum
@@ -139,12 +138,17 @@ def register_map_problems(m: RegisterMap) -> list[str]:
     for key, ratio in m.ratios.items():
         spans.append((ratio.table, ratio.address, ratio.end, f"ratios.{key}"))
     spans.sort(key=lambda s: (s[0].value, s[1]))
-    for a, b in itertools.pairwise(spans):
-        if a[0] is b[0] and b[1] < a[2]:
+    # Compare each value with the one reaching furthest so far, so a wide value that
+    # overlaps several later ones is reported against each of them.
+    widest = None
+    for b in spans:
+        if widest is not None and widest[0] is b[0] and b[1] < widest[2]:
             out.append(
-                f"{b[3]}: {b[0].value} registers {b[1]}..{b[2] - 1} overlap {a[3]} "
-                f"({a[1]}..{a[2] - 1})"
+                f"{b[3]}: {b[0].value} registers {b[1]}..{b[2] - 1} overlap {widest[3]} "
+                f"({widest[1]}..{widest[2] - 1})"
             )
+        if widest is None or widest[0] is not b[0] or b[2] > widest[2]:
+            widest = b
     for hole in m.limits.unreadable:
         for table, start, end, name in spans:
             if table is hole.table and start < hole.end and hole.start < end:

@@ -86,7 +86,12 @@ class Timing:
 
 
 class ModbusTransport:
-    """One pymodbus client per bus, opened at start, closed by the context manager."""
+    """One pymodbus client per bus, opened on first use, closed by the context manager.
+
+    A TCP bus is one connection: units behind one Modbus TCP gateway share it and
+    pymodbus sends their requests one after another; separate TCP buses run in
+    parallel. A serial bus is additionally serialised here, with the frame gap.
+    """
 
     def __init__(self, endpoint: Endpoint, timing: Timing = Timing(), name: str = "") -> None:
         self.endpoint = endpoint
@@ -99,7 +104,10 @@ class ModbusTransport:
         self.sent_function_codes: set[int] = set()
 
     async def __aenter__(self) -> Self:
-        await self.connect()
+        # The bus is opened by the first request, not here: a meter line that is down
+        # when the agent starts is an error of that poll (with unit and address), to be
+        # retried, not a reason to fail start-up.
+        self._client = self._make_client()
         return self
 
     async def __aexit__(

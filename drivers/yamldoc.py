@@ -156,7 +156,16 @@ def _build(
 def validation_problems(doc: YamlDocument, exc: ValidationError, base: Path = ()) -> list[Problem]:
     """Turn pydantic errors into problems with paths and lines."""
     problems = []
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    locs = [tuple(e["loc"]) for e in errors]
+    for err, at in zip(errors, locs, strict=True):
+        # pydantic checks a tuple's min_length against the items that validated, so one
+        # bad item in a one-item list also says "should have at least 1 item ..., not 0".
+        # The item's own error is the cause; that length error would only mislead.
+        if err["type"] == "too_short" and any(
+            len(other) > len(at) and other[: len(at)] == at for other in locs
+        ):
+            continue
         loc = (*base, *(p for p in err["loc"] if not _is_union_tag(p)))
         problems.append(doc.problem(loc, _message(err)))
     return problems

@@ -164,7 +164,13 @@ class SimulatorServer:
                 ignore_missing_devices=True,
                 trace_pdu=self._trace_pdu,
             )
-        await self._server.serve_forever(background=True)
+        try:
+            await self._server.serve_forever(background=True)
+        except RuntimeError as exc:
+            # pymodbus swallows the OSError (address in use, no such serial device) into a
+            # warning and raises RuntimeError; callers handle OSError for "cannot listen".
+            self._server = None
+            raise OSError(f"the port is in use or the device cannot be opened ({exc})") from exc
 
     async def stop(self) -> None:
         if self._server is not None:
