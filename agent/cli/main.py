@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -155,7 +156,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:
+        # The reader went away (`energy-agent profiles --json | head`): not an error.
+        # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m agent.cli.main` runs this file as __main__, a second copy of the module;
+    # the commands raise agent.cli.main.UsageError, which only that copy's main() catches.
+    from agent.cli.main import main as _main
+
+    sys.exit(_main())

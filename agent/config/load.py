@@ -214,18 +214,19 @@ def cross_reference_problems(doc: YamlDocument, library: ProfileLibrary) -> list
                 )
             )
         else:
-            seen = {did}
+            chain = [did]
             cur: str | None = parent
-            while cur is not None and cur in parents:
-                if cur in seen:
-                    out.append(
-                        doc.problem(
-                            ("devices", i, "parent"),
-                            f"parent chain of '{did}' loops back to itself; a "
-                            "meter tree must end at a root",
-                        )
-                    )
-                    break
-                seen.add(cur)
+            while cur is not None and cur not in chain:
+                chain.append(cur)
                 cur = parents.get(cur)
+            # Report the devices on a loop; one whose chain only runs into a loop
+            # elsewhere is not wrong itself, and is fixed when that loop is.
+            if cur == did:
+                out.append(
+                    doc.problem(
+                        ("devices", i, "parent"),
+                        f"parent chain of '{did}' loops back to itself "
+                        f"({' -> '.join([*chain, did])}); a meter tree must end at a root",
+                    )
+                )
     return out
