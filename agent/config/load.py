@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from agent.config.models import ID_RX, AgentConfig
 from drivers.errors import DocumentError, Problem, ProfileError
 from drivers.profile import ProfileLibrary, locate_problems, unknown_profile_message
+from drivers.quantities import Quantity
 from drivers.yamldoc import YamlDocument, parse_yaml, validation_problems
 
 _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -122,6 +123,22 @@ def _items(data: Any, key: str) -> list[tuple[int, dict[str, Any]]]:
     return [(i, d) for i, d in enumerate(seq) if isinstance(d, dict)]
 
 
+_COUNTED = {
+    "electricity": (Quantity.ENERGY_IMPORT_KWH, Quantity.ACTIVE_POWER_KW),
+    "gas": (Quantity.GAS_VOLUME_M3,),
+    "production": (Quantity.OUTPUT_UNITS,),
+}
+
+
+def _nothing_to_count(kind: object, quantities: set[Quantity]) -> str | None:
+    """The core counts a device by its main counter (or power); say so if it has neither."""
+    wanted = _COUNTED.get(str(kind))
+    if wanted is None or any(q in quantities for q in wanted):
+        return None
+    names = " or ".join(q.value for q in wanted)
+    return f"a {kind} device needs a {names} register to be counted"
+
+
 def cross_reference_problems(doc: YamlDocument, library: ProfileLibrary) -> list[Problem]:
     data = doc.data
     out: list[Problem] = []
@@ -189,7 +206,11 @@ def cross_reference_problems(doc: YamlDocument, library: ProfileLibrary) -> list
                 )
             else:
                 try:
-                    library.get(profile)
+                    prof = library.get(profile)
+                    kind = dev.get("kind", prof.kind.value)
+                    missing = _nothing_to_count(kind, set(prof.quantities))
+                    if missing:
+                        out.append(doc.problem(("devices", i, "profile"), missing))
                 except ProfileError as exc:
                     out.append(
                         doc.problem(
@@ -197,6 +218,15 @@ def cross_reference_problems(doc: YamlDocument, library: ProfileLibrary) -> list
                             f"built-in profile '{profile}' is broken: {exc}",
                         )
                     )
+        regs = dev.get("registers")
+        if isinstance(regs, list) and profile is None:
+            named = set()
+            for r in regs:
+                if isinstance(r, dict) and r.get("quantity") in Quantity.__members__.values():
+                    named.add(Quantity(r["quantity"]))
+            missing = _nothing_to_count(dev.get("kind", "electricity"), named)
+            if missing and named:
+                out.append(doc.problem(("devices", i, "registers"), missing))
         parent = dev.get("parent")
         if isinstance(parent, str) and isinstance(did, str):
             parents[did] = parent

@@ -51,13 +51,78 @@ class Gateway(_Strict):
     id: Id
 
 
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+def parse_ranges(text: str, lo: int, hi: int, names: tuple[str, ...] = ()) -> frozenset[int]:
+    """``"8-11,13-17"`` -> {8..11, 13..17}; ``"mon-fri"`` with day names. Inclusive ranges."""
+
+    def one(tok: str) -> int:
+        tok = tok.strip().lower()
+        if tok in names:
+            return names.index(tok) + lo
+        if not tok.isdigit() or not lo <= int(tok) <= hi:
+            allowed = f"{lo}..{hi}" + (f" or {', '.join(names)}" if names else "")
+            raise ValueError(f"'{tok}' is not in {allowed}")
+        return int(tok)
+
+    out: set[int] = set()
+    for part in text.split(","):
+        a, sep, b = part.partition("-")
+        first = one(a)
+        last = one(b) if sep else first
+        if last < first:
+            raise ValueError(f"range '{part.strip()}' runs backwards")
+        out.update(range(first, last + 1))
+    return frozenset(out)
+
+
+class FactorRule(_Strict):
+    """One line of a factor schedule; unset fields match everything. First match wins."""
+
+    kg_per_kwh: Annotated[float, Field(ge=0, le=5)]
+    hours: str | None = None  # local hours, "8-11,13-17" (an hour h covers h:00-h:59)
+    weekdays: str | None = None  # "mon-fri", "sat,sun"
+    months: str | None = None  # "6-9"
+
+    @model_validator(mode="after")
+    def _parse(self) -> FactorRule:
+        if self.hours is not None:
+            parse_ranges(self.hours, 0, 23)
+        if self.weekdays is not None:
+            parse_ranges(self.weekdays, 0, 6, _DAYS)
+        if self.months is not None:
+            parse_ranges(self.months, 1, 12)
+        return self
+
+    def matches(self, hour: int, weekday: int, month: int) -> bool:
+        return (
+            (self.hours is None or hour in parse_ranges(self.hours, 0, 23))
+            and (self.weekdays is None or weekday in parse_ranges(self.weekdays, 0, 6, _DAYS))
+            and (self.months is None or month in parse_ranges(self.months, 1, 12))
+        )
+
+
+class LiveFactor(_Strict):
+    """A factor published over MQTT (JSON ``{"kg_per_kwh": x, "ts": ms}`` or a bare number)."""
+
+    topic: str = Field(min_length=1)
+    #: Older than this, the live value is stale and the schedule/static factor applies.
+    max_age_s: Annotated[float, Field(gt=0, le=7 * 86400)] = 3600
+
+
 class ElectricityFactor(_Strict):
     kg_per_kwh: Annotated[float, Field(ge=0, le=5)]
     source: str | None = None
+    schedule: tuple[FactorRule, ...] = ()
+    live: LiveFactor | None = None
 
 
 class GasFactor(_Strict):
     kg_per_m3: Annotated[float, Field(ge=0, le=20)]
+    #: Net calorific value in kWh per m3, to report gas in kWh next to electricity.
+    #: 10.81 = 38.931 MJ/m3 (China's NDRC default NCV) / 3.6.
+    kwh_per_m3: Annotated[float, Field(gt=0, le=50)] = 10.81
     source: str | None = None
 
 
@@ -70,6 +135,23 @@ class Carbon(_Strict):
     natural_gas: GasFactor = GasFactor(
         kg_per_m3=2.162, source="NDRC default: 389.31 GJ/1e4 m3 x 15.3 kgC/GJ x 99% x 44/12"
     )
+
+
+class Tce(_Strict):
+    """Standard-coal coefficients (GB/T 2589-2020), kgce per unit."""
+
+    electricity_kgce_per_kwh: Annotated[float, Field(gt=0, le=1)] = 0.1229
+    natural_gas_kgce_per_m3: Annotated[float, Field(gt=0, le=5)] = 1.2143
+
+
+class CoreSettings(_Strict):
+    """How the core treats gaps and waits for late meters."""
+
+    #: A polling gap longer than this is marked interpolated (counters) or not
+    #: integrated (power); never shorter than three polls of the device.
+    max_gap_s: Annotated[float, Field(gt=0, le=86400)] = 300
+    #: How long a site interval waits for a late meter before it is published without it.
+    site_hold_s: Annotated[float, Field(ge=0, le=3600)] = 120
 
 
 class TcpAddress(_Strict):
@@ -148,6 +230,9 @@ class Device(_Strict):
     kind: DeviceKind | None = None
     interval_s: Annotated[float, Field(gt=0, le=86400)] = 1.0
     max_power_kw: Annotated[float, Field(gt=0)] | None = None
+    #: Glitch limits for gas and production counters (the equivalent of max_power_kw).
+    max_flow_m3_h: Annotated[float, Field(gt=0)] | None = None
+    max_units_per_h: Annotated[float, Field(gt=0)] | None = None
     parent: Id | None = None
     name: str | None = None
 
@@ -246,6 +331,8 @@ class AgentConfig(_Strict):
     devices: tuple[Device, ...] = Field(min_length=1)
     mqtt: Mqtt | None = None
     publish: Publish = Publish()
+    tce: Tce = Tce()
+    core: CoreSettings = CoreSettings()
     state_dir: Path = Path("/var/lib/energy-agent")
     buffer: Buffer = Buffer()
     http: Http = Http()

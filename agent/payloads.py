@@ -1,0 +1,222 @@
+"""Topics and JSON payloads: the MQTT contract, in one module.
+
+The publisher, `replay`, the bridge and the tests all build and read messages
+through this module, so the contract has exactly one definition. Payloads are
+plain dicts of JSON types; the pydantic models validate what comes in (the
+bridge) and document what goes out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+DEFAULT_PREFIX = "energy/v1"
+ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+
+WINDOWS = ("1m", "15m", "1h", "24h", "today", "month")
+
+
+class Carrier(StrEnum):
+    ELECTRICITY = "electricity"
+    NATURAL_GAS = "natural_gas"
+    PRODUCTION = "production"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """``{prefix}/{site}/{gateway}/...`` for one gateway."""
+
+    prefix: str
+    site: str
+    gateway: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.site}/{self.gateway}"
+
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    def device_status(self, device: str) -> str:
+        return f"{self.base}/{device}/status"
+
+    def measurements(self, device: str) -> str:
+        return f"{self.base}/{device}/measurements"
+
+    def energy(self, device: str) -> str:
+        return f"{self.base}/{device}/energy"
+
+    def intensity(self) -> str:
+        return f"{self.base}/intensity"
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    payload: dict[str, Any]
+
+    def as_json_line(self) -> dict[str, Any]:
+        return {"topic": self.topic, "payload": self.payload}
+
+
+#: Published numbers are rounded to 1e-9 of their unit (a micro-watt-hour of energy):
+#: far below any meter's resolution, and no 0.5999999999999943 in a report.
+DIGITS = 9
+
+
+def num(x: float) -> float:
+    return round(x, DIGITS) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def opt(x: float | None) -> float | None:
+    return None if x is None else num(x)
+
+
+def ratio(num_: float, den: float, scale: float = 1.0) -> float | None:
+    """``num/den * scale``, or None (JSON null) when the denominator is zero."""
+    if den == 0 or not math.isfinite(den):
+        return None
+    return num(num_ / den * scale)
+
+
+# --- builders ------------------------------------------------------------------------------
+
+
+def gateway_status_payload(
+    state: Literal["online", "offline"], ts: int, version: str
+) -> dict[str, Any]:
+    return {"state": state, "ts": ts, "version": version}
+
+
+def device_status_payload(
+    state: Literal["ok", "error"], error: str | None, ts: int
+) -> dict[str, Any]:
+    return {"state": state, "error": error, "ts": ts}
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    """The bytes on the wire: compact JSON, UTF-8."""
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+
+
+def measurements_payload(ts: int, seq: int, values: dict[str, float | None]) -> dict[str, Any]:
+    return {"ts": ts, "seq": seq, "values": values}
+
+
+def energy_payload(
+    *,
+    ts: int,
+    interval_s: int,
+    carrier: Carrier,
+    energy_kwh: float,
+    co2_kg: float,
+    ef_kg_per_kwh: float | None,
+    quality: str,
+    volume_m3: float | None = None,
+    units: float | None = None,
+    unmetered_kwh: float | None = None,
+    has_children: bool = False,
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ts": ts,
+        "interval_s": interval_s,
+        "carrier": carrier.value,
+        "energy_kwh": num(energy_kwh),
+        "co2_kg": num(co2_kg),
+        "avg_power_kw": num(energy_kwh * 3600.0 / interval_s),
+        "ef_kg_per_kwh": opt(ef_kg_per_kwh),
+        "quality": quality,
+    }
+    if carrier is Carrier.NATURAL_GAS:
+        out["volume_m3"] = opt(volume_m3)
+    if carrier is Carrier.PRODUCTION:
+        out["units"] = opt(units)
+    if has_children:
+        out["unmetered_kwh"] = opt(unmetered_kwh)
+    return out
+
+
+def window_values(energy_kwh: float, co2_kg: float, units: float, kgce: float) -> dict[str, Any]:
+    return {
+        "energy_kwh": num(energy_kwh),
+        "co2_kg": num(co2_kg),
+        "output_units": num(units),
+        "kwh_per_unit": ratio(energy_kwh, units),
+        "kgco2_per_unit": ratio(co2_kg, units),
+        "intensity_g_per_kwh": ratio(co2_kg, energy_kwh, 1000.0),
+        "tce": num(kgce / 1000.0),
+    }
+
+
+def intensity_payload(ts: int, windows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {"ts": ts, "windows": windows}
+
+
+# --- validation models (what the bridge accepts) -------------------------------------------
+
+
+def _finite(v: float) -> float:
+    if not math.isfinite(v):
+        raise ValueError("must be a finite number")
+    return v
+
+
+Finite = Annotated[float, AfterValidator(_finite)]
+Ms = Annotated[int, Field(ge=0, le=10**14)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+
+
+class GatewayStatusModel(_Strict):
+    state: Literal["online", "offline"]
+    ts: Ms
+    version: str
+
+
+class DeviceStatusModel(_Strict):
+    state: Literal["ok", "error"]
+    error: str | None
+    ts: Ms
+
+
+class MeasurementsModel(_Strict):
+    ts: Ms
+    seq: Annotated[int, Field(ge=0)]
+    values: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")], Finite | None]
+
+
+class EnergyModel(_Strict):
+    ts: Ms
+    interval_s: Annotated[int, Field(gt=0, le=86400)]
+    carrier: Carrier
+    energy_kwh: Finite
+    co2_kg: Finite
+    avg_power_kw: Finite
+    ef_kg_per_kwh: Finite | None
+    quality: Literal["measured", "integrated", "interpolated", "gap", "reset", "partial"]
+    volume_m3: Finite | None = None
+    units: Finite | None = None
+    unmetered_kwh: Finite | None = None
+
+
+class WindowModel(_Strict):
+    energy_kwh: Finite
+    co2_kg: Finite
+    output_units: Finite
+    kwh_per_unit: Finite | None
+    kgco2_per_unit: Finite | None
+    intensity_g_per_kwh: Finite | None
+    tce: Finite
+
+
+class IntensityModel(_Strict):
+    ts: Ms
+    windows: dict[Literal["1m", "15m", "1h", "24h", "today", "month"], WindowModel]
