@@ -41,7 +41,7 @@ def _add_endpoint_args(p: argparse.ArgumentParser, *, required: bool = True) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agent.cli import demo, info, read, simulate
+    from agent.cli import demo, info, read, replay_cli, run, simulate
 
     parser = argparse.ArgumentParser(
         prog="energy-agent",
@@ -56,6 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--no-rtu", action="store_true", help="do not use a socat serial pair")
     p.set_defaults(handler=demo.run_demo)
+
+    p = sub.add_parser("run", help="the main job on a gateway: poll, compute, publish")
+    p.add_argument("-c", "--config", required=True, metavar="FILE")
+    p.set_defaults(handler=run.run_agent)
 
     p = sub.add_parser("simulate", help="serve simulated meters over Modbus TCP or RTU")
     p.add_argument("-c", "--config", metavar="FILE", help="plant file: endpoints and meters")
@@ -101,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=0.3, help="seconds per request")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=read.run_scan)
+
+    p = sub.add_parser("replay", help="recorded readings (CSV) through the core, as JSON lines")
+    p.add_argument("file", help="CSV with columns ts,device,quantity,value")
+    p.add_argument("-c", "--config", required=True, metavar="FILE")
+    p.add_argument(
+        "--topics",
+        default="measurements,energy,intensity",
+        help="which records to print (comma-separated; default all)",
+    )
+    p.set_defaults(handler=replay_cli.run_replay)
 
     p = sub.add_parser("check", help="validate a config file")
     p.add_argument("-c", "--config", required=True, metavar="FILE")

@@ -1,0 +1,45 @@
+"""`run -c FILE`: the main job on a gateway, until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from agent.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from agent.config import load_config
+from agent.runtime.agent import Agent
+from agent.runtime.mqtt import MqttConfigError
+from drivers.profile import ProfileLibrary
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if config.mqtt is None:
+        print(
+            f"error: {args.config}: `run` needs an `mqtt:` section (host, port, credentials)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.INFO)
+    try:
+        asyncio.run(_main(Agent(config, ProfileLibrary())))
+    except MqttConfigError as exc:
+        print(f"error: {args.config}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _main(agent: Agent) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, agent.stop.set)
+    await agent.run()

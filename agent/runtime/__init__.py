@@ -1,0 +1,1 @@
+"""The running agent: schedule polls, feed the core, buffer and publish."""

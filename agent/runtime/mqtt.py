@@ -1,0 +1,333 @@
+"""MQTT v5 with paho-mqtt 2.x: one client, its network thread, and the outbox pump.
+
+paho runs its own thread (connect, reconnect with backoff, keepalive). Its
+callbacks are handed to the asyncio loop with ``call_soon_threadsafe``, so all
+bookkeeping happens on the loop's thread: a message id is registered right
+after ``publish`` returns, before any acknowledgement can be processed.
+
+The :class:`Pump` moves messages from the outbox to the broker: it takes a
+batch, publishes at QoS 1 within an in-flight window and a rate limit, and
+accepts each message in the outbox only when the broker has acknowledged it.
+On a disconnect everything in flight is rejected and sent again later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.config.models import Mqtt
+from agent.runtime.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+
+class MqttConfigError(ValueError):
+    """Credentials or certificates cannot be read: fix the config, retrying will not help."""
+
+
+def read_password(settings: Mqtt) -> str | None:
+    if settings.password is not None:
+        return settings.password
+    if settings.password_file is None:
+        return None
+    try:
+        return Path(settings.password_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise MqttConfigError(
+            f"mqtt.password_file: cannot read {settings.password_file}: {exc.strerror}"
+        ) from None
+
+
+@dataclass
+class LinkState:
+    connected: bool = False
+    last_error: str = ""
+    connects: int = 0
+    disconnects: int = 0
+
+
+class MqttLink:
+    """A paho client configured from the config; reports to the asyncio loop."""
+
+    def __init__(
+        self,
+        settings: Mqtt,
+        *,
+        client_id: str,
+        will: tuple[str, bytes],
+        birth: Callable[[], tuple[str, bytes]],
+        on_connected: Callable[[], None] | None = None,
+        on_ack: Callable[[int, bool], None] | None = None,
+        on_disconnected: Callable[[], None] | None = None,
+        session_expiry_s: int = 7 * 86400,
+    ) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self.will = will
+        self.birth = birth
+        self.on_connected = on_connected
+        self.on_ack = on_ack
+        self.on_disconnected = on_disconnected
+        self.session_expiry_s = session_expiry_s
+        self.state = LinkState()
+        self.connected = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: paho.Client | None = None
+
+    def _build(self) -> paho.Client:
+        s = self.settings
+        client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=paho.MQTTv5,
+        )
+        if s.tls is not None:
+            for name in ("ca", "cert", "key"):
+                path = getattr(s.tls, name)
+                if path is not None and not os.access(path, os.R_OK):
+                    raise MqttConfigError(f"mqtt.tls.{name}: cannot read {path}")
+            try:
+                client.tls_set(
+                    ca_certs=str(s.tls.ca) if s.tls.ca else None,
+                    certfile=str(s.tls.cert) if s.tls.cert else None,
+                    keyfile=str(s.tls.key) if s.tls.key else None,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                )
+            except (ssl.SSLError, OSError) as exc:
+                raise MqttConfigError(f"mqtt.tls: {exc}") from None
+        if s.username is not None:
+            client.username_pw_set(s.username, read_password(s))
+        topic, payload = self.will
+        client.will_set(topic, payload, qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.max_inflight_messages_set(1000)  # our Pump holds the real window
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        return client
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._client = self._build()
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.session_expiry_s
+        self._client.connect_async(
+            self.settings.host,
+            self.settings.port,
+            keepalive=self.settings.keepalive_s,
+            clean_start=False,
+            properties=props,
+        )
+        self._client.loop_start()
+
+    # --- paho's thread -> the loop -------------------------------------------------------
+
+    def _post(self, fn: Callable[..., None], *args: Any) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _on_connect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        self._post(self._connected, not reason.is_failure, str(reason))
+
+    def _on_disconnect(
+        self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
+    ) -> None:
+        self._post(self._disconnected, str(reason))
+
+    def _on_publish(
+        self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
+    ) -> None:
+        self._post(self._acked, mid, not reason.is_failure, str(reason))
+
+    # --- on the loop ---------------------------------------------------------------------
+
+    def _connected(self, ok: bool, reason: str) -> None:
+        if not ok:
+            # Wrong credentials, not authorised...: say it clearly; paho keeps retrying.
+            self.state.last_error = f"broker refused the connection: {reason}"
+            log.error(
+                "mqtt %s:%d: %s", self.settings.host, self.settings.port, self.state.last_error
+            )
+            return
+        self.state.connected = True
+        self.state.connects += 1
+        self.state.last_error = ""
+        log.info("mqtt connected to %s:%d", self.settings.host, self.settings.port)
+        topic, payload = self.birth()  # a fresh timestamp at every connect
+        self.publish(topic, payload, retain=True)
+        self.connected.set()
+        if self.on_connected is not None:
+            self.on_connected()
+
+    def _disconnected(self, reason: str) -> None:
+        was = self.state.connected
+        self.state.connected = False
+        self.connected.clear()
+        if was:
+            self.state.disconnects += 1
+            log.warning(
+                "mqtt disconnected from %s:%d: %s", self.settings.host, self.settings.port, reason
+            )
+        elif reason and reason != "Success":
+            self.state.last_error = f"cannot connect: {reason}"
+        if self.on_disconnected is not None:
+            self.on_disconnected()
+
+    def _acked(self, mid: int, ok: bool, reason: str) -> None:
+        if not ok:
+            log.error("mqtt broker refused message %d: %s", mid, reason)
+        if self.on_ack is not None:
+            self.on_ack(mid, ok)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int | None:
+        """QoS 1 publish; the message id, or None if not connected."""
+        if self._client is None or not self.state.connected:
+            return None
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return None
+        return int(info.mid)
+
+    async def stop(self, final: tuple[str, bytes] | None = None, timeout_s: float = 3.0) -> None:
+        """Publish ``final`` (the retained offline status) if connected, then disconnect."""
+        client = self._client
+        if client is None:
+            return
+        if final is not None and self.state.connected:
+            info = client.publish(final[0], final[1], qos=1, retain=True)
+            deadline = time.monotonic() + timeout_s
+            while not info.is_published() and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)  # paho signals this on its own thread
+        client.disconnect()
+        await asyncio.to_thread(client.loop_stop)
+        self._client = None
+        self.state.connected = False
+        self.connected.clear()
+
+
+@dataclass
+class PumpStats:
+    published: int = 0
+    acked: int = 0
+    refused: int = 0
+    retried: int = 0
+    in_flight: int = 0
+    last_ack_ms: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+
+
+class Pump:
+    """Outbox -> broker, in order, at most ``window`` unacknowledged, at most ``rate``/s."""
+
+    def __init__(
+        self, outbox: Outbox, link: MqttLink, *, window: int = 200, rate_per_s: float = 2000.0
+    ) -> None:
+        self.outbox = outbox
+        self.link = link
+        self.window = window
+        self.rate_per_s = rate_per_s
+        self.wake = asyncio.Event()
+        self.stats = PumpStats()
+        self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (outbox id, sent at)
+        self._acked: list[int] = []
+        self._room = asyncio.Event()
+        link.on_ack = self._on_ack
+        link.on_disconnected = self._on_disconnect
+
+    def _on_ack(self, mid: int, ok: bool) -> None:
+        item = self._inflight.pop(mid, None)
+        if item is None:
+            return  # the birth message, or a retransmission after a reject
+        eid, sent = item
+        # A refusal (not authorised, quota) will not succeed when repeated: it is
+        # counted and logged, not retried forever.
+        self._acked.append(eid)
+        self.stats.acked += ok
+        self.stats.refused += not ok
+        self.stats.last_ack_ms = int(time.time() * 1000)
+        lat = (time.monotonic() - sent) * 1000
+        if len(self.stats.latencies_ms) < 10_000:
+            self.stats.latencies_ms.append(lat)
+        self._room.set()
+
+    def _on_disconnect(self) -> None:
+        ids = [eid for eid, _ in self._inflight.values()]
+        if ids:
+            self.outbox.reject(ids)
+            self.stats.retried += len(ids)
+        self._inflight.clear()
+        self._room.set()
+
+    def flush_acks(self) -> None:
+        if self._acked:
+            ids, self._acked = self._acked, []
+            self.outbox.accept(ids)
+
+    async def run(self) -> None:
+        budget = 0.0
+        last = time.monotonic()
+        while True:
+            self.flush_acks()
+            if not self.link.connected.is_set():
+                await self.link.connected.wait()
+                continue
+            now = time.monotonic()
+            budget = min(self.rate_per_s, budget + (now - last) * self.rate_per_s)
+            last = now
+            room = min(self.window - len(self._inflight), int(budget))
+            if room <= 0:
+                self._room.clear()
+                await _wait(self._room, 0.05)
+                continue
+            batch = self.outbox.take(room)
+            if not batch:
+                self.wake.clear()
+                await _wait(self.wake, 0.2)
+                continue
+            for n, e in enumerate(batch):
+                mid = self.link.publish(e.topic, e.payload, retain=e.retain)
+                if mid is None:
+                    self.outbox.reject([x.id for x in batch[n:]])
+                    break
+                self._inflight[mid] = (e.id, time.monotonic())
+                self.stats.published += 1
+                budget -= 1
+            self.stats.in_flight = len(self._inflight)
+            await asyncio.sleep(0)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Wait until the outbox is empty and everything is acknowledged (shutdown)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.flush_acks()
+            if not self._inflight and self.outbox.stats().depth == 0:
+                return True
+            if not self.link.connected.is_set():
+                return False
+            self.wake.set()
+            await asyncio.sleep(0.05)
+        self.flush_acks()
+        return False
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Wait for ``event`` at most ``seconds``: the loops below also poll for other work."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)

@@ -1,0 +1,146 @@
+"""Deadline-based polling: every device keeps its own schedule, whatever the others do.
+
+A device is due at fixed instants (start + k x interval). A poll that runs
+late never shifts the phase: missed instants are skipped, not queued. A device
+that fails backs off with capped, jittered delays and is retried, so a dead
+meter costs its bus one timeout per backoff period, not one per interval.
+
+A serial line carries one request at a time, so its devices are polled in one
+loop, earliest deadline first; on TCP every device has its own task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from drivers.errors import TransportError
+from drivers.quantities import Quantity
+from drivers.reader import DeviceReader
+from drivers.transport import Transport
+
+Values = dict[Quantity, float | None]
+ResultFn = Callable[["DevicePoll", int, Values | None, TransportError | None, float], None]
+
+
+@dataclass
+class Backoff:
+    """Capped exponential backoff with full jitter (delay in [d/2, d])."""
+
+    base_s: float
+    cap_s: float
+    failures: int = 0
+    rng: random.Random = field(default_factory=random.Random)
+
+    def next_delay(self) -> float:
+        self.failures += 1
+        delay: float = min(self.cap_s, self.base_s * 2.0 ** (self.failures - 1))
+        return delay * (0.5 + 0.5 * self.rng.random())
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+@dataclass
+class DevicePoll:
+    device_id: str
+    reader: DeviceReader
+    interval_s: float
+    backoff: Backoff
+    next_due: float = 0.0
+    in_backoff: bool = False
+
+    def schedule_after_success(self, now: float) -> None:
+        self.backoff.reset()
+        if self.in_backoff:
+            # Back from a failure: rejoin the grid at the next instant after now.
+            self.in_backoff = False
+            self.next_due = now + self.interval_s - (now - self.next_due) % self.interval_s
+            return
+        self.next_due += self.interval_s
+        if self.next_due <= now:  # ran late: skip the instants we missed
+            missed = int((now - self.next_due) // self.interval_s) + 1
+            self.next_due += missed * self.interval_s
+
+    def schedule_after_failure(self, now: float) -> None:
+        self.in_backoff = True
+        self.next_due = now + max(self.interval_s, self.backoff.next_delay())
+
+
+class BusPoller:
+    """Polls the devices of one bus until ``stop`` is set; each result goes to ``on_result``."""
+
+    def __init__(
+        self,
+        bus_id: str,
+        transport: Transport,
+        polls: list[DevicePoll],
+        on_result: ResultFn,
+        *,
+        serial: bool,
+        clock: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    ) -> None:
+        self.bus_id = bus_id
+        self.transport = transport
+        self.polls = polls
+        self.on_result = on_result
+        self.serial = serial
+        self.clock = clock
+        self.wall_ms = wall_ms
+        #: Poll durations in seconds, most recent last (for metrics and the page).
+        self.latencies: list[float] = []
+
+    async def run(self, stop: asyncio.Event) -> None:
+        start = self.clock()
+        for i, p in enumerate(self.polls):
+            # Spread the first polls over the first interval so a bus is not hit at once.
+            p.next_due = start + (i / max(len(self.polls), 1)) * min(p.interval_s, 1.0)
+        if self.serial:
+            await self._run_serial(stop)
+        else:
+            async with asyncio.TaskGroup() as tg:
+                for p in self.polls:
+                    tg.create_task(self._run_one(p, stop), name=f"poll-{p.device_id}")
+
+    async def _sleep_until(self, due: float, stop: asyncio.Event) -> bool:
+        """False when stopped while waiting."""
+        delay = due - self.clock()
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+        return not stop.is_set()
+
+    async def _run_serial(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            p = min(self.polls, key=lambda x: x.next_due)
+            if not await self._sleep_until(p.next_due, stop):
+                return
+            await self._poll(p)
+
+    async def _run_one(self, p: DevicePoll, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            if not await self._sleep_until(p.next_due, stop):
+                return
+            await self._poll(p)
+
+    async def _poll(self, p: DevicePoll) -> None:
+        started = self.clock()
+        ts = self.wall_ms()
+        try:
+            values = await p.reader.read(self.transport)
+        except TransportError as exc:
+            now = self.clock()
+            p.schedule_after_failure(now)
+            self.on_result(p, ts, None, exc, now - started)
+            return
+        now = self.clock()
+        self.latencies.append(now - started)
+        if len(self.latencies) > 1000:
+            del self.latencies[:500]
+        p.schedule_after_success(now)
+        self.on_result(p, ts, values, None, now - started)
