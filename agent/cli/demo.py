@@ -1,8 +1,10 @@
-"""`demo`: a simulated plant, read live, nothing to configure.
+"""`demo`: a simulated plant, a broker and the agent, nothing to configure.
 
-Until `run` exists this is the whole demo: simulated meters on a TCP bus and on
-an RS-485 line (through a pty pair), read by the same drivers the agent uses,
-shown as a live table. Ctrl-C stops everything it started.
+Twelve simulated meters of several profiles on a Modbus TCP bus and on an
+RS-485 line (through a socat pty pair, or a Python one without socat), a gas
+meter and a production counter; mosquitto on a free loopback port; and the
+agent itself (`run`'s code, with the embedded demo config) publishing to it.
+A live table shows what the agent sees. Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import os
 import signal
 import socket
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
 from importlib import resources
 
 from rich.console import Console, Group
@@ -25,14 +27,12 @@ from rich.text import Text
 
 from agent.cli.main import EXIT_OK
 from agent.config import parse_config
-from agent.config.models import AgentConfig, Device
+from agent.demo.broker import Mosquitto, find_mosquitto
 from agent.demo.plant import plant_for
-from drivers.errors import TransportError
+from agent.runtime.agent import Agent
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
-from drivers.reader import DeviceReader
 from drivers.simulator.ptypair import PtyPair
-from drivers.transport import ModbusTransport
 
 
 def free_port() -> int:
@@ -46,17 +46,6 @@ def demo_config_text() -> str:
     return (resources.files("agent.demo") / "demo.yaml").read_text(encoding="utf-8")
 
 
-@dataclass
-class DeviceState:
-    device: Device
-    reader: DeviceReader
-    values: dict[Quantity, float | None] = field(default_factory=dict)
-    ok_at: float | None = None
-    error: str = ""
-    polls: int = 0
-    failures: int = 0
-
-
 def run_demo(args: argparse.Namespace) -> int:
     return asyncio.run(_demo(args.duration, use_socat=not args.no_rtu))
 
@@ -64,101 +53,84 @@ def run_demo(args: argparse.Namespace) -> int:
 async def _demo(duration: float | None, *, use_socat: bool) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=140)
     library = ProfileLibrary()
-    async with PtyPair(prefer_socat=use_socat) as pty:
-        env = dict(os.environ)
-        env.setdefault("DEMO_LINE_A_PORT", str(free_port()))
-        env["DEMO_RS485_PORT"] = pty.a
-        config = parse_config(demo_config_text(), "demo.yaml", env=env, profiles=library)
-        plant = plant_for(config, library, {"rs485-1": pty.b})
-        servers = plant.servers(library)
+    mqtt_port = int(os.environ.get("DEMO_MQTT_PORT") or free_port())
+    with tempfile.TemporaryDirectory(prefix="energy-agent-demo-") as state:
         async with contextlib.AsyncExitStack() as stack:
-            for server in servers:
+            pty = await stack.enter_async_context(PtyPair(prefer_socat=use_socat))
+            env = dict(os.environ)
+            env.setdefault("DEMO_LINE_A_PORT", str(free_port()))
+            env["DEMO_RS485_PORT"] = pty.a
+            env["DEMO_MQTT_PORT"] = str(mqtt_port)
+            env["DEMO_STATE_DIR"] = state
+            config = parse_config(demo_config_text(), "demo.yaml", env=env, profiles=library)
+            for server in plant_for(config, library, {"rs485-1": pty.b}).servers(library):
                 await stack.enter_async_context(server)
+            broker = "none"
+            if find_mosquitto() is not None:
+                await stack.enter_async_context(Mosquitto(mqtt_port))
+                broker = f"mosquitto on mqtt://127.0.0.1:{mqtt_port}"
+            agent = Agent(config, library)
+            topics = agent.site.topics
             console.print(
-                f"[bold]energy-agent demo[/bold]: {len(config.devices)} simulated "
-                f"meters at site '{config.site.id}'"
+                f"[bold]energy-agent demo[/bold]: site '{config.site.id}', "
+                f"{len(config.devices)} simulated meters"
             )
             for bus in config.buses:
                 console.print(f"  bus {bus.id}: {bus.endpoint().describe()}")
             console.print(f"  RS-485 line through a {pty.kind} pty pair: {pty.a} <-> {pty.b}")
+            if broker == "none":
+                console.print(
+                    "  [yellow]mosquitto is not installed: nothing is published; "
+                    "messages wait in the agent's outbox[/yellow] "
+                    "(scripts/demo installs it)"
+                )
+            else:
+                console.print(f"  broker: {broker}")
+                console.print(
+                    f"  topics: {topics.base}/#  (e.g. mosquitto_sub -h 127.0.0.1 "
+                    f"-p {mqtt_port} -t '{topics.base}/#' -v)"
+                )
             console.print(
-                "  The agent's `run` (MQTT publishing) is not built yet: this demo "
-                "reads the meters live with the agent's drivers. Ctrl-C stops.\n"
+                "  energy and intensity records close at each full minute. "
+                "Ctrl-C stops everything.\n"
             )
-            await _poll_live(config, library, console, duration)
+            await _run_with_view(agent, console, duration)
     return EXIT_OK
 
 
-async def _poll_live(
-    config: AgentConfig, library: ProfileLibrary, console: Console, duration: float | None
-) -> None:
-    states: list[DeviceState] = []
-    for dev in config.devices:
-        regmap = library.get(dev.profile) if dev.profile is not None else dev.inline_map()
-        assert regmap is not None  # the config model guarantees a profile or registers
-        states.append(DeviceState(dev, DeviceReader(regmap, dev.unit)))
-    stop = asyncio.Event()
+async def _run_with_view(agent: Agent, console: Console, duration: float | None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    deadline = None if duration is None else time.monotonic() + duration
-    async with contextlib.AsyncExitStack() as stack:
-        transports = {}
-        for bus in config.buses:
-            transports[bus.id] = await stack.enter_async_context(
-                ModbusTransport(bus.endpoint(), bus.timing(), name=bus.id)
-            )
+            loop.add_signal_handler(sig, agent.stop.set)
+
+    async def view() -> None:
+        deadline = None if duration is None else time.monotonic() + duration
         live = Live(
-            _render(states),
+            _render(agent),
             console=console,
             refresh_per_second=2,
             auto_refresh=sys.stdout.isatty(),
             transient=False,
         )
         with live:
-            while not stop.is_set():
-                started = time.monotonic()
-                async with asyncio.TaskGroup() as tg:
-                    for bus in config.buses:
-                        members = [s for s in states if s.device.bus == bus.id]
-                        tg.create_task(
-                            _poll_bus(transports[bus.id], members), name=f"poll-{bus.id}"
-                        )
-                live.update(_render(states))
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
+            while not agent.stop.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        stop.wait(), max(0.0, 1.0 - (time.monotonic() - started))
-                    )
-        if not sys.stdout.isatty():
-            console.print(_render(states))
-
-
-async def _poll_bus(transport: ModbusTransport, states: list[DeviceState]) -> None:
-    # The transport serialises a serial line itself; on TCP the devices run concurrently.
-    async def one(s: DeviceState) -> None:
-        s.polls += 1
-        try:
-            s.values = await s.reader.read(transport)
-            s.ok_at, s.error = time.monotonic(), ""
-        except TransportError as exc:
-            s.failures += 1
-            s.error = f"{exc.reason}: {exc.detail}"
+                    await asyncio.wait_for(agent.stop.wait(), 1.0)
+                live.update(_render(agent))
+                if deadline is not None and time.monotonic() >= deadline:
+                    agent.stop.set()
 
     async with asyncio.TaskGroup() as tg:
-        for s in states:
-            tg.create_task(one(s), name=f"read-{s.device.id}")
+        tg.create_task(agent.run(), name="agent")
+        tg.create_task(view(), name="view")
 
 
-_MAIN = {
-    "gas": (Quantity.GAS_VOLUME_M3, "m³"),
-    "production": (Quantity.OUTPUT_UNITS, "units"),
-}
+_MAIN = {"gas": (Quantity.GAS_VOLUME_M3, "m³"), "production": (Quantity.OUTPUT_UNITS, "units")}
 
 
-def _render(states: list[DeviceState]) -> Group:
+def _render(agent: Agent) -> Group:
+    now = time.time() * 1000
     table = Table(expand=False)
     for col, just in (
         ("device", "left"),
@@ -171,29 +143,59 @@ def _render(states: list[DeviceState]) -> Group:
         ("last good poll", "right"),
     ):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
-    now = time.monotonic()
-    total_kw = 0.0
-    for s in states:
-        d = s.device
-        kind = d.kind.value if d.kind else "electricity"
+    for dev in agent.config.devices:
+        st = agent.devices[dev.id]
+        kind = dev.kind.value if dev.kind else "electricity"
         q, unit = _MAIN.get(kind, (Quantity.ENERGY_IMPORT_KWH, "kWh"))
-        power = s.values.get(Quantity.ACTIVE_POWER_KW)
-        if power is not None and d.parent is None:
-            total_kw += power
-        counter = s.values.get(q)
-        status = (
-            Text("OK", style="green") if not s.error else Text(f"ERROR {s.error}", style="bold red")
-        )
-        age = "never" if s.ok_at is None else f"{now - s.ok_at:.1f} s ago"
+        values = st.last_values or {}
+        power = values.get(Quantity.ACTIVE_POWER_KW)
+        counter = values.get(q)
+        if st.state == "ok":
+            status = Text("OK", style="green")
+        elif st.state == "error":
+            status = Text(f"ERROR {st.reason}", style="bold red")
+        else:
+            status = Text("waiting", style="yellow")
+        age = "never" if st.last_ok_ms is None else f"{(now - st.last_ok_ms) / 1000:.1f} s ago"
         table.add_row(
-            d.id,
-            d.bus,
-            str(d.unit),
-            d.profile or "inline registers",
+            dev.id,
+            dev.bus,
+            str(dev.unit),
+            dev.profile or "inline registers",
             status,
             "" if power is None else f"{power:,.2f}",
             "" if counter is None else f"{counter:,.2f} {unit}",
             age,
         )
-    header = Text(f"site power (root meters): {total_kw:,.1f} kW", style="bold")
-    return Group(header, table)
+    link = agent.link.state
+    mqtt = (
+        Text("MQTT connected", style="green")
+        if link.connected
+        else Text(f"MQTT DOWN {link.last_error}", style="bold red")
+    )
+    depth = agent.outbox.stats().depth
+    header = Text.assemble(
+        mqtt,
+        f"   outbox: {depth} message{'s' if depth != 1 else ''}   "
+        f"published: {agent.pump.stats.acked}",
+    )
+    parts: list[Text | Table] = [header]
+    latest = agent.site.latest_intensity
+    if latest is not None:
+        w = latest["windows"]["15m"]  # type: ignore[index]
+        today = latest["windows"]["today"]  # type: ignore[index]
+        g = w["intensity_g_per_kwh"]
+        grams = "n/a" if g is None else f"{g:.0f}"
+        parts.append(
+            Text(
+                f"site, last 15 min: {w['energy_kwh']:.2f} kWh, {w['co2_kg']:.2f} kg CO2, "
+                f"{grams} g/kWh;  today: {today['energy_kwh']:.1f} kWh, "
+                f"{today['tce']:.4f} tce",
+                style="bold",
+            )
+        )
+    parts.append(table)
+    return Group(*parts)
+
+
+__all__ = ["run_demo"]

@@ -253,6 +253,8 @@ class SiteCore:
         self._held: list[tuple[int, int, dict[str, object]]] = []  # (end, device, payload)
         self._pending_ends: set[int] = set()
         self._days: dict[date, _Totals] = {}
+        #: The last intensity record published, for the live page and the demo.
+        self.latest_intensity: dict[str, object] | None = None
         self._today: date | None = None
 
     # --- input ---------------------------------------------------------------------------
@@ -445,8 +447,10 @@ class SiteCore:
     def _intensity_messages(self, upto: int) -> list[Message]:
         out = []
         for end in sorted(e for e in self._pending_ends if e <= upto):
-            out.append(Message(self.topics.intensity(), self.intensity_at(end)))
+            payload = self.intensity_at(end)
+            out.append(Message(self.topics.intensity(), payload))
             self._pending_ends.discard(end)
+            self.latest_intensity = payload
         return out
 
     def _fill_weights(self, end_slot: int) -> None:
