@@ -29,7 +29,9 @@ def load_kernel(cache_dir: Path | None = None) -> ModuleType:
     """
     if cache_dir is not None and "numba" not in sys.modules:
         try:
-            cache_dir.mkdir(parents=True, exist_ok=True)
+            # Only inside an existing state directory: `replay` on a workstation must not
+            # create /var/lib/energy-agent as a side effect.
+            cache_dir.mkdir(exist_ok=True)
             writable = os.access(cache_dir, os.W_OK)
         except OSError:
             writable = False  # e.g. `replay` on a workstation without the gateway's state dir
