@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import ssl
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -117,6 +118,7 @@ class MqttLink:
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_inflight_messages_set(1000)  # our Pump holds the real window
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         return client
@@ -145,6 +147,11 @@ class MqttLink:
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
         self._post(self._connected, not reason.is_failure, str(reason))
+
+    def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
+        # paho calls this inside its `except OSError:` around the connect (TCP, TLS
+        # handshake, certificate check): the error being handled is the reason.
+        self._post(self._connect_failed, _connect_error(sys.exc_info()[1]))
 
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
@@ -176,14 +183,27 @@ class MqttLink:
         if self.on_connected is not None:
             self.on_connected()
 
+    def _connect_failed(self, reason: str) -> None:
+        # Said once per cause, not at every retry of paho's backoff.
+        text = f"cannot connect: {reason}"
+        if text != self.state.last_error:
+            log.error("mqtt %s:%d: %s (retrying)", self.settings.host, self.settings.port, text)
+        self.state.last_error = text
+
     def _disconnected(self, reason: str) -> None:
         was = self.state.connected
         self.state.connected = False
         self.connected.clear()
         if was:
             self.state.disconnects += 1
-            log.warning(
-                "mqtt disconnected from %s:%d: %s", self.settings.host, self.settings.port, reason
+            # Our own disconnect at shutdown is routine; anything else is worth a warning.
+            level = logging.INFO if reason == "Normal disconnection" else logging.WARNING
+            log.log(
+                level,
+                "mqtt disconnected from %s:%d: %s",
+                self.settings.host,
+                self.settings.port,
+                reason,
             )
         elif reason and reason != "Success":
             self.state.last_error = f"cannot connect: {reason}"
@@ -325,6 +345,17 @@ class Pump:
             await asyncio.sleep(0.05)
         self.flush_acks()
         return False
+
+
+def _connect_error(exc: BaseException | None) -> str:
+    """Why a connection attempt failed, in a line (no traceback, no secrets)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"the broker's TLS certificate is not accepted: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.reason or exc}"
+    if isinstance(exc, OSError):
+        return exc.strerror or str(exc) or type(exc).__name__
+    return "unknown error" if exc is None else f"{type(exc).__name__}: {exc}"
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:

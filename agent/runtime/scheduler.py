@@ -130,14 +130,18 @@ class BusPoller:
 
     async def _poll(self, p: DevicePoll) -> None:
         started = self.clock()
-        ts = self.wall_ms()
         try:
             values = await p.reader.read(self.transport)
         except TransportError as exc:
             now = self.clock()
             p.schedule_after_failure(now)
-            self.on_result(p, ts, None, exc, now - started)
+            self.on_result(p, self.wall_ms(), None, exc, now - started)
             return
+        # The reading's time is when its values arrived, not when the poll was due: on a
+        # TCP bus the request may have queued behind another unit's timeout (pymodbus
+        # sends one request at a time per connection), and the core would attribute a
+        # counter read seconds later to the scheduled instant.
+        ts = self.wall_ms()
         now = self.clock()
         self.latencies.append(now - started)
         if len(self.latencies) > 1000:
