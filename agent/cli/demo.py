@@ -4,7 +4,8 @@ Twelve simulated meters of several profiles on a Modbus TCP bus and on an
 RS-485 line (through a socat pty pair, or a Python one without socat), a gas
 meter and a production counter; mosquitto on a free loopback port; and the
 agent itself (`run`'s code, with the embedded demo config) publishing to it.
-A live table shows what the agent sees. Ctrl-C stops everything it started.
+A live table shows what the agent sees, and the agent's own live page is on a
+free loopback port (printed at start). Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ async def _demo(duration: float | None, *, use_socat: bool) -> int:
             pty = await stack.enter_async_context(PtyPair(prefer_socat=use_socat))
             env = dict(os.environ)
             env.setdefault("DEMO_LINE_A_PORT", str(free_port()))
+            # A free port unless the caller chose one: a second demo, or a gateway's own
+            # agent on 8080, must not stop the demo from starting.
+            env.setdefault("DEMO_HTTP_PORT", str(free_port()))
             env["DEMO_RS485_PORT"] = pty.a
             env["DEMO_MQTT_PORT"] = str(mqtt_port)
             env["DEMO_STATE_DIR"] = state
@@ -90,6 +94,9 @@ async def _demo(duration: float | None, *, use_socat: bool) -> int:
                     f"  topics: {topics.base}/#  (e.g. mosquitto_sub -h 127.0.0.1 "
                     f"-p {mqtt_port} -t '{topics.base}/#' -v)"
                 )
+            page = f"http://127.0.0.1:{config.http.port}/"
+            console.print(f"  live page: [bold]{page}[/bold]  (JSON: {page}api/state)")
+            console.print(f"  in a terminal: energy-agent status --url {page}")
             console.print(
                 "  energy and intensity records close at each full minute. "
                 "Ctrl-C stops everything.\n"

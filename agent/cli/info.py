@@ -33,6 +33,8 @@ def run_check(args: argparse.Namespace) -> int:
         f"{len(config.devices)} device{'s' if len(config.devices) != 1 else ''} on "
         f"{len(buses)} bus{'es' if len(buses) != 1 else ''}"
     )
+    for warning in config.http.warnings():
+        print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -19,9 +19,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from agent import __version__
 from agent.config.models import AgentConfig
+from agent.core.channels import RING
 from agent.core.site import Reading, SiteCore, regmap_of
+from agent.core.snapshot import SnapshotError
+from agent.http.metrics import AgentMetrics
+from agent.http.server import HttpServer
 from agent.payloads import (
     Message,
     device_status_payload,
@@ -64,6 +70,8 @@ class DeviceState:
     polls: int = 0
     failures: int = 0
     last_values: Values | None = None
+    #: The last retained status message stored for this device (sent again on reconnect).
+    status: Message | None = None
 
 
 class Agent:
@@ -94,9 +102,14 @@ class Agent:
             ),
         )
         self.pump = Pump(self.outbox, self.link)
+        self.link.on_connected = self._restate
         self.pollers: list[BusPoller] = []
         self.stop = asyncio.Event()
         self.started_ms = now_ms()
+        #: Energy records were stored since the last snapshot (see ``_housekeeping``).
+        self._closed_since_snapshot = False
+        #: /metrics: poll latency and errors, core time, fed below as they happen.
+        self.metrics = AgentMetrics({d.id: d.bus for d in config.devices})
 
     # --- results of polls --------------------------------------------------------------
 
@@ -106,6 +119,7 @@ class Agent:
         items = []
         for m in messages:
             kind = _KIND[m.topic.rsplit("/", 1)[-1]]
+            self._closed_since_snapshot |= kind is Kind.ENERGY
             items.append(
                 Item(
                     kind,
@@ -128,35 +142,43 @@ class Agent:
     ) -> None:
         st = self.devices[poll.device_id]
         st.polls += 1
+        self.metrics.poll(poll.device_id, seconds, None if error is None else error.reason)
         messages: list[Message] = []
         if error is not None:
             st.failures += 1
             text = str(error)
             if st.state != "error" or st.error != text:
                 log.warning("device %s: %s", poll.device_id, text)
-                messages.append(
-                    Message(
-                        self.site.topics.device_status(poll.device_id),
-                        device_status_payload("error", text, ts),
-                    )
+                st.status = Message(
+                    self.site.topics.device_status(poll.device_id),
+                    device_status_payload("error", text, ts),
                 )
+                messages.append(st.status)
             st.state, st.error, st.reason = "error", text, error.reason
         else:
             assert values is not None
             if st.state != "ok":
                 if st.state == "error":
                     log.info("device %s: answering again", poll.device_id)
-                messages.append(
-                    Message(
-                        self.site.topics.device_status(poll.device_id),
-                        device_status_payload("ok", None, ts),
-                    )
+                st.status = Message(
+                    self.site.topics.device_status(poll.device_id),
+                    device_status_payload("ok", None, ts),
                 )
+                messages.append(st.status)
             st.state, st.error, st.reason = "ok", None, ""
             st.last_ok_ms = ts
             st.last_values = values
+            started = time.perf_counter()
             messages += self.site.feed([Reading(poll.device_id, ts, values)])
+            self.metrics.core_scan(time.perf_counter() - started)
         self._store(messages)
+
+    def _restate(self) -> None:
+        """At every connect, the devices' retained statuses again (the gateway's is the
+        birth message): a broker restarted without persistence, or another node of a
+        cluster, has forgotten them, and they change too rarely to come back by themselves.
+        The same payloads as before, queued after anything older: the last one stays."""
+        self._store([st.status for st in self.devices.values() if st.status is not None])
 
     # --- the job -----------------------------------------------------------------------
 
@@ -194,20 +216,47 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), 1.0)
             self._store(self.site.flush(now_ms()))
-            if time.monotonic() - last_snapshot >= 60:
+            # Also right after intervals closed: a restart after kill -9 must continue from
+            # a state that has emitted exactly what the outbox holds, or it emits those
+            # intervals again with other numbers (and without any snapshot, it would
+            # start the counters afresh and lose the energy of the downtime).
+            if self._closed_since_snapshot or time.monotonic() - last_snapshot >= 60:
                 self.snapshot()
                 last_snapshot = time.monotonic()
 
     def snapshot(self) -> None:
+        self._closed_since_snapshot = False
         try:
             self.site.save_snapshot(self.state_dir / SNAPSHOT)
         except OSError as exc:
             log.error("cannot write the core snapshot in %s: %s", self.state_dir, exc)
 
+    def _warm_up(self) -> None:
+        """Compile (or load from numba's cache) the core's kernels before the first poll.
+
+        Otherwise the first reading and the first interval close compile them on the
+        event loop, and every bus stands still for seconds on a gateway's first start.
+        Only reads: an empty feed, and window sums over empty slot ranges.
+        """
+        started = time.perf_counter()
+        self.site.feed([])
+        engine = self.site.engine
+        engine.range_sums([0], [0])
+        engine.weighted_range_sums(self.site.group, np.zeros((2, RING)), [0], [0])
+        log.debug("core kernels ready in %.1f s", time.perf_counter() - started)
+
     async def run(self) -> None:
-        restored = self.site.load_snapshot(self.state_dir / SNAPSHOT)
-        if restored:
-            log.info("continuing counters from %s", self.state_dir / SNAPSHOT)
+        path = self.state_dir / SNAPSHOT
+        try:
+            if self.site.load_snapshot(path):
+                log.info("continuing counters from %s", path)
+        except SnapshotError as exc:
+            # A damaged snapshot must not keep the gateway down: keep it for inspection and
+            # start the counters afresh (the first interval is then marked partial).
+            aside = path.with_name(path.name + ".corrupt")
+            path.replace(aside)
+            log.error("%s; moved to %s, starting the core afresh", exc, aside)
+        self._warm_up()
         self.link.start()
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -223,6 +272,8 @@ class Agent:
                         for poller in self.pollers:
                             tg.create_task(poller.run(self.stop), name=f"bus-{poller.bus_id}")
                         tg.create_task(self._housekeeping(), name="housekeeping")
+                        # The live page, /api/state, /events, /metrics; ends when stop is set.
+                        tg.create_task(HttpServer.for_agent(self).serve(self.stop), name="http")
                 finally:
                     # Polls have finished: publish what they produced, then leave cleanly.
                     self._store(self.site.flush(now_ms()))

@@ -1,0 +1,224 @@
+"""`status`: the running agent's live picture in a terminal, for SSH sessions on the gateway.
+
+It reads the agent's own /api/state (the document the live page shows) rather
+than the state directory or the buses: a second process polling the meters
+would fight the agent for the RS-485 line, and the agent already knows
+everything. Exit 0 when all is well, 1 when the agent reports a problem or
+cannot be reached, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import sys
+import urllib.error
+import urllib.request
+from typing import Any
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from agent.cli.main import EXIT_FAILED, EXIT_OK, UsageError
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def _url_from(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The state URL and an Authorization header, from --url or the config's http section."""
+    auth: str | None = None
+    user = args.user
+    password_file = args.password_file
+    if args.url:
+        base = args.url
+    elif args.config:
+        from agent.config import load_config
+
+        http = load_config(args.config).http
+        host = http.host if http.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        base = f"http://{f'[{host}]' if ':' in host else host}:{http.port}/"
+        password_file = password_file or http.password_file
+        user = user or http.username
+    else:
+        base = "http://127.0.0.1:8080/"
+    if not base.startswith(("http://", "https://")):
+        raise UsageError(f"--url: '{base}' is not an http:// or https:// URL")
+    if password_file is not None:
+        from agent.http.server import read_password
+
+        try:
+            password = read_password(password_file)
+        except OSError as exc:
+            raise UsageError(f"cannot read the password file: {exc}") from None
+        token = base64.b64encode(f"{user or 'energy'}:{password}".encode()).decode()
+        auth = f"Basic {token}"
+    return base.rstrip("/") + "/api/state?history=1", auth
+
+
+def fetch_state(url: str, auth: str | None = None, timeout: float = 5.0) -> dict[str, Any]:
+    req = urllib.request.Request(url, headers={"Accept": "application/json"})
+    if auth:
+        req.add_header("Authorization", auth)
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        doc: dict[str, Any] = json.loads(resp.read().decode("utf-8"))
+        return doc
+
+
+def _n(v: object, digits: int) -> str:
+    return "—" if not isinstance(v, int | float) else f"{v:,.{digits}f}"
+
+
+def _spark(points: list[list[float]], width: int = 24) -> str:
+    if len(points) < 2:
+        return ""
+    vals = [p[1] for p in points]
+    # the last `width` buckets, each the mean of its points
+    step = max(1, len(vals) // width + (len(vals) % width > 0))
+    means = [sum(vals[i : i + step]) / len(vals[i : i + step]) for i in range(0, len(vals), step)]
+    lo, hi = min(means), max(means)
+    if hi - lo < 1e-9:
+        return BLOCKS[3] * len(means)
+    return "".join(BLOCKS[int((v - lo) / (hi - lo) * (len(BLOCKS) - 1))] for v in means)
+
+
+def _ago(s: object) -> str:
+    if not isinstance(s, int | float):
+        return "never"
+    if s < 60:
+        return f"{s:.1f} s ago"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60)} s ago"
+    return f"{s / 3600:.1f} h ago"
+
+
+def render(doc: dict[str, Any]) -> Group:
+    """The page's picture as rich renderables: header, alerts, site, demand, devices."""
+    a, site, mqtt, buf = doc["agent"], doc["site"], doc["mqtt"], doc["buffer"]
+    parts: list[Text | Table] = []
+    health = (
+        Text("ALL OK", style="bold green")
+        if doc["health"]["state"] == "ok"
+        else Text("ATTENTION", style="bold red")
+    )
+    parts.append(
+        Text.assemble(
+            (f"{a['site_name']}", "bold"),
+            f"  site {a['site']} · gateway {a['gateway']} · energy-agent {a['version']}  ",
+            health,
+        )
+    )
+    for problem in doc["health"]["problems"]:
+        parts.append(Text(f"  ! {problem}", style="bold red"))
+    why = f": {mqtt['last_error']}" if mqtt["last_error"] else ""
+    link = (
+        Text("MQTT connected", style="green")
+        if mqtt["connected"]
+        else Text(f"MQTT DOWN ({mqtt['broker']}{why})", style="bold red")
+    )
+    buffer_style = "bold yellow" if buf["alarm"] else ""
+    parts.append(
+        Text.assemble(
+            link,
+            "   ",
+            (
+                f"buffer: {buf['depth']} waiting"
+                + (f", oldest {buf['oldest_age_s']:.0f} s" if buf["oldest_age_s"] else "")
+                + (" — GROWING" if buf["growing"] else ""),
+                buffer_style,
+            ),
+            f"   acknowledged: {buf['acked']}",
+        )
+    )
+
+    it, hour, today = site["intensity"] or {}, site["intensity_1h"] or {}, site["today"] or {}
+    summary = Table(title="site", title_justify="left", show_header=True)
+    for col in ("", "value", "unit"):
+        summary.add_column(col, justify="left" if col != "value" else "right")
+    summary.add_row("intensity, last 15 min", _n(it.get("intensity_g_per_kwh"), 0), "g CO₂/kWh")
+    summary.add_row("CO₂ per unit, last 15 min", _n(it.get("kgco2_per_unit"), 3), "kg")
+    summary.add_row("energy per unit, last 15 min", _n(it.get("kwh_per_unit"), 3), "kWh")
+    summary.add_row("intensity, last hour", _n(hour.get("intensity_g_per_kwh"), 0), "g CO₂/kWh")
+    summary.add_row(
+        "total power now" + ("" if site["power_complete"] else " (INCOMPLETE)"),
+        _n(site["power_kw"], 1),
+        "kW",
+    )
+    summary.add_row("today: energy", _n(today.get("energy_kwh"), 1), "kWh")
+    summary.add_row("today: CO₂", _n(today.get("co2_kg"), 1), "kg")
+    summary.add_row("today: standard coal", _n(today.get("tce"), 4), "tce")
+    summary.add_row("15-min demand now", _n(site["demand"]["now_kw"], 1), "kW")
+    parts.append(summary)
+
+    demand = Table(title="15-minute demand per root meter", title_justify="left")
+    demand.add_column("meter")
+    demand.add_column("now kW", justify="right")
+    demand.add_column("month peak kW", justify="right")
+    demand.add_column("of peak", justify="right")
+    for m in site["demand"]["meters"]:
+        share = (
+            f"{100 * m['now_kw'] / m['peak_kw']:.0f} %"
+            if m["now_kw"] is not None and m["peak_kw"]
+            else ""
+        )
+        demand.add_row(m["device"], _n(m["now_kw"], 1), _n(m["peak_kw"], 1), share)
+    parts.append(demand)
+
+    history = (doc.get("history") or {}).get("power_kw", {})
+    devices = Table(title="devices", title_justify="left")
+    for col, just in (
+        ("device", "left"),
+        ("status", "left"),
+        ("last good poll", "right"),
+        ("power kW", "right"),
+        ("last 15 min", "left"),
+        ("counter", "right"),
+    ):
+        devices.add_column(col, justify=just)  # type: ignore[arg-type]
+    for d in doc["devices"]:
+        if d["state"] == "ok":
+            status = Text("OK", style="green")
+        elif d["state"] == "error":
+            status = Text(f"ERROR {d['reason'] or ''}".strip(), style="bold red")
+        else:
+            status = Text("waiting", style="yellow")
+        main = d["main"]
+        devices.add_row(
+            ("└ " if d["parent"] else "") + d["id"],
+            status,
+            _ago(d["age_s"]),
+            _n(d["power_kw"], 2),
+            _spark(history.get(d["id"], [])),
+            "" if main["value"] is None else f"{main['value']:,.2f} {main['unit']}",
+        )
+    parts.append(devices)
+    return Group(*parts)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    url, auth = _url_from(args)
+    try:
+        doc = fetch_state(url, auth, timeout=args.timeout)
+    except urllib.error.HTTPError as exc:
+        hint = " (give --password-file, or -c with the agent's config)" if exc.code == 401 else ""
+        print(f"energy-agent status: {url}: HTTP {exc.code} {exc.reason}{hint}", file=sys.stderr)
+        return EXIT_FAILED
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        print(
+            f"energy-agent status: cannot read {url}: {reason} (is the agent running? "
+            "see http.listen in its config)",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    if args.json:
+        doc.pop("history", None)
+        print(json.dumps(doc, indent=2))
+    else:
+        console = Console() if sys.stdout.isatty() else Console(width=140)
+        console.print(render(doc))
+    return EXIT_OK if doc["health"]["state"] == "ok" else EXIT_FAILED
+
+
+__all__ = ["fetch_state", "render", "run_status"]

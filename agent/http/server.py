@@ -1,0 +1,440 @@
+"""A small asyncio HTTP/1.1 server for the gateway: four GET routes and one SSE stream.
+
+Why not a web framework: the gateway serves one static page, one JSON
+document, one event stream and the Prometheus text, to a handful of viewers,
+inside the agent's own event loop. A framework (and its ASGI server) would be
+the largest dependency of the agent for ~300 lines of plain asyncio, and
+would add its own loop, threads or workers to a process whose timing matters.
+
+What "written carefully" means here:
+
+* Limits: the request head must arrive within ``HEAD_TIMEOUT_S`` and fit in
+  ``MAX_HEAD`` bytes (at most ``MAX_HEADERS`` lines); a body is refused (GET
+  and HEAD only); at most ``MAX_CLIENTS`` connections and ``MAX_STREAMS``
+  event streams at once; a viewer that stops reading is dropped after
+  ``WRITE_TIMEOUT_S`` instead of growing a buffer.
+* One request per connection (``Connection: close``), except the event stream,
+  which lasts until the viewer leaves or the agent stops.
+* Basic auth (when ``http.password_file`` is set) on every route, compared in
+  constant time; the Authorization header and the password are never logged.
+* The state document is built once per tick and shared by every viewer (see
+  :class:`agent.http.state.StateView`); viewers never trigger Modbus traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
+
+from agent.config.models import Http
+from agent.http.metrics import CONTENT_TYPE as METRICS_TYPE
+from agent.http.metrics import AgentMetrics
+from agent.http.state import StateView, metric_levels
+
+if TYPE_CHECKING:
+    from agent.runtime.agent import Agent
+
+log = logging.getLogger(__name__)
+
+MAX_HEAD = 8192
+MAX_HEADERS = 64
+HEAD_TIMEOUT_S = 10.0
+WRITE_TIMEOUT_S = 10.0
+MAX_CLIENTS = 64
+MAX_STREAMS = 32
+TICK_S = 1.0
+#: What EventSource waits before reconnecting after the stream drops (ms).
+RETRY_MS = 2000
+
+_REASONS = {
+    200: "OK",
+    204: "No Content",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Content Too Large",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
+
+#: Security headers for every answer: the page loads nothing from anywhere else.
+_COMMON = (
+    ("Cache-Control", "no-store"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("X-Frame-Options", "DENY"),
+)
+_PAGE_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str = "") -> None:
+        super().__init__(message or _REASONS.get(status, ""))
+        self.status = status
+
+
+def page_html() -> bytes:
+    """The live page: one self-contained file shipped in this package."""
+    return (resources.files("agent.http") / "page.html").read_bytes()
+
+
+def read_password(path: Path) -> str:
+    """The first line of ``path``, stripped; OSError with the path (never the content)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise OSError(f"http.password_file: cannot read {path}: {exc.strerror or exc}") from None
+    line = text.splitlines()[0].strip() if text.strip() else ""
+    if not line:
+        raise OSError(f"http.password_file: {path} is empty")
+    return line
+
+
+class BasicAuth:
+    """HTTP basic auth against one user, compared in constant time.
+
+    Both sides are hashed first (SHA-256), so the comparison takes the same time
+    whatever the lengths, and the password is kept only as a digest.
+    """
+
+    def __init__(self, username: str, password: str) -> None:
+        self._digest = hashlib.sha256(f"{username}:{password}".encode()).digest()
+
+    def check(self, header: str | None) -> bool:
+        if not header:
+            return False
+        scheme, _, value = header.strip().partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            raw = base64.b64decode(value.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(hashlib.sha256(raw).digest(), self._digest)
+
+
+class HttpServer:
+    """The gateway's page, /api/state, /events and /metrics for one running agent.
+
+    ``async with HttpServer(...)`` listens and ticks (state once a second, sent to
+    every event stream); leaving it closes the listener and every stream.
+    """
+
+    def __init__(
+        self,
+        settings: Http,
+        view: StateView,
+        metrics: AgentMetrics | None = None,
+        *,
+        auth: BasicAuth | None = None,
+        tick_s: float = TICK_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.view = view
+        self.metrics = metrics
+        self.auth = auth
+        self.tick_s = tick_s
+        self.clock = clock
+        self._page = page_html()
+        self._server: asyncio.Server | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self._tick = asyncio.Event()
+        self._frame = b""
+        self._clients: set[asyncio.Task[None]] = set()
+        self._streams = 0
+        self._closing = False
+        self.port = settings.port
+
+    @classmethod
+    def for_agent(cls, agent: Agent, *, tick_s: float = TICK_S) -> HttpServer:
+        """The server for ``agent``: its http settings, its metrics, a password if set."""
+        settings = agent.config.http
+        auth = None
+        if settings.password_file is not None:
+            auth = BasicAuth(settings.username, read_password(settings.password_file))
+        view = StateView(agent)
+        agent.metrics.watch(lambda: metric_levels(view.current()))
+        return cls(settings, view, agent.metrics, auth=auth, tick_s=tick_s)
+
+    @property
+    def url(self) -> str:
+        host = self.settings.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}/"
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        for warning in self.settings.warnings():
+            log.warning("%s", warning)
+        self.view.refresh()
+        self._frame = self._event_frame(self.view.current())
+        self._server = await asyncio.start_server(
+            self._accept,
+            self.settings.host,
+            self.settings.port,
+            limit=MAX_HEAD,
+            reuse_address=True,
+        )
+        sock = self._server.sockets[0]
+        self.port = int(sock.getsockname()[1])
+        self._ticker = asyncio.create_task(self._tick_loop(), name="http-tick")
+        log.info("live page on %s%s", self.url, " (basic auth)" if self.auth is not None else "")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._server is not None:
+            self._server.close()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        self._tick.set()  # wakes every stream: they see _closing and end
+        for task in list(self._clients):
+            task.cancel()
+        if self._clients:
+            await asyncio.gather(*self._clients, return_exceptions=True)
+        if self._server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        self._server = None
+
+    async def __aenter__(self) -> HttpServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set: the form the agent's TaskGroup runs.
+
+        A port that cannot be bound is logged and the agent goes on without its
+        page: metering and publishing matter more than the view of them.
+        """
+        try:
+            await self.start()
+        except OSError as exc:
+            log.error("the live page cannot listen on %s: %s", self.settings.listen, exc)
+            await self.close()
+            return
+        try:
+            await stop.wait()
+        finally:
+            await self.close()
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s - (self.clock() % self.tick_s))
+            try:
+                doc = self.view.refresh()
+            except Exception:  # a bug in the view must not stop the page
+                log.exception("building the live state failed")
+                continue
+            self._frame = self._event_frame(doc)
+            tick, self._tick = self._tick, asyncio.Event()
+            tick.set()
+
+    @staticmethod
+    def _event_frame(doc: dict[str, Any]) -> bytes:
+        data = json.dumps(doc, separators=(",", ":"), allow_nan=False)
+        return f"event: state\ndata: {data}\n\n".encode()
+
+    # --- connections ----------------------------------------------------------------------
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._clients) >= MAX_CLIENTS or self._closing:
+            await self._send_quietly(writer, 503, b"too many connections\n")
+            writer.close()
+            return
+        self._clients.add(task)
+        try:
+            await self._handle(reader, writer)
+        except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
+            pass  # the viewer went away or stalled: nothing to answer
+        except asyncio.CancelledError:
+            pass  # the server is closing
+        except Exception:
+            log.exception("HTTP request failed")
+            await self._send_quietly(writer, 500, b"internal error\n")
+        finally:
+            self._clients.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def _send_quietly(self, writer: asyncio.StreamWriter, status: int, body: bytes) -> None:
+        with contextlib.suppress(Exception):
+            await self._respond(writer, status, body, "text/plain; charset=utf-8")
+
+    async def _read_head(
+        self, reader: asyncio.StreamReader
+    ) -> tuple[str, str, str, dict[str, str]]:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S)
+        except asyncio.LimitOverrunError:
+            raise HttpError(431) from None
+        except TimeoutError:
+            raise HttpError(408) from None
+        if len(head) > MAX_HEAD:
+            raise HttpError(431)
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3:
+            raise HttpError(400, "malformed request line")
+        method, target, version = parts
+        if not version.startswith("HTTP/1."):
+            raise HttpError(505)
+        headers: dict[str, str] = {}
+        fields = [x for x in lines[1:] if x]
+        if len(fields) > MAX_HEADERS:
+            raise HttpError(431)
+        for line in fields:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name != name.strip():
+                raise HttpError(400, "malformed header")
+            headers[name.lower()] = value.strip()
+        return method, target, version, headers
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            method, target, _version, headers = await self._read_head(reader)
+        except HttpError as exc:
+            await self._respond(writer, exc.status, f"{exc}\n".encode(), "text/plain")
+            return
+        except asyncio.IncompleteReadError:
+            return  # connection closed before a full request: nothing to answer
+        head_only = method == "HEAD"
+        url = urlsplit(target)
+        path = url.path
+        routes = {"/", "/index.html", "/api/state", "/events", "/metrics"}
+        if path not in routes:
+            await self._respond(writer, 404, b"not found\n", "text/plain", head_only=head_only)
+            return
+        if method not in ("GET", "HEAD"):
+            await self._respond(
+                writer,
+                405,
+                b"only GET and HEAD\n",
+                "text/plain",
+                extra=(("Allow", "GET, HEAD"),),
+            )
+            return
+        if headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers:
+            await self._respond(writer, 413, b"no request body on GET\n", "text/plain")
+            return
+        if self.auth is not None and not self.auth.check(headers.get("authorization")):
+            await self._respond(
+                writer,
+                401,
+                b"authentication required\n",
+                "text/plain",
+                extra=(("WWW-Authenticate", 'Basic realm="energy-agent", charset="UTF-8"'),),
+                head_only=head_only,
+            )
+            return
+        if path in ("/", "/index.html"):
+            await self._respond(
+                writer,
+                200,
+                self._page,
+                "text/html; charset=utf-8",
+                extra=(("Content-Security-Policy", _PAGE_CSP),),
+                head_only=head_only,
+            )
+        elif path == "/api/state":
+            query = parse_qs(url.query)
+            history = query.get("history", ["0"])[-1] not in ("0", "", "false", "no")
+            doc = self.view.with_history() if history else self.view.current()
+            body = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+            await self._respond(
+                writer, 200, body, "application/json; charset=utf-8", head_only=head_only
+            )
+        elif path == "/metrics":
+            body = self.metrics.exposition() if self.metrics is not None else b""
+            await self._respond(writer, 200, body, METRICS_TYPE, head_only=head_only)
+        else:
+            await self._stream(writer, head_only=head_only)
+
+    async def _respond(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        body: bytes,
+        content_type: str,
+        *,
+        extra: tuple[tuple[str, str], ...] = (),
+        head_only: bool = False,
+    ) -> None:
+        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
+        lines += [f"{k}: {v}" for k, v in (*_COMMON, *extra)]
+        lines += [
+            f"Content-Type: {content_type}",
+            f"Content-Length: {len(body)}",
+            "Connection: close",
+        ]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        if not head_only:
+            writer.write(body)
+        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+
+    async def _stream(self, writer: asyncio.StreamWriter, *, head_only: bool) -> None:
+        """Server-sent events: the state document as ``event: state`` once per tick."""
+        if self._streams >= MAX_STREAMS:
+            await self._respond(writer, 503, b"too many event streams\n", "text/plain")
+            return
+        head = (
+            "HTTP/1.1 200 OK\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in _COMMON)
+            + "Content-Type: text/event-stream; charset=utf-8\r\n"
+            "X-Accel-Buffering: no\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        writer.write(head.encode("latin-1"))
+        if head_only:
+            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+            return
+        self._streams += 1
+        try:
+            # The current state at once: the page fills without waiting a tick.
+            writer.write(f"retry: {RETRY_MS}\n\n".encode() + self._frame)
+            await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+            while not self._closing:
+                tick = self._tick
+                try:
+                    await asyncio.wait_for(tick.wait(), 15.0)
+                    frame = self._frame
+                except TimeoutError:
+                    frame = b": keep-alive\n\n"  # the ticker is stalled; keep proxies open
+                if self._closing:
+                    break
+                writer.write(frame)
+                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+        finally:
+            self._streams -= 1
