@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -220,3 +221,83 @@ class WindowModel(_Strict):
 class IntensityModel(_Strict):
     ts: Ms
     windows: dict[Literal["1m", "15m", "1h", "24h", "today", "month"], WindowModel]
+
+
+# --- topics, read back (what the bridge routes on) -----------------------------------------
+
+
+class TopicKind(StrEnum):
+    GATEWAY_STATUS = "gateway_status"
+    DEVICE_STATUS = "device_status"
+    MEASUREMENTS = "measurements"
+    ENERGY = "energy"
+    INTENSITY = "intensity"
+
+
+#: The model that validates each kind of payload.
+MODELS: dict[TopicKind, type[_Strict]] = {
+    TopicKind.GATEWAY_STATUS: GatewayStatusModel,
+    TopicKind.DEVICE_STATUS: DeviceStatusModel,
+    TopicKind.MEASUREMENTS: MeasurementsModel,
+    TopicKind.ENERGY: EnergyModel,
+    TopicKind.INTENSITY: IntensityModel,
+}
+
+_ID_RX = re.compile(ID)
+_GATEWAY_LEAVES = {"status": TopicKind.GATEWAY_STATUS, "intensity": TopicKind.INTENSITY}
+_DEVICE_LEAVES = {
+    "status": TopicKind.DEVICE_STATUS,
+    "measurements": TopicKind.MEASUREMENTS,
+    "energy": TopicKind.ENERGY,
+}
+
+
+@dataclass(frozen=True)
+class TopicRef:
+    """A contract topic taken apart: which payload it carries and whose it is."""
+
+    kind: TopicKind
+    site: str
+    gateway: str
+    device: str | None = None
+
+
+class TopicError(ValueError):
+    """A topic that is not one of the contract's; the message says why."""
+
+
+def parse_topic(topic: str, prefix: str = DEFAULT_PREFIX) -> TopicRef:
+    """The inverse of :class:`Topics`; raises TopicError for anything else.
+
+    Ids are checked against :data:`ID` here, before they become database tags:
+    a site called ``a,b=c`` must never get near line protocol.
+    """
+    head = prefix + "/"
+    if not topic.startswith(head):
+        raise TopicError(f"topic is not under '{prefix}/'")
+    parts = topic[len(head) :].split("/")
+    if len(parts) == 3 and parts[2] in _GATEWAY_LEAVES:
+        kind = _GATEWAY_LEAVES[parts[2]]
+    elif len(parts) == 4 and parts[3] in _DEVICE_LEAVES:
+        kind = _DEVICE_LEAVES[parts[3]]
+    else:
+        raise TopicError(
+            "unknown topic (expected {site}/{gateway}/status|intensity or "
+            "{site}/{gateway}/{device}/status|measurements|energy under the prefix)"
+        )
+    for name, value in zip(("site", "gateway", "device"), parts[:-1], strict=False):
+        if not _ID_RX.match(value):
+            shown = value if len(value) <= 70 else value[:67] + "..."
+            raise TopicError(f"{name} id {shown!r} does not match {ID}")
+    return TopicRef(kind, parts[0], parts[1], parts[2] if len(parts) == 4 else None)
+
+
+def subscription_filters(prefix: str = DEFAULT_PREFIX) -> tuple[str, ...]:
+    """MQTT filters matching exactly the contract's topic shapes (they never overlap)."""
+    return (
+        f"{prefix}/+/+/status",
+        f"{prefix}/+/+/intensity",
+        f"{prefix}/+/+/+/status",
+        f"{prefix}/+/+/+/measurements",
+        f"{prefix}/+/+/+/energy",
+    )

@@ -41,7 +41,7 @@ def _add_endpoint_args(p: argparse.ArgumentParser, *, required: bool = True) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agent.cli import demo, info, read, replay_cli, run, simulate
+    from agent.cli import bridge, demo, info, read, replay_cli, run, simulate, status
 
     parser = argparse.ArgumentParser(
         prog="energy-agent",
@@ -60,6 +60,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="the main job on a gateway: poll, compute, publish")
     p.add_argument("-c", "--config", required=True, metavar="FILE")
     p.set_defaults(handler=run.run_agent)
+
+    p = sub.add_parser("bridge", help="central MQTT -> InfluxDB writer (shared subscription)")
+    p.add_argument("-c", "--config", required=True, metavar="FILE")
+    p.add_argument(
+        "--client-id",
+        help="MQTT client id (default: mqtt.client_id, else energy-bridge-HOST-GROUP); "
+        "keep it stable: the broker keeps unacknowledged messages under it",
+    )
+    p.set_defaults(handler=bridge.run_bridge)
 
     p = sub.add_parser("simulate", help="serve simulated meters over Modbus TCP or RTU")
     p.add_argument("-c", "--config", metavar="FILE", help="plant file: endpoints and meters")
@@ -124,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("id", nargs="?", help="show one profile's registers")
     p.set_defaults(handler=info.run_profiles)
+
+    p = sub.add_parser("status", help="the running agent's health and live values")
+    p.add_argument(
+        "--url", help="the agent's page, e.g. http://127.0.0.1:8080/ (default: from -c, or that)"
+    )
+    p.add_argument("-c", "--config", metavar="FILE", help="take URL and password from a config")
+    p.add_argument("--user", help="basic-auth user (default: the config's, or 'energy')")
+    p.add_argument("--password-file", metavar="FILE", help="basic-auth password file")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the agent")
+    p.add_argument("--json", action="store_true", help="the /api/state document as JSON")
+    p.set_defaults(handler=status.run_status)
 
     p = sub.add_parser("schema", help="JSON Schema of the config file")
     p.add_argument("--bridge", action="store_true", help="the bridge's config instead")

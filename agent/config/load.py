@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.config.models import ID_RX, AgentConfig
+from agent.config.models import ID_RX, AgentConfig, BridgeConfig
 from drivers.errors import DocumentError, Problem, ProfileError
 from drivers.profile import ProfileLibrary, locate_problems, unknown_profile_message
 from drivers.quantities import Quantity
@@ -103,6 +103,37 @@ def load_config(
             [Problem("", f"cannot read the config file: {exc.strerror}", str(p))]
         ) from None
     return parse_config(text, str(p), env=env, profiles=profiles)
+
+
+def parse_bridge_config(
+    text: str, file: str = "", *, env: Mapping[str, str] | None = None
+) -> BridgeConfig:
+    """Validate a bridge config document the same way: every problem, with its line."""
+    doc, problems = parse_yaml(text, file)
+    if doc is None:
+        raise ConfigError(problems)
+    problems += expand_env(doc, os.environ if env is None else env)
+    config: BridgeConfig | None = None
+    try:
+        config = BridgeConfig.model_validate(doc.data)
+    except ValidationError as exc:
+        problems += locate_problems(doc, validation_problems(doc, exc))
+    if problems:
+        raise ConfigError(_dedupe(problems))
+    assert config is not None
+    return config
+
+
+def load_bridge_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> BridgeConfig:
+    """`energy-agent bridge -c FILE`: read and validate; ConfigError lists every problem."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [Problem("", f"cannot read the config file: {exc.strerror}", str(p))]
+        ) from None
+    return parse_bridge_config(text, str(p), env=env)
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:

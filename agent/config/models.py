@@ -8,6 +8,7 @@ Cross-references (bus names, profiles, parents) are checked in
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -310,7 +311,23 @@ class Buffer(_Strict):
 
 
 class Http(_Strict):
+    """The gateway's page, /api/state, /events and /metrics.
+
+    Loopback by default: the page shows the plant's live load and which meters
+    fail, which is not for everyone on the plant network. Listening elsewhere is
+    a deliberate choice; then HTTP basic auth (``username`` + ``password_file``)
+    is strongly advised, and :meth:`warnings` says so when it is missing, but it
+    is not required: some plants put the gateway on an isolated control network
+    behind their own reverse proxy.
+    """
+
     listen: str = "127.0.0.1:8080"
+    #: Basic-auth user name; used only together with ``password_file``.
+    username: str = "energy"
+    #: A file holding the password (first line, surrounding whitespace stripped). The
+    #: password is read at start and never logged; no inline password, so the config
+    #: file can be shown to anyone.
+    password_file: Path | None = None
 
     @field_validator("listen")
     @classmethod
@@ -319,6 +336,42 @@ class Http(_Strict):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError(f"'{v}' is not HOST:PORT (e.g. '127.0.0.1:8080')")
         return v
+
+    @field_validator("username")
+    @classmethod
+    def _no_colon(cls, v: str) -> str:
+        # RFC 7617: the user-id cannot contain a colon (it separates user and password).
+        if not v or ":" in v:
+            raise ValueError("`username` must be non-empty and contain no ':'")
+        return v
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    @property
+    def loopback(self) -> bool:
+        """True when only this machine can connect (127.0.0.0/8, ::1, localhost)."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False  # a host name: assume it resolves to a reachable address
+
+    def warnings(self) -> list[str]:
+        """What `check` and the agent's log say about this section (not errors)."""
+        if not self.loopback and self.password_file is None:
+            return [
+                f"http.listen: '{self.listen}' is reachable from the network and has no "
+                "password: anyone there can see the plant's live values; set "
+                "http.password_file (and http.username) for basic auth"
+            ]
+        return []
 
 
 class AgentConfig(_Strict):
@@ -345,18 +398,80 @@ class AgentConfig(_Strict):
 
 
 class Influx(_Strict):
+    """Where the bridge writes: influxdb-client's v2 write API (InfluxDB 2/3, Cloud,
+    1.8+ with its compatibility endpoint, VictoriaMetrics)."""
+
     url: str = Field(pattern=r"^https?://")
     org: str = Field(min_length=1)
     bucket: str = Field(min_length=1)
+    #: The API token; write ``token: ${INFLUX_TOKEN}`` to take it from the environment.
     token: str | None = None
+    #: A file holding the token (first line, whitespace stripped); never logged.
     token_file: Path | None = None
     verify_tls: bool = True
+    #: A CA bundle for a server certificate signed by the plant's own CA.
+    ca: Path | None = None
+    #: One HTTP request's time limit; a slower write counts as failed and is retried.
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+
+    @model_validator(mode="after")
+    def _one_token(self) -> Influx:
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("give `token` (e.g. from ${ENV}) or `token_file`, not both")
+        return self
 
 
 class BridgeSettings(_Strict):
+    """How the bridge batches, what it accepts, and where rejects go."""
+
+    #: MQTT v5 shared-subscription group: bridges in one group split the messages.
     group: Id = "bridge"
+    #: Points per write request (an intensity message is up to six points).
     batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    #: A batch is written when full or when its first message has waited this long.
     flush_interval_ms: Annotated[int, Field(ge=10, le=600_000)] = 1000
+    #: Unacknowledged messages the broker may send ahead (MQTT v5 Receive Maximum).
+    #: Default: twice the batch size (at most 65535), so one batch fills while the
+    #: previous one is written. The broker's own default would stop at 20.
+    receive_maximum: Annotated[int, Field(ge=1, le=65535)] | None = None
+    #: Rejected payloads are published here (QoS 1) with the reason. Must lie outside
+    #: the subscribed prefix, or a reject would come back as input.
+    dead_letter_topic: str = "energy/dead-letter"
+    #: Bigger payloads are rejected unread (the largest real one is a few KiB).
+    max_payload_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 256 * 1024
+    #: A ``ts`` older than this is rejected: a gateway buffers through outages, so
+    #: weeks are legitimate; years are a broken clock.
+    max_past_s: Annotated[int, Field(gt=0)] = 31 * 86400
+    #: A ``ts`` further ahead of this machine's clock is rejected (clock skew allowance).
+    max_future_s: Annotated[int, Field(ge=0)] = 300
+    #: Longest pause between retries of a failed write (backoff doubles up to it).
+    retry_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
+    #: MQTT session expiry: unacknowledged and queued messages wait this long for a
+    #: bridge that is down, so a restart picks up where it stopped.
+    session_expiry_s: Annotated[int, Field(ge=0, le=2**32 - 1)] = 7 * 86400
+    #: Prometheus ``/metrics``; null turns it off. Loopback unless chosen otherwise.
+    metrics_listen: str | None = "127.0.0.1:9108"
+
+    @field_validator("dead_letter_topic")
+    @classmethod
+    def _plain_topic(cls, v: str) -> str:
+        if not v or "+" in v or "#" in v or v.startswith("$") or "\x00" in v:
+            raise ValueError("`dead_letter_topic` must be a plain topic (no + # or leading $)")
+        return v
+
+    @field_validator("metrics_listen")
+    @classmethod
+    def _host_port(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"'{v}' is not HOST:PORT (e.g. '127.0.0.1:9108')")
+        return v
+
+    @property
+    def receive_max(self) -> int:
+        return self.receive_maximum or min(65535, max(100, 2 * self.batch_size))
 
 
 class BridgeConfig(_Strict):
@@ -365,6 +480,16 @@ class BridgeConfig(_Strict):
     mqtt: Mqtt
     influx: Influx
     bridge: BridgeSettings = BridgeSettings()
+
+    @model_validator(mode="after")
+    def _dead_letter_outside(self) -> BridgeConfig:
+        dl, prefix = self.bridge.dead_letter_topic, self.mqtt.prefix
+        if dl == prefix or dl.startswith(prefix + "/"):
+            raise ValueError(
+                f"bridge.dead_letter_topic '{dl}' is under mqtt.prefix '{prefix}/': "
+                "rejects would be read back as input; choose a topic outside it"
+            )
+        return self
 
 
 class Section(StrEnum):

@@ -19,11 +19,15 @@ def find_mosquitto() -> str | None:
 
 
 class Mosquitto:
-    """``async with Mosquitto(port):`` a broker on 127.0.0.1:port, anonymous, no persistence."""
+    """``async with Mosquitto(port):`` a broker on 127.0.0.1:port, anonymous, no persistence.
 
-    def __init__(self, port: int, binary: str | None = None) -> None:
+    ``extra`` is appended to the config (e.g. the bridge tests' queue limits).
+    """
+
+    def __init__(self, port: int, binary: str | None = None, extra: str = "") -> None:
         self.port = port
         self.binary = binary or find_mosquitto()
+        self.extra = extra
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._proc: asyncio.subprocess.Process | None = None
 
@@ -34,7 +38,7 @@ class Mosquitto:
         conf = Path(self._dir.name) / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            "persistence false\nlog_dest none\n",
+            "persistence false\nlog_dest none\n" + self.extra,
             encoding="utf-8",
         )
         self._proc = await asyncio.create_subprocess_exec(

@@ -1,0 +1,157 @@
+"""Validated payloads to InfluxDB line protocol, built so no value can add a field or a line.
+
+Line protocol has no quoting for tags: ``,`` ``=`` and space end a tag, a newline
+ends the point. Ids reaching here already matched the contract's id pattern, but
+this module does not rely on that: it escapes every special character it can
+and refuses what cannot be escaped (newlines, a backslash in a tag, non-finite
+numbers), so a future caller with looser input still cannot inject.
+
+Schema (docs/influxdb.md): measurements ``measurements``, ``energy``,
+``intensity``, ``status``; tags ``site``, ``gateway``, ``device``, ``carrier``,
+``quality``, ``window``; fields are the payload's numbers; time is ``ts`` in ms.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+
+from pydantic import BaseModel
+
+from agent.payloads import (
+    DeviceStatusModel,
+    EnergyModel,
+    GatewayStatusModel,
+    IntensityModel,
+    MeasurementsModel,
+    TopicKind,
+    TopicRef,
+)
+
+FieldValue = float | int | bool | str
+
+_KEY_RX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
+_FORBIDDEN = ("\n", "\r", "\\")
+
+
+class LineProtocolError(ValueError):
+    """A value that cannot be written safely; the message says which and why."""
+
+
+def _key(name: str) -> str:
+    if not _KEY_RX.match(name):
+        raise LineProtocolError(f"key {name!r} is not [A-Za-z_][A-Za-z0-9_]*")
+    return name
+
+
+def escape_tag_value(value: str) -> str:
+    """``,`` ``=`` and space are escaped; newline, CR and backslash are refused."""
+    if not value:
+        raise LineProtocolError("an empty tag value is not allowed")
+    for ch in _FORBIDDEN:
+        if ch in value:
+            raise LineProtocolError(f"tag value {value!r} contains {ch!r}")
+    return value.translate(_TAG_ESCAPES)
+
+
+def escape_string_field(value: str) -> str:
+    r"""A double-quoted string field: ``\`` and ``"`` escaped, line breaks refused."""
+    if "\n" in value or "\r" in value:
+        raise LineProtocolError("a string field cannot contain a line break")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def format_field(value: FieldValue) -> str:
+    # bool before int: bool is an int subclass.
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise LineProtocolError(f"{value!r} is not a finite number")
+        return repr(value)
+    if isinstance(value, str):
+        return escape_string_field(value)
+    raise LineProtocolError(f"unsupported field type {type(value).__name__}")
+
+
+def line(
+    measurement: str, tags: Mapping[str, str], fields: Mapping[str, FieldValue], ts_ms: int
+) -> str:
+    """One point. Tags are sorted (InfluxDB's recommended order); at least one field."""
+    if not fields:
+        raise LineProtocolError("a point needs at least one field")
+    if isinstance(ts_ms, bool) or not isinstance(ts_ms, int):
+        raise LineProtocolError(f"timestamp {ts_ms!r} is not an integer")
+    head = _key(measurement)
+    for k in sorted(tags):
+        head += f",{_key(k)}={escape_tag_value(tags[k])}"
+    body = ",".join(f"{_key(k)}={format_field(v)}" for k, v in fields.items())
+    return f"{head} {body} {ts_ms}"
+
+
+def _base_tags(ref: TopicRef) -> dict[str, str]:
+    tags = {"site": ref.site, "gateway": ref.gateway}
+    if ref.device is not None:
+        tags["device"] = ref.device
+    return tags
+
+
+def _numbers(pairs: Mapping[str, float | None]) -> dict[str, FieldValue]:
+    return {k: v for k, v in pairs.items() if v is not None}
+
+
+def to_lines(ref: TopicRef, payload: BaseModel) -> list[str]:
+    """The points for one validated payload (an intensity message gives one per window).
+
+    ``null`` numbers are left out rather than written as 0: a missing reading is
+    not a zero reading.
+    """
+    tags = _base_tags(ref)
+    match ref.kind, payload:
+        case TopicKind.MEASUREMENTS, MeasurementsModel():
+            fields: dict[str, FieldValue] = {"seq": payload.seq}
+            fields.update(_numbers(payload.values))
+            return [line("measurements", tags, fields, payload.ts)]
+        case TopicKind.ENERGY, EnergyModel():
+            tags["carrier"] = payload.carrier.value
+            tags["quality"] = payload.quality
+            fields = {"interval_s": payload.interval_s}
+            fields.update(
+                _numbers(
+                    {
+                        "energy_kwh": payload.energy_kwh,
+                        "co2_kg": payload.co2_kg,
+                        "avg_power_kw": payload.avg_power_kw,
+                        "ef_kg_per_kwh": payload.ef_kg_per_kwh,
+                        "volume_m3": payload.volume_m3,
+                        "units": payload.units,
+                        "unmetered_kwh": payload.unmetered_kwh,
+                    }
+                )
+            )
+            return [line("energy", tags, fields, payload.ts)]
+        case TopicKind.INTENSITY, IntensityModel():
+            out = []
+            for window, w in payload.windows.items():
+                fields = _numbers(
+                    {
+                        "energy_kwh": w.energy_kwh,
+                        "co2_kg": w.co2_kg,
+                        "output_units": w.output_units,
+                        "kwh_per_unit": w.kwh_per_unit,
+                        "kgco2_per_unit": w.kgco2_per_unit,
+                        "intensity_g_per_kwh": w.intensity_g_per_kwh,
+                        "tce": w.tce,
+                    }
+                )
+                out.append(line("intensity", {**tags, "window": window}, fields, payload.ts))
+            return out
+        case TopicKind.GATEWAY_STATUS, GatewayStatusModel():
+            return [line("status", tags, {"up": int(payload.state == "online")}, payload.ts)]
+        case TopicKind.DEVICE_STATUS, DeviceStatusModel():
+            return [line("status", tags, {"up": int(payload.state == "ok")}, payload.ts)]
+    raise LineProtocolError(f"no schema for {ref.kind} with {type(payload).__name__}")

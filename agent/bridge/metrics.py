@@ -1,0 +1,72 @@
+"""The bridge's Prometheus metrics, in a registry of its own (no process-global state).
+
+Names start with ``energy_bridge_``. Reject reasons are the fixed set of
+:class:`agent.bridge.validate.Reason`, so a hostile publisher cannot blow up the
+label cardinality.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class BridgeMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.received = Counter(
+            "energy_bridge_messages_received", "MQTT messages received", registry=r
+        )
+        self.points = Counter(
+            "energy_bridge_points_written",
+            "points InfluxDB accepted, by measurement",
+            ["measurement"],
+            registry=r,
+        )
+        self.messages_written = Counter(
+            "energy_bridge_messages_written", "messages whose points InfluxDB accepted", registry=r
+        )
+        self.batches = Counter(
+            "energy_bridge_batches", "write requests, by outcome", ["outcome"], registry=r
+        )
+        self.retries = Counter(
+            "energy_bridge_write_retries", "writes retried after a failure", registry=r
+        )
+        self.rejects = Counter(
+            "energy_bridge_rejects", "messages dead-lettered, by reason", ["reason"], registry=r
+        )
+        self.acks = Counter("energy_bridge_acks", "MQTT acknowledgements sent", registry=r)
+        self.stale_acks = Counter(
+            "energy_bridge_acks_skipped",
+            "acknowledgements not sent because the connection they belonged to was gone "
+            "(the broker redelivers; the rewrite is idempotent)",
+            registry=r,
+        )
+        self.pending = Gauge(
+            "energy_bridge_pending_messages", "received, not yet acknowledged", registry=r
+        )
+        self.connected = Gauge("energy_bridge_mqtt_connected", "1 while connected", registry=r)
+        self.subscribed = Gauge(
+            "energy_bridge_subscribed", "1 once the broker granted the subscriptions", registry=r
+        )
+        self.lag = Gauge(
+            "energy_bridge_lag_seconds",
+            "now minus the payload ts of the newest record written",
+            registry=r,
+        )
+        self.write_seconds = Histogram(
+            "energy_bridge_write_seconds",
+            "duration of successful write requests",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.ack_latency = Histogram(
+            "energy_bridge_ack_latency_seconds",
+            "from receiving a message to acknowledging it",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+            registry=r,
+        )
+
+    def serve(self, listen: str) -> None:
+        """Serve ``/metrics`` on HOST:PORT from a daemon thread."""
+        host, _, port = listen.rpartition(":")
+        start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)

@@ -1,0 +1,40 @@
+"""`bridge -c FILE`: the central MQTT -> InfluxDB writer, until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from types import FrameType
+
+from agent.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+
+
+def run_bridge(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: `energy-agent --help` should not load two
+    # network clients, and the bridge must not pull in drivers or numba.
+    from agent.bridge.app import Bridge
+    from agent.bridge.consumer import BridgeSetupError
+    from agent.config.load import load_bridge_config
+
+    config = load_bridge_config(args.config)
+    if not args.verbose:
+        logging.getLogger().setLevel(logging.INFO)
+    try:
+        bridge = Bridge(config, client_id=args.client_id)
+    except BridgeSetupError as exc:
+        print(f"error: {args.config}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        bridge.stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        bridge.run()
+    except OSError as exc:  # e.g. the metrics port is taken
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK

@@ -1,0 +1,103 @@
+"""The bridge's config file: same strict loading and problem reporting as the agent's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.config import ConfigError, load_bridge_config, parse_bridge_config
+
+DESIGN_EXAMPLE = """\
+mqtt: {host: broker.example, port: 8883, username: bridge, password_file: /etc/ea/mqtt.pass}
+influx: {url: https://influx.example:8086, org: energy, bucket: energy,
+         token_file: /etc/energy-agent/influx.token}
+bridge: {group: bridge, batch_size: 5000, flush_interval_ms: 1000}
+"""
+
+
+def problems(text: str, env: dict[str, str] | None = None) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_bridge_config(text, "bridge.yaml", env=env or {})
+    return [str(p) for p in info.value.problems]
+
+
+def test_the_design_example_loads_with_defaults() -> None:
+    c = parse_bridge_config(DESIGN_EXAMPLE, env={})
+    assert c.bridge.group == "bridge"
+    assert c.bridge.receive_max == 10000
+    assert c.bridge.dead_letter_topic == "energy/dead-letter"
+    assert c.bridge.metrics_listen == "127.0.0.1:9108"
+    assert c.influx.token_file == Path("/etc/energy-agent/influx.token")
+
+
+def test_token_from_the_environment() -> None:
+    text = 'mqtt: {host: b}\ninflux: {url: http://i:8086, org: o, bucket: b, token: "${TOK}"}\n'
+    assert parse_bridge_config(text, env={"TOK": "s3cret"}).influx.token == "s3cret"
+    assert any("TOK is not set" in p for p in problems(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (
+            "mqtt: {host: b}\ninflux: {url: http://i, org: o, bucket: b, token: t,"
+            " token_file: f}\n",
+            "not both",
+        ),
+        ("mqtt: {host: b}\ninflux: {url: ftp://i, org: o, bucket: b}\n", "influx.url"),
+        (
+            "mqtt: {host: b}\ninflux: {url: http://i, org: o, bucket: b}\n"
+            "bridge: {dead_letter_topic: energy/v1/dead}\n",
+            "under mqtt.prefix",
+        ),
+        (
+            "mqtt: {host: b}\ninflux: {url: http://i, org: o, bucket: b}\n"
+            "bridge: {dead_letter_topic: 'dead/#'}\n",
+            "plain topic",
+        ),
+        (
+            "mqtt: {host: b}\ninflux: {url: http://i, org: o, bucket: b}\n"
+            "bridge: {group: 'Bad Group'}\n",
+            "bridge.group",
+        ),
+        (
+            "mqtt: {host: b}\ninflux: {url: http://i, org: o, bucket: b}\n"
+            "bridge: {receive_maximum: 70000}\n",
+            "bridge.receive_maximum",
+        ),
+        (
+            "mqtt: {host: b}\ninflux: {url: http://i, org: o, bucket: b}\n"
+            "bridge: {metrics_listen: '9108'}\n",
+            "HOST:PORT",
+        ),
+        (
+            "mqtt: {host: b}\ninflux: {url: http://i, org: o, bucket: b}\n"
+            "bridge: {batch_sise: 10}\n",
+            "batch_sise",
+        ),
+        ("mqtt: {host: b}\n", "influx"),
+    ],
+)
+def test_every_problem_is_reported_with_its_path(text: str, needle: str) -> None:
+    found = problems(text)
+    assert any(needle in p for p in found), found
+
+
+def test_a_missing_file_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_bridge_config(tmp_path / "nope.yaml")
+    assert "cannot read" in str(info.value.problems[0])
+
+
+def test_the_bridge_imports_neither_drivers_transport_code_nor_numba() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, agent.bridge.app, agent.cli.bridge; "
+        "print(','.join(m for m in ('numba', 'pymodbus', 'drivers.simulator', 'drivers.reader', "
+        "'agent.core', 'agent.runtime') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

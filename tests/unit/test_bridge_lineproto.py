@@ -1,0 +1,188 @@
+"""Line protocol: escaping, refusals, and the schema each payload kind becomes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from agent.bridge.lineproto import (
+    LineProtocolError,
+    escape_string_field,
+    escape_tag_value,
+    format_field,
+    line,
+    to_lines,
+)
+from agent.payloads import (
+    Carrier,
+    DeviceStatusModel,
+    EnergyModel,
+    GatewayStatusModel,
+    IntensityModel,
+    MeasurementsModel,
+    TopicKind,
+    TopicRef,
+    energy_payload,
+    window_values,
+)
+
+# An unescaped separator: a , = or space not preceded by a backslash.
+_UNESCAPED = re.compile(r"(?<!\\)[,= ]")
+
+
+@pytest.mark.parametrize(
+    ("value", "escaped"),
+    [
+        ("plant-a", "plant-a"),
+        ("a,b=c", r"a\,b\=c"),
+        ("x 1", r"x\ 1"),
+        ("site,device=evil value=1", r"site\,device\=evil\ value\=1"),
+        ("中文", "中文"),
+        ('quote"d', 'quote"d'),
+    ],
+)
+def test_tag_values_are_escaped(value: str, escaped: str) -> None:
+    out = escape_tag_value(value)
+    assert out == escaped
+    assert not _UNESCAPED.search(out)
+
+
+@pytest.mark.parametrize("value", ["a\nenergy x=1 1", "a\rb", "trailing\\", "back\\,slash", ""])
+def test_tag_values_that_cannot_be_escaped_are_refused(value: str) -> None:
+    with pytest.raises(LineProtocolError):
+        escape_tag_value(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "escaped"),
+    [
+        ("measured", '"measured"'),
+        ('a" x=1', r'"a\" x=1"'),
+        ("back\\slash", r'"back\\slash"'),
+        ('\\"', r'"\\\""'),
+    ],
+)
+def test_string_fields_are_quoted_and_escaped(value: str, escaped: str) -> None:
+    assert escape_string_field(value) == escaped
+
+
+def test_string_field_with_a_newline_is_refused() -> None:
+    with pytest.raises(LineProtocolError):
+        escape_string_field("a\nb")
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(1.5, "1.5"), (1.0, "1.0"), (3, "3i"), (True, "true"), (1e-5, "1e-05"), (-0.0, "-0.0")],
+)
+def test_field_formatting(value: float | int | bool, text: str) -> None:
+    assert format_field(value) == text
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_fields_are_refused(value: float) -> None:
+    with pytest.raises(LineProtocolError):
+        format_field(value)
+
+
+@pytest.mark.parametrize("key", ["a b", "a,b", "a=b", "", "1abc", "a\nb", "é"])
+def test_bad_keys_are_refused(key: str) -> None:
+    with pytest.raises(LineProtocolError):
+        line("m", {key: "v"}, {"f": 1.0}, 1)
+    with pytest.raises(LineProtocolError):
+        line("m", {"t": "v"}, {key: 1.0}, 1)
+    with pytest.raises(LineProtocolError):
+        line(key, {"t": "v"}, {"f": 1.0}, 1)
+
+
+def test_line_shape_and_sorted_tags() -> None:
+    assert (
+        line("energy", {"site": "s", "device": "d"}, {"energy_kwh": 1.5, "n": 2}, 1700000000000)
+        == "energy,device=d,site=s energy_kwh=1.5,n=2i 1700000000000"
+    )
+
+
+def test_a_point_needs_a_field_and_an_integer_time() -> None:
+    with pytest.raises(LineProtocolError):
+        line("m", {}, {}, 1)
+    with pytest.raises(LineProtocolError):
+        line("m", {}, {"f": 1.0}, True)
+
+
+def test_injection_through_a_tag_stays_one_point_with_one_field() -> None:
+    out = line("m", {"site": "a,evil=1 hacked=1"}, {"v": 1.0}, 5)
+    assert "\n" not in out
+    head, fields, ts = _split(out)
+    assert head == r"m,site=a\,evil\=1\ hacked\=1"
+    assert fields == "v=1.0"
+    assert ts == "5"
+
+
+def _split(point: str) -> list[str]:
+    """Split a line on its unescaped spaces: measurement+tags, fields, time."""
+    return re.split(r"(?<!\\) ", point)
+
+
+REF = TopicRef(TopicKind.ENERGY, "plant-a", "gw-01", "press-1")
+
+
+def test_measurements_leave_nulls_out_and_keep_seq_as_integer() -> None:
+    model = MeasurementsModel.model_validate(
+        {"ts": 5, "seq": 9, "values": {"active_power_kw": 1.25, "power_factor": None}}
+    )
+    ref = TopicRef(TopicKind.MEASUREMENTS, "plant-a", "gw-01", "press-1")
+    assert to_lines(ref, model) == [
+        "measurements,device=press-1,gateway=gw-01,site=plant-a seq=9i,active_power_kw=1.25 5"
+    ]
+
+
+def test_energy_has_carrier_and_quality_tags_and_only_numbers_as_fields() -> None:
+    payload = energy_payload(
+        ts=60_000,
+        interval_s=60,
+        carrier=Carrier.NATURAL_GAS,
+        energy_kwh=1.081,
+        co2_kg=0.2162,
+        ef_kg_per_kwh=None,
+        quality="interpolated",
+        volume_m3=0.1,
+    )
+    (out,) = to_lines(REF, EnergyModel.model_validate(payload))
+    assert out == (
+        "energy,carrier=natural_gas,device=press-1,gateway=gw-01,quality=interpolated,"
+        "site=plant-a interval_s=60i,energy_kwh=1.081,co2_kg=0.2162,avg_power_kw=64.86,"
+        "volume_m3=0.1 60000"
+    )
+
+
+def test_intensity_is_one_point_per_window_with_null_ratios_left_out() -> None:
+    model = IntensityModel.model_validate(
+        {
+            "ts": 7,
+            "windows": {"1m": window_values(1.0, 0.5, 0.0, 0.1), "1h": window_values(2, 1, 4, 0.2)},
+        }
+    )
+    ref = TopicRef(TopicKind.INTENSITY, "plant-a", "gw-01")
+    first, second = to_lines(ref, model)
+    assert first.startswith("intensity,gateway=gw-01,site=plant-a,window=1m ")
+    assert "kwh_per_unit" not in first
+    assert "intensity_g_per_kwh=500.0" in first
+    assert "kwh_per_unit=0.5" in second
+
+
+def test_status_is_a_number() -> None:
+    gw = GatewayStatusModel.model_validate({"state": "offline", "ts": 3, "version": "1"})
+    dev = DeviceStatusModel.model_validate({"state": "ok", "error": None, "ts": 4})
+    assert to_lines(TopicRef(TopicKind.GATEWAY_STATUS, "s", "g"), gw) == [
+        "status,gateway=g,site=s up=0i 3"
+    ]
+    assert to_lines(TopicRef(TopicKind.DEVICE_STATUS, "s", "g", "d"), dev) == [
+        "status,device=d,gateway=g,site=s up=1i 4"
+    ]
+
+
+def test_a_payload_of_the_wrong_kind_is_refused() -> None:
+    gw = GatewayStatusModel.model_validate({"state": "online", "ts": 3, "version": "1"})
+    with pytest.raises(LineProtocolError):
+        to_lines(REF, gw)

@@ -1,0 +1,207 @@
+"""The bridge's verdict on hostile and malformed messages: each rejected, with its reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.bridge.validate import Accepted, Limits, Reason, Rejected, check
+from agent.payloads import (
+    TopicError,
+    TopicKind,
+    TopicRef,
+    encode,
+    parse_topic,
+    subscription_filters,
+)
+
+NOW = 1_750_000_000_000
+LIMITS = Limits(max_payload_bytes=256 * 1024, max_past_s=31 * 86400, max_future_s=300)
+T = "energy/v1/plant-a/gw-01"
+ENERGY = {
+    "ts": NOW,
+    "interval_s": 60,
+    "carrier": "electricity",
+    "energy_kwh": 1.0,
+    "co2_kg": 0.57,
+    "avg_power_kw": 60.0,
+    "ef_kg_per_kwh": 0.57,
+    "quality": "measured",
+}
+
+
+def energy(**changes: object) -> bytes:
+    return json.dumps({**ENERGY, **changes}).encode()
+
+
+def literal(field: str, text: str) -> bytes:
+    return json.dumps({**ENERGY, field: 0}).replace(f'"{field}": 0', f'"{field}": {text}').encode()
+
+
+MEAS = {"ts": NOW, "seq": 1, "values": {"active_power_kw": 1.0}}
+
+HOSTILE = [
+    ("tag injection via site", "energy/v1/plant,x=1/gw-01/intensity", b"{}", Reason.BAD_TOPIC),
+    ("line injection via device", f"{T}/press\nenergy x=1/energy", energy(), Reason.BAD_TOPIC),
+    ("space in device", f"{T}/press 1/energy", energy(), Reason.BAD_TOPIC),
+    ("upper case id", f"{T}/Press-1/energy", energy(), Reason.BAD_TOPIC),
+    ("id too long", f"{T}/{'a' * 65}/energy", energy(), Reason.BAD_TOPIC),
+    ("empty id", "energy/v1//gw-01/intensity", b"{}", Reason.BAD_TOPIC),
+    ("unknown leaf", f"{T}/press-1/voltage", b"1", Reason.BAD_TOPIC),
+    ("too deep", f"{T}/press-1/x/energy", energy(), Reason.BAD_TOPIC),
+    ("other prefix", "energy/v2/plant-a/gw-01/intensity", b"{}", Reason.BAD_TOPIC),
+    (
+        "field injection via quantity",
+        f"{T}/press-1/measurements",
+        json.dumps({**MEAS, "values": {"a=1,b": 1.0}}).encode(),
+        Reason.INVALID,
+    ),
+    (
+        "newline in quantity",
+        f"{T}/press-1/measurements",
+        json.dumps({**MEAS, "values": {"a\nb": 1.0}}).encode(),
+        Reason.INVALID,
+    ),
+    (
+        "string injection via quality",
+        f"{T}/d/energy",
+        energy(quality='measured" x=1'),
+        Reason.INVALID,
+    ),
+    ("unknown carrier", f"{T}/d/energy", energy(carrier="coal,x=1"), Reason.INVALID),
+    ("extra key", f"{T}/d/energy", energy(**{"energy_kwh 1": 2.0}), Reason.INVALID),
+    ("NaN", f"{T}/d/energy", literal("energy_kwh", "NaN"), Reason.NOT_FINITE),
+    ("Infinity", f"{T}/d/energy", literal("co2_kg", "Infinity"), Reason.NOT_FINITE),
+    ("-Infinity", f"{T}/d/energy", literal("co2_kg", "-Infinity"), Reason.NOT_FINITE),
+    ("1e999", f"{T}/d/energy", literal("avg_power_kw", "1e999"), Reason.NOT_FINITE),
+    (
+        "NaN in a measurement",
+        f"{T}/d/measurements",
+        b'{"ts":%d,"seq":1,"values":{"active_power_kw":NaN}}' % NOW,
+        Reason.NOT_FINITE,
+    ),
+    ("number as string", f"{T}/d/energy", energy(energy_kwh="1.5"), Reason.INVALID),
+    ("ts as string", f"{T}/d/energy", energy(ts=str(NOW)), Reason.INVALID),
+    ("ts as float", f"{T}/d/energy", energy(ts=NOW + 0.5), Reason.INVALID),
+    ("bool as ts", f"{T}/d/energy", energy(ts=True), Reason.INVALID),
+    ("bool as number", f"{T}/d/energy", energy(energy_kwh=True), Reason.INVALID),
+    ("negative ts", f"{T}/d/energy", energy(ts=-1), Reason.INVALID),
+    ("null where required", f"{T}/d/energy", energy(energy_kwh=None), Reason.INVALID),
+    ("missing key", f"{T}/d/energy", json.dumps({"ts": NOW}).encode(), Reason.INVALID),
+    ("array payload", f"{T}/d/energy", b"[1,2]", Reason.INVALID),
+    ("10 MB payload", f"{T}/d/measurements", encode(MEAS) + b" " * 10_000_000, Reason.TOO_LARGE),
+    ("not JSON", f"{T}/d/measurements", b"hello", Reason.NOT_JSON),
+    ("empty payload", f"{T}/d/measurements", b"", Reason.NOT_JSON),
+    ("truncated JSON", f"{T}/d/measurements", encode(MEAS)[:20], Reason.NOT_JSON),
+    ("two documents", f"{T}/d/measurements", encode(MEAS) * 2, Reason.NOT_JSON),
+    ("not UTF-8", f"{T}/d/measurements", b"\xff\xfe\x00", Reason.NOT_JSON),
+    ("future ts", f"{T}/d/energy", energy(ts=NOW + 301_000), Reason.TS_OUT_OF_WINDOW),
+    ("ancient ts", f"{T}/d/energy", energy(ts=978_307_200_000), Reason.TS_OUT_OF_WINDOW),
+    ("ts 0", f"{T}/d/energy", energy(ts=0), Reason.TS_OUT_OF_WINDOW),
+    (
+        "status shape on measurements",
+        f"{T}/d/measurements",
+        b'{"state":"ok","error":null,"ts":%d}' % NOW,
+        Reason.INVALID,
+    ),
+    (
+        "unknown window",
+        f"{T}/intensity",
+        json.dumps({"ts": NOW, "windows": {"2h": {}}}).encode(),
+        Reason.INVALID,
+    ),
+    (
+        "gateway state injection",
+        f"{T}/status",
+        json.dumps({"state": "online\nx", "ts": NOW, "version": "1"}).encode(),
+        Reason.INVALID,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "topic", "payload", "reason"), HOSTILE, ids=[h[0] for h in HOSTILE]
+)
+def test_hostile_messages_are_rejected_with_their_reason(
+    case: str, topic: str, payload: bytes, reason: Reason
+) -> None:
+    verdict = check(topic, payload, LIMITS, now_ms=NOW)
+    assert isinstance(verdict, Rejected), case
+    assert verdict.reason is reason, verdict
+    assert verdict.detail
+
+
+def test_the_reason_says_what_and_where() -> None:
+    v = check(f"{T}/d/energy", energy(energy_kwh="1.5"), LIMITS, now_ms=NOW)
+    assert isinstance(v, Rejected)
+    assert "energy_kwh" in v.detail
+    v = check(f"{T}/d/energy", energy(ts=NOW + 86_400_000), LIMITS, now_ms=NOW)
+    assert isinstance(v, Rejected)
+    assert "86400 s in the future" in v.detail
+    v = check(f"{T}/Bad/energy", energy(), LIMITS, now_ms=NOW)
+    assert isinstance(v, Rejected)
+    assert "device id 'Bad'" in v.detail
+
+
+def test_window_edges_are_inclusive() -> None:
+    assert isinstance(
+        check(f"{T}/d/energy", energy(ts=NOW + 300_000), LIMITS, now_ms=NOW), Accepted
+    )
+    old = NOW - LIMITS.max_past_s * 1000
+    assert isinstance(check(f"{T}/d/energy", energy(ts=old), LIMITS, now_ms=NOW), Accepted)
+
+
+def test_a_size_limit_applies_before_anything_is_parsed() -> None:
+    small = Limits(max_payload_bytes=1024)
+    v = check("not/even/a/topic", b"x" * 1025, small, now_ms=NOW)
+    assert isinstance(v, Rejected)
+    assert v.reason is Reason.TOO_LARGE
+
+
+def test_ints_are_accepted_where_floats_belong() -> None:
+    v = check(f"{T}/d/energy", energy(energy_kwh=2), LIMITS, now_ms=NOW)
+    assert isinstance(v, Accepted)
+    assert "energy_kwh=2.0," in v.lines[0]
+
+
+def test_a_good_message_of_every_kind_is_accepted() -> None:
+    cases = {
+        f"{T}/status": {"state": "online", "ts": NOW, "version": "1.2"},
+        f"{T}/d/status": {"state": "error", "error": "timeout, unit 3", "ts": NOW},
+        f"{T}/d/measurements": MEAS,
+        f"{T}/d/energy": ENERGY,
+        f"{T}/intensity": {"ts": NOW, "windows": {}},
+    }
+    for topic, payload in cases.items():
+        v = check(topic, encode(payload), LIMITS, now_ms=NOW)
+        assert isinstance(v, Accepted), (topic, v)
+        assert v.ts_ms == NOW
+
+
+@pytest.mark.parametrize(
+    ("topic", "ref"),
+    [
+        ("energy/v1/s/g/status", TopicRef(TopicKind.GATEWAY_STATUS, "s", "g")),
+        ("energy/v1/s/g/intensity", TopicRef(TopicKind.INTENSITY, "s", "g")),
+        ("energy/v1/s/g/d/status", TopicRef(TopicKind.DEVICE_STATUS, "s", "g", "d")),
+        ("energy/v1/s/g/d/measurements", TopicRef(TopicKind.MEASUREMENTS, "s", "g", "d")),
+        ("energy/v1/s/g/d/energy", TopicRef(TopicKind.ENERGY, "s", "g", "d")),
+        # A device may be called like a leaf; the depth tells them apart.
+        ("energy/v1/s/g/intensity/energy", TopicRef(TopicKind.ENERGY, "s", "g", "intensity")),
+    ],
+)
+def test_parse_topic(topic: str, ref: TopicRef) -> None:
+    assert parse_topic(topic) == ref
+
+
+def test_parse_topic_with_another_prefix() -> None:
+    assert parse_topic("plant/x/s/g/status", "plant/x").kind is TopicKind.GATEWAY_STATUS
+    with pytest.raises(TopicError):
+        parse_topic("energy/v1/s/g/status", "plant/x")
+
+
+def test_subscription_filters_cover_exactly_the_contract() -> None:
+    filters = subscription_filters("energy/v1")
+    assert len(filters) == len(set(filters)) == 5
+    assert all(f.startswith("energy/v1/+/+/") for f in filters)
