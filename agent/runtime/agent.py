@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ from agent.core.snapshot import SnapshotError
 from agent.http.metrics import AgentMetrics
 from agent.http.server import HttpServer
 from agent.payloads import (
+    Carrier,
     Message,
     device_status_payload,
     encode,
@@ -103,6 +106,9 @@ class Agent:
         )
         self.pump = Pump(self.outbox, self.link)
         self.link.on_connected = self._restate
+        live = config.carbon.electricity.live
+        if live is not None:
+            self.link.subscriptions[live.topic] = self.on_live_factor
         self.pollers: list[BusPoller] = []
         self.stop = asyncio.Event()
         self.started_ms = now_ms()
@@ -172,6 +178,28 @@ class Agent:
             messages += self.site.feed([Reading(poll.device_id, ts, values)])
             self.metrics.core_scan(time.perf_counter() - started)
         self._store(messages)
+
+    def on_live_factor(self, payload: bytes) -> None:
+        """A live grid factor: ``{"kg_per_kwh": x, "ts": ms}`` or a bare number (now).
+
+        Anything else is logged and ignored: the static or scheduled factor stays in force,
+        and a wrong factor must never reach a record silently.
+        """
+        ts = now_ms()
+        try:
+            doc = json.loads(payload)
+            if isinstance(doc, dict):
+                value = float(doc["kg_per_kwh"])
+                ts = int(doc.get("ts", ts))
+            else:
+                value = float(doc)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("live emission factor ignored: %r is not a factor (%s)", payload[:80], exc)
+            return
+        if not (math.isfinite(value) and 0.0 <= value <= 5.0):
+            log.warning("live emission factor ignored: %r kg/kWh is not plausible", value)
+            return
+        self.site.factors.update_live(Carrier.ELECTRICITY, value, ts)
 
     def _restate(self) -> None:
         """At every connect, the devices' retained statuses again (the gateway's is the

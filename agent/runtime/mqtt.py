@@ -75,6 +75,7 @@ class MqttLink:
         on_connected: Callable[[], None] | None = None,
         on_ack: Callable[[int, bool], None] | None = None,
         on_disconnected: Callable[[], None] | None = None,
+        subscriptions: dict[str, Callable[[bytes], None]] | None = None,
         session_expiry_s: int = 7 * 86400,
     ) -> None:
         self.settings = settings
@@ -84,6 +85,8 @@ class MqttLink:
         self.on_connected = on_connected
         self.on_ack = on_ack
         self.on_disconnected = on_disconnected
+        #: Topics the agent listens to (a live emission factor), topic -> handler on the loop.
+        self.subscriptions = dict(subscriptions or {})
         self.session_expiry_s = session_expiry_s
         self.state = LinkState()
         self.connected = asyncio.Event()
@@ -118,6 +121,7 @@ class MqttLink:
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_inflight_messages_set(1000)  # our Pump holds the real window
         client.on_connect = self._on_connect
+        client.on_message = self._on_message
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -147,6 +151,11 @@ class MqttLink:
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
         self._post(self._connected, not reason.is_failure, str(reason))
+
+    def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        handler = self.subscriptions.get(msg.topic)
+        if handler is not None:
+            self._post(handler, bytes(msg.payload))
 
     def _on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         # paho calls this inside its `except OSError:` around the connect (TCP, TLS
@@ -179,6 +188,9 @@ class MqttLink:
         log.info("mqtt connected to %s:%d", self.settings.host, self.settings.port)
         topic, payload = self.birth()  # a fresh timestamp at every connect
         self.publish(topic, payload, retain=True)
+        if self._client is not None:
+            for sub in self.subscriptions:
+                self._client.subscribe(sub, qos=1)
         self.connected.set()
         if self.on_connected is not None:
             self.on_connected()
