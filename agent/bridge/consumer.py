@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -32,15 +30,16 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from agent import mqttclient
 from agent.bridge.metrics import BridgeMetrics
 from agent.bridge.validate import Accepted, Limits, Reason, Rejected, check
 from agent.config.models import BridgeSettings, Mqtt
+from agent.mqttclient import MqttConfigError, new_client
 from agent.payloads import TopicKind, subscription_filters
 
 log = logging.getLogger(__name__)
@@ -78,9 +77,9 @@ class Inbound:
 
 def read_secret(path: Path, what: str) -> str:
     try:
-        return Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise BridgeSetupError(f"{what}: cannot read {path}: {exc.strerror}") from None
+        return mqttclient.read_secret(path, what)
+    except MqttConfigError as exc:
+        raise BridgeSetupError(str(exc)) from None
 
 
 def default_client_id(group: str) -> str:
@@ -138,33 +137,10 @@ class Consumer:
     # --- set-up ----------------------------------------------------------------------------
 
     def _build(self) -> paho.Client:
-        s = self.settings
-        client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=paho.MQTTv5,
-            manual_ack=True,
-        )
-        if s.tls is not None:
-            for name in ("ca", "cert", "key"):
-                path = getattr(s.tls, name)
-                if path is not None and not os.access(path, os.R_OK):
-                    raise BridgeSetupError(f"mqtt.tls.{name}: cannot read {path}")
-            try:
-                client.tls_set(
-                    ca_certs=str(s.tls.ca) if s.tls.ca else None,
-                    certfile=str(s.tls.cert) if s.tls.cert else None,
-                    keyfile=str(s.tls.key) if s.tls.key else None,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                )
-            except (ssl.SSLError, OSError) as exc:
-                raise BridgeSetupError(f"mqtt.tls: {exc}") from None
-        if s.username is not None:
-            password = s.password
-            if s.password_file is not None:
-                password = read_secret(s.password_file, "mqtt.password_file")
-            client.username_pw_set(s.username, password)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        try:
+            client = new_client(self.settings, self.client_id, manual_ack=True)
+        except MqttConfigError as exc:
+            raise BridgeSetupError(str(exc)) from None
         # The process boundary for a bug in a callback: paho logs it and its network
         # thread lives on (the message stays unacknowledged and comes back later),
         # instead of the thread dying silently while the process looks healthy.

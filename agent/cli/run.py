@@ -11,8 +11,8 @@ import sys
 
 from agent.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from agent.config import load_config
+from agent.mqttclient import MqttConfigError
 from agent.runtime.agent import Agent
-from agent.runtime.mqtt import MqttConfigError
 from drivers.profile import ProfileLibrary
 
 

@@ -16,42 +16,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import ssl
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config.models import Mqtt
+from agent.mqttclient import new_client
 from agent.runtime.outbox import Outbox
 
 log = logging.getLogger(__name__)
-
-
-class MqttConfigError(ValueError):
-    """Credentials or certificates cannot be read: fix the config, retrying will not help."""
-
-
-def read_password(settings: Mqtt) -> str | None:
-    if settings.password is not None:
-        return settings.password
-    if settings.password_file is None:
-        return None
-    try:
-        return Path(settings.password_file).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise MqttConfigError(
-            f"mqtt.password_file: cannot read {settings.password_file}: {exc.strerror}"
-        ) from None
 
 
 @dataclass
@@ -94,31 +76,9 @@ class MqttLink:
         self._client: paho.Client | None = None
 
     def _build(self) -> paho.Client:
-        s = self.settings
-        client = paho.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=paho.MQTTv5,
-        )
-        if s.tls is not None:
-            for name in ("ca", "cert", "key"):
-                path = getattr(s.tls, name)
-                if path is not None and not os.access(path, os.R_OK):
-                    raise MqttConfigError(f"mqtt.tls.{name}: cannot read {path}")
-            try:
-                client.tls_set(
-                    ca_certs=str(s.tls.ca) if s.tls.ca else None,
-                    certfile=str(s.tls.cert) if s.tls.cert else None,
-                    keyfile=str(s.tls.key) if s.tls.key else None,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                )
-            except (ssl.SSLError, OSError) as exc:
-                raise MqttConfigError(f"mqtt.tls: {exc}") from None
-        if s.username is not None:
-            client.username_pw_set(s.username, read_password(s))
+        client = new_client(self.settings, self.client_id)
         topic, payload = self.will
         client.will_set(topic, payload, qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_inflight_messages_set(1000)  # our Pump holds the real window
         client.on_connect = self._on_connect
         client.on_message = self._on_message
