@@ -170,6 +170,21 @@ def _nothing_to_count(kind: object, quantities: set[Quantity]) -> str | None:
     return f"a {kind} device needs a {names} register to be counted"
 
 
+def _once(
+    doc: YamlDocument, seen: dict[str, int], section: str, i: int, ident: str
+) -> list[Problem]:
+    """Record ``ident`` as the id of ``section[i]``; a problem if an earlier entry has it."""
+    first = seen.setdefault(ident, i)
+    if first == i:
+        return []
+    kind = {"buses": "bus", "devices": "device"}[section]
+    return [
+        doc.problem(
+            (section, i, "id"), f"{kind} id '{ident}' is used twice (also {section}[{first}])"
+        )
+    ]
+
+
 def cross_reference_problems(doc: YamlDocument, library: ProfileLibrary) -> list[Problem]:
     data = doc.data
     out: list[Problem] = []
@@ -180,14 +195,7 @@ def cross_reference_problems(doc: YamlDocument, library: ProfileLibrary) -> list
     for i, bus_data in buses:
         bid = bus_data.get("id")
         if isinstance(bid, str):
-            if bid in bus_ids:
-                out.append(
-                    doc.problem(
-                        ("buses", i, "id"),
-                        f"bus id '{bid}' is used twice (also buses[{bus_ids[bid]}])",
-                    )
-                )
-            bus_ids.setdefault(bid, i)
+            out += _once(doc, bus_ids, "buses", i, bid)
             if "rtu" in bus_data or "rtu_over_tcp" in bus_data:
                 serial_buses.add(bid)
     dev_ids: dict[str, int] = {}
@@ -197,14 +205,7 @@ def cross_reference_problems(doc: YamlDocument, library: ProfileLibrary) -> list
     for i, dev in devices:
         did = dev.get("id")
         if isinstance(did, str):
-            if did in dev_ids:
-                out.append(
-                    doc.problem(
-                        ("devices", i, "id"),
-                        f"device id '{did}' is used twice (also devices[{dev_ids[did]}])",
-                    )
-                )
-            dev_ids.setdefault(did, i)
+            out += _once(doc, dev_ids, "devices", i, did)
         bus = dev.get("bus")
         if isinstance(bus, str) and ID_RX.match(bus) and bus not in bus_ids:
             known = ", ".join(sorted(bus_ids)) or "none defined"

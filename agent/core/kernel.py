@@ -321,6 +321,14 @@ def update(
     return n, out_n
 
 
+@njit(cache=True, inline="always")
+def _ring_bounds(I: np.ndarray, c: int, first_slot: int, end_slot: int) -> tuple[int, int]:
+    """The part of [first_slot, end_slot) that channel c has closed and still holds."""
+    closed_end = I[c, I_OPEN_SLOT]
+    lo = max(first_slot, I[c, I_FIRST_T] // SLOT_MS, closed_end - RING)
+    return lo, min(end_slot, closed_end)
+
+
 @njit(cache=True)
 def range_sums(
     I: np.ndarray,
@@ -340,11 +348,8 @@ def range_sums(
             for j in range(first_slots.shape[0]):
                 out[c, j] = 0.0
             continue
-        closed_end = I[c, I_OPEN_SLOT]
-        first = I[c, I_FIRST_T] // SLOT_MS
         for j in range(first_slots.shape[0]):
-            lo = max(first_slots[j], first, closed_end - RING)
-            hi = min(end_slots[j], closed_end)
+            lo, hi = _ring_bounds(I, c, first_slots[j], end_slots[j])
             total = 0.0
             for s in range(lo, hi):
                 total += ring_e[c, s % RING]
@@ -370,11 +375,8 @@ def weighted_range_sums(
             for j in range(first_slots.shape[0]):
                 out[c, j] = 0.0
             continue
-        closed_end = I[c, I_OPEN_SLOT]
-        first = I[c, I_FIRST_T] // SLOT_MS
         for j in range(first_slots.shape[0]):
-            lo = max(first_slots[j], first, closed_end - RING)
-            hi = min(end_slots[j], closed_end)
+            lo, hi = _ring_bounds(I, c, first_slots[j], end_slots[j])
             total = 0.0
             for s in range(lo, hi):
                 total += ring_e[c, s % RING] * weights[g, s % RING]
