@@ -40,6 +40,7 @@ from agent.payloads import (
 from agent.runtime.mqtt import MqttLink, Pump
 from agent.runtime.outbox import Item, Kind, Outbox, SqliteOutbox
 from agent.runtime.scheduler import Backoff, BusPoller, DevicePoll, Values
+from agent.runtime.sdnotify import Notifier, State
 from drivers.errors import TransportError
 from drivers.profile import ProfileLibrary
 from drivers.reader import DeviceReader
@@ -238,12 +239,17 @@ class Agent:
                     )
                 )
 
-    async def _housekeeping(self) -> None:
+    async def _housekeeping(self, notifier: Notifier) -> None:
         last_snapshot = time.monotonic()
+        last_ping = -math.inf
         while not self.stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), 1.0)
             self._store(self.site.flush(now_ms()))
+            # systemd's watchdog: pinged from the event loop, so a hung loop stops the pings.
+            if time.monotonic() - last_ping >= min(notifier.watchdog_s or 10.0, 10.0):
+                notifier.notify(State.WATCHDOG, status=self._status_line())
+                last_ping = time.monotonic()
             # Also right after intervals closed: a restart after kill -9 must continue from
             # a state that has emitted exactly what the outbox holds, or it emits those
             # intervals again with other numbers (and without any snapshot, it would
@@ -273,7 +279,12 @@ class Agent:
         engine.weighted_range_sums(self.site.group, np.zeros((2, RING)), [0], [0])
         log.debug("core kernels ready in %.1f s", time.perf_counter() - started)
 
+    def _status_line(self) -> str:
+        ok = sum(st.state == "ok" for st in self.devices.values())
+        return f"polling {len(self.devices)} devices ({ok} ok), outbox {self.outbox.stats().depth}"
+
     async def run(self) -> None:
+        notifier = Notifier()
         path = self.state_dir / SNAPSHOT
         try:
             if self.site.load_snapshot(path):
@@ -299,10 +310,12 @@ class Agent:
                     async with asyncio.TaskGroup() as tg:
                         for poller in self.pollers:
                             tg.create_task(poller.run(self.stop), name=f"bus-{poller.bus_id}")
-                        tg.create_task(self._housekeeping(), name="housekeeping")
+                        tg.create_task(self._housekeeping(notifier), name="housekeeping")
                         # The live page, /api/state, /events, /metrics; ends when stop is set.
                         tg.create_task(HttpServer.for_agent(self).serve(self.stop), name="http")
+                        notifier.notify(State.READY, status=self._status_line())
                 finally:
+                    notifier.notify(State.STOPPING, status="stopping: draining the outbox")
                     # Polls have finished: publish what they produced, then leave cleanly.
                     self._store(self.site.flush(now_ms()))
                     self.snapshot()
