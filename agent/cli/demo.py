@@ -2,7 +2,8 @@
 
 Twelve simulated meters of several profiles on a Modbus TCP bus and on an
 RS-485 line (through a socat pty pair, or a Python one without socat), a gas
-meter and a production counter; mosquitto on a free loopback port; and the
+meter and a production counter; a broker on a free loopback port (mosquitto
+when installed, else the in-memory demo broker of agent.demo.minibroker); and the
 agent itself (`run`'s code, with the embedded demo config) publishing to it.
 A live table shows what the agent sees, and the agent's own live page is on a
 free loopback port (printed at start). Ctrl-C stops everything it started.
@@ -19,6 +20,7 @@ import socket
 import sys
 import tempfile
 import time
+from enum import StrEnum
 from importlib import resources
 
 from rich.console import Console, Group
@@ -26,14 +28,23 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from agent.cli.main import EXIT_OK
+from agent.cli.main import EXIT_OK, UsageError
 from agent.config import parse_config
 from agent.demo.broker import Mosquitto, find_mosquitto
+from agent.demo.minibroker import EmbeddedBroker
 from agent.demo.plant import plant_for
 from agent.runtime.agent import Agent
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
 from drivers.simulator.ptypair import PtyPair
+
+
+class BrokerChoice(StrEnum):
+    """``--broker``: auto is mosquitto when installed, else the embedded demo broker."""
+
+    AUTO = "auto"
+    MOSQUITTO = "mosquitto"
+    EMBEDDED = "embedded"
 
 
 def free_port() -> int:
@@ -48,10 +59,18 @@ def demo_config_text() -> str:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    return asyncio.run(_demo(args.duration, use_socat=not args.no_rtu))
+    broker = BrokerChoice(args.broker)
+    if broker is BrokerChoice.MOSQUITTO and find_mosquitto() is None:
+        raise UsageError(
+            "--broker mosquitto: mosquitto is not installed (apt-get install mosquitto), "
+            "or use --broker embedded"
+        )
+    return asyncio.run(_demo(args.duration, use_socat=not args.no_rtu, broker=broker))
 
 
-async def _demo(duration: float | None, *, use_socat: bool) -> int:
+async def _demo(
+    duration: float | None, *, use_socat: bool, broker: BrokerChoice = BrokerChoice.AUTO
+) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=140)
     library = ProfileLibrary()
     mqtt_port = int(os.environ.get("DEMO_MQTT_PORT") or free_port())
@@ -69,10 +88,16 @@ async def _demo(duration: float | None, *, use_socat: bool) -> int:
             config = parse_config(demo_config_text(), "demo.yaml", env=env, profiles=library)
             for server in plant_for(config, library, {"rs485-1": pty.b}).servers(library):
                 await stack.enter_async_context(server)
-            broker = "none"
-            if find_mosquitto() is not None:
+            # mosquitto when installed; otherwise (or asked to) the built-in demo broker.
+            if broker is not BrokerChoice.EMBEDDED and find_mosquitto() is not None:
                 await stack.enter_async_context(Mosquitto(mqtt_port))
-                broker = f"mosquitto on mqtt://127.0.0.1:{mqtt_port}"
+                where = f"mosquitto on mqtt://127.0.0.1:{mqtt_port}"
+            else:
+                await stack.enter_async_context(EmbeddedBroker(mqtt_port))
+                where = (
+                    f"embedded demo broker on mqtt://127.0.0.1:{mqtt_port} "
+                    "(in memory, not for production; install mosquitto for real use)"
+                )
             agent = Agent(config, library)
             topics = agent.site.topics
             console.print(
@@ -82,18 +107,11 @@ async def _demo(duration: float | None, *, use_socat: bool) -> int:
             for bus in config.buses:
                 console.print(f"  bus {bus.id}: {bus.endpoint().describe()}")
             console.print(f"  RS-485 line through a {pty.kind} pty pair: {pty.a} <-> {pty.b}")
-            if broker == "none":
-                console.print(
-                    "  [yellow]mosquitto is not installed: nothing is published; "
-                    "messages wait in the agent's outbox[/yellow] "
-                    "(scripts/demo installs it)"
-                )
-            else:
-                console.print(f"  broker: {broker}")
-                console.print(
-                    f"  topics: {topics.base}/#  (e.g. mosquitto_sub -h 127.0.0.1 "
-                    f"-p {mqtt_port} -t '{topics.base}/#' -v)"
-                )
+            console.print(f"  broker: {where}")
+            console.print(
+                f"  topics: {topics.base}/#  (e.g. mosquitto_sub -h 127.0.0.1 "
+                f"-p {mqtt_port} -t '{topics.base}/#' -v)"
+            )
             page = f"http://127.0.0.1:{config.http.port}/"
             console.print(f"  live page: [bold]{page}[/bold]  (JSON: {page}api/state)")
             console.print(f"  in a terminal: energy-agent status --url {page}")

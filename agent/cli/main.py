@@ -55,6 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="simulated plant read live, nothing to configure")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
     p.add_argument("--no-rtu", action="store_true", help="do not use a socat serial pair")
+    p.add_argument(
+        "--broker",
+        choices=["auto", "mosquitto", "embedded"],
+        default="auto",
+        help="MQTT broker to start: mosquitto when installed, else a built-in demo broker "
+        "(default auto)",
+    )
     p.set_defaults(handler=demo.run_demo)
 
     p = sub.add_parser("run", help="the main job on a gateway: poll, compute, publish")
