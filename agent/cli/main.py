@@ -41,7 +41,7 @@ def _add_endpoint_args(p: argparse.ArgumentParser, *, required: bool = True) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agent.cli import bridge, demo, info, read, replay_cli, run, simulate, status
+    from agent.cli import bridge, certs, demo, info, read, replay_cli, run, simulate, status
 
     parser = argparse.ArgumentParser(
         prog="energy-agent",
@@ -151,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the agent")
     p.add_argument("--json", action="store_true", help="the /api/state document as JSON")
     p.set_defaults(handler=status.run_status)
+
+    certs.add_parser(sub)
 
     p = sub.add_parser("schema", help="JSON Schema of the config file")
     p.add_argument("--bridge", action="store_true", help="the bridge's config instead")
