@@ -1,0 +1,426 @@
+"""The shipped broker config (deploy/mosquitto/) against a real mosquitto.
+
+The broker runs deploy/mosquitto/mosquitto.conf and deploy/mosquitto/acl as
+shipped: only the listener's port and address, the file locations, the pid file
+and the log destination are rewritten (see :func:`shipped_config`), and each
+rewrite fails the test if the line it replaces is gone. Every certificate is made
+by ``energy-agent certs``. What a fleet operator relies on is checked: a gateway
+reaches the bridge through its own prefix only, cannot write for another
+gateway (not even through its last will), cannot read other gateways, and
+nothing without a certificate from the fleet's CA gets an MQTT session at all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import ssl
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from tests.conftest import ROOT, Cli, Simulators, free_port
+from tests.integration.mqtt_helpers import (
+    LOOPBACK,
+    AgentProcess,
+    Broker,
+    agent_config,
+    have_mosquitto,
+    wait_until,
+)
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not have_mosquitto(), reason="mosquitto is not installed"),
+]
+
+DEPLOY = ROOT / "deploy" / "mosquitto"
+ETC = "/etc/mosquitto/energy/"
+NOT_AUTHORIZED = 0x87
+SHARED = "$share/bridge/energy/v1/#"
+FACTOR_TOPIC = "energy/factors/cn-east"
+
+
+# --- the shipped config, moved to a temporary directory ---------------------------------------
+
+
+def _replace_line(text: str, startswith: str, new: str) -> str:
+    lines = text.splitlines()
+    hits = [i for i, line in enumerate(lines) if line.startswith(startswith)]
+    assert len(hits) == 1, f"mosquitto.conf: expected one line starting {startswith!r}"
+    lines[hits[0]] = new
+    return "\n".join(lines) + "\n"
+
+
+def shipped_config(directory: Path, port: int) -> str:
+    """deploy/mosquitto/mosquitto.conf with port, paths and logging moved to ``directory``."""
+    text = (DEPLOY / "mosquitto.conf").read_text()
+    assert text.count(ETC) >= 4, "the TLS files and the ACL live under /etc/mosquitto/energy/"
+    text = text.replace(ETC, f"{directory / 'energy'}/")
+    text = _replace_line(text, "listener 8883", f"listener {port} {LOOPBACK}")
+    text = _replace_line(text, "pid_file ", "")
+    text = _replace_line(
+        text, "persistence_location /var/lib/mosquitto/", f"persistence_location {directory}/"
+    )
+    text = _replace_line(text, "log_dest file ", "log_dest stderr")
+    if os.geteuid() == 0:
+        text += "user root\n"  # else mosquitto drops to `mosquitto`, who cannot read tmp
+    return text
+
+
+class ShippedBroker(Broker):
+    def config_text(self) -> str:
+        return shipped_config(self.directory, self.port)
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: Path
+    dir: Path
+    rogue_dir: Path
+
+    def cert(self, stem: str, rogue: bool = False) -> tuple[Path, Path]:
+        d = self.rogue_dir if rogue else self.dir
+        return d / f"{stem}.pem", d / f"{stem}.key"
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """The fleet's CA and identities, and a second CA that issued a look-alike gateway."""
+    cli = Cli()
+    base = tmp_path_factory.mktemp("pki")
+    fleet, rogue = base / "fleet", base / "rogue"
+    for args in (
+        ["init", "--dir", str(fleet)],
+        ["server", "--dir", str(fleet), "--host", "localhost", "--ip", LOOPBACK],
+        ["client", "--dir", str(fleet), "--site", "plant-a", "--name", "gw-01"],
+        ["client", "--dir", str(fleet), "--site", "plant-a", "--name", "gw-02"],
+        ["client", "--dir", str(fleet), "--name", "bridge"],
+        ["client", "--dir", str(fleet), "--name", "factors"],
+        ["init", "--dir", str(rogue)],
+        ["client", "--dir", str(rogue), "--site", "plant-a", "--name", "gw-01"],
+    ):
+        result = cli.run("certs", *args)
+        assert result.returncode == 0, str(result)
+    return Pki(fleet / "ca.pem", fleet, rogue)
+
+
+@pytest.fixture
+async def broker(tmp_path: Path, pki: Pki) -> AsyncIterator[ShippedBroker]:
+    energy = tmp_path / "broker" / "energy"
+    energy.mkdir(parents=True)
+    for name in ("ca.pem", "server.pem", "server.key"):
+        shutil.copy2(pki.dir / name, energy / name)
+    shutil.copy2(DEPLOY / "acl", energy / "acl")
+    b = ShippedBroker(tmp_path / "broker", free_port())
+    await b.start()
+    try:
+        yield b
+    finally:
+        await b.stop()
+        print(b.logs()[-4000:])  # shown when the test failed
+
+
+# --- a recording MQTT v5 client with a certificate ---------------------------------------------
+
+
+class Peer:
+    """paho v5 over TLS with a client certificate; records messages, acks and disconnects."""
+
+    def __init__(self, port: int, ca: Path, cert: tuple[Path, Path], client_id: str) -> None:
+        self.port = port
+        self.messages: list[tuple[str, bytes]] = []
+        self.acks: dict[int, int] = {}  # mid -> PUBACK reason code
+        self.granted: list[int] = []
+        self.disconnects = 0
+        self.connected = threading.Event()
+        self._lock = threading.Lock()
+        self.client = paho.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=paho.MQTTv5,
+        )
+        self.client.tls_set(ca_certs=str(ca), certfile=str(cert[0]), keyfile=str(cert[1]))
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_publish = self._on_publish
+        self.client.on_subscribe = self._on_subscribe
+
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if not reason.is_failure:
+            self.connected.set()
+
+    def _on_disconnect(self, *_args: Any) -> None:
+        self.disconnects += 1
+
+    def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, bytes(msg.payload)))
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, reason: Any, _p: Any) -> None:
+        with self._lock:
+            self.acks[mid] = reason.value
+
+    def _on_subscribe(self, _c: Any, _u: Any, _mid: int, reasons: list[Any], _p: Any) -> None:
+        with self._lock:
+            self.granted.extend(r.value for r in reasons)
+
+    async def start(self, session_expiry_s: int = 0) -> Peer:
+        """``session_expiry_s`` > 0: a persistent session, as the bridge keeps one."""
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = session_expiry_s
+        self.connected.clear()
+        self.client.connect(
+            LOOPBACK, self.port, keepalive=10, clean_start=session_expiry_s == 0, properties=props
+        )
+        self.client.loop_start()
+        await wait_until(self.connected.is_set, 10, "the CONNACK")
+        return self
+
+    async def subscribe(self, *topics: str) -> list[int]:
+        before = len(self.granted)
+        for t in topics:
+            self.client.subscribe(t, qos=1)
+        await wait_until(lambda: len(self.granted) == before + len(topics), 10, "the SUBACKs")
+        return self.granted[before:]
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1) -> int | None:
+        """The PUBACK reason code (None for QoS 0, which has no acknowledgement)."""
+        info = self.client.publish(topic, payload, qos=qos)
+        if qos == 0:
+            info.wait_for_publish(5)
+            return None
+        await wait_until(lambda: info.mid in self.acks, 10, f"the PUBACK for {topic}")
+        return self.acks[info.mid]
+
+    def received(self) -> list[tuple[str, bytes]]:
+        with self._lock:
+            return list(self.messages)
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.connected.clear()
+
+
+@pytest.fixture
+async def peers(broker: ShippedBroker, pki: Pki) -> AsyncIterator[dict[str, Peer]]:
+    made: dict[str, Peer] = {}
+
+    async def start(stem: str) -> None:
+        made[stem] = await Peer(broker.port, pki.ca, pki.cert(stem), f"test-{stem}").start()
+
+    for stem in ("bridge", "plant-a.gw-01", "plant-a.gw-02", "factors"):
+        await start(stem)
+    try:
+        yield made
+    finally:
+        for p in made.values():
+            p.stop()
+
+
+def tls_connect(port: int, ca: Path, cert: tuple[Path, Path] | None) -> bytes:
+    """TLS, then an MQTT 3.1.1 CONNECT: the CONNACK's bytes, or the TLS/socket error raised."""
+    ctx = ssl.create_default_context(cafile=str(ca))
+    if cert is not None:
+        ctx.load_cert_chain(str(cert[0]), str(cert[1]))
+    with (
+        socket.create_connection((LOOPBACK, port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as s,
+    ):
+        # CONNECT: protocol "MQTT" level 4, clean session, keepalive 30, client id "probe".
+        s.sendall(bytes([0x10, 17, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 30, 0, 5]) + b"probe")
+        return s.recv(4)
+
+
+def refusal(port: int, ca: Path, cert: tuple[Path, Path] | None) -> str:
+    """Why no MQTT session came about: the TLS or socket error, or "closed" for a hang-up."""
+    try:
+        reply = tls_connect(port, ca, cert)
+    except (ssl.SSLError, ConnectionError) as exc:
+        return str(exc)
+    assert not reply, f"the broker answered the CONNECT: {reply!r}"
+    return "closed"
+
+
+# --- the tests ------------------------------------------------------------------------------------
+
+
+async def test_a_gateway_reaches_the_bridge_through_its_own_prefix(
+    peers: dict[str, Peer],
+) -> None:
+    bridge, gw = peers["bridge"], peers["plant-a.gw-01"]
+    await bridge.subscribe(SHARED)
+    topic = "energy/v1/plant-a/gw-01/m1/measurements"
+    assert await gw.publish(topic, b'{"ts": 1}') == 0
+    await wait_until(lambda: bridge.received() == [(topic, b'{"ts": 1}')], 10, "the message")
+    # The bridge may write its rejects to the dead-letter topic.
+    # (0x10: accepted, "no matching subscribers": nobody reads the dead letters here.)
+    assert await bridge.publish("energy/dead-letter", b"{}") == 0x10
+
+
+async def test_a_gateway_cannot_write_for_another_gateway(
+    peers: dict[str, Peer], broker: ShippedBroker, pki: Pki
+) -> None:
+    bridge, gw = peers["bridge"], peers["plant-a.gw-01"]
+    await bridge.subscribe(SHARED, "energy/#")
+    for topic in (
+        "energy/v1/plant-a/gw-02/m1/measurements",  # a neighbour at the same site
+        "energy/v1/plant-b/gw-01/m1/measurements",  # the same gateway id at another site
+        "energy/v1/plant-a/gw-01x/status",  # a prefix of its own id is not its own
+        "energy/dead-letter",
+        FACTOR_TOPIC,
+    ):
+        assert await gw.publish(topic, b"forged") == NOT_AUTHORIZED, topic
+        assert await gw.publish(topic, b"forged-qos0", qos=0) is None
+    # A last will is the broker publishing for the client: the same rule holds.
+    liar = paho.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2, client_id="liar", protocol=paho.MQTTv5
+    )
+    cert = pki.cert("plant-a.gw-01")
+    liar.tls_set(ca_certs=str(pki.ca), certfile=str(cert[0]), keyfile=str(cert[1]))
+    liar.will_set("energy/v1/plant-a/gw-02/status", b"forged-will", qos=1, retain=True)
+    liar.connect(LOOPBACK, broker.port, keepalive=10)
+    deadline = time.monotonic() + 10
+    while not liar.is_connected() and time.monotonic() < deadline:
+        liar.loop(timeout=0.1)  # no network thread: the socket is closed by hand below
+    sock = liar.socket()
+    assert sock is not None and liar.is_connected()
+    sock.shutdown(socket.SHUT_RDWR)  # gone without DISCONNECT: the will is due
+    sock.close()
+    await wait_until(lambda: "Client liar " in broker.logs(), 10, "the broker to notice")
+
+    # Its own prefix still works, and the session survived the refusals (with
+    # max_queued_messages 0, mosquitto 2.0.11 would have disconnected it).
+    own = "energy/v1/plant-a/gw-01/status"
+    assert await gw.publish(own, b"mine") == 0
+    await wait_until(lambda: (own, b"mine") in bridge.received(), 10, "the gateway's own message")
+    assert gw.disconnects == 0
+    # Everything above was published before `mine`; the broker delivers in order.
+    assert [p for _, p in bridge.received()] == [b"mine"] * 2  # the shared and the plain copy
+
+
+async def test_a_gateway_reads_live_factors_but_not_other_gateways(
+    peers: dict[str, Peer],
+) -> None:
+    gw1, gw2, factors = peers["plant-a.gw-01"], peers["plant-a.gw-02"], peers["factors"]
+    # mosquitto grants every subscription and applies the read rules to each
+    # message it would deliver: what counts is what arrives.
+    await gw2.subscribe("energy/v1/#", "$share/x/energy/v1/#", FACTOR_TOPIC)
+    code = await gw1.publish("energy/v1/plant-a/gw-01/m1/energy", b"private")
+    assert code is not None and code < 0x80  # accepted (with or without a reader)
+    assert await factors.publish(FACTOR_TOPIC, b'{"kg_per_kwh": 0.6}') == 0
+    # The factor was published after gw-01's message had been accepted, so had
+    # gw-02 been allowed to read it, it would have arrived first.
+    await wait_until(lambda: bool(gw2.received()), 10, "the live factor")
+    assert gw2.received() == [(FACTOR_TOPIC, b'{"kg_per_kwh": 0.6}')]
+    # Only `factors` writes factors.
+    assert await gw2.publish(FACTOR_TOPIC, b"0") == NOT_AUTHORIZED
+
+
+async def test_a_certificate_from_another_ca_is_refused_at_the_handshake(
+    broker: ShippedBroker, pki: Pki
+) -> None:
+    # Same name, plant-a/gw-01, but issued by a CA the broker does not trust.
+    # The client sees an "unknown ca" alert or, when the broker hangs up first, an EOF;
+    # the broker says why.
+    refusal(broker.port, pki.ca, pki.cert("plant-a.gw-01", rogue=True))
+    await wait_until(lambda: "certificate verify failed" in broker.logs(), 10, "the reason")
+    assert "plant-a/gw-01" not in broker.logs()
+    # The genuine certificate gets a CONNACK "accepted" (0x20 0x02, flags, rc 0).
+    assert tls_connect(broker.port, pki.ca, pki.cert("plant-a.gw-01")) == b"\x20\x02\x00\x00"
+
+
+async def test_no_certificate_no_session(broker: ShippedBroker, pki: Pki) -> None:
+    refusal(broker.port, pki.ca, None)
+    await wait_until(
+        lambda: "peer did not return a certificate" in broker.logs(), 10, "the broker's reason"
+    )
+    # Plain MQTT on the TLS port: no CONNACK either.
+    with socket.create_connection((LOOPBACK, broker.port), timeout=5) as s:
+        s.sendall(bytes([0x10, 17, 0, 4]) + b"MQTT" + bytes([4, 2, 0, 30, 0, 5]) + b"probe")
+        try:
+            reply = s.recv(4)
+        except ConnectionError:
+            reply = b""
+    assert not reply.startswith(b"\x20"), reply
+    assert "New client connected" not in broker.logs()
+
+
+async def test_an_offline_bridge_gets_every_message_queued_for_it(
+    broker: ShippedBroker, pki: Pki, peers: dict[str, Peer]
+) -> None:
+    """More than mosquitto's default queue (1000) plus its default in-flight window (20),
+    and more than the shipped in-flight window (1000): none may be dropped."""
+    gw = peers["plant-a.gw-01"]
+    bridge = Peer(broker.port, pki.ca, pki.cert("bridge"), "test-offline-bridge")
+    await bridge.start(session_expiry_s=3600)
+    await bridge.subscribe(SHARED)
+    bridge.stop()
+    n = 2500
+    infos = [gw.client.publish(f"energy/v1/plant-a/gw-01/m1/q{i}", b"x", qos=1) for i in range(n)]
+    await wait_until(lambda: all(i.is_published() for i in infos), 60, "every PUBACK")
+    assert all(gw.acks[i.mid] == 0 for i in infos)
+    await bridge.start(session_expiry_s=3600)
+    try:
+        await wait_until(lambda: len(bridge.received()) >= n, 60, f"{n} queued messages")
+        topics = {t for t, _ in bridge.received()}
+        assert topics == {f"energy/v1/plant-a/gw-01/m1/q{i}" for i in range(n)}
+    finally:
+        bridge.stop()
+
+
+async def test_the_agent_connects_with_its_client_certificate(
+    broker: ShippedBroker,
+    pki: Pki,
+    peers: dict[str, Peer],
+    simulators: Simulators,
+    cli: Cli,
+    tmp_path: Path,
+) -> None:
+    bridge = peers["bridge"]
+    await bridge.subscribe(SHARED)
+    sim = await simulators.start(simulators.tcp_endpoint(), {1: "eastron-sdm630"}, frozen=False)
+    cert, key = pki.cert("plant-a.gw-01")
+    config = agent_config(
+        tmp_path,
+        site="plant-a",
+        gateway="gw-01",
+        buses=[{"id": "line-a", "tcp": {"host": sim.endpoint.host, "port": sim.endpoint.port}}],
+        devices=[{"id": "m1", "bus": "line-a", "unit": 1, "profile": "eastron-sdm630"}],
+        mqtt={
+            "host": LOOPBACK,  # an address in the broker's certificate
+            "port": broker.port,
+            "tls": {"ca": str(pki.ca), "cert": str(cert), "key": str(key)},
+        },
+    )
+    agent = AgentProcess(cli.command, config, tmp_path / "agent.log").start()
+    try:
+        base = "energy/v1/plant-a/gw-01"
+        await wait_until(
+            lambda: (
+                any(t == f"{base}/status" and b'"online"' in p for t, p in bridge.received())
+                and any(t == f"{base}/m1/measurements" for t, _ in bridge.received())
+            ),
+            90,
+            "the agent's status and measurements at the bridge",
+        )
+        assert all(t.startswith(f"{base}/") for t, _ in bridge.received())
+        assert "refused" not in agent.output(), agent.output()
+        assert await agent.terminate() == 0, agent.output()
+    finally:
+        agent.cleanup()
+        print(agent.output()[-4000:])
+    # Its identity on the broker is the certificate's name, not anything it chose.
+    assert "u'plant-a/gw-01'" in broker.logs()
