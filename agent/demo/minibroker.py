@@ -88,6 +88,7 @@ class Session:
     """What the broker keeps for a client id, connected or not (while unexpired)."""
 
     client_id: str
+    queue_limit: int = QUEUE_LIMIT
     expiry_s: int = 0
     subscriptions: dict[str, Subscription] = field(default_factory=dict)
     queue: deque[Message] = field(default_factory=deque)
@@ -105,14 +106,14 @@ class Session:
         return pid
 
     def enqueue(self, msg: Message) -> None:
-        if len(self.queue) >= QUEUE_LIMIT:
+        if len(self.queue) >= self.queue_limit:
             self.queue.popleft()
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 10_000 == 0:
                 log.warning(
                     "session %s: queue full (%d), dropped its oldest message (%d so far)",
                     self.client_id,
-                    QUEUE_LIMIT,
+                    self.queue_limit,
                     self.dropped,
                 )
         self.queue.append(msg)
@@ -164,9 +165,12 @@ class EmbeddedBroker:
     either. Everything lives in memory and goes when the block ends.
     """
 
-    def __init__(self, port: int, *, max_packet: int = MAX_PACKET) -> None:
+    def __init__(
+        self, port: int, *, max_packet: int = MAX_PACKET, queue_limit: int = QUEUE_LIMIT
+    ) -> None:
         self.port = port
         self.max_packet = max_packet
+        self.queue_limit = queue_limit
         self.sessions: dict[str, Session] = {}
         self.retained: dict[str, Message] = {}
         self._server: asyncio.Server | None = None
@@ -295,7 +299,7 @@ class EmbeddedBroker:
             session = None
         present = session is not None
         if session is None:
-            session = self.sessions[client_id] = Session(client_id)
+            session = self.sessions[client_id] = Session(client_id, self.queue_limit)
         if session.expiry_timer is not None:
             session.expiry_timer.cancel()
             session.expiry_timer = None

@@ -390,6 +390,25 @@ async def test_persistent_session_gets_what_was_published_while_away(
     assert fresh.connack[0][1] is False
 
 
+async def test_an_absent_session_keeps_only_the_newest_messages(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with EmbeddedBroker(free_port(), queue_limit=10) as small:
+        away = await Peer(small.port, "away", clean_start=False, expiry_s=60).start()
+        await away.subscribe("q/#")
+        await away.stop()
+        pub = await Peer(small.port, "pub").start()
+        for i in range(15):
+            await pub.publish(f"q/{i}", str(i).encode())
+        await pub.stop()
+        back = await Peer(small.port, "away", clean_start=False, expiry_s=60).start()
+        await until(lambda: len(back.got()) == 10, what="the ten newest")
+        await asyncio.sleep(0.2)
+        await back.stop()
+    assert [m.payload for m in back.got()] == [str(i).encode() for i in range(5, 15)]
+    assert "session away: queue full (10), dropped its oldest message (1 so far)" in caplog.text
+
+
 async def test_unacknowledged_messages_are_resent_with_dup_and_receive_maximum_holds(
     peers: Callable[..., Peer],
 ) -> None:
