@@ -16,7 +16,7 @@ import threading
 
 from agent.bridge.consumer import Consumer, Inbound
 from agent.bridge.metrics import BridgeMetrics
-from agent.bridge.validate import Rejected
+from agent.bridge.validate import Limits, Rejected, Validator
 from agent.bridge.writer import STOP_GRACE_S, InfluxTarget, InfluxWriter, Writer
 from agent.config.models import BridgeConfig
 
@@ -28,8 +28,15 @@ class Bridge:
         self.config = config
         self.metrics = BridgeMetrics()
         self.influx = InfluxWriter(InfluxTarget.from_config(config.influx))
+        b = config.bridge
+        limits = Limits(
+            prefix=config.mqtt.prefix,
+            max_payload_bytes=b.max_payload_bytes,
+            max_past_s=b.max_past_s,
+            max_future_s=b.max_future_s,
+        )
         self.writer = Writer(
-            config.bridge, self.metrics, self.influx.write, self._ack, self._reject
+            b, self.metrics, self.influx.write, self._ack, self._reject, Validator(limits)
         )
         self.consumer = Consumer(
             config.mqtt, config.bridge, self.metrics, self.writer.put, client_id=client_id

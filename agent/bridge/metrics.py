@@ -7,7 +7,63 @@ label cardinality.
 
 from __future__ import annotations
 
+import bisect
+import math
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import HistogramMetricFamily
+
+
+def _le(bound: float) -> str:
+    """A bucket's ``le`` label as prometheus_client writes it (``0.5``, ``1.0``, ``+Inf``)."""
+    return "+Inf" if math.isinf(bound) else repr(float(bound))
+
+
+class BatchHistogram:
+    """A Prometheus histogram fed a whole batch of observations at a time.
+
+    prometheus_client's Histogram takes one value per call, with a lock and a scan
+    of the buckets each time: for the per-message acknowledgement latency that was
+    a noticeable share of the bridge's CPU. Here a batch costs one sort (its values
+    are nearly sorted already) and one binary search per bucket.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._bounds = (*sorted(buckets), math.inf)
+        self._counts = [0] * len(self._bounds)  # cumulative, like the exposition format
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        ordered = sorted(values)
+        if not ordered:
+            return
+        total = math.fsum(ordered)
+        with self._lock:
+            for i, bound in enumerate(self._bounds):
+                self._counts[i] += bisect.bisect_right(ordered, bound)
+            self._sum += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            counts = list(self._counts)
+            total = self._sum
+        yield HistogramMetricFamily(
+            self.name,
+            self.documentation,
+            buckets=[(_le(b), c) for b, c in zip(self._bounds, counts, strict=True)],
+            sum_value=total,
+        )
+
+    def describe(self) -> Iterator[HistogramMetricFamily]:
+        yield HistogramMetricFamily(self.name, self.documentation)
 
 
 class BridgeMetrics:
@@ -59,7 +115,7 @@ class BridgeMetrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
-        self.ack_latency = Histogram(
+        self.ack_latency = BatchHistogram(
             "energy_bridge_ack_latency_seconds",
             "from receiving a message to acknowledging it",
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),

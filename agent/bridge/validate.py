@@ -5,18 +5,32 @@ Order: size (before reading a byte of it), topic shape and ids, JSON and types
 timestamp), finite numbers, then the timestamp window. The first failure is the
 verdict; its reason code is a small fixed set (a metrics label), its detail a
 sentence for the dead-letter message.
+
+Two paths, one verdict. :func:`check_strict` is the definition: the contract's
+pydantic models, then :func:`agent.bridge.lineproto.to_lines`. It costs about
+as much CPU per message as receiving the message, so :class:`Validator` first
+tries a hand-written path for the two high-volume kinds (``measurements`` and
+``energy``) that only ever *accepts*: on anything it is not sure of (a wrong
+type, a non-finite number, an unknown key, a timestamp outside the window, any
+other kind of topic) it steps aside and the strict path decides, reason and
+detail included. So the fast path can only be wrong by accepting what the
+models refuse or by writing different lines, and a property test compares the
+two on generated payloads for exactly that.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import re
 import time
 from dataclasses import dataclass
 from enum import StrEnum
 
 from pydantic import ValidationError
 
-from agent.bridge.lineproto import LineProtocolError, to_lines
-from agent.payloads import MODELS, TopicError, TopicRef, parse_topic
+from agent.bridge.lineproto import LineProtocolError, escape_tag_value, to_lines
+from agent.payloads import MODELS, TopicError, TopicKind, TopicRef, parse_topic
 
 
 class Reason(StrEnum):
@@ -65,10 +79,14 @@ def _describe(exc: ValidationError) -> Rejected:
     return Rejected(Reason.NOT_FINITE if finite else Reason.INVALID, "; ".join(parts) + more)
 
 
-def check(
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def check_strict(
     topic: str, payload: bytes, limits: Limits, now_ms: int | None = None
 ) -> Accepted | Rejected:
-    """The verdict on one message; never raises for any input."""
+    """The verdict on one message by the contract's models; never raises for any input."""
     if len(payload) > limits.max_payload_bytes:
         return Rejected(
             Reason.TOO_LARGE,
@@ -83,7 +101,7 @@ def check(
     except ValidationError as exc:
         return _describe(exc)
     ts: int = model.ts  # type: ignore[attr-defined]  # every payload model has ts
-    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    now = _now_ms() if now_ms is None else now_ms
     if ts < now - limits.max_past_s * 1000:
         return Rejected(
             Reason.TS_OUT_OF_WINDOW,
@@ -99,3 +117,192 @@ def check(
     except LineProtocolError as exc:
         return Rejected(Reason.UNWRITABLE, str(exc))
     return Accepted(ref, lines, ts)
+
+
+def check(
+    topic: str, payload: bytes, limits: Limits, now_ms: int | None = None
+) -> Accepted | Rejected:
+    """The verdict on one message (fast path, else strict); never raises for any input."""
+    return Validator(limits).check(topic, payload, now_ms)
+
+
+# --- the fast path -----------------------------------------------------------------------------
+
+#: Keys that are a measurements value key (``[a-z0-9_]{1,64}``) *and* a line-protocol key.
+_FAST_KEY = re.compile(r"[a-z_][a-z0-9_]{0,63}")
+#: Whole numbers whose float conversion is exact, so both paths print the same digits.
+_EXACT = 2**53
+#: The contract's ``ts`` bound (payloads.Ms) and seq bound kept to line protocol's int64.
+_MAX_TS = 10**14
+_MAX_SEQ = 2**63 - 1
+#: Remembered per validator; beyond this, new topics and keys are simply not remembered.
+_MEMO_LIMIT = 10_000
+
+_CARRIERS = frozenset({"electricity", "natural_gas", "production"})
+_QUALITIES = frozenset({"measured", "integrated", "interpolated", "gap", "reset", "partial"})
+_ENERGY_MUST = frozenset(
+    {
+        "ts",
+        "interval_s",
+        "carrier",
+        "energy_kwh",
+        "co2_kg",
+        "avg_power_kw",
+        "ef_kg_per_kwh",
+        "quality",
+    }
+)
+_ENERGY_KEYS = frozenset({*_ENERGY_MUST, "volume_m3", "units", "unmetered_kwh"})
+#: Field order of an energy point, as to_lines writes it.
+_ENERGY_FIELDS = (
+    "energy_kwh",
+    "co2_kg",
+    "avg_power_kw",
+    "ef_kg_per_kwh",
+    "volume_m3",
+    "units",
+    "unmetered_kwh",
+)
+_ENERGY_NOT_NULL = frozenset({"energy_kwh", "co2_kg", "avg_power_kw"})
+
+
+class _StepAside(Exception):
+    """The fast path is not sure; the strict path decides."""
+
+
+def _number(value: object) -> str:
+    """The line-protocol text of a float field, as to_lines would write it."""
+    t = type(value)
+    if t is float:
+        if not math.isfinite(value):  # type: ignore[arg-type]
+            raise _StepAside
+        return repr(value)
+    if t is int and -_EXACT <= value <= _EXACT:  # type: ignore[operator]
+        return repr(float(value))  # type: ignore[arg-type]
+    raise _StepAside
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    """What one topic contributes to its points, worked out once per topic."""
+
+    ref: TopicRef
+    site: str  # escaped tag values
+    gateway: str
+    device: str
+
+
+class Validator:
+    """:func:`check_strict`'s verdicts for a stream of messages, at a fraction of its cost.
+
+    One per consumer: it remembers the topics and value keys it has seen (bounded).
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self._routes: dict[str, _Route] = {}
+        self._keys: set[str] = set()
+
+    def check(self, topic: str, payload: bytes, now_ms: int | None = None) -> Accepted | Rejected:
+        now = _now_ms() if now_ms is None else now_ms
+        try:
+            return self._fast(topic, payload, now)
+        except _StepAside:
+            return check_strict(topic, payload, self.limits, now)
+
+    def _route(self, topic: str) -> _Route:
+        route = self._routes.get(topic)
+        if route is not None:
+            return route
+        try:
+            ref = parse_topic(topic, self.limits.prefix)
+        except TopicError:
+            raise _StepAside from None
+        if ref.kind not in (TopicKind.MEASUREMENTS, TopicKind.ENERGY) or ref.device is None:
+            raise _StepAside
+        try:
+            route = _Route(
+                ref,
+                escape_tag_value(ref.site),
+                escape_tag_value(ref.gateway),
+                escape_tag_value(ref.device),
+            )
+        except LineProtocolError:
+            raise _StepAside from None
+        if len(self._routes) < _MEMO_LIMIT:
+            self._routes[topic] = route
+        return route
+
+    def _fast(self, topic: str, payload: bytes, now: int) -> Accepted:
+        limits = self.limits
+        if len(payload) > limits.max_payload_bytes:
+            raise _StepAside
+        route = self._route(topic)
+        try:
+            # Decoded first: json.loads would guess UTF-16/32 from bytes, pydantic does not.
+            doc = json.loads(payload.decode())
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            raise _StepAside from None
+        if type(doc) is not dict:
+            raise _StepAside
+        ts = doc.get("ts")
+        if type(ts) is not int or not 0 <= ts <= _MAX_TS:
+            raise _StepAside
+        if not now - limits.max_past_s * 1000 <= ts <= now + limits.max_future_s * 1000:
+            raise _StepAside
+        if route.ref.kind is TopicKind.MEASUREMENTS:
+            line = self._measurements(route, doc, ts)
+        else:
+            line = self._energy(route, doc, ts)
+        return Accepted(route.ref, [line], ts)
+
+    def _measurements(self, route: _Route, doc: dict[str, object], ts: int) -> str:
+        seq = doc.get("seq")
+        values = doc.get("values")
+        if len(doc) != 3 or type(seq) is not int or not 0 <= seq <= _MAX_SEQ:
+            raise _StepAside
+        if type(values) is not dict or "seq" in values:
+            raise _StepAside
+        keys = self._keys
+        isfinite = math.isfinite
+        fields = [f"seq={seq}i"]
+        for key, value in values.items():
+            if key not in keys:
+                if not _FAST_KEY.fullmatch(key):
+                    raise _StepAside
+                if len(keys) < _MEMO_LIMIT:
+                    keys.add(key)
+            if type(value) is float and isfinite(value):  # the common case, inline
+                fields.append(f"{key}={value!r}")
+            elif value is not None:
+                fields.append(f"{key}={_number(value)}")
+        return (
+            f"measurements,device={route.device},gateway={route.gateway},site={route.site} "
+            f"{','.join(fields)} {ts}"
+        )
+
+    def _energy(self, route: _Route, doc: dict[str, object], ts: int) -> str:
+        keys = doc.keys()
+        if not _ENERGY_MUST <= keys <= _ENERGY_KEYS:
+            raise _StepAside
+        interval = doc["interval_s"]
+        carrier = doc["carrier"]
+        quality = doc["quality"]
+        if type(interval) is not int or not 0 < interval <= 86400:
+            raise _StepAside
+        if type(carrier) is not str or carrier not in _CARRIERS:
+            raise _StepAside
+        if type(quality) is not str or quality not in _QUALITIES:
+            raise _StepAside
+        fields = [f"interval_s={interval}i"]
+        for name in _ENERGY_FIELDS:
+            value = doc.get(name)
+            if value is None:
+                if name in _ENERGY_NOT_NULL:
+                    raise _StepAside
+                continue
+            fields.append(f"{name}={_number(value)}")
+        return (
+            f"energy,carrier={carrier},device={route.device},gateway={route.gateway},"
+            f"quality={quality},site={route.site} {','.join(fields)} {ts}"
+        )

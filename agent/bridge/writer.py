@@ -1,9 +1,12 @@
 """The database side: batches of line protocol through influxdb-client's v2 write API.
 
-One worker thread takes accepted messages in arrival order, groups them into
-batches (``batch_size`` points, or whatever arrived within ``flush_interval_ms``
-of the batch's first message), writes each batch synchronously and only then
-asks the consumer to acknowledge its messages. While the database is down or
+One worker thread takes received messages in arrival order, validates them
+(rejects go to the dead-letter topic), groups the accepted ones into batches
+(``batch_size`` points, or whatever arrived within ``flush_interval_ms`` of the
+batch's first message), writes each batch synchronously and only then asks the
+consumer to acknowledge its messages. Validating here rather than in paho's
+network thread keeps that thread, the bridge's bottleneck, to receiving; metrics
+are counted per batch for the same reason. While the database is down or
 refusing, the batch is retried with exponential backoff and nothing is
 acknowledged; the broker stops sending once ``receive_maximum`` messages are
 unacknowledged, which is the back-pressure.
@@ -20,6 +23,7 @@ from __future__ import annotations
 import collections
 import logging
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -31,9 +35,9 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
-from agent.bridge.consumer import BridgeSetupError, Inbound, read_secret
+from agent.bridge.consumer import MEASUREMENT, BridgeSetupError, Inbound, read_secret
 from agent.bridge.metrics import BridgeMetrics
-from agent.bridge.validate import Reason, Rejected
+from agent.bridge.validate import Reason, Rejected, Validator
 from agent.config.models import BridgeSettings, Influx
 
 log = logging.getLogger(__name__)
@@ -121,8 +125,17 @@ class InfluxWriter:
         self._client.close()  # type: ignore[no-untyped-call]
 
 
+#: put() wakes the worker when the queue reaches this many messages; "never" until it waits.
+_NOT_WAITING = sys.maxsize
+
+
 class Writer(threading.Thread):
-    """The worker thread between the consumer's ``put`` and its ``ack``."""
+    """The worker thread between the consumer's ``put`` and its ``ack``.
+
+    Messages arrive unvalidated (``lines`` None) and are checked by ``validator``
+    as they are taken into a batch; messages that already carry lines are taken
+    as they are.
+    """
 
     def __init__(
         self,
@@ -131,6 +144,7 @@ class Writer(threading.Thread):
         write: Callable[[bytes], None],
         ack: Callable[[list[Inbound]], int],
         reject: Callable[[Inbound, Rejected], None],
+        validator: Validator | None = None,
     ) -> None:
         super().__init__(name="bridge-writer", daemon=True)
         self.settings = settings
@@ -138,23 +152,26 @@ class Writer(threading.Thread):
         self._write = write
         self._ack = ack
         self._reject = reject
+        self._validator = validator
         self._queue: collections.deque[Inbound] = collections.deque()
         self._cond = threading.Condition()
-        self._points = 0  # points in the queue
+        self._wake_at = _NOT_WAITING
+        self._in_hand = 0  # taken from the queue, not yet acknowledged or dropped
         self._stop_at: float | None = None
-        self.idle = threading.Event()
+        metrics.pending.set_function(lambda: len(self._queue) + self._in_hand)
 
     # --- producer side (paho's thread) ------------------------------------------------------
 
     def put(self, item: Inbound) -> None:
-        with self._cond:
-            was_empty = not self._queue
-            self._queue.append(item)
-            self._points += len(item.lines)
-            self.metrics.pending.inc()
-            # Wake the worker only when it has something new to decide: a first
-            # message (start the flush clock) or a full batch. Not once per message.
-            if was_empty or self._points >= self.settings.batch_size:
+        queue = self._queue
+        queue.append(item)  # a deque append needs no lock; waking the worker does
+        # Wake the worker only when it has something new to decide: a first message
+        # (start the flush clock) or enough for its batch. Not once per message. No
+        # wake-up is lost: _take arms _wake_at before it looks at the queue, and
+        # notify() here waits for the lock, which the worker holds until it waits.
+        if len(queue) >= self._wake_at:
+            with self._cond:
+                self._wake_at = _NOT_WAITING
                 self._cond.notify()
 
     def stop(self) -> None:
@@ -180,34 +197,95 @@ class Writer(threading.Thread):
             if batch:
                 self._write_batch(batch)
 
-    def _next_batch(self) -> list[Inbound] | None:
-        """Up to batch_size points; waits at most flush_interval after the first message."""
-        limit = self.settings.batch_size
-        flush_s = self.settings.flush_interval_ms / 1000.0
+    def _take(self, wanted: int, deadline: float | None) -> list[Inbound] | None:
+        """Up to ``wanted`` messages; the first wait is open-ended, later ones end at ``deadline``.
+
+        None: stopping with nothing queued, or the deadline passed with nothing queued.
+        """
         with self._cond:
-            while not self._queue:
-                if self.stopping:
+            if deadline is None:
+                self._wake_at = 1
+                while not self._queue:
+                    if self.stopping:
+                        return None
+                    self._cond.wait()
+                    self._wake_at = 1
+            else:
+                self._wake_at = wanted
+                while len(self._queue) < wanted and not self.stopping:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
+                    self._wake_at = wanted
+                if not self._queue:
+                    self._wake_at = _NOT_WAITING
                     return None
-                self.idle.set()
-                self._cond.wait()
-            self.idle.clear()
-            deadline = self._queue[0].received + flush_s
-            while self._points < limit and not self.stopping:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
-            batch: list[Inbound] = []
-            points = 0
-            while self._queue and points < limit:
-                item = self._queue.popleft()
+            self._wake_at = _NOT_WAITING
+            queue = self._queue
+            chunk = [queue.popleft() for _ in range(min(wanted, len(queue)))]
+            self._in_hand += len(chunk)
+            return chunk
+
+    def _next_batch(self) -> list[Inbound] | None:
+        """Up to batch_size points; waits at most flush_interval after the first message.
+
+        Each message has at least one point, so asking the queue for the points still
+        missing never takes too many; a message with several points can end the batch
+        early, and what it leaves goes back to the front of the queue, validated.
+        """
+        limit = self.settings.batch_size
+        batch: list[Inbound] = []
+        points = 0
+        deadline: float | None = None
+        while points < limit:
+            chunk = self._take(limit - points, deadline)
+            if chunk is None:
+                return batch if deadline is not None else None
+            if deadline is None:
+                deadline = chunk[0].received + self.settings.flush_interval_ms / 1000.0
+            accepted = self._validate(chunk)
+            for n, item in enumerate(accepted):
                 batch.append(item)
-                points += len(item.lines)
-            self._points -= points
-            return batch
+                points += len(item.lines or ())
+                if points >= limit:
+                    self._give_back(accepted[n + 1 :])
+                    break
+        return batch
+
+    def _validate(self, chunk: list[Inbound]) -> list[Inbound]:
+        """Accepted messages get their lines; rejected ones are dead-lettered."""
+        validator = self._validator
+        fresh = 0
+        accepted = []
+        now_ms = time.time_ns() // 1_000_000
+        for item in chunk:
+            if item.lines is None:
+                fresh += 1
+                if validator is None:
+                    raise TypeError("an unvalidated message reached a writer without a validator")
+                verdict = validator.check(item.topic, item.payload, now_ms)
+                if isinstance(verdict, Rejected):
+                    self._reject(item, verdict)
+                    self._in_hand -= 1
+                    continue
+                item.lines = verdict.lines
+                item.ts_ms = verdict.ts_ms
+                item.measurement = MEASUREMENT[verdict.ref.kind]
+            accepted.append(item)
+        if fresh:
+            self.metrics.received.inc(fresh)
+        return accepted
+
+    def _give_back(self, items: list[Inbound]) -> None:
+        if not items:
+            return
+        with self._cond:
+            self._queue.extendleft(reversed(items))
+            self._in_hand -= len(items)
 
     def _write_batch(self, batch: list[Inbound]) -> None:
-        body = "\n".join(line for item in batch for line in item.lines).encode()
+        body = "\n".join([line for item in batch for line in item.lines or ()]).encode()
         delay = 0.5
         while True:
             started = time.monotonic()
@@ -241,7 +319,7 @@ class Writer(threading.Thread):
         if len(batch) == 1:
             item = batch[0]
             self._reject(item, Rejected(Reason.DB_REJECTED, f"database refused: {reason}"))
-            self.metrics.pending.dec()
+            self._in_hand -= 1
             return
         half = len(batch) // 2
         self._write_batch(batch[:half])
@@ -250,17 +328,16 @@ class Writer(threading.Thread):
     def _done(self, batch: list[Inbound]) -> None:
         counts: dict[str, int] = {}
         for item in batch:
-            counts[item.measurement] = counts.get(item.measurement, 0) + len(item.lines)
+            counts[item.measurement] = counts.get(item.measurement, 0) + len(item.lines or ())
         for measurement, n in counts.items():
             self.metrics.points.labels(measurement).inc(n)
         self.metrics.messages_written.inc(len(batch))
         self._ack(batch)
         now = time.monotonic()
-        for item in batch:
-            self.metrics.ack_latency.observe(now - item.received)
-        self.metrics.pending.dec(len(batch))
+        self.metrics.ack_latency.observe_many([now - item.received for item in batch])
+        self._in_hand -= len(batch)
         newest = max(item.ts_ms for item in batch)
         self.metrics.lag.set(max(0.0, time.time() - newest / 1000.0))
 
     def _drop(self, batch: list[Inbound]) -> None:
-        self.metrics.pending.dec(len(batch))
+        self._in_hand -= len(batch)

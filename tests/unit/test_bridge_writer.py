@@ -26,11 +26,11 @@ def item(mid: int, lines: int = 1, generation: int = 1) -> Inbound:
         qos=1,
         generation=generation,
         received=time.monotonic(),
+        topic="t",
+        payload=b"{}",
         lines=[f"m,k=v f={mid}.{j} {mid}" for j in range(lines)],
         ts_ms=mid,
         measurement="measurements",
-        topic="t",
-        payload=b"{}",
     )
 
 
@@ -69,7 +69,7 @@ class Harness:
         # The write happened before the acknowledgement: every acked line is in the db.
         written = b"\n".join(self.db.bodies).decode()
         for i in batch:
-            assert all(line in written for line in i.lines), "acknowledged before written"
+            assert all(line in written for line in i.lines or ()), "acknowledged before written"
         self.acked.extend(i.mid for i in batch)
         return len(batch)
 
@@ -207,3 +207,50 @@ def test_receive_maximum_defaults_to_two_batches() -> None:
     assert BridgeSettings(batch_size=50_000).receive_max == 65535
     assert BridgeSettings(batch_size=1).receive_max == 100
     assert BridgeSettings(receive_maximum=20).receive_max == 20
+
+
+def test_messages_are_validated_in_the_writer_and_rejects_dead_lettered() -> None:
+    from agent.bridge.validate import Limits, Validator
+    from agent.payloads import encode, measurements_payload
+
+    now = time.time_ns() // 1_000_000
+    h = Harness(batch_size=3, flush_interval_ms=50)
+    h.writer._validator = Validator(Limits())
+    h.writer.start()
+    topic = "energy/v1/s/g/d/measurements"
+    for mid in range(1, 6):
+        payload = encode(measurements_payload(now, mid, {"active_power_kw": float(mid)}))
+        raw = Inbound(mid=mid, qos=1, generation=1, received=time.monotonic(), topic=topic,
+                      payload=b"{nope" if mid == 2 else payload)  # fmt: skip
+        h.writer.put(raw)
+    h.wait(lambda: len(h.acked) == 4 and len(h.rejected) == 1)
+    assert h.rejected[0][0] == 2
+    assert h.rejected[0][1].reason is Reason.NOT_JSON
+    written = b"\n".join(h.db.bodies).decode().splitlines()
+    assert written[0] == f"measurements,device=d,gateway=g,site=s seq=1i,active_power_kw=1.0 {now}"
+    assert len(written) == 4
+    assert h.metrics.received._value.get() == 5
+    h.writer.stop()
+    h.writer.join(5)
+
+
+def test_the_batch_histogram_matches_prometheus_own() -> None:
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from agent.bridge.metrics import BatchHistogram
+
+    # Binary fractions: the sum is exact in any order, so both sums print alike.
+    values = [0.0, 0.00390625, 0.0078125, 0.0078125 + 2.0**-30, 0.25, 0.25, 2.0, 64.0, 65.5, 1024.0]
+    buckets = (0.0078125, 0.125, 1, 64)
+    theirs, ours = CollectorRegistry(), CollectorRegistry()
+    h = Histogram("lat_seconds", "d", buckets=buckets, registry=theirs)
+    for v in values:
+        h.observe(v)
+    b = BatchHistogram("lat_seconds", "d", buckets=buckets, registry=ours)
+    b.observe_many(values[:3])
+    b.observe_many(reversed(values[3:]))
+
+    def lines(r: CollectorRegistry) -> list[str]:
+        return [x for x in generate_latest(r).decode().splitlines() if "_created" not in x]
+
+    assert lines(ours) == lines(theirs)
