@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -236,7 +237,7 @@ class Reader:
             except ValueError:
                 raise malformed(f"unknown property 0x{ident:02x}") from None
             kind = _KIND[prop]
-            value = _read_value(body, kind)
+            value = _READ[kind](body)
             if isinstance(value, tuple):  # user properties may repeat
                 pairs = props.values.setdefault(prop, [])
                 assert isinstance(pairs, list)
@@ -248,22 +249,19 @@ class Reader:
         return props
 
 
-def _read_value(r: Reader, kind: Kind) -> int | str | bytes | tuple[str, str]:
-    match kind:
-        case Kind.BYTE:
-            return r.byte()
-        case Kind.U16:
-            return r.u16()
-        case Kind.U32:
-            return r.u32()
-        case Kind.VARINT:
-            return r.varint()
-        case Kind.STRING:
-            return r.string()
-        case Kind.BINARY:
-            return r.binary()
-        case Kind.PAIR:
-            return r.string(), r.string()
+def _pair(r: Reader) -> tuple[str, str]:
+    return r.string(), r.string()
+
+
+_READ: dict[Kind, Callable[[Reader], int | str | bytes | tuple[str, str]]] = {
+    Kind.BYTE: Reader.byte,
+    Kind.U16: Reader.u16,
+    Kind.U32: Reader.u32,
+    Kind.VARINT: Reader.varint,
+    Kind.STRING: Reader.string,
+    Kind.BINARY: Reader.binary,
+    Kind.PAIR: _pair,
+}
 
 
 # --- encoding -------------------------------------------------------------------------------

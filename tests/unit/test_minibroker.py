@@ -25,7 +25,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.demo.minibroker import EmbeddedBroker
-from agent.demo.mqttcodec import matches, valid_filter
+from agent.demo.mqttcodec import MqttError, Reader, Reason, matches, valid_filter, varint
 from tests.conftest import LOOPBACK, free_port
 
 
@@ -181,6 +181,34 @@ async def read_until_closed(reader: asyncio.StreamReader, within: float = 3.0) -
             if not chunk:
                 return got
             got += chunk
+
+
+# --- the codec ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "encoded"),
+    [
+        (0, b"\x00"),
+        (127, b"\x7f"),
+        (128, b"\x80\x01"),
+        (16_383, b"\xff\x7f"),
+        (16_384, b"\x80\x80\x01"),
+        (2_097_152, b"\x80\x80\x80\x01"),
+        (268_435_455, b"\xff\xff\xff\x7f"),
+    ],
+)
+def test_variable_byte_integers_of_section_1_5_5(value: int, encoded: bytes) -> None:
+    assert varint(value) == encoded
+    assert Reader(encoded).varint() == value
+
+
+def test_a_five_byte_variable_integer_and_a_short_string_are_malformed() -> None:
+    with pytest.raises(MqttError, match="longer than 4 bytes") as too_long:
+        Reader(b"\xff\xff\xff\xff\x01").varint()
+    with pytest.raises(MqttError, match="ends 2 bytes early") as short:
+        Reader(b"\x00\x05abc").string()
+    assert too_long.value.reason == short.value.reason == Reason.MALFORMED_PACKET
 
 
 # --- topic filters --------------------------------------------------------------------------
