@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import ssl
 import threading
@@ -81,6 +82,13 @@ def shipped_config(directory: Path, port: int) -> str:
 class ShippedBroker(Broker):
     def config_text(self) -> str:
         return shipped_config(self.directory, self.port)
+
+    def reload(self) -> bool:
+        """SIGHUP, as `systemctl reload mosquitto` sends: re-reads the ACL file."""
+        if self._proc is None or self._proc.poll() is not None:
+            return False
+        self._proc.send_signal(signal.SIGHUP)
+        return True
 
 
 @dataclass(frozen=True)
@@ -381,6 +389,27 @@ async def test_an_offline_bridge_gets_every_message_queued_for_it(
         bridge.stop()
 
 
+async def run_agent(
+    tmp: Path, cli: Cli, simulators: Simulators, broker: ShippedBroker, pki: Pki, site: str
+) -> AgentProcess:
+    """``energy-agent run`` as gateway ``{site}/gw-01`` with plant-a/gw-01's certificate."""
+    sim = await simulators.start(simulators.tcp_endpoint(), {1: "eastron-sdm630"}, frozen=False)
+    cert, key = pki.cert("plant-a.gw-01")
+    config = agent_config(
+        tmp,
+        site=site,
+        gateway="gw-01",
+        buses=[{"id": "line-a", "tcp": {"host": sim.endpoint.host, "port": sim.endpoint.port}}],
+        devices=[{"id": "m1", "bus": "line-a", "unit": 1, "profile": "eastron-sdm630"}],
+        mqtt={
+            "host": LOOPBACK,  # an address in the broker's certificate
+            "port": broker.port,
+            "tls": {"ca": str(pki.ca), "cert": str(cert), "key": str(key)},
+        },
+    )
+    return AgentProcess(cli.command, config, tmp / "agent.log").start()
+
+
 async def test_the_agent_connects_with_its_client_certificate(
     broker: ShippedBroker,
     pki: Pki,
@@ -391,21 +420,7 @@ async def test_the_agent_connects_with_its_client_certificate(
 ) -> None:
     bridge = peers["bridge"]
     await bridge.subscribe(SHARED)
-    sim = await simulators.start(simulators.tcp_endpoint(), {1: "eastron-sdm630"}, frozen=False)
-    cert, key = pki.cert("plant-a.gw-01")
-    config = agent_config(
-        tmp_path,
-        site="plant-a",
-        gateway="gw-01",
-        buses=[{"id": "line-a", "tcp": {"host": sim.endpoint.host, "port": sim.endpoint.port}}],
-        devices=[{"id": "m1", "bus": "line-a", "unit": 1, "profile": "eastron-sdm630"}],
-        mqtt={
-            "host": LOOPBACK,  # an address in the broker's certificate
-            "port": broker.port,
-            "tls": {"ca": str(pki.ca), "cert": str(cert), "key": str(key)},
-        },
-    )
-    agent = AgentProcess(cli.command, config, tmp_path / "agent.log").start()
+    agent = await run_agent(tmp_path, cli, simulators, broker, pki, "plant-a")
     try:
         base = "energy/v1/plant-a/gw-01"
         await wait_until(
@@ -424,3 +439,46 @@ async def test_the_agent_connects_with_its_client_certificate(
         print(agent.output()[-4000:])
     # Its identity on the broker is the certificate's name, not anything it chose.
     assert "u'plant-a/gw-01'" in broker.logs()
+
+
+async def test_an_agent_whose_certificate_names_another_site_is_told_so(
+    broker: ShippedBroker,
+    pki: Pki,
+    peers: dict[str, Peer],
+    simulators: Simulators,
+    cli: Cli,
+    tmp_path: Path,
+) -> None:
+    """docs/deploy.md: a certificate not matching the config's ids connects, but every
+    publish is refused, and the agent's log says so."""
+    bridge = peers["bridge"]
+    await bridge.subscribe(SHARED)
+    agent = await run_agent(tmp_path, cli, simulators, broker, pki, "plant-b")
+    try:
+        await wait_until(
+            lambda: "broker refused message" in agent.output(), 90, "the refusal in the log"
+        )
+        assert "Not authori" in agent.output(), agent.output()
+        assert agent.running
+        assert await agent.terminate() == 0, agent.output()
+    finally:
+        agent.cleanup()
+        print(agent.output()[-4000:])
+    assert bridge.received() == []  # not even its online/offline status
+
+
+async def test_a_lost_gateway_is_locked_out_by_an_acl_block_and_a_reload(
+    broker: ShippedBroker, peers: dict[str, Peer]
+) -> None:
+    """docs/deploy.md's pilot lock-out (no CRL): a deny block for the user, then SIGHUP."""
+    gw1, gw2, bridge = peers["plant-a.gw-01"], peers["plant-a.gw-02"], peers["bridge"]
+    await bridge.subscribe(SHARED)
+    assert await gw1.publish("energy/v1/plant-a/gw-01/status", b"before") == 0
+    acl = broker.directory / "energy" / "acl"
+    acl.write_text(acl.read_text() + "\nuser plant-a/gw-01\ntopic deny #\n")
+    assert broker.reload()
+    await wait_until(lambda: "Reloading config" in broker.logs(), 10, "the reload")
+    assert await gw1.publish("energy/v1/plant-a/gw-01/status", b"after") == NOT_AUTHORIZED
+    assert await gw2.publish("energy/v1/plant-a/gw-02/status", b"neighbour") == 0
+    await wait_until(lambda: len(bridge.received()) == 2, 10, "the neighbour's message")
+    assert [p for _, p in bridge.received()] == [b"before", b"neighbour"]
