@@ -11,5 +11,5 @@ RUN apt-get update \
        /var/log/mosquitto
 EXPOSE 8883
 VOLUME ["/var/lib/mosquitto", "/var/log/mosquitto"]
-# mosquitto starts as root, reads its certificates, then runs as user mosquitto.
+# mosquitto starts as root and switches to user mosquitto (its default `user`).
 CMD ["/usr/sbin/mosquitto", "-c", "/etc/mosquitto/mosquitto.conf"]

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from agent import __version__
-from agent.config.load import load_bridge_config
+from agent.config import load_bridge_config
 from tests.conftest import Simulators, cli_command, free_port
 from tests.integration.mqtt_helpers import (
     AgentProcess,
