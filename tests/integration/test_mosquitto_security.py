@@ -37,6 +37,7 @@ from tests.integration.mqtt_helpers import (
     Broker,
     agent_config,
     have_mosquitto,
+    make_password_file,
     wait_until,
 )
 
@@ -123,13 +124,28 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(fleet / "ca.pem", fleet, rogue)
 
 
-@pytest.fixture
-async def broker(tmp_path: Path, pki: Pki) -> AsyncIterator[ShippedBroker]:
-    energy = tmp_path / "broker" / "energy"
+class PasswordBroker(ShippedBroker):
+    """docs/deploy.md's variant without client certificates: a password file instead."""
+
+    def config_text(self) -> str:
+        text = _replace_line(super().config_text(), "require_certificate true", "")
+        passwd = self.directory / "energy" / "passwd"
+        return _replace_line(text, "use_identity_as_username true", f"password_file {passwd}")
+
+
+def broker_files(directory: Path, pki: Pki) -> Path:
+    """/etc/mosquitto/energy/ as docs/deploy.md installs it, under ``directory``."""
+    energy = directory / "energy"
     energy.mkdir(parents=True)
     for name in ("ca.pem", "server.pem", "server.key"):
         shutil.copy2(pki.dir / name, energy / name)
     shutil.copy2(DEPLOY / "acl", energy / "acl")
+    return energy
+
+
+@pytest.fixture
+async def broker(tmp_path: Path, pki: Pki) -> AsyncIterator[ShippedBroker]:
+    broker_files(tmp_path / "broker", pki)
     b = ShippedBroker(tmp_path / "broker", free_port())
     await b.start()
     try:
@@ -145,12 +161,20 @@ async def broker(tmp_path: Path, pki: Pki) -> AsyncIterator[ShippedBroker]:
 class Peer:
     """paho v5 over TLS with a client certificate; records messages, acks and disconnects."""
 
-    def __init__(self, port: int, ca: Path, cert: tuple[Path, Path], client_id: str) -> None:
+    def __init__(
+        self,
+        port: int,
+        ca: Path,
+        cert: tuple[Path, Path] | None,
+        client_id: str,
+        login: tuple[str, str] | None = None,
+    ) -> None:
         self.port = port
         self.messages: list[tuple[str, bytes]] = []
         self.acks: dict[int, int] = {}  # mid -> PUBACK reason code
         self.granted: list[int] = []
         self.disconnects = 0
+        self.refused: list[str] = []  # CONNACK reason codes of refusals
         self.connected = threading.Event()
         self._lock = threading.Lock()
         self.client = paho.Client(
@@ -158,7 +182,12 @@ class Peer:
             client_id=client_id,
             protocol=paho.MQTTv5,
         )
-        self.client.tls_set(ca_certs=str(ca), certfile=str(cert[0]), keyfile=str(cert[1]))
+        if cert is None:
+            self.client.tls_set(ca_certs=str(ca))
+        else:
+            self.client.tls_set(ca_certs=str(ca), certfile=str(cert[0]), keyfile=str(cert[1]))
+        if login is not None:
+            self.client.username_pw_set(*login)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
@@ -166,7 +195,9 @@ class Peer:
         self.client.on_subscribe = self._on_subscribe
 
     def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if not reason.is_failure:
+        if reason.is_failure:
+            self.refused.append(str(reason))
+        else:
             self.connected.set()
 
     def _on_disconnect(self, *_args: Any) -> None:
@@ -193,7 +224,9 @@ class Peer:
             LOOPBACK, self.port, keepalive=10, clean_start=session_expiry_s == 0, properties=props
         )
         self.client.loop_start()
-        await wait_until(self.connected.is_set, 10, "the CONNACK")
+        await wait_until(lambda: self.connected.is_set() or bool(self.refused), 10, "a CONNACK")
+        if self.refused:
+            raise ConnectionRefusedError(self.refused[0])
         return self
 
     async def subscribe(self, *topics: str) -> list[int]:
@@ -482,3 +515,29 @@ async def test_a_lost_gateway_is_locked_out_by_an_acl_block_and_a_reload(
     assert await gw2.publish("energy/v1/plant-a/gw-02/status", b"neighbour") == 0
     await wait_until(lambda: len(bridge.received()) == 2, 10, "the neighbour's message")
     assert [p for _, p in bridge.received()] == [b"before", b"neighbour"]
+
+
+async def test_the_same_acl_binds_password_users(tmp_path: Path, pki: Pki) -> None:
+    energy = broker_files(tmp_path / "broker", pki)
+    make_password_file(energy / "passwd", {"plant-a/gw-01": "pw-gw", "bridge": "pw-bridge"})
+    broker = PasswordBroker(tmp_path / "broker", free_port())
+    await broker.start()
+    made: list[Peer] = []
+    try:
+        for login in (("bridge", "pw-bridge"), ("plant-a/gw-01", "pw-gw")):
+            made.append(await Peer(broker.port, pki.ca, None, login[0], login).start())
+        bridge, gw = made
+        await bridge.subscribe(SHARED)
+        assert await gw.publish("energy/v1/plant-a/gw-02/status", b"forged") == NOT_AUTHORIZED
+        assert await gw.publish("energy/v1/plant-a/gw-01/status", b"mine") == 0
+        await wait_until(lambda: bool(bridge.received()), 10, "the gateway's message")
+        assert bridge.received() == [("energy/v1/plant-a/gw-01/status", b"mine")]
+        wrong = Peer(broker.port, pki.ca, None, "wrong", ("plant-a/gw-01", "guess"))
+        made.append(wrong)
+        with pytest.raises(ConnectionRefusedError, match=r"Not authorized|Bad user name"):
+            await wrong.start()
+    finally:
+        for p in made:
+            p.stop()
+        await broker.stop()
+        print(broker.logs()[-4000:])
