@@ -198,7 +198,7 @@ ensure_config() {
 
 # Compile the core's numba kernels into the cache the service will use
 # (state_dir/numba-cache), so the first start after an install or upgrade does not spend
-# seconds (a minute on small ARM boards) compiling. deploy/warmup/ is a few recorded
+# seconds (more on small ARM boards) compiling. deploy/warmup/ is a few recorded
 # minutes that, through `replay`, run every kernel the agent runs.
 warm_numba_cache() {
   rm -rf "$STATE/numba-cache"
