@@ -16,7 +16,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.config.models import Mqtt
+from agent.config.common import Mqtt
 
 
 class MqttConfigError(ValueError):

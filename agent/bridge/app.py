@@ -18,7 +18,7 @@ from agent.bridge.consumer import Consumer, Inbound
 from agent.bridge.metrics import BridgeMetrics
 from agent.bridge.validate import Limits, Rejected, Validator
 from agent.bridge.writer import STOP_GRACE_S, InfluxTarget, InfluxWriter, Writer
-from agent.config.models import BridgeConfig
+from agent.config.bridge import BridgeConfig
 
 log = logging.getLogger(__name__)
 

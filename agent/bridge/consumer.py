@@ -45,7 +45,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from agent import mqttclient
 from agent.bridge.metrics import BridgeMetrics
 from agent.bridge.validate import Reason, Rejected
-from agent.config.models import BridgeSettings, Mqtt
+from agent.config.bridge import BridgeSettings
+from agent.config.common import Mqtt
 from agent.mqttclient import MqttConfigError, new_client
 from agent.payloads import TopicKind, subscription_filters
 

@@ -38,7 +38,7 @@ from influxdb_client.rest import ApiException
 from agent.bridge.consumer import MEASUREMENT, BridgeSetupError, Inbound, read_secret
 from agent.bridge.metrics import BridgeMetrics
 from agent.bridge.validate import Reason, Rejected, Validator
-from agent.config.models import BridgeSettings, Influx
+from agent.config.bridge import BridgeSettings, Influx
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ def run_bridge(args: argparse.Namespace) -> int:
     # network clients, and the bridge must not pull in drivers or numba.
     from agent.bridge.app import Bridge
     from agent.bridge.consumer import BridgeSetupError
-    from agent.config.load import load_bridge_config
+    from agent.config.bridge import load_bridge_config
 
     config = load_bridge_config(args.config)
     if not args.verbose:

@@ -9,59 +9,21 @@ data too, so one run of ``check`` lists every problem, not the first.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from agent.config.models import ID_RX, AgentConfig, BridgeConfig
-from drivers.errors import DocumentError, Problem, ProfileError
+from agent.config.bridge import load_bridge_config as load_bridge_config
+from agent.config.bridge import parse_bridge_config as parse_bridge_config
+from agent.config.document import ConfigError as ConfigError
+from agent.config.document import dedupe, expand_env, read_config_text
+from agent.config.models import ID_RX, AgentConfig
+from drivers.errors import Problem, ProfileError
 from drivers.profile import ProfileLibrary, locate_problems, unknown_profile_message
 from drivers.quantities import Quantity
 from drivers.yamldoc import YamlDocument, parse_yaml, validation_problems
-
-_ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class ConfigError(DocumentError):
-    """The config file has problems; ``problems`` lists all of them."""
-
-
-def expand_env(doc: YamlDocument, env: Mapping[str, str]) -> list[Problem]:
-    """Replace ``${NAME}`` / ``${NAME:-default}`` in string values, in place; ``$$`` is a ``$``."""
-    problems: list[Problem] = []
-
-    def sub(value: Any, path: tuple[str | int, ...]) -> Any:
-        if isinstance(value, dict):
-            return {k: sub(v, (*path, k)) for k, v in value.items()}
-        if isinstance(value, list):
-            return [sub(v, (*path, i)) for i, v in enumerate(value)]
-        if not isinstance(value, str) or "$" not in value:
-            return value
-
-        def one(m: re.Match[str]) -> str:
-            if m.group(0) == "$$":
-                return "$"
-            name, default = m.group(1), m.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            problems.append(
-                doc.problem(
-                    path,
-                    f"environment variable {name} is not set "
-                    f"(export it, or write ${{{name}:-default}})",
-                )
-            )
-            return m.group(0)
-
-        return _ENV.sub(one, value)
-
-    doc.data = sub(doc.data, ())
-    return problems
 
 
 def parse_config(
@@ -84,7 +46,7 @@ def parse_config(
         problems += locate_problems(doc, validation_problems(doc, exc))
     problems += cross_reference_problems(doc, library)
     if problems:
-        raise ConfigError(_dedupe(problems))
+        raise ConfigError(dedupe(problems))
     assert config is not None
     return config
 
@@ -95,56 +57,7 @@ def load_config(
     env: Mapping[str, str] | None = None,
     profiles: ProfileLibrary | None = None,
 ) -> AgentConfig:
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            [Problem("", f"cannot read the config file: {exc.strerror}", str(p))]
-        ) from None
-    return parse_config(text, str(p), env=env, profiles=profiles)
-
-
-def parse_bridge_config(
-    text: str, file: str = "", *, env: Mapping[str, str] | None = None
-) -> BridgeConfig:
-    """Validate a bridge config document the same way: every problem, with its line."""
-    doc, problems = parse_yaml(text, file)
-    if doc is None:
-        raise ConfigError(problems)
-    problems += expand_env(doc, os.environ if env is None else env)
-    config: BridgeConfig | None = None
-    try:
-        config = BridgeConfig.model_validate(doc.data)
-    except ValidationError as exc:
-        problems += locate_problems(doc, validation_problems(doc, exc))
-    if problems:
-        raise ConfigError(_dedupe(problems))
-    assert config is not None
-    return config
-
-
-def load_bridge_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> BridgeConfig:
-    """`energy-agent bridge -c FILE`: read and validate; ConfigError lists every problem."""
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            [Problem("", f"cannot read the config file: {exc.strerror}", str(p))]
-        ) from None
-    return parse_bridge_config(text, str(p), env=env)
-
-
-def _dedupe(problems: list[Problem]) -> list[Problem]:
-    seen: set[tuple[str, str]] = set()
-    out = []
-    for p in problems:
-        key = (p.path, p.message)
-        if key not in seen:
-            seen.add(key)
-            out.append(p)
-    return sorted(out, key=lambda p: (p.line or 0, p.path))
+    return parse_config(read_config_text(path), str(Path(path)), env=env, profiles=profiles)
 
 
 def _items(data: Any, key: str) -> list[tuple[int, dict[str, Any]]]:

@@ -1,0 +1,62 @@
+"""Config models both config files use: the ``mqtt:`` section, ids, strictness.
+
+Kept apart from :mod:`agent.config.models` because that module describes buses
+and meters with the drivers' types, and the central bridge must load its config
+without importing drivers, Modbus or numba (DESIGN: the bridge needs only the
+payload models and its two clients).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+Id = Annotated[str, Field(pattern=ID_PATTERN)]
+ID_RX = re.compile(ID_PATTERN)
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a misspelt key silently taking its default is worse."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsSettings(Strict):
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("a client certificate needs both `cert` and `key`")
+        return self
+
+
+class Mqtt(Strict):
+    host: str = Field(min_length=1)
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    tls: TlsSettings | None = None
+    username: str | None = None
+    password: str | None = None
+    password_file: Path | None = None
+    client_id: str | None = None
+    prefix: str = "energy/v1"
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+
+    @model_validator(mode="after")
+    def _one_password(self) -> Mqtt:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give `password` (e.g. from ${ENV}) or `password_file`, not both")
+        if (
+            self.prefix.startswith("/")
+            or self.prefix.endswith("/")
+            or "+" in self.prefix
+            or "#" in self.prefix
+        ):
+            raise ValueError("`prefix` must not start or end with '/' nor contain + or #")
+        return self
