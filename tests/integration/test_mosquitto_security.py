@@ -19,7 +19,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -422,81 +422,77 @@ async def test_an_offline_bridge_gets_every_message_queued_for_it(
         bridge.stop()
 
 
-async def run_agent(
-    tmp: Path, cli: Cli, simulators: Simulators, broker: ShippedBroker, pki: Pki, site: str
-) -> AgentProcess:
-    """``energy-agent run`` as gateway ``{site}/gw-01`` with plant-a/gw-01's certificate."""
-    sim = await simulators.start(simulators.tcp_endpoint(), {1: "eastron-sdm630"}, frozen=False)
-    cert, key = pki.cert("plant-a.gw-01")
-    config = agent_config(
-        tmp,
-        site=site,
-        gateway="gw-01",
-        buses=[{"id": "line-a", "tcp": {"host": sim.endpoint.host, "port": sim.endpoint.port}}],
-        devices=[{"id": "m1", "bus": "line-a", "unit": 1, "profile": "eastron-sdm630"}],
-        mqtt={
-            "host": LOOPBACK,  # an address in the broker's certificate
-            "port": broker.port,
-            "tls": {"ca": str(pki.ca), "cert": str(cert), "key": str(key)},
-        },
-    )
-    return AgentProcess(cli.command, config, tmp / "agent.log").start()
+StartAgent = Callable[[str], Awaitable[AgentProcess]]
+
+
+@pytest.fixture
+async def start_agent(
+    broker: ShippedBroker, pki: Pki, simulators: Simulators, cli: Cli, tmp_path: Path
+) -> AsyncIterator[StartAgent]:
+    """Starts ``energy-agent run`` as gateway ``{site}/gw-01`` with plant-a/gw-01's certificate."""
+    started: list[AgentProcess] = []
+
+    async def start(site: str) -> AgentProcess:
+        sim = await simulators.start(simulators.tcp_endpoint(), {1: "eastron-sdm630"}, frozen=False)
+        cert, key = pki.cert("plant-a.gw-01")
+        config = agent_config(
+            tmp_path,
+            site=site,
+            gateway="gw-01",
+            buses=[{"id": "line-a", "tcp": {"host": sim.endpoint.host, "port": sim.endpoint.port}}],
+            devices=[{"id": "m1", "bus": "line-a", "unit": 1, "profile": "eastron-sdm630"}],
+            mqtt={
+                "host": LOOPBACK,  # an address in the broker's certificate
+                "port": broker.port,
+                "tls": {"ca": str(pki.ca), "cert": str(cert), "key": str(key)},
+            },
+        )
+        agent = AgentProcess(cli.command, config, tmp_path / "agent.log").start()
+        started.append(agent)
+        return agent
+
+    try:
+        yield start
+    finally:
+        for agent in started:
+            agent.cleanup()
+            print(agent.output()[-4000:])
 
 
 async def test_the_agent_connects_with_its_client_certificate(
-    broker: ShippedBroker,
-    pki: Pki,
-    peers: dict[str, Peer],
-    simulators: Simulators,
-    cli: Cli,
-    tmp_path: Path,
+    broker: ShippedBroker, peers: dict[str, Peer], start_agent: StartAgent
 ) -> None:
     bridge = peers["bridge"]
     await bridge.subscribe(SHARED)
-    agent = await run_agent(tmp_path, cli, simulators, broker, pki, "plant-a")
-    try:
-        base = "energy/v1/plant-a/gw-01"
-        await wait_until(
-            lambda: (
-                any(t == f"{base}/status" and b'"online"' in p for t, p in bridge.received())
-                and any(t == f"{base}/m1/measurements" for t, _ in bridge.received())
-            ),
-            90,
-            "the agent's status and measurements at the bridge",
-        )
-        assert all(t.startswith(f"{base}/") for t, _ in bridge.received())
-        assert "refused" not in agent.output(), agent.output()
-        assert await agent.terminate() == 0, agent.output()
-    finally:
-        agent.cleanup()
-        print(agent.output()[-4000:])
+    agent = await start_agent("plant-a")
+    base = "energy/v1/plant-a/gw-01"
+    await wait_until(
+        lambda: (
+            any(t == f"{base}/status" and b'"online"' in p for t, p in bridge.received())
+            and any(t == f"{base}/m1/measurements" for t, _ in bridge.received())
+        ),
+        90,
+        "the agent's status and measurements at the bridge",
+    )
+    assert all(t.startswith(f"{base}/") for t, _ in bridge.received())
+    assert "refused" not in agent.output(), agent.output()
+    assert await agent.terminate() == 0, agent.output()
     # Its identity on the broker is the certificate's name, not anything it chose.
     assert "u'plant-a/gw-01'" in broker.logs()
 
 
 async def test_an_agent_whose_certificate_names_another_site_is_told_so(
-    broker: ShippedBroker,
-    pki: Pki,
-    peers: dict[str, Peer],
-    simulators: Simulators,
-    cli: Cli,
-    tmp_path: Path,
+    peers: dict[str, Peer], start_agent: StartAgent
 ) -> None:
     """docs/deploy.md: a certificate not matching the config's ids connects, but every
     publish is refused, and the agent's log says so."""
     bridge = peers["bridge"]
     await bridge.subscribe(SHARED)
-    agent = await run_agent(tmp_path, cli, simulators, broker, pki, "plant-b")
-    try:
-        await wait_until(
-            lambda: "broker refused message" in agent.output(), 90, "the refusal in the log"
-        )
-        assert "Not authori" in agent.output(), agent.output()
-        assert agent.running
-        assert await agent.terminate() == 0, agent.output()
-    finally:
-        agent.cleanup()
-        print(agent.output()[-4000:])
+    agent = await start_agent("plant-b")
+    await wait_until(lambda: "broker refused message" in agent.output(), 90, "the refusal")
+    assert "Not authori" in agent.output(), agent.output()
+    assert agent.running
+    assert await agent.terminate() == 0, agent.output()
     assert bridge.received() == []  # not even its online/offline status
 
 
