@@ -10,14 +10,15 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.cli.main import EXIT_OK, EXIT_USAGE, UsageError
-from agent.config import ConfigError, load_config
+from agent.config import ConfigError
+from agent.config.load import load_any_config
 from agent.config.models import AgentConfig, BridgeConfig
 from drivers.profile import Profile, ProfileLibrary
 
 
 def run_check(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.config)
+        config = load_any_config(args.config)
     except ConfigError as exc:
         n = len(exc.problems)
         for problem in exc.problems:
@@ -27,6 +28,13 @@ def run_check(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if isinstance(config, BridgeConfig):
+        b = config.bridge
+        print(
+            f"{args.config}: OK — bridge config, group {b.group}, batches of {b.batch_size} "
+            f"points to {config.influx.url} bucket {config.influx.bucket}"
+        )
+        return EXIT_OK
     buses = {d.bus for d in config.devices}
     print(
         f"{args.config}: OK — site {config.site.id}, gateway {config.gateway.id}, "

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import ValidationError
 
+from agent.config.bridge import BridgeConfig
 from agent.config.bridge import load_bridge_config as load_bridge_config
 from agent.config.bridge import parse_bridge_config as parse_bridge_config
 from agent.config.document import ConfigError as ConfigError
@@ -205,3 +208,32 @@ def cross_reference_problems(doc: YamlDocument, library: ProfileLibrary) -> list
                     )
                 )
     return out
+
+
+class ConfigKind(StrEnum):
+    AGENT = "agent"
+    BRIDGE = "bridge"
+
+
+def config_kind(text: str) -> ConfigKind:
+    """A bridge config has ``influx:`` or ``bridge:`` and no ``devices:``; else it is a gateway's.
+
+    Unreadable YAML counts as a gateway config: its loader reports the syntax error.
+    """
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return ConfigKind.AGENT
+    if isinstance(data, dict) and "devices" not in data and ("influx" in data or "bridge" in data):
+        return ConfigKind.BRIDGE
+    return ConfigKind.AGENT
+
+
+def load_any_config(
+    path: str | Path, *, env: Mapping[str, str] | None = None
+) -> AgentConfig | BridgeConfig:
+    """`check -c FILE`: the gateway's or the bridge's config, told apart by its sections."""
+    text = read_config_text(path)
+    if config_kind(text) is ConfigKind.BRIDGE:
+        return parse_bridge_config(text, str(Path(path)), env=env)
+    return parse_config(text, str(Path(path)), env=env)

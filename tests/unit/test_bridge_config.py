@@ -120,3 +120,21 @@ def test_the_bridge_and_its_config_load_import_no_drivers_numba_or_modbus(tmp_pa
     heavy = ("numba", "pymodbus", "serial", "agent.core", "agent.runtime")
     loaded = sorted(m for m in modules if m.split(".")[0] in heavy or m.startswith(heavy))
     assert loaded == []
+
+
+def test_check_recognises_a_bridge_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`energy-agent check -c FILE` on a bridge config: the bridge model, the same error style."""
+    from agent.cli.main import main
+
+    good = tmp_path / "bridge.yaml"
+    good.write_text(DESIGN_EXAMPLE, encoding="utf-8")
+    assert main(["check", "-c", str(good)]) == 0
+    assert "OK — bridge config, group bridge" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(DESIGN_EXAMPLE.replace("batch_size: 5000", "batch_size: -1"), encoding="utf-8")
+    assert main(["check", "-c", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {bad}:4: bridge.batch_size: Input should be greater than or equal to 1" in err
+    assert "Traceback" not in err

@@ -1,5 +1,8 @@
 """Golden config cases: tests/cases/config-*/ hold a config.yaml and what `check` must say.
 
+tests/cases/bridge-config-*/ are the same for the central bridge's config, which
+`check` tells apart by its sections (``influx:``/``bridge:``, no ``devices:``).
+
 * ``expected.err``: the exact problem lines (``str(problem)``), in order. The file is
   loaded as ``config.yaml`` from inside the case directory, so the lines read exactly
   as a user sees them after ``cd CASE && energy-agent check -c config.yaml``.
@@ -20,10 +23,12 @@ from typing import Any
 
 import pytest
 
-from agent.config import ConfigError, load_config
+from agent.config import BridgeConfig, ConfigError, load_config
+from agent.config.load import load_any_config
 
 CASES = Path(__file__).resolve().parents[1] / "cases"
 CONFIG_CASES = sorted(p for p in CASES.glob("config-*") if p.is_dir())
+BRIDGE_CASES = sorted(p for p in CASES.glob("bridge-config-*") if p.is_dir())
 
 
 def _env(case: Path) -> dict[str, str]:
@@ -47,26 +52,30 @@ def _lookup(data: Any, dotted: str) -> Any:
 def test_cases_exist() -> None:
     names = {p.name for p in CONFIG_CASES}
     assert len(names) >= 20, names
-    for case in CONFIG_CASES:
+    assert len(BRIDGE_CASES) >= 3, BRIDGE_CASES
+    for case in CONFIG_CASES + BRIDGE_CASES:
         assert (case / "config.yaml").is_file(), case
         expected = [n for n in ("expected.err", "expected.ok") if (case / n).exists()]
         assert len(expected) == 1, f"{case.name}: needs exactly one of expected.err, expected.ok"
 
 
-@pytest.mark.parametrize("case", CONFIG_CASES, ids=lambda p: p.name.removeprefix("config-"))
+@pytest.mark.parametrize(
+    "case", CONFIG_CASES + BRIDGE_CASES, ids=lambda p: p.name.removeprefix("config-")
+)
 def test_config_case(case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(case)
     err_file = case / "expected.err"
     if err_file.exists():
         expected = err_file.read_text(encoding="utf-8").splitlines()
         with pytest.raises(ConfigError) as info:
-            load_config("config.yaml", env=_env(case))
+            load_any_config("config.yaml", env=_env(case))
         got = [str(p) for p in info.value.problems]
         assert got == expected, "\n".join(["got:", *got])
         # Every problem points at a line of the file, so an editor can jump to it.
         assert all(p.file == "config.yaml" and p.line for p in info.value.problems)
         return
-    config = load_config("config.yaml", env=_env(case))
+    config = load_any_config("config.yaml", env=_env(case))
+    assert case.name.startswith("bridge-") == isinstance(config, BridgeConfig), "wrong model"
     data = config.model_dump(mode="json")
     for line in (case / "expected.ok").read_text(encoding="utf-8").splitlines():
         if not line.strip() or line.startswith("#"):
