@@ -28,6 +28,14 @@ import yaml
 from agent import __version__
 from agent.config import load_bridge_config
 from tests.conftest import Simulators, cli_command, free_port
+from tests.integration.bridge_helpers import (
+    Stack,
+    assert_same_points,
+    expected_points,
+    have_victoria_metrics,
+    recorded_stream,
+    wire,
+)
 from tests.integration.mqtt_helpers import (
     AgentProcess,
     Broker,
@@ -130,6 +138,59 @@ def test_agent_unit_watchdog_outlasts_the_agents_ping_interval() -> None:
     assert settings["NotifyAccess"] == "main"
     assert min(int(settings["WatchdogSec"]) / 2, 10.0) * 2 <= int(settings["WatchdogSec"])
     assert settings["ExecStart"].startswith(VENV_BIN + " run -c /etc/energy-agent/agent.yaml")
+
+
+# --- MemoryDenyWriteExecute: off for the agent, on for the bridge ---------------------------
+
+# The kernel's own memory-deny-write-execute (PR_SET_MDWE, Linux 6.3+), which is what
+# systemd's MemoryDenyWriteExecute=yes applies (or the same rule as a seccomp filter);
+# it survives execve, so the program started here runs under it. 77: not this kernel.
+MDWE_LAUNCHER = """
+import ctypes, os, sys
+PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
+if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0):
+    sys.exit(77)
+os.execv(sys.argv[1], sys.argv[1:])
+"""
+
+
+def mdwe_prefix(tmp: Path) -> list[str]:
+    launcher = tmp / "mdwe.py"
+    launcher.write_text(MDWE_LAUNCHER)
+    probe = run(sys.executable, launcher, "/bin/true")
+    if probe.returncode == 77:
+        pytest.skip("this kernel has no PR_SET_MDWE (Linux < 6.3)")
+    assert probe.returncode == 0, probe.stderr
+    return [sys.executable, str(launcher)]
+
+
+def test_numba_cannot_load_where_writable_memory_may_not_become_executable(
+    tmp_path: Path,
+) -> None:
+    """Why energy-agent.service says MemoryDenyWriteExecute=no."""
+    prefix = mdwe_prefix(tmp_path)
+    assert run(sys.executable, "-c", "import numba").returncode == 0
+    done = run(*prefix, sys.executable, "-c", "import numba")
+    assert done.returncode != 0
+    assert "cannot allocate executable memory" in done.stderr
+
+
+@pytest.mark.skipif(not have_victoria_metrics(), reason="apt-get install victoria-metrics")
+@pytest.mark.skipif(not have_mosquitto(), reason="mosquitto is not installed")
+async def test_bridge_writes_everything_where_writable_memory_may_not_become_executable(
+    tmp_path: Path,
+) -> None:
+    """Why energy-agent-bridge.service can say MemoryDenyWriteExecute=yes."""
+    prefix = mdwe_prefix(tmp_path)
+    async with Stack(tmp_path, free_port, [*prefix, *cli_command()]) as stack:
+        bridge = stack.bridge(batch_size=50, flush_interval_ms=100)
+        bridge.start()
+        await bridge.wait_ready()
+        stream = recorded_stream(time.time_ns() // 1_000_000, sites=1, minutes=2)
+        await stack.publisher().publish_all(wire(stream))
+        await bridge.wait_metric("energy_bridge_messages_written_total", len(stream))
+        assert_same_points(await stack.vm.points(), expected_points(stream))
+        assert bridge.stop() == 0, bridge.output()
 
 
 # --- sd_notify from the real agent ------------------------------------------------------
