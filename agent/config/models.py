@@ -273,6 +273,10 @@ class Publish(_Strict):
 
 class Buffer(_Strict):
     max_mb: Annotated[float, Field(gt=0, le=100_000)] = 512
+    #: Messages per second the outbox is sent at, at most. Live data goes first; a
+    #: backlog fills the rest, so an hour of 50 meters (~183,000 messages) drains in
+    #: about 90 s at the default. Lower it for a slow uplink or a small central broker.
+    replay_per_s: Annotated[int, Field(ge=10, le=100_000)] = 2000
 
 
 class Http(_Strict):

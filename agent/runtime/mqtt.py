@@ -225,16 +225,37 @@ class PumpStats:
     latencies_ms: list[float] = field(default_factory=list)
 
 
+ACCEPT_BATCH = 1000
+
+
 class Pump:
-    """Outbox -> broker, in order, at most ``window`` unacknowledged, at most ``rate``/s."""
+    """Outbox -> broker, at most ``window`` unacknowledged, at most ``rate_per_s``.
+
+    Live first: records and fresh measurements go out in outbox order, the stale
+    measurements of a backlog fill the rest of the rate (see the outbox's ``take``).
+    """
 
     def __init__(
-        self, outbox: Outbox, link: MqttLink, *, window: int = 200, rate_per_s: float = 2000.0
+        self,
+        outbox: Outbox,
+        link: MqttLink,
+        *,
+        window: int = 200,
+        rate_per_s: float = 2000.0,
+        fresh_s: float = 10.0,
+        accept_every_s: float = 0.2,
     ) -> None:
         self.outbox = outbox
         self.link = link
         self.window = window
         self.rate_per_s = rate_per_s
+        #: Measurements younger than this are live and go before the backlog's.
+        self.fresh_s = fresh_s
+        #: Acknowledged messages are deleted from the outbox in one transaction per this
+        #: period (or per ``ACCEPT_BATCH``): one per acknowledgement was most of the
+        #: outbox's cost. A crash in between only sends them once more.
+        self.accept_every_s = accept_every_s
+        self._last_accept = time.monotonic()
         self.wake = asyncio.Event()
         self.stats = PumpStats()
         self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (outbox id, sent at)
@@ -268,16 +289,25 @@ class Pump:
         self._room.set()
 
     def flush_acks(self) -> None:
+        self._last_accept = time.monotonic()
         if self._acked:
             ids, self._acked = self._acked, []
             self.outbox.accept(ids)
+
+    def _maybe_flush_acks(self) -> None:
+        if (
+            len(self._acked) >= ACCEPT_BATCH
+            or time.monotonic() - self._last_accept >= self.accept_every_s
+        ):
+            self.flush_acks()
 
     async def run(self) -> None:
         budget = 0.0
         last = time.monotonic()
         while True:
-            self.flush_acks()
+            self._maybe_flush_acks()
             if not self.link.connected.is_set():
+                self.flush_acks()
                 await self.link.connected.wait()
                 continue
             now = time.monotonic()
@@ -288,10 +318,11 @@ class Pump:
                 self._room.clear()
                 await _wait(self._room, 0.05)
                 continue
-            batch = self.outbox.take(room)
+            fresh_from = int((time.time() - self.fresh_s) * 1000)
+            batch = self.outbox.take(room, fresh_from_ms=fresh_from)
             if not batch:
                 self.wake.clear()
-                await _wait(self.wake, 0.2)
+                await _wait(self.wake, self.accept_every_s)
                 continue
             for n, e in enumerate(batch):
                 mid = self.link.publish(e.topic, e.payload, retain=e.retain)

@@ -7,6 +7,14 @@ A crash between the two loses nothing: a batch that was neither accepted nor
 rejected is still on disk and is sent again after a restart; the records'
 idempotent keys make the duplicate harmless.
 
+Live data first. After an outage the backlog is hours of measurements; a plant
+engineer still wants to see the press that is running now. ``take`` therefore
+hands out, in id order, every record (energy, intensity, status) and every
+*fresh* measurement (created at or after ``fresh_from_ms``) before the stale
+measurements of the backlog, which fill what the caller's rate leaves. Records
+are never reordered among themselves, so energy stays in order per device and
+the last retained status stays the last.
+
 Bounded by size. When full, raw measurements go first (oldest first), then
 intensity records; energy records, the authoritative ones, go last and only
 with a loud warning. Two implementations share one contract test suite:
@@ -16,16 +24,24 @@ with a loud warning. Two implementations share one contract test suite:
 
 from __future__ import annotations
 
+import contextlib
+import heapq
 import logging
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import Enum, IntEnum
 from pathlib import Path
 from typing import Protocol
 
 log = logging.getLogger(__name__)
+
+
+class OutboxError(Exception):
+    """The outbox cannot store or delete (disk full, I/O error, damaged file)."""
 
 
 class Kind(IntEnum):
@@ -41,6 +57,23 @@ class Kind(IntEnum):
 DROP_ORDER = (Kind.MEASUREMENT, Kind.INTENSITY, Kind.STATUS, Kind.ENERGY)
 
 
+class Sync(Enum):
+    """When a write transaction reaches the disk (fsync)."""
+
+    NOW = "now"  #: before the commit returns
+    SOON = "soon"  #: with the next fsync, at most ``sync_interval_s`` later
+    NEVER = "never"  #: whenever the next fsync happens (a lost delete only re-sends)
+
+
+#: Kinds that are records: never reordered, and on disk (fsync) before ``put`` returns.
+RECORDS = (Kind.INTENSITY, Kind.STATUS, Kind.ENERGY)
+
+
+def entry_size(topic: str, payload: bytes) -> int:
+    """What a message counts against ``buffer.max_mb``: its bytes plus the row's overhead."""
+    return len(payload) + len(topic) + 64
+
+
 @dataclass(frozen=True)
 class Entry:
     id: int
@@ -52,7 +85,7 @@ class Entry:
 
     @property
     def size(self) -> int:
-        return len(self.payload) + len(self.topic) + 64
+        return entry_size(self.topic, self.payload)
 
 
 @dataclass(frozen=True)
@@ -81,7 +114,7 @@ class Outbox(Protocol):
 
     def put_many(self, items: list[Item]) -> list[int]: ...
 
-    def take(self, limit: int) -> list[Entry]: ...
+    def take(self, limit: int, fresh_from_ms: int | None = None) -> list[Entry]: ...
 
     def accept(self, ids: list[int]) -> None: ...
 
@@ -92,7 +125,13 @@ class Outbox(Protocol):
     def close(self) -> None: ...
 
 
+def _is_fresh(kind: Kind, created_ms: int, fresh_from_ms: int | None) -> bool:
+    return fresh_from_ms is None or kind is not Kind.MEASUREMENT or created_ms >= fresh_from_ms
+
+
 class MemoryOutbox:
+    """A dict in id order; ``take`` scans it (fine for tests and small backlogs)."""
+
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self._queue: OrderedDict[int, Entry] = OrderedDict()
@@ -105,19 +144,19 @@ class MemoryOutbox:
     def put(
         self, kind: Kind, topic: str, payload: bytes, *, retain: bool = False, created_ms: int = 0
     ) -> int:
-        with self._lock:
-            entry = Entry(self._next, kind, topic, payload, retain, created_ms)
-            self._next += 1
-            self._make_room(entry.size)
-            self._queue[entry.id] = entry
-            self._bytes += entry.size
-            return entry.id
+        return self.put_many([Item(kind, topic, payload, retain, created_ms)])[0]
 
     def put_many(self, items: list[Item]) -> list[int]:
-        return [
-            self.put(i.kind, i.topic, i.payload, retain=i.retain, created_ms=i.created_ms)
-            for i in items
-        ]
+        ids = []
+        with self._lock:
+            for it in items:
+                entry = Entry(self._next, it.kind, it.topic, it.payload, it.retain, it.created_ms)
+                self._next += 1
+                self._make_room(entry.size)
+                self._queue[entry.id] = entry
+                self._bytes += entry.size
+                ids.append(entry.id)
+        return ids
 
     def _make_room(self, need: int) -> None:
         for kind in DROP_ORDER:
@@ -133,15 +172,15 @@ class MemoryOutbox:
                 if kind is Kind.ENERGY:
                     log.error("outbox full: dropped energy record %d", eid)
 
-    def take(self, limit: int) -> list[Entry]:
+    def take(self, limit: int, fresh_from_ms: int | None = None) -> list[Entry]:
         with self._lock:
-            out: list[Entry] = []
-            for eid, e in self._queue.items():
-                if len(out) >= limit:
-                    break
-                if eid not in self._inflight:
-                    out.append(e)
-                    self._inflight.add(eid)
+            waiting = [e for eid, e in self._queue.items() if eid not in self._inflight]
+            first = [e for e in waiting if _is_fresh(e.kind, e.created_ms, fresh_from_ms)]
+            out = first[:limit]
+            if len(out) < limit and len(first) < len(waiting):
+                chosen = {e.id for e in first}
+                out += [e for e in waiting if e.id not in chosen][: limit - len(out)]
+            self._inflight.update(e.id for e in out)
             return out
 
     def accept(self, ids: list[int]) -> None:
@@ -177,25 +216,79 @@ CREATE TABLE IF NOT EXISTS outbox (
     size INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_kind ON outbox (kind, id);
+CREATE INDEX IF NOT EXISTS outbox_fresh ON outbox (created_ms) WHERE kind = 0;
 CREATE TABLE IF NOT EXISTS dropped (kind INTEGER PRIMARY KEY, n INTEGER NOT NULL);
 """
 
+_COLUMNS = "id, kind, topic, payload, retain, created_ms"
+
+Row = tuple[int, int, str, bytes, int, int]
+
 
 class SqliteOutbox:
-    """SQLite in WAL mode, synchronous=FULL: a put that returned is on disk."""
+    """SQLite in WAL mode; what must survive a power cut is fsync'd before it counts.
 
-    def __init__(self, path: Path, max_bytes: int) -> None:
+    A transaction that holds a record (energy, intensity, status) is committed with
+    ``synchronous=FULL``: ``put_many`` returns only when it is on the disk, so the
+    core's snapshot taken after it can never claim a record the disk does not
+    have. Measurements alone are committed with ``synchronous=NORMAL`` (in WAL
+    mode: consistent, survives ``kill -9``, but the last transactions may roll
+    back on a power cut) and made durable by the next FULL commit, at most
+    ``sync_interval_s`` later: a power cut loses at most that much raw data, as
+    if the meters had not been polled. Deletes (``accept``) are never fsync'd: a
+    delete lost in a power cut only sends an acknowledged message again.
+
+    Depth, bytes and drop counts are kept in memory (counted once at open), so
+    ``stats`` costs nothing on an hour of backlog: the live page asks twice a second.
+    """
+
+    def __init__(self, path: Path, max_bytes: int, *, sync_interval_s: float = 1.0) -> None:
         self.path = path
         self.max_bytes = max_bytes
+        self.sync_interval_s = sync_interval_s
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._synchronous = ""
+        self._set_sync("FULL")
+        self._last_sync = time.monotonic()
         self._inflight: set[int] = set()
         self._lock = threading.Lock()
-        row = self._db.execute("SELECT COALESCE(SUM(size), 0) FROM outbox").fetchone()
-        self._bytes = int(row[0])
+        self._reload_counters()
+
+    def _set_sync(self, level: str) -> None:
+        if level != self._synchronous:
+            self._db.execute(f"PRAGMA synchronous={level}")
+            self._synchronous = level
+
+    @contextlib.contextmanager
+    def _transaction(self, sync: Sync) -> Iterator[None]:
+        """One write transaction (the caller holds the lock); SQLite errors leave as
+        :class:`OutboxError`."""
+        now = time.monotonic()
+        try:
+            # SQLite fixes the level outside a transaction.
+            if sync is Sync.NOW or (
+                sync is Sync.SOON and now - self._last_sync >= self.sync_interval_s
+            ):
+                self._set_sync("FULL")
+                self._last_sync = now
+            else:
+                self._set_sync("NORMAL")
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: {exc}") from exc
+        try:
+            yield
+            self._db.execute("COMMIT")
+        except BaseException as exc:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            self._reload_counters()
+            if isinstance(exc, sqlite3.Error):
+                raise OutboxError(f"{self.path}: {exc}") from exc
+            raise
 
     def put(
         self, kind: Kind, topic: str, payload: bytes, *, retain: bool = False, created_ms: int = 0
@@ -203,14 +296,16 @@ class SqliteOutbox:
         return self.put_many([Item(kind, topic, payload, retain, created_ms)])[0]
 
     def put_many(self, items: list[Item]) -> list[int]:
-        """One transaction (one fsync) for all: a poll's messages cost one disk flush."""
+        """One transaction (at most one fsync) for all: callers group what they can."""
+        if not items:
+            return []
         ids: list[int] = []
+        added = 0
+        sync = Sync.NOW if any(it.kind in RECORDS for it in items) else Sync.SOON
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            added = 0
-            try:
+            with self._transaction(sync):
                 for it in items:
-                    size = len(it.payload) + len(it.topic) + 64
+                    size = entry_size(it.topic, it.payload)
                     self._make_room(size + added)
                     cur = self._db.execute(
                         "INSERT INTO outbox (kind, topic, payload, retain, created_ms, size) "
@@ -220,12 +315,19 @@ class SqliteOutbox:
                     assert cur.lastrowid is not None
                     ids.append(cur.lastrowid)
                     added += size
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             self._bytes += added
-            return ids
+            self._depth += len(ids)
+        return ids
+
+    def _reload_counters(self) -> None:
+        """Count once at open, and again after a rollback (its drops did not happen)."""
+        depth, size = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox"
+        ).fetchone()
+        self._depth, self._bytes = int(depth), int(size)
+        self._dropped = dict.fromkeys(Kind, 0)
+        for kind, n in self._db.execute("SELECT kind, n FROM dropped"):
+            self._dropped[Kind(kind)] = int(n)
 
     def _make_room(self, need: int) -> None:
         for kind in DROP_ORDER:
@@ -251,51 +353,69 @@ class SqliteOutbox:
                     (int(kind), len(victims)),
                 )
                 self._bytes -= freed
+                self._depth -= len(victims)
+                self._dropped[kind] += len(victims)
                 if kind is Kind.ENERGY:
                     log.error("outbox full: dropped %d energy records", len(victims))
 
-    def take(self, limit: int) -> list[Entry]:
+    def _select(self, where: str, params: tuple[int, ...], limit: int) -> list[Row]:
+        """Up to ``limit`` rows matching ``where`` not in flight, in id order."""
+        out: list[Row] = []
+        after = 0
+        while len(out) < limit:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM outbox WHERE {where} AND id > ? ORDER BY id LIMIT ?",
+                (*params, after, limit - len(out) + len(self._inflight)),
+            ).fetchall()
+            if not rows:
+                break
+            after = rows[-1][0]
+            out += [r for r in rows if r[0] not in self._inflight][: limit - len(out)]
+        return out
+
+    def take(self, limit: int, fresh_from_ms: int | None = None) -> list[Entry]:
         with self._lock:
-            out: list[Entry] = []
-            after = 0
-            while len(out) < limit:
-                rows = self._db.execute(
-                    "SELECT id, kind, topic, payload, retain, created_ms FROM outbox "
-                    "WHERE id > ? ORDER BY id LIMIT ?",
-                    (after, limit + len(self._inflight)),
-                ).fetchall()
-                if not rows:
-                    break
-                for rid, kind, topic, payload, retain, created in rows:
-                    after = rid
-                    if rid in self._inflight:
-                        continue
-                    out.append(Entry(rid, Kind(kind), topic, bytes(payload), bool(retain), created))
-                    self._inflight.add(rid)
-                    if len(out) >= limit:
-                        break
-            return out
+            if fresh_from_ms is None:
+                rows = self._select("1", (), limit)
+            elif self._depth - len(self._inflight) <= limit:  # all of it fits: one query
+                rows = self._select("1", (), limit)
+                rows.sort(key=lambda r: not _is_fresh(Kind(r[1]), r[5], fresh_from_ms))
+            else:
+                # Each part on its index (kind, id) or the partial index of fresh
+                # measurements; merged by id, so records keep their order.
+                parts = [self._select("kind = ?", (int(k),), limit) for k in RECORDS]
+                parts.append(self._select("kind = 0 AND created_ms >= ?", (fresh_from_ms,), limit))
+                rows = list(heapq.merge(*parts))[:limit]
+                if len(rows) < limit:
+                    rows += self._select(
+                        "kind = 0 AND created_ms < ?", (fresh_from_ms,), limit - len(rows)
+                    )
+            self._inflight.update(r[0] for r in rows)
+            return [
+                Entry(rid, Kind(kind), topic, bytes(payload), bool(retain), created)
+                for rid, kind, topic, payload, retain, created in rows
+            ]
 
     def accept(self, ids: list[int]) -> None:
         if not ids:
             return
+        sizes = deleted = 0
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                sizes = 0
+            # Never fsync'd: a delete lost in a power cut only sends a message once more.
+            with self._transaction(Sync.NEVER):
                 for i in range(0, len(ids), 500):
                     chunk = ids[i : i + 500]
                     marks = ",".join("?" * len(chunk))
-                    row = self._db.execute(
-                        f"SELECT COALESCE(SUM(size), 0) FROM outbox WHERE id IN ({marks})", chunk
+                    n, size = self._db.execute(
+                        "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox "
+                        f"WHERE id IN ({marks})",
+                        chunk,
                     ).fetchone()
-                    sizes += int(row[0])
+                    sizes += int(size)
+                    deleted += int(n)
                     self._db.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             self._bytes -= sizes
+            self._depth -= deleted
             self._inflight.difference_update(ids)
 
     def reject(self, ids: list[int]) -> None:
@@ -304,14 +424,13 @@ class SqliteOutbox:
 
     def stats(self) -> Stats:
         with self._lock:
-            depth, oldest = self._db.execute(
-                "SELECT COUNT(*), MIN(created_ms) FROM outbox"
-            ).fetchone()
-            dropped = dict.fromkeys(Kind, 0)
-            for kind, n in self._db.execute("SELECT kind, n FROM dropped"):
-                dropped[Kind(kind)] = int(n)
-            return Stats(int(depth), self._bytes, None if oldest is None else int(oldest), dropped)
+            row = self._db.execute("SELECT created_ms FROM outbox ORDER BY id LIMIT 1").fetchone()
+            oldest = None if row is None else int(row[0])
+            return Stats(self._depth, self._bytes, oldest, dict(self._dropped))
 
     def close(self) -> None:
         with self._lock:
+            if self._depth or self._synchronous != "FULL":
+                # What NORMAL commits left unsynced goes to the disk now.
+                self._db.execute("PRAGMA wal_checkpoint(FULL)")
             self._db.close()

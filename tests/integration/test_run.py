@@ -32,12 +32,17 @@ from pydantic import BaseModel
 
 from agent import __version__
 from agent.payloads import (
+    Carrier,
     DeviceStatusModel,
     EnergyModel,
     GatewayStatusModel,
     IntensityModel,
     MeasurementsModel,
+    encode,
+    energy_payload,
+    measurements_payload,
 )
+from agent.runtime.outbox import Item, Kind, SqliteOutbox
 from drivers.simulator.meter import Faults
 from drivers.simulator.ptypair import PtyPair
 from drivers.transport import Endpoint, Framing
@@ -481,6 +486,60 @@ async def test_retained_states_are_restored_after_a_broker_restart(
     late = await rig.subscriber(broker.port, "after-restart")
     await late.wait_for(lambda ms: states(ms) == want, 10, f"retained {want}")
     assert all(m.retain for m in late.received("status"))
+    assert await agent.terminate() == 0, rig.report()
+
+
+async def test_live_data_flows_while_a_backlog_drains(rig: Rig, simulators: Simulators) -> None:
+    """After an outage the outbox holds a backlog; it is replayed at ``buffer.replay_per_s``
+    while the live polls keep reaching the broker within seconds, and the backlog still
+    arrives whole, records in order."""
+    broker = await rig.broker()
+    sub = await rig.subscriber(broker.port, "drain")
+    sim = await simulators.start(simulators.tcp_endpoint(), {1: "eastron-sdm630"}, frozen=False)
+    config = agent_config(
+        rig.tmp,
+        buses=[tcp_bus("line-a", sim)],
+        devices=[device("m1", "line-a", 1, "eastron-sdm630", interval_s=1)],
+        mqtt={"host": "127.0.0.1", "port": broker.port},
+        buffer={"max_mb": 64, "replay_per_s": 300},
+    )
+    # The backlog of an outage two hours ago, as the agent stores it: 4,500 measurements
+    # (15 s at 300/s) with 30 energy records among them.
+    t0 = (int(time.time()) - 7200) // 60 * 60_000
+    backlog = SqliteOutbox(rig.tmp / "state" / "outbox.db", 64 * 2**20)
+    items = []
+    for i in range(4500):
+        ts = t0 + i * 1000
+        items.append(Item(Kind.MEASUREMENT, f"{BASE}/m1/measurements",
+                          encode(measurements_payload(ts, 10_000 + i, {"active_power_kw": 1.0})),
+                          created_ms=ts))  # fmt: skip
+        if i % 150 == 149:
+            end = t0 + (i + 1) * 1000
+            payload = energy_payload(
+                ts=end, interval_s=60, carrier=Carrier.ELECTRICITY, energy_kwh=0.1,
+                co2_kg=0.05, ef_kg_per_kwh=0.5, quality="ok",
+            )  # fmt: skip
+            items.append(Item(Kind.ENERGY, f"{BASE}/m1/energy", encode(payload), created_ms=end))
+    backlog.put_many(items)
+    backlog.close()
+
+    started = time.time()
+    agent = rig.agent(config).start()
+
+    def backlog_done(ms: list[Received]) -> bool:
+        return len({m.json()["seq"] for m in ms if m.kind == "measurements"
+                    and m.json()["seq"] >= 10_000}) == 4500  # fmt: skip
+
+    await sub.wait_for(backlog_done, 90, "the whole backlog")
+    done_at = max(m.at for m in sub.received("measurements") if m.json()["seq"] >= 10_000)
+    live = [m for m in sub.received("measurements") if m.json()["seq"] < 10_000]
+    during = [m for m in live if m.at < done_at]
+    assert done_at - started > 10, "the backlog was not rate-limited"
+    assert len(during) >= 5, f"only {len(during)} live polls arrived during the drain"
+    worst = max(m.at - m.json()["ts"] / 1000 for m in during)
+    assert worst < 3.0, f"a live poll waited {worst:.1f} s behind the backlog"
+    energy = [m.json()["ts"] for m in sub.received("energy") if m.json()["ts"] < started * 1000]
+    assert energy == sorted(energy) and len(set(energy)) == 30
     assert await agent.terminate() == 0, rig.report()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.runtime.outbox import Kind, MemoryOutbox, Outbox, SqliteOutbox
+from agent.runtime.outbox import Item, Kind, MemoryOutbox, Outbox, OutboxError, SqliteOutbox
 
 Factory = Callable[[int], Outbox]
 
@@ -108,6 +108,46 @@ def test_in_flight_messages_are_not_dropped(make: Factory) -> None:
     assert [e.id for e in again] == [e.id for e in batch]  # ... but not from the batch in flight
 
 
+def test_live_first_records_and_fresh_measurements_before_the_backlog(make: Factory) -> None:
+    """After an outage: what happens now goes out before the hour of stale measurements,
+    and records keep their order (energy per device, the last retained status last)."""
+    box = make()
+    backlog = _put(box, 6, Kind.MEASUREMENT, start=0)  # created 0..5: stale
+    e1 = box.put(Kind.ENERGY, "e/1", b"e1", created_ms=3)  # a record of the outage
+    fresh = _put(box, 2, Kind.MEASUREMENT, start=100)  # created 100, 101
+    st = box.put(Kind.STATUS, "s", b"ok", retain=True, created_ms=100)
+    e2 = box.put(Kind.ENERGY, "e/2", b"e2", created_ms=102)
+    first = box.take(4, fresh_from_ms=100)
+    assert [e.id for e in first] == [e1, *fresh, st]
+    second = box.take(3, fresh_from_ms=100)
+    assert [e.id for e in second] == [e2, *backlog[:2]]  # then the backlog, oldest first
+    box.reject([e.id for e in first])  # a disconnect: back into the queue, same rules
+    assert [e.id for e in box.take(10, fresh_from_ms=100)] == [e1, *fresh, st, *backlog[2:]]
+
+
+def test_without_a_freshness_bound_everything_goes_in_id_order(make: Factory) -> None:
+    box = make()
+    ids = _put(box, 3, Kind.MEASUREMENT) + _put(box, 2, Kind.ENERGY, start=3)
+    assert [e.id for e in box.take(10)] == ids
+
+
+def test_stats_stay_exact_through_drops_accepts_and_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    box = SqliteOutbox(path, 3_000)
+    _put(box, 10, Kind.ENERGY)
+    _put(box, 40, Kind.MEASUREMENT, start=100)  # drops measurements to make room
+    batch = box.take(5)
+    box.accept([e.id for e in batch])
+    before = box.stats()
+    rows = len(box.take(1000))
+    assert before.depth == rows  # what the counter says is what is there
+    box.close()
+    again = SqliteOutbox(path, 3_000)
+    after = again.stats()
+    assert (after.depth, after.bytes, after.dropped) == (before.depth, before.bytes, before.dropped)
+    again.close()
+
+
 def test_sqlite_survives_reopen_with_unaccepted_batches(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
     box = SqliteOutbox(path, 10_000_000)
@@ -127,8 +167,8 @@ import os, signal, sys
 from pathlib import Path
 from agent.runtime.outbox import Kind, SqliteOutbox
 box = SqliteOutbox(Path({str(path)!r}), 10_000_000)
-for i in range(200):
-    box.put(Kind.ENERGY, "t", str(i).encode())
+for i in range(200):  # records are fsync'd at once, measurements within a second
+    box.put(Kind.ENERGY if i % 2 else Kind.MEASUREMENT, "t", str(i).encode())
 box.take(50)  # in flight when the process dies
 print("ready", flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
@@ -141,3 +181,17 @@ os.kill(os.getpid(), signal.SIGKILL)
     box.close()
     assert payloads == list(range(200))
     assert os.path.exists(path)
+
+
+def test_sqlite_disk_full_is_an_outbox_error_and_keeps_what_was_stored(tmp_path: Path) -> None:
+    """A full disk (SQLITE_FULL, made here with a page limit) is reported as the outbox's
+    own error; the failed transaction leaves nothing half-written and the counters right."""
+    box = SqliteOutbox(tmp_path / "o.db", 100_000_000)
+    _put(box, 3)
+    pages = box._db.execute("PRAGMA page_count").fetchone()[0]
+    box._db.execute(f"PRAGMA max_page_count={pages}")
+    with pytest.raises(OutboxError, match="full"):
+        box.put_many([Item(Kind.MEASUREMENT, "t/x", b"x" * 50_000) for _ in range(4)])
+    assert box.stats().depth == 3
+    assert [e.payload for e in box.take(10)] == [b"p0", b"p1", b"p2"]
+    box.close()
