@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import ssl
 import sys
 import time
@@ -32,6 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.config.models import Mqtt
 from agent.mqttclient import new_client
 from agent.runtime.outbox import Outbox
+from agent.runtime.scheduler import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +76,7 @@ class MqttLink:
         self.connected = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: paho.Client | None = None
+        self._refusal_logged = -math.inf
 
     def _build(self) -> paho.Client:
         client = new_client(self.settings, self.client_id)
@@ -184,7 +187,21 @@ class MqttLink:
 
     def _acked(self, mid: int, ok: bool, reason: str) -> None:
         if not ok:
-            log.error("mqtt broker refused message %d: %s", mid, reason)
+            # Not authorised (an ACL that does not match this gateway's topics), quota:
+            # said once per cause and minute, not once per message.
+            text = f"broker refuses messages: {reason}"
+            now = time.monotonic()
+            if text != self.state.last_error or now - self._refusal_logged >= 60:
+                log.error(
+                    "mqtt %s:%d: %s; they stay in the outbox and are sent again later",
+                    self.settings.host,
+                    self.settings.port,
+                    text,
+                )
+                self._refusal_logged = now
+            self.state.last_error = text
+        elif self.state.last_error.startswith("broker refuses"):
+            self.state.last_error = ""
         if self.on_ack is not None:
             self.on_ack(mid, ok)
 
@@ -256,6 +273,8 @@ class Pump:
         #: outbox's cost. A crash in between only sends them once more.
         self.accept_every_s = accept_every_s
         self._last_accept = time.monotonic()
+        self._refusals = Backoff(base_s=5.0, cap_s=300.0)
+        self._paused_until = 0.0
         self.wake = asyncio.Event()
         self.stats = PumpStats()
         self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (outbox id, sent at)
@@ -269,11 +288,19 @@ class Pump:
         if item is None:
             return  # the birth message, or a retransmission after a reject
         eid, sent = item
-        # A refusal (not authorised, quota) will not succeed when repeated: it is
-        # counted and logged, not retried forever.
+        if not ok:
+            # Refused (not authorised, quota): usually the broker's ACL and this
+            # gateway's ids disagree, which someone fixes. Deleting the message would
+            # lose the data until then; it stays in the outbox (bounded as always)
+            # and the pump pauses with a growing delay before trying again.
+            self.outbox.reject([eid])
+            self.stats.refused += 1
+            self._paused_until = time.monotonic() + self._refusals.next_delay()
+            self._room.set()
+            return
+        self._refusals.reset()
         self._acked.append(eid)
-        self.stats.acked += ok
-        self.stats.refused += not ok
+        self.stats.acked += 1
         self.stats.last_ack_ms = int(time.time() * 1000)
         lat = (time.monotonic() - sent) * 1000
         if len(self.stats.latencies_ms) < 10_000:
@@ -311,6 +338,9 @@ class Pump:
                 await self.link.connected.wait()
                 continue
             now = time.monotonic()
+            if now < self._paused_until:
+                await asyncio.sleep(min(self._paused_until - now, 1.0))
+                continue
             budget = min(self.rate_per_s, budget + (now - last) * self.rate_per_s)
             last = now
             room = min(self.window - len(self._inflight), int(budget))

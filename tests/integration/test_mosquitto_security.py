@@ -12,10 +12,13 @@ nothing without a certificate from the fleet's CA gets an MQTT session at all.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import ssl
 import threading
 import time
@@ -485,15 +488,22 @@ async def test_an_agent_whose_certificate_names_another_site_is_told_so(
     peers: dict[str, Peer], start_agent: StartAgent
 ) -> None:
     """docs/deploy.md: a certificate not matching the config's ids connects, but every
-    publish is refused, and the agent's log says so."""
+    publish is refused, and the agent's log says so (once, not per message). The refused
+    messages are not lost: they stay in the outbox until the ACL or the config is fixed."""
     bridge = peers["bridge"]
     await bridge.subscribe(SHARED)
     agent = await start_agent("plant-b")
-    await wait_until(lambda: "broker refused message" in agent.output(), 90, "the refusal")
+    await wait_until(lambda: "broker refuses messages" in agent.output(), 90, "the refusal")
     assert "Not authori" in agent.output(), agent.output()
+    await asyncio.sleep(3)  # a few polls more, each refused
     assert agent.running
     assert await agent.terminate() == 0, agent.output()
+    assert agent.output().count("broker refuses messages") == 1, agent.output()
     assert bridge.received() == []  # not even its online/offline status
+    outbox = agent.config.parent / "state" / "outbox.db"
+    with contextlib.closing(sqlite3.connect(outbox)) as db:
+        kept = db.execute("SELECT COUNT(*) FROM outbox WHERE kind = 0").fetchone()[0]
+    assert kept >= 3, "refused measurements were dropped from the outbox"
 
 
 async def test_a_lost_gateway_is_locked_out_by_an_acl_block_and_a_reload(
