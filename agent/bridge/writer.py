@@ -125,6 +125,8 @@ class InfluxWriter:
         self._client.close()  # type: ignore[no-untyped-call]
 
 
+#: Messages the worker validates at a time while a batch fills.
+CHUNK = 500
 #: put() wakes the worker when the queue reaches this many messages; "never" until it waits.
 _NOT_WAITING = sys.maxsize
 
@@ -211,13 +213,16 @@ class Writer(threading.Thread):
                     self._cond.wait()
                     self._wake_at = 1
             else:
-                self._wake_at = wanted
-                while len(self._queue) < wanted and not self.stopping:
+                # Wake for a chunk, not the whole batch: validating while the batch fills
+                # leaves only the last chunk's work between the last message and the write.
+                need = min(wanted, CHUNK)
+                self._wake_at = need
+                while len(self._queue) < need and not self.stopping:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         break
                     self._cond.wait(left)
-                    self._wake_at = wanted
+                    self._wake_at = need
                 if not self._queue:
                     self._wake_at = _NOT_WAITING
                     return None
