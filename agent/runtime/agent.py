@@ -50,6 +50,8 @@ from drivers.transport import Framing, ModbusTransport
 log = logging.getLogger(__name__)
 
 SNAPSHOT = "core-snapshot.npz"
+#: Outbox marks holding each device's last measurement seq.
+SEQ_MARK = "seq:"
 #: How long a poll's messages may wait to share an outbox transaction with others.
 COMMIT_DELAY_S = 0.01
 OUTBOX = "outbox.db"
@@ -120,6 +122,8 @@ class Agent:
         self._closed_since_snapshot = False
         #: Messages waiting for the next outbox transaction (see ``commit``).
         self._pending: list[Item] = []
+        #: Devices whose measurement seq moved since the last commit.
+        self._seq_moved: set[str] = set()
         self._commit_at: asyncio.TimerHandle | None = None
         #: /metrics: poll latency and errors, core time, fed below as they happen.
         self.metrics = AgentMetrics({d.id: d.bus for d in config.devices})
@@ -165,8 +169,12 @@ class Agent:
         if not self._pending:
             return
         items, self._pending = self._pending, []
+        # The seq of each device's last measurement, in the same transaction: after
+        # kill -9 the numbering continues from what was stored, not from the last
+        # snapshot (which would repeat seq numbers with other values).
+        marks = {SEQ_MARK + d: self.site.by_id[d].seq for d in self._seq_moved}
         try:
-            self.outbox.put_many(items)
+            self.outbox.put_many(items, marks)
         except OutboxError as exc:
             # A full or failing disk: keep the messages in memory and try again soon;
             # they are lost only if the process dies before the disk recovers.
@@ -175,6 +183,7 @@ class Agent:
             with contextlib.suppress(RuntimeError):
                 self._commit_at = asyncio.get_running_loop().call_later(1.0, self.commit)
             return
+        self._seq_moved.clear()
         self.pump.wake.set()
 
     def on_result(
@@ -213,6 +222,7 @@ class Agent:
             st.state, st.error, st.reason = "ok", None, ""
             st.last_ok_ms = ts
             st.last_values = values
+            self._seq_moved.add(poll.device_id)
             started = time.perf_counter()
             messages += self.site.feed([Reading(poll.device_id, ts, values)])
             self.metrics.core_scan(time.perf_counter() - started)
@@ -333,6 +343,10 @@ class Agent:
         try:
             if self.site.load_snapshot(path):
                 log.info("continuing counters from %s", path)
+            for name, seq in self.outbox.marks().items():
+                info = self.site.by_id.get(name.removeprefix(SEQ_MARK))
+                if name.startswith(SEQ_MARK) and info is not None:
+                    info.seq = max(info.seq, seq)
         except SnapshotError as exc:
             # A damaged snapshot must not keep the gateway down: keep it for inspection and
             # start the counters afresh (the first interval is then marked partial).

@@ -31,7 +31,7 @@ import sqlite3
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum, IntEnum
 from pathlib import Path
@@ -112,7 +112,9 @@ class Outbox(Protocol):
         self, kind: Kind, topic: str, payload: bytes, *, retain: bool = False, created_ms: int = 0
     ) -> int: ...
 
-    def put_many(self, items: list[Item]) -> list[int]: ...
+    def put_many(self, items: list[Item], marks: Mapping[str, int] | None = None) -> list[int]: ...
+
+    def marks(self) -> dict[str, int]: ...
 
     def take(self, limit: int, fresh_from_ms: int | None = None) -> list[Entry]: ...
 
@@ -139,16 +141,22 @@ class MemoryOutbox:
         self._next = 1
         self._bytes = 0
         self._dropped = dict.fromkeys(Kind, 0)
+        self._marks: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    def marks(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._marks)
 
     def put(
         self, kind: Kind, topic: str, payload: bytes, *, retain: bool = False, created_ms: int = 0
     ) -> int:
         return self.put_many([Item(kind, topic, payload, retain, created_ms)])[0]
 
-    def put_many(self, items: list[Item]) -> list[int]:
+    def put_many(self, items: list[Item], marks: Mapping[str, int] | None = None) -> list[int]:
         ids = []
         with self._lock:
+            self._marks.update(marks or {})
             for it in items:
                 entry = Entry(self._next, it.kind, it.topic, it.payload, it.retain, it.created_ms)
                 self._next += 1
@@ -218,6 +226,7 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_kind ON outbox (kind, id);
 CREATE INDEX IF NOT EXISTS outbox_fresh ON outbox (created_ms) WHERE kind = 0;
 CREATE TABLE IF NOT EXISTS dropped (kind INTEGER PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 _COLUMNS = "id, kind, topic, payload, retain, created_ms"
@@ -295,9 +304,13 @@ class SqliteOutbox:
     ) -> int:
         return self.put_many([Item(kind, topic, payload, retain, created_ms)])[0]
 
-    def put_many(self, items: list[Item]) -> list[int]:
-        """One transaction (at most one fsync) for all: callers group what they can."""
-        if not items:
+    def put_many(self, items: list[Item], marks: Mapping[str, int] | None = None) -> list[int]:
+        """One transaction (at most one fsync) for all: callers group what they can.
+
+        ``marks`` are counters stored in the same transaction (the measurements'
+        ``seq`` per device), so after ``kill -9`` they match what the outbox holds.
+        """
+        if not items and not marks:
             return []
         ids: list[int] = []
         added = 0
@@ -315,9 +328,19 @@ class SqliteOutbox:
                     assert cur.lastrowid is not None
                     ids.append(cur.lastrowid)
                     added += size
+                if marks:
+                    self._db.executemany(
+                        "INSERT INTO marks (name, value) VALUES (?, ?) "
+                        "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                        list(marks.items()),
+                    )
             self._bytes += added
             self._depth += len(ids)
         return ids
+
+    def marks(self) -> dict[str, int]:
+        with self._lock:
+            return {name: int(v) for name, v in self._db.execute("SELECT name, value FROM marks")}
 
     def _reload_counters(self) -> None:
         """Count once at open, and again after a rollback (its drops did not happen)."""

@@ -148,6 +148,28 @@ def test_stats_stay_exact_through_drops_accepts_and_reopen(tmp_path: Path) -> No
     again.close()
 
 
+def test_marks_are_stored_with_the_messages(make: Factory) -> None:
+    box = make()
+    assert box.marks() == {}
+    box.put_many([Item(Kind.MEASUREMENT, "t", b"1")], {"seq:m1": 1})
+    box.put_many([Item(Kind.MEASUREMENT, "t", b"2")], {"seq:m1": 2, "seq:m2": 7})
+    assert box.marks() == {"seq:m1": 2, "seq:m2": 7}
+
+
+def test_sqlite_marks_survive_reopen_and_roll_back_with_a_failed_put(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    box = SqliteOutbox(path, 100_000_000)
+    box.put_many([Item(Kind.MEASUREMENT, "t", b"1")], {"seq:m1": 1})
+    pages = box._db.execute("PRAGMA page_count").fetchone()[0]
+    box._db.execute(f"PRAGMA max_page_count={pages}")  # the disk is full
+    with pytest.raises(OutboxError):
+        box.put_many([Item(Kind.MEASUREMENT, "t", b"x" * 50_000)] * 4, {"seq:m1": 5})
+    box.close()
+    box = SqliteOutbox(path, 100_000_000)
+    assert box.marks() == {"seq:m1": 1}  # the seq of what was stored, not of what failed
+    box.close()
+
+
 def test_sqlite_survives_reopen_with_unaccepted_batches(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
     box = SqliteOutbox(path, 10_000_000)
