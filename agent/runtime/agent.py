@@ -120,6 +120,10 @@ class Agent:
         self.started_ms = now_ms()
         #: Energy records were stored since the last snapshot (see ``_housekeeping``).
         self._closed_since_snapshot = False
+        #: A device answered for the first time since the last snapshot: its counter's
+        #: starting point must be on disk, or a kill -9 before the next snapshot loses
+        #: the energy from there to the restart.
+        self._new_baseline = False
         #: Messages waiting for the next outbox transaction (see ``commit``).
         self._pending: list[Item] = []
         #: Devices whose measurement seq moved since the last commit.
@@ -220,6 +224,8 @@ class Agent:
                 )
                 messages.append(st.status)
             st.state, st.error, st.reason = "ok", None, ""
+            if st.last_ok_ms is None:
+                self._new_baseline = True
             st.last_ok_ms = ts
             st.last_values = values
             self._seq_moved.add(poll.device_id)
@@ -301,8 +307,10 @@ class Agent:
             # Also right after intervals closed: a restart after kill -9 must continue from
             # a state that has emitted exactly what the outbox holds, or it emits those
             # intervals again with other numbers (and without any snapshot, it would
-            # start the counters afresh and lose the energy of the downtime).
-            if self._closed_since_snapshot or time.monotonic() - last_snapshot >= 60:
+            # start the counters afresh and lose the energy of the downtime). And once a
+            # device has its first reading.
+            due = time.monotonic() - last_snapshot >= 60
+            if self._closed_since_snapshot or self._new_baseline or due:
                 self.snapshot()
                 last_snapshot = time.monotonic()
 
@@ -310,7 +318,7 @@ class Agent:
         # The snapshot says which intervals were emitted: their records must be on
         # disk first, or a restart after kill -9 would never emit them.
         self.commit()
-        self._closed_since_snapshot = False
+        self._closed_since_snapshot = self._new_baseline = False
         try:
             self.site.save_snapshot(self.state_dir / SNAPSHOT)
         except OSError as exc:

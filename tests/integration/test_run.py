@@ -860,11 +860,49 @@ async def kill9_scenario(rig: Rig, simulators: Simulators) -> None:
     assert "Traceback" not in agent2.output()
 
 
+async def first_run_kill9_scenario(rig: Rig, simulators: Simulators) -> None:
+    """A gateway's very first run killed seconds after start, before any interval end."""
+    broker = await rig.broker()
+    sub = await rig.subscriber(broker.port, "first-kill")
+    sim = await simulators.start(simulators.tcp_endpoint(), {1: "eastron-sdm630"}, frozen=False)
+    truth = record_truth(sim, 1)
+    config = agent_config(
+        rig.tmp,
+        buses=[tcp_bus("line-a", sim)],
+        devices=[device("m1", "line-a", 1, "eastron-sdm630")],
+        mqtt={"host": "127.0.0.1", "port": broker.port},
+    )
+    if next_boundary(time.time()) - time.time() < 20:  # room before the interval end
+        await sleep_until_wall(next_boundary(time.time()) + 1)
+    agent = rig.agent(config, "first").start()
+    await sub.wait_for(lambda ms: bool(by_device(ms, "measurements").get("m1")), 40, "a reading")
+    await asyncio.sleep(3)
+    agent.kill9()
+    await asyncio.sleep(3)
+    b1 = next_boundary(time.time())
+    agent2 = rig.agent(config, "second").start()
+    await sub.wait_for(
+        lambda ms: any(r["ts"] == b1 * 1000 for r in by_device(ms, "energy").get("m1", [])),
+        b1 - time.time() + 30,
+        "the first interval's record",
+    )
+    assert await agent2.terminate() == 0, rig.report()
+    received = sub.received()
+    (record,) = [r for r in by_device(received, "energy")["m1"] if r["ts"] == b1 * 1000]
+    first_ts = min(p["ts"] for p in by_device(received, "measurements")["m1"]) / 1000
+    start = next(v for t, v in truth if t >= first_ts - 0.05)
+    expected = interpolate(truth, b1) - start
+    # The energy of the first run's seconds and of the downtime is in the record.
+    assert record["energy_kwh"] == pytest.approx(expected, abs=2e-3), (record, expected)
+    assert record["quality"] == "partial", record
+
+
 # --- 2 and 3 side by side ---------------------------------------------------------------------
 
 LONG_RUNS = {
     "test_broker_outage_loses_nothing": outage_scenario,
     "test_kill_9_during_an_outage_then_restart": kill9_scenario,
+    "test_first_run_killed_before_its_first_interval_end": first_run_kill9_scenario,
 }
 
 
@@ -920,3 +958,10 @@ def test_kill_9_during_an_outage_then_restart(long_runs: dict[str, Outcome]) -> 
     broker and agent restart: the record arrives, the counters continue (no reset, no
     gap), and the records add up to the meter's counter difference."""
     long_runs["test_kill_9_during_an_outage_then_restart"].check()
+
+
+def test_first_run_killed_before_its_first_interval_end(long_runs: dict[str, Outcome]) -> None:
+    """kill -9 a few seconds into a gateway's first run, then restart: the first interval's
+    record holds the energy from the first reading on (a snapshot is taken as soon as a
+    meter first answers, not only at the first interval end)."""
+    long_runs["test_first_run_killed_before_its_first_interval_end"].check()
