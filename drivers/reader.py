@@ -7,6 +7,7 @@ reconfigures the meter, not every second, and each read costs bus time.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,11 @@ class _Step:
     read: Read
     decoder: BlockDecoder
     targets: tuple[Quantity | str, ...]
+
+    @functools.cached_property
+    def quantities(self) -> tuple[Quantity, ...]:
+        """The targets as quantities, converted once, not at every poll."""
+        return tuple(Quantity(q) for q in self.targets)
 
 
 class DeviceReader:
@@ -79,8 +85,7 @@ class DeviceReader:
         out: dict[Quantity, Value] = {}
         for step in self._steps:
             values = await self._run(transport, step, self._ratios)
-            for q, v in zip(step.targets, values, strict=True):
-                out[Quantity(q)] = v
+            out.update(zip(step.quantities, values, strict=True))
         return out
 
     async def _run(

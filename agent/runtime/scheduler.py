@@ -111,8 +111,10 @@ class BusPoller:
         """False when stopped while waiting."""
         delay = due - self.clock()
         if delay > 0:
+            # asyncio.timeout, not wait_for: no task per sleep (one per poll).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await stop.wait()
         return not stop.is_set()
 
     async def _run_serial(self, stop: asyncio.Event) -> None:
