@@ -108,6 +108,9 @@ async def _demo(
                 console.print(f"  bus {bus.id}: {bus.endpoint().describe()}")
             console.print(f"  RS-485 line through a {pty.kind} pty pair: {pty.a} <-> {pty.b}")
             console.print(f"  broker: {where}")
+            jit = agent.site.engine.jit
+            why = f" ({jit.reason})" if jit.reason else ""
+            console.print(f"  core: {jit.backend}{why}", markup=False)
             console.print(
                 f"  topics: {topics.base}/#  (e.g. mosquitto_sub -h 127.0.0.1 "
                 f"-p {mqtt_port} -t '{topics.base}/#' -v)"

@@ -28,6 +28,16 @@ class UsageError(Exception):
 Handler = Callable[[argparse.Namespace], int]
 
 
+def _usage_errors() -> tuple[type[Exception], ...]:
+    """UsageError, and a wrong ENERGY_AGENT_NUMBA (raised when the core is loaded).
+
+    Imported only when a command has failed: `bridge` must not load the core's package.
+    """
+    from agent.core.jit import JitSettingError
+
+    return UsageError, JitSettingError
+
+
 def _add_endpoint_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
     where = p.add_mutually_exclusive_group(required=required)
     where.add_argument("--tcp", metavar="HOST:PORT", help="Modbus TCP device or gateway")
@@ -190,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except UsageError as exc:
+    except _usage_errors() as exc:
         print(f"energy-agent {args.command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except DocumentError as exc:

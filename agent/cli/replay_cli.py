@@ -9,6 +9,7 @@ from pathlib import Path
 
 from agent.cli.main import EXIT_OK, UsageError
 from agent.config import load_config
+from agent.core.engine import CACHE_DIR, load_kernel
 from agent.replay import ReplayInputError, Topic, read_rows, replay
 from drivers.profile import ProfileLibrary
 
@@ -23,6 +24,8 @@ def run_replay(args: argparse.Namespace) -> int:
     if not topics:
         raise UsageError("--topics: name at least one of measurements, energy, intensity")
     config = load_config(args.config)
+    if (slow := load_kernel(config.state_dir / CACHE_DIR).JIT.warning()) is not None:
+        print(f"warning: {slow}", file=sys.stderr)
     library = ProfileLibrary()
     try:
         rows, bad = read_rows(Path(args.file), config, library)

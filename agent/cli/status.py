@@ -105,7 +105,9 @@ def render(doc: dict[str, Any]) -> Group:
     parts.append(
         Text.assemble(
             (f"{a['site_name']}", "bold"),
-            f"  site {a['site']} · gateway {a['gateway']} · energy-agent {a['version']}  ",
+            f"  site {a['site']} · gateway {a['gateway']} · energy-agent {a['version']}"
+            + (" · core without numba (slower)" if a.get("core") == "python" else "")
+            + "  ",
             health,
         )
     )

@@ -17,8 +17,11 @@ from types import ModuleType
 import numpy as np
 
 from agent.core.channels import N_EVENTS, RING, SLOT_MS, ChannelKind, ChannelSpec
+from agent.core.jit import JitChoice
 
 INT64_MIN = np.iinfo(np.int64).min
+#: numba's compiled-code cache, under the agent's state directory.
+CACHE_DIR = "numba-cache"
 
 
 def load_kernel(cache_dir: Path | None = None) -> ModuleType:
@@ -69,6 +72,8 @@ class Engine:
         if interval_s * 1000 % SLOT_MS:
             raise ValueError("interval_s must be a whole number of minutes")
         self.k = kernel or load_kernel()
+        #: numba, or plain Python and why (:mod:`agent.core.jit`).
+        self.jit: JitChoice = self.k.JIT
         self.specs = list(specs)
         self.interval_slots = interval_s * 1000 // SLOT_MS
         n = len(self.specs)

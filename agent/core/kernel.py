@@ -12,15 +12,22 @@ asked, so a single absurd value never leaves a residue behind.
 
 Same semantics as :mod:`agent.core.reference`; the tests feed both the same
 streams. Import this module only after the numba cache directory is set
-(:func:`agent.core.engine.load_kernel`).
+(:func:`agent.core.engine.load_kernel`). Without numba the same functions run
+as Python, bit for bit the same (:mod:`agent.core.jit`): keep them free of
+``fastmath`` and of anything numba would compute differently.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
-from numba import njit
 
 from agent.core.channels import REBASELINE_AFTER, RING, SLOT_MS, WRAP_BAND
+from agent.core.jit import choose
+
+#: Compiled by numba, or (and why) run as Python.
+JIT, njit = choose(os.environ)
 
 # int64 state columns
 I_HAS_REF = 0

@@ -23,7 +23,7 @@ from agent.config.models import AgentConfig, Device
 from agent.core import snapshot
 from agent.core.calendar import SiteCalendar
 from agent.core.channels import RING, SLOT_MS, ChannelKind, ChannelSpec, quality_of
-from agent.core.engine import Engine, Records, load_kernel
+from agent.core.engine import CACHE_DIR, Engine, Records, load_kernel
 from agent.core.factors import EmissionFactors
 from agent.payloads import (
     DEFAULT_PREFIX,
@@ -203,7 +203,7 @@ class SiteCore:
             specs,
             self.interval_s,
             demand=demand,
-            kernel=load_kernel(config.state_dir / "numba-cache"),
+            kernel=load_kernel(config.state_dir / CACHE_DIR),
         )
         self.group = np.array([_GROUP[d.carrier] for d in self.devices], dtype=np.int64)
         self._weights = np.zeros((2, RING), dtype=np.float64)

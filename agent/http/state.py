@@ -205,6 +205,8 @@ def build_state(
             "gateway": cfg.gateway.id,
             "started_ms": agent.started_ms,
             "uptime_s": _f((now - agent.started_ms) / 1000, 1),
+            # "python" when numba is unavailable: same numbers, slower (agent.core.jit)
+            "core": agent.site.engine.jit.backend.value,
         },
         "health": {"state": "degraded" if problems else "ok", "problems": problems},
         "mqtt": {

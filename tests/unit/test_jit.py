@@ -1,0 +1,199 @@
+"""The core without numba: the same kernels as Python, the same bits, and a warning.
+
+A second copy of ``agent/core/kernel.py`` is loaded here with
+``ENERGY_AGENT_NUMBA=off`` (the choice is made when the module is imported), so the
+plain-Python kernels run in this process next to the compiled ones and are fed the
+equivalence tests' random streams: every output and every state array must be equal
+bit for bit, not merely close. A gateway without numba at all (numba unimportable)
+is tested in a subprocess by tests/integration/test_without_numba.py.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+import itertools
+import logging
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from agent.config import parse_config
+from agent.core import kernel
+from agent.core.channels import RING, SLOT_MS
+from agent.core.engine import Engine, Records
+from agent.core.jit import ENV, Backend, JitSettingError, choose
+from agent.core.site import SiteCore
+from agent.http.state import build_state
+from agent.runtime.agent import Agent
+from agent.runtime.outbox import MemoryOutbox
+from drivers.profile import ProfileLibrary
+from tests.unit.test_core_equivalence import scenarios
+
+LIBRARY = ProfileLibrary()
+
+
+@pytest.fixture(scope="module")
+def python_kernel() -> Iterator[ModuleType]:
+    """``agent/core/kernel.py`` imported afresh with numba turned off."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(ENV, "off")
+        spec = importlib.util.spec_from_file_location("kernel_without_numba", kernel.__file__)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    yield module
+
+
+# --- the choice ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["off", "OFF", "0", "false", " no "])
+def test_off_keeps_the_functions_as_they_are(value: str) -> None:
+    jit, njit = choose({ENV: value})
+    assert jit.backend is Backend.PYTHON
+    assert jit.reason == f"{ENV}={value}"
+
+    def f(x: int) -> int:
+        return x + 1
+
+    assert njit(cache=True, inline="always")(f) is f
+
+
+@pytest.mark.parametrize("value", ["", "auto", "on", "1"])
+def test_numba_compiles_the_kernels_when_it_can(value: str) -> None:
+    jit, _ = choose({ENV: value})
+    assert jit.backend is Backend.NUMBA and jit.warning() is None
+    assert kernel.JIT.backend is Backend.NUMBA  # this test environment has numba
+    assert not inspect.isfunction(kernel.update)  # a numba dispatcher
+
+
+def test_a_misspelt_setting_is_refused_with_the_fix() -> None:
+    with pytest.raises(JitSettingError) as err:
+        choose({ENV: "of"})
+    assert f"{ENV}='of'" in str(err.value) and f"{ENV}=off" in str(err.value)
+
+
+def test_numba_that_cannot_be_imported_says_why() -> None:
+    jit, _ = choose({}, lambda: importlib.import_module("numba_not_installed_here"))
+    assert jit.backend is Backend.PYTHON
+    assert "No module named 'numba_not_installed_here'" in jit.reason
+    warning = jit.warning()
+    assert warning is not None
+    assert "identical" in warning and "slower" in warning and "pip install numba" in warning
+    assert jit.reason in warning
+
+
+# --- the same bits -------------------------------------------------------------------------
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    """Floats as their bit patterns: -0.0 differs from 0.0, NaN equals the same NaN."""
+    return a.view(np.int64) if a.dtype == np.float64 else a
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and bool((_bits(a) == _bits(b)).all())
+
+
+def _same_records(a: Records, b: Records) -> bool:
+    return all(
+        _same(getattr(a, f), getattr(b, f)) for f in ("channel", "end_ms", "energy", "flags")
+    )
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(sc=scenarios())
+def test_python_kernels_give_the_compiled_kernels_bits(python_kernel: ModuleType, sc: dict) -> None:
+    engines = [
+        Engine(
+            sc["specs"],
+            sc["interval_s"],
+            demand=sc["demand"],
+            month_starts_ms=[s * SLOT_MS for s in sc["month_slots"]],
+            out_capacity=sc["capacity"],
+            kernel=k,
+        )
+        for k in (kernel, python_kernel)
+    ]
+    assert [e.jit.backend for e in engines] == [Backend.NUMBA, Backend.PYTHON]
+    rows = sc["rows"]
+    for a, b in itertools.pairwise([0, *sc["cuts"], len(rows)]):
+        part = rows[a:b]
+        chans = np.array([c for c, _, _ in part], dtype=np.int64)
+        ts = np.array([t for _, t, _ in part], dtype=np.int64)
+        vals = np.array([v for _, _, v in part], dtype=np.float64)
+        compiled, python = (e.feed(chans, ts, vals) for e in engines)
+        assert _same_records(compiled, python)
+    for name, array in engines[0].state_arrays().items():
+        assert _same(array, engines[1].state_arrays()[name]), name
+
+    rnd: random.Random = sc["rnd"]
+    top = int(engines[0].closed_slot_end().max())
+    firsts = [rnd.randint(top - RING, top + 5) for _ in range(6)]
+    ends = [a + rnd.choice([0, 1, 15, 60, 1440]) for a in firsts]
+    weights = np.random.default_rng(sc["weight_seed"]).uniform(0.0, 1.0, size=(2, RING))
+    group = np.array(sc["groups"], dtype=np.int64)
+    sums = [e.range_sums(firsts, ends) for e in engines]
+    assert _same(*sums)
+    wsums = [e.weighted_range_sums(group, weights, firsts, ends) for e in engines]
+    assert _same(*wsums)
+    for c in range(len(sc["specs"])):
+        assert engines[0].demand_peak(c) == engines[1].demand_peak(c)
+
+
+# --- what the agent says -------------------------------------------------------------------
+
+CONFIG = """
+site: {id: plant-t, timezone: UTC}
+gateway: {id: gw-t}
+buses: [{id: bus-1, tcp: {host: 127.0.0.1, port: 1}}]
+devices: [{id: main, bus: bus-1, unit: 1, profile: eastron-sdm630}]
+mqtt: {host: 127.0.0.1, port: 1}
+state_dir: STATE
+"""
+
+
+def test_the_agent_warns_once_with_the_reason_and_says_so_on_its_state(
+    tmp_path: Path, python_kernel: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = parse_config(CONFIG.replace("STATE", str(tmp_path)), "t.yaml", profiles=LIBRARY)
+    agent = Agent(config, LIBRARY, outbox=MemoryOutbox(1_000_000))
+    assert build_state(agent)["agent"]["core"] == "numba"
+    # The same agent with the site's engine built on the plain-Python kernels, as a
+    # gateway without numba builds it.
+    numba_site = agent.site
+    agent.site = SiteCore(
+        config,
+        LIBRARY,
+        engine=Engine(
+            numba_site.engine.specs,
+            numba_site.interval_s,
+            demand=numba_site.engine.I[:, kernel.I_DEMAND].astype(bool).tolist(),
+            kernel=python_kernel,
+        ),
+    )
+    with caplog.at_level(logging.WARNING):
+        agent._warm_up()
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    message = warnings[0].getMessage()
+    assert "runs without numba (ENERGY_AGENT_NUMBA=off)" in message
+    assert "identical" in message and f"unset {ENV}" in message
+    assert build_state(agent)["agent"]["core"] == "python"
+
+    caplog.clear()
+    agent.site = numba_site
+    with caplog.at_level(logging.WARNING):
+        agent._warm_up()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
