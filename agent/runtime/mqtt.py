@@ -243,6 +243,8 @@ class PumpStats:
 
 
 ACCEPT_BATCH = 1000
+#: Smallest batch taken from the outbox while the rate limit holds the pump back.
+MIN_BATCH = 32
 
 
 class Pump:
@@ -344,6 +346,11 @@ class Pump:
             budget = min(self.rate_per_s, budget + (now - last) * self.rate_per_s)
             last = now
             room = min(self.window - len(self._inflight), int(budget))
+            if budget < MIN_BATCH <= self.window - len(self._inflight):
+                # Replaying at the rate limit: gather the budget for a batch worth a
+                # take (a few queries) instead of taking a handful each loop turn.
+                await asyncio.sleep((MIN_BATCH - budget) / self.rate_per_s)
+                continue
             if room <= 0:
                 self._room.clear()
                 await _wait(self._room, 0.05)

@@ -381,38 +381,67 @@ class SqliteOutbox:
                 if kind is Kind.ENERGY:
                     log.error("outbox full: dropped %d energy records", len(victims))
 
-    def _select(self, where: str, params: tuple[int, ...], limit: int) -> list[Row]:
-        """Up to ``limit`` rows matching ``where`` not in flight, in id order."""
-        out: list[Row] = []
+    def _ids(self, where: str, params: tuple[int, ...], limit: int, index: str = "") -> list[int]:
+        """Up to ``limit`` ids matching ``where`` not in flight, in id order.
+
+        Ids only: each lane is answered from its index without reading the rows, so
+        skipping the window in flight costs little; the rows are read once, chosen.
+        """
+        out: list[int] = []
         after = 0
+        source = f"outbox INDEXED BY {index}" if index else "outbox"
         while len(out) < limit:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM outbox WHERE {where} AND id > ? ORDER BY id LIMIT ?",
-                (*params, after, limit - len(out) + len(self._inflight)),
-            ).fetchall()
-            if not rows:
+            ids = [
+                r[0]
+                for r in self._db.execute(
+                    f"SELECT id FROM {source} WHERE {where} AND id > ? ORDER BY id LIMIT ?",
+                    (*params, after, limit - len(out) + len(self._inflight)),
+                )
+            ]
+            if not ids:
                 break
-            after = rows[-1][0]
-            out += [r for r in rows if r[0] not in self._inflight][: limit - len(out)]
+            after = ids[-1]
+            out += [i for i in ids if i not in self._inflight][: limit - len(out)]
         return out
+
+    def _rows(self, ids: list[int]) -> list[Row]:
+        """The rows of ``ids``, in that order."""
+        found: dict[int, Row] = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            for row in self._db.execute(
+                f"SELECT {_COLUMNS} FROM outbox WHERE id IN ({marks})", chunk
+            ):
+                found[row[0]] = row
+        return [found[i] for i in ids if i in found]
 
     def take(self, limit: int, fresh_from_ms: int | None = None) -> list[Entry]:
         with self._lock:
             if fresh_from_ms is None:
-                rows = self._select("1", (), limit)
+                rows = self._rows(self._ids("1", (), limit))
             elif self._depth - len(self._inflight) <= limit:  # all of it fits: one query
-                rows = self._select("1", (), limit)
+                rows = self._rows(self._ids("1", (), limit))
                 rows.sort(key=lambda r: not _is_fresh(Kind(r[1]), r[5], fresh_from_ms))
             else:
-                # Each part on its index (kind, id) or the partial index of fresh
+                # Each lane on its index, (kind, id) or the partial one of fresh
                 # measurements; merged by id, so records keep their order.
-                parts = [self._select("kind = ?", (int(k),), limit) for k in RECORDS]
-                parts.append(self._select("kind = 0 AND created_ms >= ?", (fresh_from_ms,), limit))
-                rows = list(heapq.merge(*parts))[:limit]
-                if len(rows) < limit:
-                    rows += self._select(
-                        "kind = 0 AND created_ms < ?", (fresh_from_ms,), limit - len(rows)
+                lanes = [self._ids("kind = ?", (int(k),), limit) for k in RECORDS]
+                lanes.append(
+                    self._ids(
+                        "kind = 0 AND created_ms >= ?", (fresh_from_ms,), limit, "outbox_fresh"
                     )
+                )
+                ids = list(heapq.merge(*lanes))[:limit]
+                if len(ids) < limit:
+                    # The backlog, oldest first: walk (kind, id), never sort the backlog.
+                    ids += self._ids(
+                        "kind = 0 AND created_ms < ?",
+                        (fresh_from_ms,),
+                        limit - len(ids),
+                        index="outbox_kind",
+                    )
+                rows = self._rows(ids)
             self._inflight.update(r[0] for r in rows)
             return [
                 Entry(rid, Kind(kind), topic, bytes(payload), bool(retain), created)
