@@ -25,15 +25,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from agent.config import parse_config
+from agent.config.models import AgentConfig
 from agent.core import kernel
 from agent.core.channels import RING, SLOT_MS
 from agent.core.engine import Engine, Records
 from agent.core.jit import ENV, Backend, JitSettingError, choose
-from agent.core.site import SiteCore
+from agent.core.site import Reading, SiteCore
 from agent.http.state import build_state
+from agent.payloads import encode
 from agent.runtime.agent import Agent
 from agent.runtime.outbox import MemoryOutbox
 from drivers.profile import ProfileLibrary
+from drivers.quantities import Quantity
 from tests.unit.test_core_equivalence import scenarios
 
 LIBRARY = ProfileLibrary()
@@ -164,25 +167,55 @@ state_dir: STATE
 """
 
 
+def _python_site(config: AgentConfig, python_kernel: ModuleType) -> SiteCore:
+    """The site a gateway without numba builds: its engine on the plain-Python kernels."""
+    compiled = SiteCore(config, LIBRARY)
+    return SiteCore(
+        config,
+        LIBRARY,
+        engine=Engine(
+            compiled.engine.specs,
+            compiled.interval_s,
+            demand=compiled.engine.I[:, kernel.I_DEMAND].astype(bool).tolist(),
+            kernel=python_kernel,
+        ),
+    )
+
+
+def test_a_snapshot_continues_with_or_without_numba(
+    tmp_path: Path, python_kernel: ModuleType
+) -> None:
+    """A gateway that loses numba (or gains it) continues its counters from the file."""
+    config = parse_config(CONFIG.replace("STATE", str(tmp_path)), "t.yaml", profiles=LIBRARY)
+    t0 = 1_700_000_000_000 // 60_000 * 60_000 + 1_234
+
+    def polls(first: int, last: int) -> list[Reading]:
+        return [
+            Reading("main", t0 + k * 7_000, {Quantity.ENERGY_IMPORT_KWH: 1000 + k * 0.0625})
+            for k in range(first, last)
+        ]
+
+    before = SiteCore(config, LIBRARY)
+    before.feed(polls(0, 100))
+    snap = tmp_path / "core.npz"
+    before.save_snapshot(snap)
+    out = []
+    for site in (SiteCore(config, LIBRARY), _python_site(config, python_kernel)):
+        assert site.load_snapshot(snap)
+        messages = site.feed(polls(100, 400)) + site.flush(t0 + 400 * 7_000)
+        out.append([m.topic + " " + encode(m.payload).decode() for m in messages])
+    assert any("/energy " in m for m in out[0])
+    assert out[0] == out[1]
+
+
 def test_the_agent_warns_once_with_the_reason_and_says_so_on_its_state(
     tmp_path: Path, python_kernel: ModuleType, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = parse_config(CONFIG.replace("STATE", str(tmp_path)), "t.yaml", profiles=LIBRARY)
     agent = Agent(config, LIBRARY, outbox=MemoryOutbox(1_000_000))
     assert build_state(agent)["agent"]["core"] == "numba"
-    # The same agent with the site's engine built on the plain-Python kernels, as a
-    # gateway without numba builds it.
     numba_site = agent.site
-    agent.site = SiteCore(
-        config,
-        LIBRARY,
-        engine=Engine(
-            numba_site.engine.specs,
-            numba_site.interval_s,
-            demand=numba_site.engine.I[:, kernel.I_DEMAND].astype(bool).tolist(),
-            kernel=python_kernel,
-        ),
-    )
+    agent.site = _python_site(config, python_kernel)
     with caplog.at_level(logging.WARNING):
         agent._warm_up()
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
