@@ -332,9 +332,14 @@ class Agent:
         Only reads: an empty feed, and window sums over empty slot ranges.
         """
         started = time.perf_counter()
+        # LLVM's pages are released after each kernel, not only at the end: the peak
+        # RSS of a start is then one kernel's load, not all of them (160 -> 140 MB).
+        release_compiler_pages()
         self.site.feed([])
+        release_compiler_pages()
         engine = self.site.engine
         engine.range_sums([0], [0])
+        release_compiler_pages()
         engine.weighted_range_sums(self.site.group, np.zeros((2, RING)), [0], [0])
         log.debug("core kernels ready in %.1f s", time.perf_counter() - started)
         if (slow := engine.jit.warning()) is not None:
