@@ -73,15 +73,20 @@ class AgentMetrics:
         )
         # process_resident_memory_bytes, process_cpu_seconds_total, open fds (Linux /proc).
         ProcessCollector(registry=self.registry)
-        for bus in sorted(set(self._bus_of.values())):
-            self.poll_seconds.labels(bus=bus)  # a bus with no poll yet still shows up
+        # A bus with no poll yet still shows up; the children are looked up once, not
+        # per poll (a label lookup takes a lock and a dict of tuples).
+        self._poll_seconds_of = {
+            bus: self.poll_seconds.labels(bus=bus) for bus in sorted(set(self._bus_of.values()))
+        }
 
     # --- fed by the runtime as things happen ---------------------------------------------
 
     def poll(self, device: str, seconds: float, reason: str | None) -> None:
         """One finished poll of ``device``; ``reason`` is the error's reason, if it failed."""
-        bus = self._bus_of.get(device, "unknown")
-        self.poll_seconds.labels(bus=bus).observe(seconds)
+        child = self._poll_seconds_of.get(self._bus_of.get(device, ""))
+        if child is None:
+            child = self.poll_seconds.labels(bus=self._bus_of.get(device, "unknown"))
+        child.observe(seconds)
         if reason is not None:
             self.poll_errors.labels(device=device, reason=reason or "unknown").inc()
 

@@ -19,6 +19,7 @@ import logging
 import math
 import ssl
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -77,6 +78,10 @@ class MqttLink:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: paho.Client | None = None
         self._refusal_logged = -math.inf
+        #: PUBACKs from paho's thread, waiting for the loop (see ``_on_publish``).
+        self._acks: list[tuple[int, bool, str]] = []
+        self._acks_lock = threading.Lock()
+        self._acks_posted = False
 
     def _build(self) -> paho.Client:
         client = new_client(self.settings, self.client_id)
@@ -133,7 +138,23 @@ class MqttLink:
     def _on_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
     ) -> None:
-        self._post(self._acked, mid, not reason.is_failure, str(reason))
+        # Acknowledgements are collected here and handed over in bunches: one wake-up
+        # of the event loop per bunch, not per message (a syscall and a loop turn each).
+        with self._acks_lock:
+            self._acks.append(
+                (mid, not reason.is_failure, "" if not reason.is_failure else str(reason))
+            )
+            if self._acks_posted:
+                return
+            self._acks_posted = True
+        self._post(self._take_acks)
+
+    def _take_acks(self) -> None:
+        with self._acks_lock:
+            acks, self._acks = self._acks, []
+            self._acks_posted = False
+        for mid, ok, reason in acks:
+            self._acked(mid, ok, reason)
 
     # --- on the loop ---------------------------------------------------------------------
 
