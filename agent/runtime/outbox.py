@@ -242,9 +242,10 @@ class SqliteOutbox:
     core's snapshot taken after it can never claim a record the disk does not
     have. Measurements alone are committed with ``synchronous=NORMAL`` (in WAL
     mode: consistent, survives ``kill -9``, but the last transactions may roll
-    back on a power cut) and made durable by the next FULL commit, at most
-    ``sync_interval_s`` later: a power cut loses at most that much raw data, as
-    if the meters had not been polled. Deletes (``accept``) are never fsync'd: a
+    back on a power cut) and made durable by the next FULL commit, which a
+    running agent makes at most ``sync_interval_s`` later (it writes at every
+    poll; ``close`` checkpoints): a power cut loses at most that much raw data,
+    as if the meters had not been polled. Deletes (``accept``) are never fsync'd: a
     delete lost in a power cut only sends an acknowledged message again.
 
     Depth, bytes and drop counts are kept in memory (counted once at open), so

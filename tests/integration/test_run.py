@@ -598,6 +598,12 @@ async def test_bad_meters_do_not_disturb_healthy_ones(rig: Rig, simulators: Simu
         boundary - time.time() + 20,
         f"energy records at {end_ms}",
     )
+    # Enough polls to judge the schedule by, however close to a minute the test began.
+    await sub.wait_for(
+        lambda ms: all(len(by_device(ms, "measurements").get(d, [])) >= 22 for d in healthy),
+        30,
+        "22 polls of each healthy meter",
+    )
     late = await rig.subscriber(broker.port, "late")
     await late.wait_for(
         lambda ms: (
