@@ -141,7 +141,8 @@ def as_agent(variant: str, argv: list[str]) -> int:
 
         def _nosync(self: SqliteOutbox, path: Path, max_bytes: int) -> None:
             sqlite_init(self, path, max_bytes)
-            self._db.execute("PRAGMA synchronous=OFF")
+            # The outbox sets its level per transaction: pin it to OFF for every one.
+            self._set_sync = lambda level: SqliteOutbox._set_sync(self, "OFF")  # type: ignore[method-assign]
 
         SqliteOutbox.__init__ = _nosync  # type: ignore[method-assign]
     if level >= 3:
