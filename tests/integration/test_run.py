@@ -481,8 +481,15 @@ async def test_retained_states_are_restored_after_a_broker_restart(
     await first.wait_for(lambda ms: states(ms) == want, 30, "gateway and device states")
     await broker.stop()
     await broker.start()  # persistence false: no retained message survived
+    restarted = time.time()
     await wait_until(lambda: "mqtt connected" in agent.output().split("disconnected")[-1], 20,
                      "the agent to reconnect")  # fmt: skip
+    # The first subscriber reconnects too; once the restated states reached it, the broker
+    # holds them (it stores a retained message before forwarding it). A subscriber that
+    # came earlier would get them live, with the retain flag cleared, proving nothing.
+    await first.wait_for(
+        lambda ms: states([m for m in ms if m.at >= restarted]) == want, 20, "the restated states"
+    )
     late = await rig.subscriber(broker.port, "after-restart")
     await late.wait_for(lambda ms: states(ms) == want, 10, f"retained {want}")
     assert all(m.retain for m in late.received("status"))
