@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -106,8 +107,20 @@ def encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
 
 
-def measurements_payload(ts: int, seq: int, values: dict[str, float | None]) -> dict[str, Any]:
-    return {"ts": ts, "seq": seq, "values": values}
+def measurements_payload(
+    ts: int,
+    seq: int,
+    values: dict[str, float | None],
+    implausible: Sequence[str] = (),
+) -> dict[str, Any]:
+    """One poll. ``implausible`` names the quantities the meter returned outside their
+    plausible range (a 3.4e38 V voltage, a power factor of 230): their ``values`` are
+    null, and this says why, so a missing value is never mistaken for a meter that
+    did not answer. The key is present only when the list is not empty."""
+    out: dict[str, Any] = {"ts": ts, "seq": seq, "values": values}
+    if implausible:
+        out["implausible"] = sorted(implausible)
+    return out
 
 
 def energy_payload(
@@ -188,10 +201,14 @@ class DeviceStatusModel(_Strict):
     ts: Ms
 
 
+QuantityKey = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
+
+
 class MeasurementsModel(_Strict):
     ts: Ms
     seq: Annotated[int, Field(ge=0)]
-    values: dict[Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")], Finite | None]
+    values: dict[QuantityKey, Finite | None]
+    implausible: list[QuantityKey] | None = None
 
 
 class EnergyModel(_Strict):

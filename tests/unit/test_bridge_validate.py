@@ -12,6 +12,7 @@ from agent.payloads import (
     TopicKind,
     TopicRef,
     encode,
+    measurements_payload,
     parse_topic,
     subscription_filters,
 )
@@ -205,3 +206,26 @@ def test_subscription_filters_cover_exactly_the_contract() -> None:
     filters = subscription_filters("energy/v1")
     assert len(filters) == len(set(filters)) == 5
     assert all(f.startswith("energy/v1/+/+/") for f in filters)
+
+
+def test_implausible_values_are_accepted_as_nulls_with_their_names() -> None:
+    """A poll whose meter returned a 3.4e38 V voltage arrives with that value null and
+    named in ``implausible``: written without it, never dead-lettered."""
+    payload = encode(
+        measurements_payload(
+            NOW, 7, {"voltage_l1_v": None, "active_power_kw": 2.5}, ["voltage_l1_v"]
+        )
+    )
+    assert json.loads(payload)["implausible"] == ["voltage_l1_v"]
+    verdict = check(f"{T}/press-1/measurements", payload, LIMITS, NOW)
+    assert isinstance(verdict, Accepted)
+    assert verdict.lines == [
+        f"measurements,device=press-1,gateway=gw-01,site=plant-a seq=7i,active_power_kw=2.5 {NOW}"
+    ]
+    bad = json.loads(payload) | {"implausible": ["Voltage L1"]}
+    verdict = check(f"{T}/press-1/measurements", json.dumps(bad).encode(), LIMITS, NOW)
+    assert isinstance(verdict, Rejected) and verdict.reason is Reason.INVALID
+
+
+def test_a_poll_without_implausible_values_has_no_such_key() -> None:
+    assert "implausible" not in measurements_payload(NOW, 1, {"active_power_kw": 1.0})
