@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent.cli.main import EXIT_OK, UsageError
+from agent.cli.main import EXIT_FAILED, EXIT_OK, UsageError
 from agent.config import load_config
 from agent.config.models import AgentConfig
 from agent.core.engine import CACHE_DIR, load_kernel
@@ -133,10 +133,14 @@ def run_replay(args: argparse.Namespace) -> int:
     try:
         backfill = Backfill(config, ProfileLibrary(), [Path(p) for p in args.inputs], options)
         if args.publish:
-            from agent.replay.publish import publish
+            from agent.replay.publish import Interrupted, publish
 
             started, show = time.monotonic(), _show(args, to_stdout=False)
-            publish(config, backfill, rate=args.rate, progress=show)
+            try:
+                publish(config, backfill, rate=args.rate, progress=show)
+            except Interrupted as exc:
+                print(f"energy-agent replay: {exc}", file=sys.stderr)
+                return EXIT_FAILED
         else:
             started, show = _write(args, config, backfill)
     except ReplayError as exc:

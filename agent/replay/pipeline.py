@@ -35,7 +35,7 @@ from agent.payloads import Message
 from agent.replay import sources as src_mod
 from agent.replay.reorder import Batch, Reorder
 from agent.replay.rows import NQ, QUANTITIES, BadRow, Chunk, ReplayInputError, Vocabulary
-from agent.replay.sources import Source
+from agent.replay.sources import Container, Source
 from agent.replay.timestamps import TsState, TsUnit
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
@@ -157,7 +157,9 @@ class Backfill:
         state = TsState(self.tz)
         progress = [0]
         newest = s.first_ts if s.first_ts is not None else -(2**62)
-        return _Open(s, self.reader.chunks(s, self.vocab, state, progress), state, progress, newest)
+        # Parquet is pyarrow's whatever reads the CSV files (describe() has checked it is there).
+        reader = reader_module(Reader.ARROW) if s.container is Container.PARQUET else self.reader
+        return _Open(s, reader.chunks(s, self.vocab, state, progress), state, progress, newest)
 
     def _finish_source(self, o: _Open) -> None:
         self._done_bytes += o.src.size
@@ -199,9 +201,8 @@ class Backfill:
             else:
                 self._report(bad)
                 self.stats.rows_read += len(chunk) + len(bad)
-                if len(chunk):
-                    o.newest = max(o.newest, int(chunk.ts.max()))
-                self._report(self.reorder.add(chunk, o.newest))
+                late, o.newest = self.reorder.add(chunk, o.newest)
+                self._report(late)
             batch, dupes = self.reorder.release(self._release_point(pending))
             self._report(dupes)
             if len(batch):

@@ -67,10 +67,11 @@ def chunks(
 def _csv(
     src: Source, progress: list[int]
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray, list[BadRow]]]:
-    invalid: list[tuple[int, int]] = []
+    invalid: list[tuple[int, int]] = []  # (line, fields; 0: only blanks, skipped silently)
 
     def on_invalid(row: pacsv.InvalidRow) -> str:
-        invalid.append((int(row.number or 0), int(row.actual_columns)))
+        blank = not (row.text or "").replace(",", "").strip()
+        invalid.append((int(row.number or 0), 0 if blank else int(row.actual_columns)))
         return "skip"
 
     lower = [n.strip().lower() for n in src.names]
@@ -96,15 +97,22 @@ def _csv(
             while seen < len(invalid) and invalid[seen][0] < end:
                 line, got = invalid[seen]
                 skipped.append(line)
-                bad.append(
-                    BadRow(src.index, line, f"expected {len(src.names)} fields, got {got}")
-                )
+                if got:
+                    bad.append(
+                        BadRow(src.index, line, f"expected {len(src.names)} fields, got {got}")
+                    )
                 end += 1
                 seen += 1
-            lines = np.setdiff1d(np.arange(next_line, end, dtype=np.int64), skipped)
+            lines = np.arange(next_line, end, dtype=np.int64)
+            if skipped:
+                lines = np.delete(lines, np.asarray(skipped, dtype=np.int64) - next_line)
             next_line = end
             yield batch, lines, bad
-        tail = [BadRow(src.index, ln, f"expected {len(src.names)} fields, got {got}") for ln, got in invalid[seen:]]
+        tail = [
+            BadRow(src.index, ln, f"expected {len(src.names)} fields, got {got}")
+            for ln, got in invalid[seen:]
+            if got
+        ]
         if tail:
             yield pa.RecordBatch.from_pylist([], schema=reader.schema), np.empty(0, np.int64), tail
     except pa.ArrowInvalid as exc:

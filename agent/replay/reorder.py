@@ -61,15 +61,23 @@ class Reorder:
         self.late = 0
         self.duplicates = 0
 
-    def add(self, chunk: Chunk, newest: int) -> list[BadRow]:
-        """Take a chunk; rows for released slots are returned as bad (``newest``: the
-        newest time of that file so far, for the message)."""
+    def add(self, chunk: Chunk, newest: int) -> tuple[list[BadRow], int]:
+        """Take a chunk of one file whose newest time so far is ``newest``; return the rows
+        that are too late (bad) and the file's newest time after the chunk.
+
+        A row is too late when it is more than the window older than the newest row
+        before it in its file (row by row, so the verdict never depends on where the
+        reader happened to cut its chunks), or older than what was released already.
+        """
         n = len(chunk)
         if not n:
-            return []
+            return [], newest
         seq = np.arange(self._seq, self._seq + n, dtype=np.int64)
         self._seq += n
-        late = chunk.ts < self.released_upto
+        running = np.maximum.accumulate(np.maximum(chunk.ts, newest))
+        before = np.concatenate([[newest], running[:-1]])
+        late = (chunk.ts < before - self.window_ms) | (chunk.ts < self.released_upto)
+        newest = int(running[-1])
         bad: list[BadRow] = []
         if late.any():
             self.late += int(late.sum())
@@ -80,7 +88,7 @@ class Reorder:
                         int(chunk.line[i]),
                         f"ts {iso(int(chunk.ts[i]))} is out of order by more than the "
                         f"reorder window ({span(self.window_ms)}): this file had reached "
-                        f"{iso(newest)}",
+                        f"{iso(int(before[i]))}",
                         self.units[chunk.source],
                     )
                 )
@@ -89,7 +97,7 @@ class Reorder:
             seq = seq[keep]
         src = np.full(len(chunk), chunk.source, dtype=np.int64)
         self._parts.append((chunk.ts, chunk.key, chunk.value, chunk.line, src, seq))
-        return bad
+        return bad, newest
 
     def release(self, upto: int | None) -> tuple[Batch, list[BadRow]]:
         """Rows of every slot that ends at or before ``upto`` (all of them: None)."""

@@ -123,13 +123,16 @@ def describe(index: int, path: Path, vocab: Vocabulary, tz: ZoneInfo) -> Source:
     head = _head(path)
     size = path.stat().st_size
     if head.startswith(PARQUET_MAGIC):
-        from agent.replay.read_arrow import parquet_names
+        try:
+            from agent.replay.read_arrow import parquet_first_ts, parquet_names
+        except ImportError:
+            raise ReplayInputError(
+                f"{path}: reading Parquet needs pyarrow: pip install 'energy-agent[backfill]'"
+            ) from None
 
         names = parquet_names(path)
         src = Source(index, path, Container.PARQUET, False, Shape.LONG, names, size)
         _shape(src, vocab)
-        from agent.replay.read_arrow import parquet_first_ts
-
         src.first_ts = parquet_first_ts(src, TsState(tz))
         return src
     compressed = head.startswith(GZIP_MAGIC)

@@ -3,7 +3,9 @@
 Each case directory has:
 
 * ``config.yaml``: the site; its comment derives every expected number by hand.
-* ``readings.csv``: the recorded readings (``ts,device,quantity,value``).
+* ``readings.csv``: the recorded readings (``ts,device,quantity,value``); or ``inputs``,
+  naming the files and directories to read instead (the ``backfill-*`` cases: other
+  shapes, containers and timestamp forms of the readings of a ``replay-*`` case).
 * ``expected.jsonl``: the JSON lines ``replay`` prints, in order (records of several
   devices for the same interval may come in any order among themselves); or
   ``expected.err``: the message that rejects the whole file.
@@ -28,7 +30,9 @@ from agent.replay import Backfill, Options, Reader, ReplayInputError, Topic
 from drivers.profile import ProfileLibrary
 
 CASES = Path(__file__).resolve().parents[1] / "cases"
-REPLAY_CASES = sorted(p for p in CASES.glob("replay-*") if p.is_dir())
+REPLAY_CASES = sorted(
+    p for pattern in ("replay-*", "backfill-*") for p in CASES.glob(pattern) if p.is_dir()
+)
 LIBRARY = ProfileLibrary()
 
 # The kernel is imported now, with numba's default cache: the cases' configs name no
@@ -103,7 +107,7 @@ def test_cases_exist() -> None:
 
 
 @pytest.mark.parametrize("reader", READERS, ids=lambda r: r.value)
-@pytest.mark.parametrize("case", REPLAY_CASES, ids=lambda p: p.name.removeprefix("replay-"))
+@pytest.mark.parametrize("case", REPLAY_CASES, ids=lambda p: p.name)
 def test_replay_case(case: Path, reader: Reader) -> None:
     err_file = case / "expected.err"
     if err_file.exists():
