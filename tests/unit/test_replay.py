@@ -206,8 +206,30 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def _csv(tmp: Path, series: dict[str, list[tuple[int, float]]]) -> Path:
-    lines = [f"{t},{dev},energy_import_kwh,{v:.4f}\n" for dev, s in series.items() for t, v in s]
-    return write(tmp, HEADER + "".join(lines))
+    """The meters' readings in time order, as a logger writes them."""
+    rows = sorted((t, dev, v) for dev, s in series.items() for t, v in s)
+    return write(tmp, HEADER + "".join(f"{t},{dev},energy_import_kwh,{v:.4f}\n" for t, dev, v in rows))
+
+
+@pytest.mark.parametrize("reader", [Reader.ARROW, Reader.PYTHON])
+def test_a_file_sorted_by_device_is_out_of_order_beyond_the_window(
+    tmp_path: Path, reader: Reader
+) -> None:
+    """All of m1, then all of m2 (an export sorted by device): m2's readings up to 00:44
+    are more than 15 min older than the newest before them (01:00); each is reported,
+    none is used out of order. From 00:45 on they are within the window, and used."""
+    cfg = config(tmp_path, ("m1", "m2"))
+    lines = [f"{T0 + k * MIN},m1,energy_import_kwh,{k}\n" for k in range(61)]
+    lines += [f"{T0 + k * MIN},m2,energy_import_kwh,{k}\n" for k in range(61)]
+    rows, bad = read_rows(write(tmp_path, HEADER + "".join(lines)), cfg, reader)
+    assert [r[1] for r in rows].count("m2") == 16
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+    assert len(bad) == 45
+    assert str(bad[0]) == (
+        "line 63: ts 2024-01-01T00:00:00.000Z is out of order by more than the reorder "
+        "window (15 min): this file had reached 2024-01-01T01:00:00.000Z"
+    )
+    assert bad[-1].line == 63 + 44  # m2's 00:44
 
 
 def _run(tmp: Path, cfg: AgentConfig, path: Path, topics: frozenset[Topic] = frozenset(Topic)):
