@@ -53,6 +53,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--rate", type=float, metavar="N", help="--publish: messages per second (default 5000)"
     )
     p.add_argument(
+        "--queue",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="--publish: messages stored ahead of the broker at most (default 20000)",
+    )
+    p.add_argument(
         "--reorder-window",
         default="15min",
         metavar="SPAN",
@@ -137,7 +144,7 @@ def run_replay(args: argparse.Namespace) -> int:
 
             started, show = time.monotonic(), _show(args, to_stdout=False)
             try:
-                publish(config, backfill, rate=args.rate, progress=show)
+                publish(config, backfill, rate=args.rate, progress=show, queue=args.queue)
             except Interrupted as exc:
                 print(f"energy-agent replay: {exc}", file=sys.stderr)
                 return EXIT_FAILED

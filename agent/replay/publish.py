@@ -74,6 +74,7 @@ def publish(
     *,
     rate: float | None = None,
     progress: bool = False,
+    queue: int = HIGH_WATER,
     outbox_path: Path | None = None,
 ) -> None:
     if config.mqtt is None:
@@ -87,7 +88,7 @@ def publish(
         skip = _resume_point(outbox, path, fingerprint(config, backfill))
         if skip is None:
             return
-        asyncio.run(_Publisher(config, backfill, outbox, skip, rate, progress).run())
+        asyncio.run(_Publisher(config, backfill, outbox, skip, rate, progress, queue).run())
     finally:
         outbox.close()
 
@@ -121,8 +122,10 @@ class _Publisher:
         skip: int,
         rate: float | None,
         progress: bool,
+        queue: int,
     ) -> None:
         assert config.mqtt is not None
+        self.queue = queue
         self.backfill = backfill
         self.outbox = outbox
         self.skip = skip
@@ -188,7 +191,7 @@ class _Publisher:
         self._store(items, n, done=True)
 
     def _store(self, items: list[Item], n: int, done: bool = False) -> None:
-        while self.outbox.stats().depth > HIGH_WATER and not self.stop.is_set():
+        while self.outbox.stats().depth > self.queue and not self.stop.is_set():
             time.sleep(0.05)
         marks = {STORED: max(n, self.skip)}
         if done:
