@@ -78,7 +78,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default="auto",
         help="progress bar and summary on stderr (auto: when stderr is a terminal)",
     )
-    p.add_argument("--reader", choices=[r.value for r in Reader], default="auto", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--reader", choices=[r.value for r in Reader], default="auto", help=argparse.SUPPRESS
+    )
     p.set_defaults(handler=run_replay)
 
 

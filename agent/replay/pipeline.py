@@ -270,7 +270,9 @@ class Backfill:
     def _readings(self, b: Batch, a: int, e: int) -> list[Reading]:
         grouped: dict[tuple[str, int], dict[Quantity, float | None]] = {}
         devices = self.vocab.devices
-        for k, t, v in zip(b.key[a:e].tolist(), b.ts[a:e].tolist(), b.value[a:e].tolist(), strict=True):
+        for k, t, v in zip(
+            b.key[a:e].tolist(), b.ts[a:e].tolist(), b.value[a:e].tolist(), strict=True
+        ):
             values = grouped.setdefault((devices[k // NQ], t), {})
             values[QUANTITIES[k % NQ]] = None if math.isnan(v) else v
         return [Reading(dev, t, values) for (dev, t), values in grouped.items()]

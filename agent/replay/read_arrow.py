@@ -85,7 +85,9 @@ def _csv(
         reader = pacsv.open_csv(
             stream,
             read_options=pacsv.ReadOptions(use_threads=False, block_size=BLOCK_BYTES),
-            parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, ignore_empty_lines=False),
+            parse_options=pacsv.ParseOptions(
+                invalid_row_handler=on_invalid, ignore_empty_lines=False
+            ),
             convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True),
         )
         next_line, seen = 2, 0
@@ -253,4 +255,5 @@ def _codes(col: pa.Array, code: Callable[[str | None], int]) -> np.ndarray:
     dictionary = col.dictionary.to_pylist()
     table = np.array([code(t) for t in dictionary] + [-1], dtype=np.int64)
     idx = _numpy(col.indices.cast(pa.int64()), len(dictionary))
-    return table[idx]
+    out: np.ndarray = table[idx]
+    return out

@@ -67,8 +67,10 @@ def chunks(
 def _position(f: io.TextIOWrapper) -> int:
     """Bytes of the file read so far (compressed bytes for gzip), for the progress bar."""
     buf = f.buffer
-    inner = buf.fileobj if isinstance(buf, gzip.GzipFile) else getattr(buf, "raw", None)
-    return int(inner.tell()) if inner is not None else 0
+    inner = getattr(buf, "fileobj", None) if isinstance(buf, gzip.GzipFile) else None
+    inner = inner or getattr(buf, "raw", None)
+    tell = getattr(inner, "tell", None)
+    return int(tell()) if tell is not None else 0
 
 
 def _decode(

@@ -94,8 +94,9 @@ def _head(path: Path) -> bytes:
 
 def open_text(path: Path, compressed: bool) -> io.TextIOWrapper:
     """The file as text: UTF-8 (a BOM, as Excel writes, is no part of the header)."""
-    raw: io.BufferedIOBase = gzip.open(path, "rb") if compressed else path.open("rb")  # type: ignore[assignment]
-    return io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+    if compressed:
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return io.TextIOWrapper(path.open("rb"), encoding="utf-8-sig", newline="")
 
 
 def not_utf8(path: Path, exc: UnicodeDecodeError) -> ReplayInputError:

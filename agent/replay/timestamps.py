@@ -161,7 +161,8 @@ class TsState:
     def _resolve(self, local_ms: int, ref: int | None) -> int:
         naive = EPOCH + timedelta(milliseconds=local_ms)
         first, second = (
-            local_ms - naive.replace(tzinfo=self.tz, fold=f).utcoffset() // timedelta(milliseconds=1)  # type: ignore[operator]
+            local_ms
+            - naive.replace(tzinfo=self.tz, fold=f).utcoffset() // timedelta(milliseconds=1)  # type: ignore[operator]
             for f in (0, 1)
         )
         if first < second and ref is not None and abs(second - ref) < abs(first - ref):

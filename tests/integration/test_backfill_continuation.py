@@ -12,6 +12,7 @@ no interval is published twice (no double count).
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -46,15 +47,14 @@ def _week(path: Path) -> list[tuple[int, float]]:
     end = (time.time_ns() // 1_000_000 - 5000) // (STEP_S * 1000) * (STEP_S * 1000)
     rows = [(end - (WEEK - k) * STEP_S * 1000, 1000.0 + k * STEP_KWH) for k in range(WEEK + 1)]
     path.write_text(
-        "ts,device,quantity,value\n"
-        + "".join(f"{t},m1,energy_import_kwh,{v}\n" for t, v in rows)
+        "ts,device,quantity,value\n" + "".join(f"{t},m1,energy_import_kwh,{v}\n" for t, v in rows)
     )
     return rows
 
 
 def _counter(points: list[tuple[int, float]], t: int) -> float:
     """The virtual counter: linear between consecutive readings."""
-    for (t0, c0), (t1, c1) in zip(points, points[1:], strict=False):
+    for (t0, c0), (t1, c1) in itertools.pairwise(points):
         if t0 <= t <= t1:
             return c0 + (c1 - c0) * (t - t0) / (t1 - t0)
     raise AssertionError(f"{t} is outside the readings")
@@ -82,7 +82,13 @@ async def test_run_continues_a_backfill_without_gap_or_double_count(
             tmp_path,
             buses=[{"id": "bus-1", "tcp": {"host": "127.0.0.1", "port": server.endpoint.port}}],
             devices=[
-                {"id": "m1", "bus": "bus-1", "unit": 1, "profile": "eastron-sdm630", "interval_s": 1}
+                {
+                    "id": "m1",
+                    "bus": "bus-1",
+                    "unit": 1,
+                    "profile": "eastron-sdm630",
+                    "interval_s": 1,
+                }
             ],
             mqtt={"host": "127.0.0.1", "port": broker.port},
         )

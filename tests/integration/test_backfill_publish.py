@@ -90,11 +90,15 @@ def _reference(cli: Cli, csv: Path, config: Path) -> list[Message]:
     return [Message(**json.loads(line)) for line in result.stdout.splitlines()]
 
 
+def _allow_history(config: Path) -> None:
+    doc = yaml.safe_load(config.read_text())
+    doc["bridge"]["max_past_s"] = 40 * 86400  # history: the default refuses 31 days and older
+    config.write_text(yaml.safe_dump(doc))
+
+
 async def _bridge(stack: Stack) -> None:
     bridge = stack.bridge(batch_size=2000, flush_interval_ms=200)
-    doc = yaml.safe_load(Path(bridge.command[-1]).read_text())
-    doc["bridge"]["max_past_s"] = 40 * 86400  # history: the default refuses 31 days and older
-    Path(bridge.command[-1]).write_text(yaml.safe_dump(doc))
+    _allow_history(Path(bridge.command[-1]))
     bridge.start()
     await bridge.wait_ready()
 
@@ -155,7 +159,9 @@ async def test_kill_9_mid_backfill_and_again_lands_exactly_once(
     # outbox holds only part of it) with messages in flight.
     slow = [*args, "--publish", "--rate", "1500", "--queue", "1000"]
     try:
-        proc = subprocess.Popen(slow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ)
+        proc = subprocess.Popen(  # noqa: ASYNC220 - started here, killed below
+            slow, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ
+        )
         try:
             await wait_until(lambda: len(sub.received()) >= len(reference) // 3, 120, "a third")
         finally:

@@ -116,8 +116,11 @@ def read_rows(
 def replay(
     cfg: AgentConfig, path: Path, topics: frozenset[Topic], reader: Reader = Reader.ARROW
 ) -> list[Message]:
-    return [m for batch in Backfill(cfg, LIBRARY, [path], Options(topics, reader=reader)).run() for m in batch]
-
+    return [
+        m
+        for batch in Backfill(cfg, LIBRARY, [path], Options(topics, reader=reader)).run()
+        for m in batch
+    ]
 
 
 @pytest.mark.parametrize("reader", [Reader.ARROW, Reader.PYTHON])
@@ -208,7 +211,9 @@ def test_missing_file(tmp_path: Path) -> None:
 def _csv(tmp: Path, series: dict[str, list[tuple[int, float]]]) -> Path:
     """The meters' readings in time order, as a logger writes them."""
     rows = sorted((t, dev, v) for dev, s in series.items() for t, v in s)
-    return write(tmp, HEADER + "".join(f"{t},{dev},energy_import_kwh,{v:.4f}\n" for t, dev, v in rows))
+    return write(
+        tmp, HEADER + "".join(f"{t},{dev},energy_import_kwh,{v:.4f}\n" for t, dev, v in rows)
+    )
 
 
 @pytest.mark.parametrize("reader", [Reader.ARROW, Reader.PYTHON])
