@@ -140,6 +140,21 @@ def test_agent_unit_watchdog_outlasts_the_agents_ping_interval() -> None:
     assert settings["ExecStart"].startswith(VENV_BIN + " run -c /etc/energy-agent/agent.yaml")
 
 
+def test_bridge_unit_watchdog_outlasts_the_bridges_ping_interval() -> None:
+    """The bridge pings every min(WatchdogSec/2, 5) s while it moves (agent/bridge/app.py)."""
+    from agent.bridge.app import WATCH_EVERY_S
+
+    text = (DEPLOY / "systemd" / "energy-agent-bridge.service").read_text()
+    settings = dict(
+        line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#"
+    )
+    assert settings["Type"] == "notify"
+    assert settings["NotifyAccess"] == "main"
+    watchdog = int(settings["WatchdogSec"])
+    assert min(watchdog / 2, WATCH_EVERY_S) * 2 <= watchdog
+    assert settings["ExecStart"].startswith(VENV_BIN + " bridge -c /etc/energy-agent/bridge.yaml")
+
+
 # --- MemoryDenyWriteExecute: off for the agent, on for the bridge ---------------------------
 
 # The kernel's own memory-deny-write-execute (PR_SET_MDWE, Linux 6.3+), which is what
