@@ -25,7 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.bridge.app import Bridge
-from agent.bridge.consumer import Consumer, Inbound
+from agent.bridge.consumer import PROBE_FILTER, Consumer, Inbound
 from agent.bridge.deadletters import DeadLetterBook, LogThrottle, Original
 from agent.bridge.liveness import MIN_STALL_S, Liveness, stall_limit
 from agent.bridge.metrics import BridgeMetrics
@@ -105,6 +105,7 @@ class AnsweringClient:
         self.reason = reason
         self.next_mid = 100
         self.acks: list[int] = []
+        self.probes: list[str] = []
         self.blocked = False
 
     def subscribe(self, topics: object) -> None:
@@ -125,6 +126,15 @@ class AnsweringClient:
 
     def ack(self, mid: int, qos: int) -> None:
         self.acks.append(mid)
+
+    def unsubscribe(self, topic: str) -> None:
+        self.probes.append(topic)
+
+    def disconnect(self) -> None:
+        pass
+
+    def loop_stop(self) -> None:
+        pass
 
 
 def connected(early: bool, reason: ReasonCode = OK) -> tuple[Consumer, AnsweringClient, list[int]]:
@@ -173,6 +183,28 @@ def test_a_reconnect_before_the_answer_leaves_the_original_to_the_broker() -> No
     fake.answer(fake.next_mid)  # paho resent it after the reconnect
     assert fake.acks == []  # the broker redelivers the original; it is rejected again
     assert progress == []
+
+
+def test_after_a_stop_nothing_more_is_acknowledged() -> None:
+    c, fake, _ = connected(early=False)
+    generation = c._generation
+    assert c.stop(1.0)
+    assert c.ack([Inbound(1, 1, generation, 0.0, "t", b"{}")]) == 0
+    assert fake.acks == []
+
+
+def test_the_probe_measures_how_long_pahos_thread_leaves_it_unanswered() -> None:
+    c, fake, _ = connected(early=False)
+    assert c.unanswered_s(100.0) == 0.0  # sent now
+    assert fake.probes == [PROBE_FILTER]
+    assert c.unanswered_s(112.0) == 12.0  # still out: not sent again
+    assert fake.probes == [PROBE_FILTER]
+    c._on_unsubscribe(fake, None, 1, [], None)  # type: ignore[arg-type]
+    assert c.unanswered_s(113.0) == 0.0  # answered; the next one goes out
+    assert len(fake.probes) == 2
+    c._on_disconnect(fake, None, None, OK, None)  # type: ignore[arg-type]
+    assert c.unanswered_s(500.0) == 0.0  # no connection: nothing to probe
+    assert len(fake.probes) == 2
 
 
 def test_the_book_keeps_early_answers_only_while_a_publication_is_open() -> None:
