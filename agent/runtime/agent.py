@@ -18,6 +18,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ from agent.runtime.scheduler import Backoff, BusPoller, DevicePoll, Values
 from agent.runtime.sdnotify import Notifier, State
 from drivers.errors import TransportError
 from drivers.profile import ProfileLibrary
+from drivers.quantities import Quantity
 from drivers.reader import DeviceReader
 from drivers.transport import Framing, ModbusTransport
 
@@ -197,6 +199,7 @@ class Agent:
         values: Values | None,
         error: TransportError | None,
         seconds: float,
+        implausible: Collection[Quantity] = (),
     ) -> None:
         st = self.devices[poll.device_id]
         st.polls += 1
@@ -230,7 +233,7 @@ class Agent:
             st.last_values = values
             self._seq_moved.add(poll.device_id)
             started = time.perf_counter()
-            messages += self.site.feed([Reading(poll.device_id, ts, values)])
+            messages += self.site.feed([Reading(poll.device_id, ts, values, tuple(implausible))])
             self.metrics.core_scan(time.perf_counter() - started)
         self._store(messages)
 
