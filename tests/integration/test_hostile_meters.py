@@ -10,7 +10,9 @@ traceback, or a log line per frame.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -137,11 +139,9 @@ async def test_healthy_units_behind_the_same_connection_are_unaffected() -> None
         assert server.sent[Answer.OTHER_FUNCTION] == 10
 
 
-# --- end to end: `energy-agent run` against hostile meters and a real mosquitto ---------------
+# --- `energy-agent read`: what a commissioning engineer sees -----------------------------------
 
 SDM630 = ProfileLibrary().get("eastron-sdm630")
-SITE, GW = "plant-h", "gw-h"
-BASE = f"energy/v1/{SITE}/{GW}"
 
 
 def sdm630_values() -> dict[Quantity, float]:
@@ -155,6 +155,36 @@ def sdm630_values() -> dict[Quantity, float]:
 def sdm630(**override: float) -> RegisterImage:
     """An SDM630's registers, with ``override`` as the meter reads them."""
     return RegisterImage.of(SDM630, sdm630_values() | {Quantity(q): v for q, v in override.items()})
+
+
+async def test_read_shows_implausible_values_and_refuses_another_function_code(cli: Any) -> None:
+    units = {
+        1: HostileUnit(sdm630(voltage_l1_v=3.4e38, power_factor=230.0)),
+        2: HostileUnit(sdm630(), Answer.OTHER_FUNCTION),
+    }
+    async with HostileServer(units) as server:
+        where = ("--tcp", f"127.0.0.1:{server.port}", "--profile", "eastron-sdm630")
+        table = await cli.run_async("read", *where, "--unit", "1")
+        as_json = await cli.run_async("read", *where, "--unit", "1", "--json")
+        liar = await cli.run_async("read", *where, "--unit", "2", "--timeout", "0.5")
+    assert table.returncode == 0, str(table)
+    assert re.search(r"voltage_l1_v\s+.*implausible: 3\.4e\+38", table.stdout), table.stdout
+    assert re.search(r"power_factor\s+.*implausible: 230", table.stdout), table.stdout
+    assert as_json.returncode == 0, str(as_json)
+    values = json.loads(as_json.stdout)
+    assert values["voltage_l1_v"] is None and values["power_factor"] is None
+    assert 45 < values["frequency_hz"] < 55
+    assert "note: voltage_l1_v reads 3.4e+38, outside its plausible range [0, 150000]" in (
+        as_json.stderr
+    )
+    assert liar.returncode == 1 and liar.stdout == "", str(liar)
+    assert "answer with function code 3 to a function code 4 request" in liar.stderr
+    assert "Traceback" not in liar.stderr + table.stderr + as_json.stderr
+
+
+# --- end to end: `energy-agent run` against hostile meters and a real mosquitto ---------------
+
+SITE, GW = "plant-h", "gw-h"
 
 
 @dataclass
