@@ -66,6 +66,10 @@ class Reading:
     device: str
     ts: int
     values: dict[Quantity, float | None]
+    #: Quantities whose reading was outside its plausible range: None in ``values``
+    #: (so a counter among them reaches the engine as NaN, a missing reading, never
+    #: as a number) and named in the measurements payload.
+    implausible: tuple[Quantity, ...] = ()
 
 
 @dataclass
@@ -284,7 +288,10 @@ class SiteCore:
                     Message(
                         self.topics.measurements(r.device),
                         measurements_payload(
-                            r.ts, info.seq, {q.value: v for q, v in r.values.items()}
+                            r.ts,
+                            info.seq,
+                            {q.value: v for q, v in r.values.items()},
+                            [q.value for q in r.implausible],
                         ),
                     )
                 )
