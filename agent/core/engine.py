@@ -257,16 +257,16 @@ class Engine:
         fresh). Its settings — kind, limits, demand — stay those of the config in force
         now; after a change of publish interval the counter continues and the interval
         bookkeeping restarts at the slot it had open."""
-        saved_keys = snap.value("keys", list)
-        keys = snap.value("keys", lambda v: {key: j for j, key in enumerate(v)})
+        keys = snap.value("keys", lambda v: [str(key) for key in v])
+        row_of = {key: j for j, key in enumerate(keys)}
         saved = {
-            name: snap.array(name, (len(saved_keys), *current.shape[1:]))
+            name: snap.array(name, (len(keys), *current.shape[1:]))
             for name, current in self.state_arrays().items()
         }
 
         def restore() -> None:
             for c, spec in enumerate(self.specs):
-                j = keys.get(spec.key)
+                j = row_of.get(spec.key)
                 if j is not None:
                     self._restore_channel(c, {name: a[j] for name, a in saved.items()})
                     if not same_interval and self.has_reference(c):
