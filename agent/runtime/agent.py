@@ -41,7 +41,7 @@ from agent.runtime.lowmem import release_compiler_pages
 from agent.runtime.mqtt import MqttLink, Pump
 from agent.runtime.outbox import Item, Kind, Outbox, OutboxError, SqliteOutbox
 from agent.runtime.scheduler import Backoff, BusPoller, DevicePoll, Values
-from agent.runtime.sdnotify import Notifier, State
+from agent.sdnotify import Notifier, State
 from drivers.errors import TransportError
 from drivers.profile import ProfileLibrary
 from drivers.reader import DeviceReader
