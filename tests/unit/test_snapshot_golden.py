@@ -15,6 +15,7 @@ of the tree it runs in (only ever with a core whose snapshots must stay readable
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,8 @@ from agent.config.models import AgentConfig
 from agent.core.engine import load_kernel
 from agent.core.site import Reading, SiteCore
 from agent.payloads import Message, encode
-from agent.replay import Row, read_rows
 from drivers.profile import ProfileLibrary
+from drivers.quantities import Quantity
 
 CASES = Path(__file__).resolve().parents[1] / "cases"
 SNAPSHOT_CASES = sorted(p for p in CASES.glob("snapshot-*") if p.is_dir())
@@ -38,22 +39,29 @@ LIBRARY = ProfileLibrary()
 load_kernel()
 
 
-def feed(site: SiteCore, rows: list[Row]) -> list[Message]:
+def feed(site: SiteCore, rows: list[Reading]) -> list[Message]:
     """One row at a time, then what the hold releases on the readings' clock."""
     out: list[Message] = []
     for r in rows:
-        out += site.feed([Reading(r.device, r.ts, {r.quantity: r.value})])
+        out += site.feed([r])
         out += site.flush(now_ms=r.ts)
     return out
 
 
-def _case(case: Path) -> tuple[AgentConfig, list[Row], int]:
+def _rows(path: Path) -> list[Reading]:
+    """The case's ``ts,device,quantity,value`` rows (Unix ms, all values present), in
+    file order, which is time order."""
+    with path.open(newline="") as f:
+        return [
+            Reading(r["device"], int(r["ts"]), {Quantity(r["quantity"]): float(r["value"])})
+            for r in csv.DictReader(f)
+        ]
+
+
+def _case(case: Path) -> tuple[AgentConfig, list[Reading], int]:
     spec = json.loads((case / "case.json").read_text())
     source = CASES / spec["source"]
-    config = load_config(source / "config.yaml")
-    rows, bad = read_rows(source / "readings.csv", config, LIBRARY)
-    assert not bad
-    return config, rows, int(spec["cut"])
+    return load_config(source / "config.yaml"), _rows(source / "readings.csv"), int(spec["cut"])
 
 
 def _wire(messages: list[Message]) -> list[str]:
