@@ -21,6 +21,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 DEFAULT_PREFIX = "energy/v1"
 ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 
+#: The windows of an intensity record; the core's (agent.core.windows) and the
+#: IntensityModel's keys are tied to these by tests/unit/test_core_parts.py.
 WINDOWS = ("1m", "15m", "1h", "24h", "today", "month")
 
 
