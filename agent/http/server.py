@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -62,8 +63,12 @@ WRITE_TIMEOUT_S = 10.0
 REFUSAL_WRITE_TIMEOUT_S = 1.0
 #: How long a closed connection may take to flush before it is aborted.
 CLOSE_TIMEOUT_S = 1.0
-#: Connections waiting to be accepted by the kernel (a flood must not shut out a viewer).
-BACKLOG = 512
+#: Connections accepted per turn of the event loop: under a flood, a smaller batch lets
+#: the Modbus polls in the same loop run between batches.
+ACCEPT_BATCH = 16
+#: Connections the kernel holds until they are accepted: when full, a viewer's SYN is
+#: dropped and retried a second later. Larger than a flood's connections in flight.
+ACCEPT_QUEUE = 1024
 TICK_S = 1.0
 #: What EventSource waits before reconnecting after the stream drops (ms).
 RETRY_MS = 2000
@@ -219,8 +224,11 @@ class HttpServer:
             self.settings.port,
             limit=MAX_HEAD,
             reuse_address=True,
-            backlog=BACKLOG,
+            backlog=ACCEPT_BATCH,  # asyncio uses it for both; the queue is set below
         )
+        for listener in self._server.sockets:
+            with socket.fromfd(listener.fileno(), listener.family, listener.type) as dup:
+                dup.listen(ACCEPT_QUEUE)  # the same socket: a dup shares its queue
         sock = self._server.sockets[0]
         self.port = int(sock.getsockname()[1])
         if self.metrics is not None:
@@ -322,7 +330,8 @@ class HttpServer:
         """
         writer.close()
         try:
-            await asyncio.wait_for(writer.wait_closed(), CLOSE_TIMEOUT_S)
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await writer.wait_closed()
         except (OSError, TimeoutError, asyncio.CancelledError):
             writer.transport.abort()
 
@@ -353,7 +362,8 @@ class HttpServer:
         self, reader: asyncio.StreamReader
     ) -> tuple[str, str, str, dict[str, str]]:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.limits.head_timeout_s)
+            async with asyncio.timeout(self.limits.head_timeout_s):
+                head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError:
             raise HttpError(431) from None
         except TimeoutError:
@@ -460,7 +470,8 @@ class HttpServer:
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         if not head_only:
             writer.write(body)
-        await asyncio.wait_for(writer.drain(), write_s)
+        async with asyncio.timeout(write_s):  # no task per call, unlike wait_for
+            await writer.drain()
 
     async def _stream(self, slot: Slot, writer: asyncio.StreamWriter, *, head_only: bool) -> None:
         """Server-sent events: the state document as ``event: state`` once per tick."""
