@@ -4,17 +4,44 @@ A factor is resolved once per interval and carrier, from the interval's start
 in the site's local time (schedules) or the newest live value received no later
 than the interval's end and not older than ``max_age_s`` (live). The factor used
 is written into every record, so a report can always be recomputed.
+
+A live value comes from whoever may publish on the factor topic, so
+:func:`parse_live_factor` takes exactly two shapes and nothing near them: a
+wrong factor reaches every CO2 figure of the site, while a refused one only
+leaves the static or scheduled factor in force.
 """
 
 from __future__ import annotations
 
 import bisect
+import json
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from agent.config.models import Carbon
 from agent.core.calendar import SiteCalendar
 from agent.payloads import Carrier
+
+#: The largest plausible grid factor (kg CO2/kWh): coal-only grids are ~1.2.
+LIVE_MAX_KG_PER_KWH = 5.0
+#: Live factor timestamps (Unix ms) must lie in 2000-01-01 .. 2100-01-01 UTC.
+LIVE_TS_MIN_MS = 946_684_800_000
+LIVE_TS_MAX_MS = 4_102_444_800_000
+#: A factor message is ~50 bytes; anything much larger is not one (and bounds the parse).
+LIVE_MAX_BYTES = 1024
+
+
+class FactorError(ValueError):
+    """A live factor message that is refused; ``str()`` is the reason, fit for a log line."""
+
+
+@dataclass(frozen=True)
+class LiveValue:
+    """A live factor as received: kg CO2/kWh and when it applies from (Unix ms)."""
+
+    kg_per_kwh: float
+    ts_ms: int
 
 
 @dataclass(frozen=True)
@@ -77,3 +104,56 @@ class EmissionFactors:
                 if rule.matches(local.hour, local.weekday(), local.month):
                     return Factor(rule.kg_per_kwh, "schedule")
         return Factor(el.kg_per_kwh, "static")
+
+
+def parse_live_factor(payload: bytes, now_ms: int) -> LiveValue:
+    """``{"kg_per_kwh": number, "ts": int ms}`` or a bare JSON number (applies from ``now_ms``).
+
+    Nothing else: no other keys, no duplicate keys, no strings that look like
+    numbers, no ``true`` (Python's bool is an int, JSON's is not a number), no
+    NaN/Infinity or numbers that overflow to them (``1e400``), a ``ts`` that is an
+    integer between 2000 and 2100, and a value in 0..``LIVE_MAX_KG_PER_KWH``.
+    Raises :class:`FactorError` with the reason.
+    """
+    if len(payload) > LIVE_MAX_BYTES:
+        raise FactorError(f"{len(payload)} bytes, more than {LIVE_MAX_BYTES}")
+    try:
+        doc = json.loads(payload, parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+    except RecursionError:
+        raise FactorError("nested too deeply to be a factor") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, ints over 4300 digits
+        raise FactorError(f"not JSON ({exc})") from None
+    if isinstance(doc, dict):
+        if set(doc) != {"kg_per_kwh", "ts"}:
+            keys = ", ".join(sorted(doc)) or "none"
+            raise FactorError(f'keys must be exactly "kg_per_kwh" and "ts", not {keys}')
+        value, ts = doc["kg_per_kwh"], doc["ts"]
+        if type(ts) is not int:
+            raise FactorError(f'"ts" must be an integer (Unix ms), not {_shown(ts)}')
+        if not LIVE_TS_MIN_MS <= ts < LIVE_TS_MAX_MS:
+            raise FactorError(f'"ts" {_shown(ts)} is not a Unix ms time in 2000..2100')
+    else:
+        value, ts = doc, now_ms
+    if type(value) not in (int, float):
+        raise FactorError(f"kg_per_kwh must be a number, not {_shown(value)}")
+    # Compared before float(): an integer of 400 digits is valid JSON and overflows it.
+    if not (0 <= value <= LIVE_MAX_KG_PER_KWH and math.isfinite(value)):
+        raise FactorError(f"{_shown(value)} kg/kWh is not plausible (0..{LIVE_MAX_KG_PER_KWH})")
+    return LiveValue(float(value), ts)
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number")
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        raise ValueError("duplicate keys")
+    return doc
+
+
+def _shown(value: object) -> str:
+    """A rejected value for the log: JSON spelling, cut short (it may be anything)."""
+    text = json.dumps(value)  # inf shows as Infinity
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -8,11 +8,17 @@ would add its own loop, threads or workers to a process whose timing matters.
 
 What "written carefully" means here:
 
-* Limits: the request head must arrive within ``HEAD_TIMEOUT_S`` and fit in
-  ``MAX_HEAD`` bytes (at most ``MAX_HEADERS`` lines); a body is refused (GET
-  and HEAD only); at most ``MAX_CLIENTS`` connections and ``MAX_STREAMS``
-  event streams at once; a viewer that stops reading is dropped after
+* Limits: the request head must arrive within ``HEAD_TIMEOUT_S`` (3 s) and
+  fit in ``MAX_HEAD`` bytes (at most ``MAX_HEADERS`` lines); a body is refused
+  (GET and HEAD only); a viewer that stops reading is dropped after
   ``WRITE_TIMEOUT_S`` instead of growing a buffer.
+* Connections a host without the password can hold are kept apart from the
+  ones that authenticated (:mod:`agent.http.limits`): a few per client address
+  while the head is read, dropped oldest-first when a flood needs room, and
+  never counted against the ``MAX_CLIENTS`` admitted connections and
+  ``MAX_STREAMS`` event streams, which only a complete, authenticated request
+  reaches. Without a password every complete request is admitted, limited
+  per client address instead.
 * One request per connection (``Connection: close``), except the event stream,
   which lasts until the viewer leaves or the agent stops.
 * Basic auth (when ``http.password_file`` is set) on every route, compared in
@@ -31,6 +37,7 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable
 from importlib import resources
@@ -39,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from agent.config.models import Http
+from agent.http.limits import Gate, GateCollector, Limits, Slot, address_key
 from agent.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from agent.http.metrics import AgentMetrics
 from agent.http.state import StateView, metric_levels
@@ -50,10 +58,17 @@ log = logging.getLogger(__name__)
 
 MAX_HEAD = 8192
 MAX_HEADERS = 64
-HEAD_TIMEOUT_S = 10.0
 WRITE_TIMEOUT_S = 10.0
-MAX_CLIENTS = 64
-MAX_STREAMS = 32
+#: How long a refusal (4xx, 503) may take to write; the client has not earned more.
+REFUSAL_WRITE_TIMEOUT_S = 1.0
+#: How long a closed connection may take to flush before it is aborted.
+CLOSE_TIMEOUT_S = 1.0
+#: Connections accepted per turn of the event loop: under a flood, a smaller batch lets
+#: the Modbus polls in the same loop run between batches.
+ACCEPT_BATCH = 16
+#: Connections the kernel holds until they are accepted: when full, a viewer's SYN is
+#: dropped and retried a second later. Larger than a flood's connections in flight.
+ACCEPT_QUEUE = 1024
 TICK_S = 1.0
 #: What EventSource waits before reconnecting after the stream drops (ms).
 RETRY_MS = 2000
@@ -85,6 +100,11 @@ _PAGE_CSP = (
     "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
     "frame-ancestors 'none'"
 )
+
+
+ROUTES = frozenset({"/", "/index.html", "/api/state", "/events", "/metrics"})
+_ALLOW = (("Allow", "GET, HEAD"),)
+_CHALLENGE = (("WWW-Authenticate", 'Basic realm="energy-agent", charset="UTF-8"'),)
 
 
 class HttpError(Exception):
@@ -149,6 +169,7 @@ class HttpServer:
         auth: BasicAuth | None = None,
         tick_s: float = TICK_S,
         clock: Callable[[], float] = time.time,
+        limits: Limits | None = None,
     ) -> None:
         self.settings = settings
         self.view = view
@@ -162,12 +183,16 @@ class HttpServer:
         self._tick = asyncio.Event()
         self._frame = b""
         self._clients: set[asyncio.Task[None]] = set()
-        self._streams = 0
+        self.limits = limits or Limits()
+        self.gate = Gate(self.limits, per_address_admitted=auth is None)
+        self._gauges = GateCollector(self.gate)
         self._closing = False
         self.port = settings.port
 
     @classmethod
-    def for_agent(cls, agent: Agent, *, tick_s: float = TICK_S) -> HttpServer:
+    def for_agent(
+        cls, agent: Agent, *, tick_s: float = TICK_S, limits: Limits | None = None
+    ) -> HttpServer:
         """The server for ``agent``: its http settings, its metrics, a password if set."""
         settings = agent.config.http
         auth = None
@@ -175,7 +200,7 @@ class HttpServer:
             auth = BasicAuth(settings.username, read_password(settings.password_file))
         view = StateView(agent)
         agent.metrics.watch(lambda: metric_levels(view.current()))
-        return cls(settings, view, agent.metrics, auth=auth, tick_s=tick_s)
+        return cls(settings, view, agent.metrics, auth=auth, tick_s=tick_s, limits=limits)
 
     @property
     def url(self) -> str:
@@ -199,9 +224,15 @@ class HttpServer:
             self.settings.port,
             limit=MAX_HEAD,
             reuse_address=True,
+            backlog=ACCEPT_BATCH,  # asyncio uses it for both; the queue is set below
         )
+        for listener in self._server.sockets:
+            with socket.fromfd(listener.fileno(), listener.family, listener.type) as dup:
+                dup.listen(ACCEPT_QUEUE)  # the same socket: a dup shares its queue
         sock = self._server.sockets[0]
         self.port = int(sock.getsockname()[1])
+        if self.metrics is not None:
+            self.metrics.registry.register(self._gauges)
         self._ticker = asyncio.create_task(self._tick_loop(), name="http-tick")
         log.info("live page on %s%s", self.url, " (basic auth)" if self.auth is not None else "")
 
@@ -221,6 +252,8 @@ class HttpServer:
         if self._server is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            if self.metrics is not None:
+                self.metrics.registry.unregister(self._gauges)
         self._server = None
 
     async def __aenter__(self) -> HttpServer:
@@ -269,35 +302,68 @@ class HttpServer:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._clients) >= MAX_CLIENTS or self._closing:
-            await self._send_quietly(writer, 503, b"too many connections\n")
-            writer.close()
+        if self._closing:
+            writer.transport.abort()
             return
+        slot = self.gate.arrive(address_key(writer.get_extra_info("peername")), task.cancel)
         self._clients.add(task)
         try:
-            await self._handle(reader, writer)
+            await self._handle(slot, reader, writer)
         except (ConnectionError, TimeoutError, asyncio.IncompleteReadError):
             pass  # the viewer went away or stalled: nothing to answer
         except asyncio.CancelledError:
-            pass  # the server is closing
+            pass  # the server is closing, or a flood needed this pending slot
         except Exception:
             log.exception("HTTP request failed")
             await self._send_quietly(writer, 500, b"internal error\n")
         finally:
+            self.gate.leave(slot)
             self._clients.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+            await self._close(writer)
+
+    @staticmethod
+    async def _close(writer: asyncio.StreamWriter) -> None:
+        """Close; abort if the peer does not take the rest within ``CLOSE_TIMEOUT_S``.
+
+        A plain close waits for the send buffer to drain, for ever if the peer
+        stopped reading: the socket would outlive its slot.
+        """
+        writer.close()
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                await writer.wait_closed()
+        except (OSError, TimeoutError, asyncio.CancelledError):
+            writer.transport.abort()
 
     async def _send_quietly(self, writer: asyncio.StreamWriter, status: int, body: bytes) -> None:
         with contextlib.suppress(Exception):
-            await self._respond(writer, status, body, "text/plain; charset=utf-8")
+            await self._refuse(writer, status, body)
+
+    async def _refuse(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        body: bytes,
+        *,
+        extra: tuple[tuple[str, str], ...] = (),
+        head_only: bool = False,
+    ) -> None:
+        await self._respond(
+            writer,
+            status,
+            body,
+            "text/plain; charset=utf-8",
+            extra=extra,
+            head_only=head_only,
+            write_s=REFUSAL_WRITE_TIMEOUT_S,
+        )
 
     async def _read_head(
         self, reader: asyncio.StreamReader
     ) -> tuple[str, str, str, dict[str, str]]:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEAD_TIMEOUT_S)
+            async with asyncio.timeout(self.limits.head_timeout_s):
+                head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.LimitOverrunError:
             raise HttpError(431) from None
         except TimeoutError:
@@ -322,40 +388,41 @@ class HttpServer:
             headers[name.lower()] = value.strip()
         return method, target, version, headers
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _check(self, method: str, path: str, headers: dict[str, str]) -> HttpError | None:
+        """Why a complete request is refused before it is admitted, if it is."""
+        if path not in ROUTES:
+            return HttpError(404, "not found")
+        if method not in ("GET", "HEAD"):
+            return HttpError(405, "only GET and HEAD")
+        if headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers:
+            return HttpError(413, "no request body on GET")
+        if self.auth is not None and not self.auth.check(headers.get("authorization")):
+            return HttpError(401, "authentication required")
+        return None
+
+    async def _handle(
+        self, slot: Slot, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         try:
             method, target, _version, headers = await self._read_head(reader)
         except HttpError as exc:
-            await self._respond(writer, exc.status, f"{exc}\n".encode(), "text/plain")
+            await self._refuse(writer, exc.status, f"{exc}\n".encode())
             return
         except asyncio.IncompleteReadError:
             return  # connection closed before a full request: nothing to answer
         head_only = method == "HEAD"
         url = urlsplit(target)
         path = url.path
-        routes = {"/", "/index.html", "/api/state", "/events", "/metrics"}
-        if path not in routes:
-            await self._respond(writer, 404, b"not found\n", "text/plain", head_only=head_only)
-            return
-        if method not in ("GET", "HEAD"):
-            await self._respond(
+        refusal = self._check(method, path, headers)
+        if refusal is None and (reason := self.gate.admit(slot)) is not None:
+            refusal = HttpError(503, reason)
+        if refusal is not None:
+            extra = {405: _ALLOW, 401: _CHALLENGE}.get(refusal.status, ())
+            await self._refuse(
                 writer,
-                405,
-                b"only GET and HEAD\n",
-                "text/plain",
-                extra=(("Allow", "GET, HEAD"),),
-            )
-            return
-        if headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers:
-            await self._respond(writer, 413, b"no request body on GET\n", "text/plain")
-            return
-        if self.auth is not None and not self.auth.check(headers.get("authorization")):
-            await self._respond(
-                writer,
-                401,
-                b"authentication required\n",
-                "text/plain",
-                extra=(("WWW-Authenticate", 'Basic realm="energy-agent", charset="UTF-8"'),),
+                refusal.status,
+                f"{refusal}\n".encode(),
+                extra=extra,
                 head_only=head_only,
             )
             return
@@ -380,7 +447,7 @@ class HttpServer:
             body = self.metrics.exposition() if self.metrics is not None else b""
             await self._respond(writer, 200, body, METRICS_TYPE, head_only=head_only)
         else:
-            await self._stream(writer, head_only=head_only)
+            await self._stream(slot, writer, head_only=head_only)
 
     async def _respond(
         self,
@@ -391,6 +458,7 @@ class HttpServer:
         *,
         extra: tuple[tuple[str, str], ...] = (),
         head_only: bool = False,
+        write_s: float = WRITE_TIMEOUT_S,
     ) -> None:
         lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
         lines += [f"{k}: {v}" for k, v in (*_COMMON, *extra)]
@@ -402,12 +470,13 @@ class HttpServer:
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         if not head_only:
             writer.write(body)
-        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+        async with asyncio.timeout(write_s):  # no task per call, unlike wait_for
+            await writer.drain()
 
-    async def _stream(self, writer: asyncio.StreamWriter, *, head_only: bool) -> None:
+    async def _stream(self, slot: Slot, writer: asyncio.StreamWriter, *, head_only: bool) -> None:
         """Server-sent events: the state document as ``event: state`` once per tick."""
-        if self._streams >= MAX_STREAMS:
-            await self._respond(writer, 503, b"too many event streams\n", "text/plain")
+        if not head_only and (reason := self.gate.open_stream(slot)) is not None:
+            await self._refuse(writer, 503, f"{reason}\n".encode())
             return
         head = (
             "HTTP/1.1 200 OK\r\n"
@@ -420,21 +489,17 @@ class HttpServer:
         if head_only:
             await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
             return
-        self._streams += 1
-        try:
-            # The current state at once: the page fills without waiting a tick.
-            writer.write(f"retry: {RETRY_MS}\n\n".encode() + self._frame)
+        # The current state at once: the page fills without waiting a tick.
+        writer.write(f"retry: {RETRY_MS}\n\n".encode() + self._frame)
+        await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
+        while not self._closing:
+            tick = self._tick
+            try:
+                await asyncio.wait_for(tick.wait(), 15.0)
+                frame = self._frame
+            except TimeoutError:
+                frame = b": keep-alive\n\n"  # the ticker is stalled; keep proxies open
+            if self._closing:
+                break
+            writer.write(frame)
             await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
-            while not self._closing:
-                tick = self._tick
-                try:
-                    await asyncio.wait_for(tick.wait(), 15.0)
-                    frame = self._frame
-                except TimeoutError:
-                    frame = b": keep-alive\n\n"  # the ticker is stalled; keep proxies open
-                if self._closing:
-                    break
-                writer.write(frame)
-                await asyncio.wait_for(writer.drain(), WRITE_TIMEOUT_S)
-        finally:
-            self._streams -= 1

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import random
@@ -27,6 +26,7 @@ import numpy as np
 from agent import __version__
 from agent.config.models import AgentConfig
 from agent.core.channels import RING
+from agent.core.factors import FactorError, parse_live_factor
 from agent.core.site import Reading, SiteCore, regmap_of
 from agent.core.snapshot import SnapshotError
 from agent.http.metrics import AgentMetrics
@@ -244,27 +244,31 @@ class Agent:
             self.metrics.core_scan(time.perf_counter() - started)
         self._store(messages)
 
+    #: A rejected live factor is logged at most once per this many seconds (a publisher
+    #: gone wrong repeats itself every few seconds); the next line counts the rest.
+    FACTOR_LOG_EVERY_S = 60.0
+    _factor_logged_at = -math.inf
+    _factor_unlogged = 0
+
     def on_live_factor(self, payload: bytes) -> None:
-        """A live grid factor: ``{"kg_per_kwh": x, "ts": ms}`` or a bare number (now).
+        """A live grid factor (see :func:`parse_live_factor` for the two accepted shapes).
 
         Anything else is logged and ignored: the static or scheduled factor stays in force,
         and a wrong factor must never reach a record silently.
         """
-        ts = now_ms()
         try:
-            doc = json.loads(payload)
-            if isinstance(doc, dict):
-                value = float(doc["kg_per_kwh"])
-                ts = int(doc.get("ts", ts))
-            else:
-                value = float(doc)
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("live emission factor ignored: %r is not a factor (%s)", payload[:80], exc)
+            live = parse_live_factor(payload, now_ms())
+        except FactorError as exc:
+            now = time.monotonic()
+            if now - self._factor_logged_at < self.FACTOR_LOG_EVERY_S:
+                self._factor_unlogged += 1
+                return
+            more = self._factor_unlogged
+            tail = f"; {more} more ignored since the last such line" if more else ""
+            log.warning("live emission factor ignored: %s%s", exc, tail)
+            self._factor_logged_at, self._factor_unlogged = now, 0
             return
-        if not (math.isfinite(value) and 0.0 <= value <= 5.0):
-            log.warning("live emission factor ignored: %r kg/kWh is not plausible", value)
-            return
-        self.site.factors.update_live(Carrier.ELECTRICITY, value, ts)
+        self.site.factors.update_live(Carrier.ELECTRICITY, live.kg_per_kwh, live.ts_ms)
 
     def _restate(self) -> None:
         """At every connect, the devices' retained statuses again (the gateway's is the

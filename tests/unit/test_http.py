@@ -25,6 +25,7 @@ from agent.cli.main import main as cli_main
 from agent.config import parse_config
 from agent.config.models import Http
 from agent.core.engine import load_kernel
+from agent.http.limits import Limits
 from agent.http.server import BasicAuth, HttpServer
 from agent.runtime.agent import Agent
 from agent.runtime.outbox import MemoryOutbox
@@ -170,9 +171,8 @@ async def test_malformed_and_oversized_requests(server: HttpServer) -> None:
     assert (await request(server.port, body))[0] == 413
 
 
-async def test_a_silent_client_is_dropped(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("agent.http.server.HEAD_TIMEOUT_S", 0.2)
-    async with HttpServer.for_agent(agent, tick_s=0.1) as srv:
+async def test_a_silent_client_is_dropped(agent: Agent) -> None:
+    async with HttpServer.for_agent(agent, tick_s=0.1, limits=Limits(head_timeout_s=0.2)) as srv:
         status, _, _ = await request(srv.port, "GET / HTTP/1.1\r\n")  # never finishes
         assert status == 408
 
