@@ -107,7 +107,9 @@ class EmissionFactors:
 
 
 def parse_live_factor(payload: bytes, now_ms: int) -> LiveValue:
-    """``{"kg_per_kwh": number, "ts": int ms}`` or a bare JSON number (applies from ``now_ms``).
+    """``{"kg_per_kwh": number, "ts": int ms}``, ``{"kg_per_kwh": number}`` or a bare JSON
+    number (the last two apply from ``now_ms``: publishers that never sent a time keep
+    working, as the README has always allowed).
 
     Nothing else: no other keys, no duplicate keys, no strings that look like
     numbers, no ``true`` (Python's bool is an int, JSON's is not a number), no
@@ -124,10 +126,10 @@ def parse_live_factor(payload: bytes, now_ms: int) -> LiveValue:
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, ints over 4300 digits
         raise FactorError(f"not JSON ({exc})") from None
     if isinstance(doc, dict):
-        if set(doc) != {"kg_per_kwh", "ts"}:
+        if set(doc) not in ({"kg_per_kwh", "ts"}, {"kg_per_kwh"}):
             keys = ", ".join(sorted(doc)) or "none"
-            raise FactorError(f'keys must be exactly "kg_per_kwh" and "ts", not {keys}')
-        value, ts = doc["kg_per_kwh"], doc["ts"]
+            raise FactorError(f'keys must be "kg_per_kwh" and optionally "ts", not {keys}')
+        value, ts = doc["kg_per_kwh"], doc.get("ts", now_ms)
         if type(ts) is not int:
             raise FactorError(f'"ts" must be an integer (Unix ms), not {_shown(ts)}')
         if not LIVE_TS_MIN_MS <= ts < LIVE_TS_MAX_MS:
