@@ -130,9 +130,9 @@ def parse_live_factor(payload: bytes, now_ms: int) -> LiveValue:
             keys = ", ".join(sorted(doc)) or "none"
             raise FactorError(f'keys must be "kg_per_kwh" and optionally "ts", not {keys}')
         value, ts = doc["kg_per_kwh"], doc.get("ts", now_ms)
-        if type(ts) is not int:
+        if "ts" in doc and type(ts) is not int:
             raise FactorError(f'"ts" must be an integer (Unix ms), not {_shown(ts)}')
-        if not LIVE_TS_MIN_MS <= ts < LIVE_TS_MAX_MS:
+        if "ts" in doc and not LIVE_TS_MIN_MS <= ts < LIVE_TS_MAX_MS:
             raise FactorError(f'"ts" {_shown(ts)} is not a Unix ms time in 2000..2100')
     else:
         value, ts = doc, now_ms
