@@ -77,6 +77,16 @@ def test_token_from_the_environment() -> None:
             "batch_sise",
         ),
         ("mqtt: {host: b}\n", "influx"),
+        (
+            "mqtt: {host: b}\ninflux: {url: http://i, org: o, bucket: b}\n"
+            "bridge: {max_future_s: 259200}\n",
+            "bridge.max_future_s",
+        ),
+        (
+            "mqtt: {host: b}\ninflux: {url: http://i, org: o, bucket: b}\n"
+            "bridge: {max_payload_bytes: 268435456}\n",
+            "bridge.max_payload_bytes",
+        ),
     ],
 )
 def test_every_problem_is_reported_with_its_path(text: str, needle: str) -> None:
