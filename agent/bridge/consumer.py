@@ -75,6 +75,7 @@ def max_packet_size(max_payload_bytes: int) -> int:
     """
     return 2 * max_payload_bytes + _TOPIC_AND_HEADERS
 
+
 MEASUREMENT = {
     TopicKind.MEASUREMENTS: "measurements",
     TopicKind.ENERGY: "energy",

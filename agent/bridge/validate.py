@@ -284,12 +284,15 @@ class Validator:
             bounds = ranges.get(key)
             if bounds is None:  # not a canonical quantity
                 raise _StepAside
-            if value is None:
-                continue
-            text = f"{value!r}" if type(value) is float else _number(value)
-            if not bounds[0] <= value <= bounds[1]:  # NaN and inf fail here too
-                raise _StepAside
-            fields.append(f"{key}={text}")
+            if type(value) is float:  # the common case, inline
+                if not bounds[0] <= value <= bounds[1]:  # NaN and inf fail here too
+                    raise _StepAside
+                fields.append(f"{key}={value!r}")
+            elif value is not None:
+                text = _number(value)
+                if not bounds[0] <= value <= bounds[1]:
+                    raise _StepAside
+                fields.append(f"{key}={text}")
         if len(doc) == 4:
             _check_named(doc["implausible"], values)
         return (

