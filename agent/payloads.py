@@ -35,6 +35,8 @@ ID = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 #: For Python's ``re``, where ``$`` also matches before a trailing newline; ``\Z`` does not.
 ID_RX = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")
 
+#: The windows of an intensity record; the core's (agent.core.windows) and the
+#: IntensityModel's keys are tied to these by tests/unit/test_core_parts.py.
 WINDOWS = ("1m", "15m", "1h", "24h", "today", "month")
 
 

@@ -17,10 +17,19 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from drivers.errors import Problem, ProfileError
-from drivers.quantities import Quantity
+from drivers.quantities import PLAUSIBLE, Quantity
 from drivers.registers import Address, DataType, RatioRegister, RegisterSpec, Table
 from drivers.yamldoc import YamlDocument, format_path, parse_yaml, validation_problems
 
@@ -88,12 +97,28 @@ class Probe(_Strict):
     max: float
 
 
+def _lowest_first(bounds: tuple[float, float]) -> tuple[float, float]:
+    if not bounds[0] < bounds[1]:
+        raise ValueError(
+            f"[{bounds[0]:g}, {bounds[1]:g}] is not a range: give the lowest plausible "
+            "value first, then a higher one"
+        )
+    return bounds
+
+
+#: ``[min, max]``, both included: where a reading of one quantity can lie on this meter.
+PlausibleRange = Annotated[tuple[FiniteFloat, FiniteFloat], AfterValidator(_lowest_first)]
+
+
 class RegisterMap(_Strict):
     """Registers plus the limits and ratios they need: shared by profiles and inline configs."""
 
     limits: ReadLimits = ReadLimits()
     ratios: dict[str, RatioRegister] = {}
     registers: tuple[RegisterSpec, ...] = Field(min_length=1)
+    #: Narrower (or, for a special installation, wider) plausible ranges than the
+    #: defaults in :data:`drivers.quantities.PLAUSIBLE`, per quantity.
+    plausible: dict[Quantity, PlausibleRange] = {}
 
     @model_validator(mode="after")
     def _consistent(self) -> RegisterMap:
@@ -111,6 +136,10 @@ class RegisterMap(_Strict):
     @property
     def quantities(self) -> tuple[Quantity, ...]:
         return tuple(r.quantity for r in self.registers)
+
+    def plausible_range(self, quantity: Quantity) -> tuple[float, float]:
+        """``(min, max)``, both included: this map's own range, else the default."""
+        return self.plausible.get(quantity) or PLAUSIBLE[quantity]
 
 
 def register_map_problems(m: RegisterMap) -> list[str]:
@@ -137,6 +166,9 @@ def register_map_problems(m: RegisterMap) -> list[str]:
         spans.append((r.table, r.address, r.end, name))
     for key, ratio in m.ratios.items():
         spans.append((ratio.table, ratio.address, ratio.end, f"ratios.{key}"))
+    for q in m.plausible:
+        if q not in seen:
+            out.append(f"plausible.{q.value}: '{q.value}' is not in registers")
     spans.sort(key=lambda s: (s[0].value, s[1]))
     # Compare each value with the one reaching furthest so far, so a wide value that
     # overlaps several later ones is reported against each of them.
@@ -192,7 +224,8 @@ def parse_profile(text: str, file: str, expected_id: str | None = None) -> Profi
 
 
 _PREFIX = re.compile(
-    r"^((?:registers\[\d+\])|(?:ratios\.\w+)|id|probe\.quantity)(?: \([a-z0-9_]+\))?: "
+    r"^((?:registers\[\d+\])|(?:ratios\.\w+)|(?:plausible\.\w+)|id|probe\.quantity)"
+    r"(?: \([a-z0-9_]+\))?: "
 )
 
 
@@ -214,7 +247,7 @@ def locate_problems(doc: YamlDocument, problems: list[Problem]) -> list[Problem]
 
 def _parse_path(text: str) -> tuple[str | int, ...]:
     parts: list[str | int] = []
-    for name, index in re.findall(r"([A-Za-z_]+)|\[(\d+)\]", text):
+    for name, index in re.findall(r"([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]", text):
         parts.append(int(index) if index else name)
     return tuple(parts)
 
@@ -267,6 +300,7 @@ __all__ = [
     "DataType",
     "DeviceKind",
     "Hole",
+    "PlausibleRange",
     "Probe",
     "Profile",
     "ProfileLibrary",

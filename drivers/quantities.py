@@ -52,3 +52,56 @@ COUNTERS = frozenset(
         Quantity.OUTPUT_UNITS,
     }
 )
+
+
+#: Where a reading of each quantity can lie at all, both ends included: a value
+#: outside is not a measurement (a float32 3.4e38, a register read at the wrong
+#: scale, a meter's self-test pattern) and is published as null and named
+#: implausible. These are the defaults for any meter; a profile (or a device with
+#: inline registers) narrows them to what its hardware can measure (`plausible:`).
+#: They must never null a true reading anywhere the agent runs, from a 230 V
+#: sub-meter to an incomer that reports primary values through PT and CT ratios:
+#:
+#: * voltages: IEC 60038's highest voltage for equipment of the 220 kV class is
+#:   245 kV line to line (141 kV line to neutral); nothing a plant is fed with is
+#:   higher. Never negative: an RMS value.
+#: * currents: up to 100 kA (the largest low-voltage switchgear is rated 6.3 kA,
+#:   short-circuit withstand of busbars reaches 100 kA). Signed, because some
+#:   meters sign the current with the direction of the power flow.
+#: * power: +-2 GW total (the largest single industrial loads, aluminium smelters,
+#:   draw about 1 GW), +-1 GW per phase. Apparent power too is allowed either
+#:   sign: some meters give it the sign of the active power.
+#: * power factor: -1..1, widened by 0.001 (one step of the coarsest power-factor
+#:   register in the built-in profiles) so a meter's rounding of P/S to 1.001 is
+#:   not nulled; a power factor of 230 is.
+#: * frequency: 40..70 Hz covers 50 and 60 Hz grids and island generators swinging
+#:   well beyond their limits; a meter without measuring voltage that reads 0 Hz
+#:   is nulled, which is what it means.
+#: * counters: never negative; 1e12 kWh (1,000 TWh: a gigawatt for 114 years)
+#:   is no honest reading, 3.4e38 is. Production counts get 1e15.
+PLAUSIBLE: dict[Quantity, tuple[float, float]] = {
+    Quantity.VOLTAGE_L1_V: (0.0, 150e3),
+    Quantity.VOLTAGE_L2_V: (0.0, 150e3),
+    Quantity.VOLTAGE_L3_V: (0.0, 150e3),
+    Quantity.VOLTAGE_L1_L2_V: (0.0, 250e3),
+    Quantity.VOLTAGE_L2_L3_V: (0.0, 250e3),
+    Quantity.VOLTAGE_L3_L1_V: (0.0, 250e3),
+    Quantity.CURRENT_L1_A: (-100e3, 100e3),
+    Quantity.CURRENT_L2_A: (-100e3, 100e3),
+    Quantity.CURRENT_L3_A: (-100e3, 100e3),
+    Quantity.CURRENT_N_A: (-100e3, 100e3),
+    Quantity.ACTIVE_POWER_KW: (-2e6, 2e6),
+    Quantity.ACTIVE_POWER_L1_KW: (-1e6, 1e6),
+    Quantity.ACTIVE_POWER_L2_KW: (-1e6, 1e6),
+    Quantity.ACTIVE_POWER_L3_KW: (-1e6, 1e6),
+    Quantity.REACTIVE_POWER_KVAR: (-2e6, 2e6),
+    Quantity.APPARENT_POWER_KVA: (-2e6, 2e6),
+    Quantity.POWER_FACTOR: (-1.001, 1.001),
+    Quantity.FREQUENCY_HZ: (40.0, 70.0),
+    Quantity.ENERGY_IMPORT_KWH: (0.0, 1e12),
+    Quantity.ENERGY_EXPORT_KWH: (0.0, 1e12),
+    Quantity.REACTIVE_ENERGY_IMPORT_KVARH: (0.0, 1e12),
+    Quantity.REACTIVE_ENERGY_EXPORT_KVARH: (0.0, 1e12),
+    Quantity.GAS_VOLUME_M3: (0.0, 1e12),
+    Quantity.OUTPUT_UNITS: (0.0, 1e15),
+}

@@ -3,14 +3,21 @@
 Ratio registers (PT/CT) are read before the first measurement and then
 re-read only every ``ratio_max_age_s``: they change when an electrician
 reconfigures the meter, not every second, and each read costs bus time.
+
+Every decoded value is checked against its plausible range (the register map's,
+else the default of :data:`drivers.quantities.PLAUSIBLE`) here, where the map is
+known: a value outside is returned as None, like a "not available" pattern, and
+listed with what the meter said in :attr:`Sample.implausible`, so the payload can
+say why it is missing and a counter reading 3.4e38 never reaches the core.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from drivers.decode import BlockDecoder, DecodeError, Value
 from drivers.errors import MalformedResponse
@@ -20,12 +27,28 @@ from drivers.quantities import Quantity
 from drivers.registers import RatioRegister, RegisterSpec
 from drivers.transport import Transport
 
+#: Ratio registers have their own check (> 0) in :meth:`DeviceReader.read`.
+_ANY = (-math.inf, math.inf)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One poll of one device."""
+
+    #: Every quantity of the register map; None where the meter had no value for it
+    #: or the value was implausible.
+    values: dict[Quantity, Value]
+    #: The values outside their plausible range, as the meter gave them.
+    implausible: dict[Quantity, float] = field(default_factory=dict)
+
 
 @dataclass(frozen=True)
 class _Step:
     read: Read
     decoder: BlockDecoder
     targets: tuple[Quantity | str, ...]
+    #: ``(min, max)`` per target, both included (ratio registers: any positive value).
+    ranges: tuple[tuple[float, float], ...]
 
     @functools.cached_property
     def quantities(self) -> tuple[Quantity, ...]:
@@ -66,7 +89,7 @@ class DeviceReader:
     def ratios(self) -> dict[str, float]:
         return dict(self._ratios)
 
-    async def read(self, transport: Transport) -> dict[Quantity, Value]:
+    async def read(self, transport: Transport) -> Sample:
         """One poll. Transport errors propagate: one bad block means the poll failed."""
         if self._ratio_steps and self._clock() - self._ratios_at >= self.ratio_max_age_s:
             ratios: dict[str, float] = {}
@@ -83,10 +106,15 @@ class DeviceReader:
                     ratios[str(name)] = v
             self._ratios, self._ratios_at = ratios, self._clock()
         out: dict[Quantity, Value] = {}
+        implausible: dict[Quantity, float] = {}
         for step in self._steps:
             values = await self._run(transport, step, self._ratios)
-            out.update(zip(step.quantities, values, strict=True))
-        return out
+            for q, v, (lo, hi) in zip(step.quantities, values, step.ranges, strict=True):
+                if v is not None and not lo <= v <= hi:
+                    implausible[q] = v
+                    v = None
+                out[q] = v
+        return Sample(out, implausible)
 
     async def _run(
         self, transport: Transport, step: _Step, ratios: dict[str, float] | None
@@ -125,5 +153,8 @@ def _steps(
             names[i] if names is not None else items[i].quantity  # type: ignore[union-attr]
             for i in r.items
         ]
-        steps.append(_Step(r, BlockDecoder(r.address, r.count, specs), tuple(targets)))
+        ranges = tuple(
+            regmap.plausible_range(t) if isinstance(t, Quantity) else _ANY for t in targets
+        )
+        steps.append(_Step(r, BlockDecoder(r.address, r.count, specs), tuple(targets), ranges))
     return steps

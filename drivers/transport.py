@@ -11,7 +11,11 @@ Timing rules that matter on a plant floor:
   meters need it when the master switches unit ids (mbmd uses 200 ms for SDM);
 * each request has its own timeout and a bounded number of retries; retries
   happen here, not inside pymodbus, so a dead meter costs a known time;
-* pymodbus only ever receives read requests (function codes 1-4).
+* pymodbus only ever receives read requests (function codes 1-4);
+* pymodbus only ever decodes answers that :mod:`drivers.frames` has matched to
+  the request (unit, function code, byte count, transaction id or CRC): anything
+  else a meter sends is a :class:`MalformedResponse`, never data, and never a
+  traceback from inside pymodbus.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from drivers.errors import (
     RetryableError,
     TransportError,
 )
+from drivers.frames import FrameGuard
 from drivers.registers import FunctionCode
 
 
@@ -98,6 +103,8 @@ class ModbusTransport:
         self.timing = timing
         self.name = name or endpoint.describe()
         self._client: Any = None
+        #: Checks every answer against its request before pymodbus sees it (drivers.frames).
+        self._guard = FrameGuard(rtu=endpoint.is_serial)
         self._lock = asyncio.Lock()
         self._last_exchange = 0.0
         #: Function codes this transport has sent, for audits and tests.
@@ -124,6 +131,8 @@ class ModbusTransport:
             "timeout": t.timeout_s,
             "retries": 0,  # retries are ours: each one is counted and bounded
             "reconnect_delay": 0,  # reconnects are ours too, on the next request
+            "trace_packet": self._guard.trace,
+            "trace_connect": self._guard.connected,
         }
         if ep.framing is Framing.RTU:
             return AsyncModbusSerialClient(
@@ -183,6 +192,9 @@ class ModbusTransport:
                 # transport's own cost at 200 meters).
                 async with asyncio.timeout(self.timing.timeout_s + 0.5):
                     response = await self._request(unit, fc, address, count)
+                # Read at once, before anything else can send: the guard's verdict on
+                # this request's answer (the exception answer it handed pymodbus).
+                rejection = self._guard.take_rejection()
             except ConnectionLost as exc:
                 where = _where(self.name, unit, fc, address, count)
                 raise ConnectionLost(exc.detail, **where) from exc
@@ -193,6 +205,8 @@ class ModbusTransport:
                 raise _map_exception(exc, _where(self.name, unit, fc, address, count)) from exc
             finally:
                 self._last_exchange = time.monotonic()
+        if rejection is not None:
+            raise MalformedResponse(rejection, **_where(self.name, unit, fc, address, count))
         registers = getattr(response, "registers", None)
         if (
             fc in _REGISTER_CODES

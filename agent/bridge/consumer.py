@@ -13,13 +13,35 @@ written. So every message carries the connection generation it arrived on, and
 redelivers those messages and the rewrite is idempotent (same series and time).
 
 Rejected messages are published to the dead-letter topic at QoS 1, and the
-original is acknowledged when the broker has acknowledged that publication, so
-a crash in between redelivers the original instead of losing it.
+original is acknowledged when the broker has acknowledged that publication
+(:mod:`agent.bridge.deadletters` pairs the two, also when the broker's answer
+comes before ``publish()`` has returned), so a crash in between redelivers the
+original instead of losing it.
 
 **paho's network thread only hands messages over.** Receiving is the bridge's
 bottleneck (paho decodes every packet in Python), so validation, line protocol
 and metrics happen a batch at a time in the writer thread, and acknowledgements
 of a batch reach the network thread with one wake-up, not one per message.
+
+**Lock order: paho's locks, then ours; never paho under ours.** paho runs every
+callback holding its ``_in_callback_mutex``, and ``on_publish`` also holding its
+``_out_message_mutex``; ``publish()`` takes ``_out_message_mutex`` in the calling
+thread. Our callbacks take :attr:`Consumer._lock` (and, through the sink, the
+writer's condition, which the writer never holds while calling paho or us). In
+issue 11 the writer called ``publish()`` holding ``_lock`` while paho's thread,
+holding ``_out_message_mutex``, waited in ``on_publish`` for ``_lock``: the
+bridge stopped for good. So ``publish()``, ``subscribe()``, ``unsubscribe()``,
+``disconnect()`` and ``loop_stop()`` are called with no lock of ours held.
+
+One paho call stays under ``_lock``: queueing PUBACKs. It must be atomic with the
+generation check, or an acknowledgement checked against the old connection could
+be queued after paho's reconnect emptied its queue and go out on the new one.
+While the network thread runs that call only appends to a deque and writes a
+byte to a non-blocking socket pair (taking paho's ``_callback_mutex`` for an
+instant, which paho never holds while calling back), so it cannot wait for a
+thread that waits for us. Without the network thread paho would write and call
+back synchronously, into ``_lock``: so :meth:`Consumer.stop` refuses further
+acknowledgements before it stops the loop.
 """
 
 from __future__ import annotations
@@ -43,6 +65,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent import mqttclient
+from agent.bridge.deadletters import DeadLetterBook, LogThrottle, Original
 from agent.bridge.metrics import BridgeMetrics
 from agent.bridge.validate import Reason, Rejected
 from agent.config.bridge import BridgeSettings
@@ -54,6 +77,9 @@ log = logging.getLogger(__name__)
 
 #: A PUBACK's fixed header (type, remaining length 2) above its 16-bit packet id.
 _PUBACK_HEAD = PUBACK << 24 | 2 << 16
+
+#: The liveness probe unsubscribes from this filter, which no bridge ever subscribes to.
+PROBE_FILTER = "energy-bridge/liveness-probe"
 
 #: The first bytes of a rejected payload travel with the dead letter, for diagnosis.
 DEAD_LETTER_HEAD = 512
@@ -132,8 +158,24 @@ def dead_letter_payload(topic: str, payload: bytes, rejected: Rejected, client_i
     ).encode()
 
 
+def queue_pubacks(client: paho.Client, mids: list[int]) -> None:
+    """Every PUBACK of a batch in one write, instead of paho's one wake-up and send each.
+
+    paho has no public call for this; its packet queue takes any bytes, and a
+    v5 PUBACK without reason code or properties is four bytes (0x40, 2, mid).
+    A client without that queue (another paho major) gets paho's own acks.
+    """
+    queue = getattr(client, "_packet_queue", None)
+    if queue is None or len(mids) == 1:
+        for mid in mids:
+            client.ack(mid, 1)
+        return
+    packet = struct.pack(f"!{len(mids)}I", *[_PUBACK_HEAD | mid for mid in mids])
+    queue(PUBACK, packet, 0, 0)
+
+
 class Consumer:
-    """Receives, validates, hands accepted messages to ``sink``; acknowledges on request."""
+    """Receives and hands messages to ``sink``; acknowledges on request; dead-letters."""
 
     def __init__(
         self,
@@ -143,21 +185,26 @@ class Consumer:
         sink: Callable[[Inbound], None],
         *,
         client_id: str | None = None,
+        progress: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.bridge = bridge
         self.metrics = metrics
         self.sink = sink
+        self.progress = progress
         self.client_id = client_id or settings.client_id or default_client_id(bridge.group)
         self.subscribed = threading.Event()
         self._lock = threading.Lock()
         self._generation = 0
         self._connected = False
-        # dead-letter publication mid -> (original mid, generation)
-        self._dead: dict[int, tuple[int, int]] = {}
+        self._closed = False  # no more acknowledgements: the network loop is stopping
+        self._intake = True  # False while stopping: new messages stay with the broker
+        self._dead: DeadLetterBook[ReasonCode] = DeadLetterBook()
+        self._probe_sent: float | None = None  # monotonic time of an unanswered probe
+        self._reject_log = LogThrottle()
         self._client = self._build()
 
-    # --- set-up ----------------------------------------------------------------------------
+    # --- set-up and stop --------------------------------------------------------------------
 
     def _build(self) -> paho.Client:
         try:
@@ -173,6 +220,7 @@ class Consumer:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         client.on_message = self._on_message
         client.on_publish = self._on_publish
         return client
@@ -191,10 +239,29 @@ class Consumer:
         )
         self._client.loop_start()
 
-    def stop(self) -> None:
-        """Disconnect cleanly; the session (and anything unacknowledged) stays at the broker."""
+    def pause(self) -> None:
+        """Take no more messages: what the broker sends from now on stays unacknowledged
+        and comes back at the next start, so a stop is not held up by a backlog."""
+        self._intake = False
+
+    def stop(self, limit_s: float) -> bool:
+        """Disconnect within ``limit_s``; False if paho's thread did not end in time.
+
+        The session (and anything unacknowledged) stays at the broker. Dead letters
+        still waiting for the broker get a moment first, so their originals are
+        acknowledged rather than delivered and rejected again.
+        """
+        deadline = time.monotonic() + limit_s
+        while len(self._dead) and time.monotonic() < deadline - limit_s / 2:
+            time.sleep(0.02)
+        with self._lock:
+            self._closed = True
         self._client.disconnect()
-        self._client.loop_stop()
+        # loop_stop() joins paho's thread without a time limit: wait for it aside.
+        stopper = threading.Thread(target=self._client.loop_stop, name="mqtt-stop", daemon=True)
+        stopper.start()
+        stopper.join(max(0.0, deadline - time.monotonic()))
+        return not stopper.is_alive()
 
     # --- paho's network thread -------------------------------------------------------------
 
@@ -204,10 +271,7 @@ class Consumer:
         if reason.is_failure:
             log.warning("MQTT connect to %s refused: %s", self.settings.host, reason)
             return
-        with self._lock:
-            self._generation += 1
-            self._connected = True
-            self._dead.clear()
+        self._new_connection(connected=True)
         self.metrics.connected.set(1)
         log.info(
             "MQTT connected to %s:%s as %s (session present: %s)",
@@ -227,13 +291,17 @@ class Consumer:
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
-        with self._lock:
-            self._generation += 1
-            self._connected = False
-            self._dead.clear()
+        self._new_connection(connected=False)
         self.metrics.connected.set(0)
         self.metrics.subscribed.set(0)
         log.warning("MQTT disconnected: %s (unacknowledged messages will be redelivered)", reason)
+
+    def _new_connection(self, *, connected: bool) -> None:
+        with self._lock:
+            self._generation += 1
+            self._connected = connected
+            self._dead.clear()
+            self._probe_sent = None
 
     def _on_subscribe(
         self, client: paho.Client, userdata: Any, mid: int, reasons: list[ReasonCode], props: Any
@@ -245,7 +313,15 @@ class Consumer:
         self.metrics.subscribed.set(1)
         self.subscribed.set()
 
+    def _on_unsubscribe(
+        self, client: paho.Client, userdata: Any, mid: int, reasons: Any, props: Any
+    ) -> None:
+        with self._lock:
+            self._probe_sent = None  # whatever the broker said: the thread turns
+
     def _on_message(self, client: paho.Client, userdata: Any, msg: paho.MQTTMessage) -> None:
+        if not self._intake:
+            return
         try:
             topic = msg.topic
         except UnicodeDecodeError:
@@ -258,33 +334,85 @@ class Consumer:
             Inbound(msg.mid, msg.qos, self._generation, time.monotonic(), topic, bytes(msg.payload))
         )
 
-    def reject(
-        self, topic: str, payload: bytes, mid: int, qos: int, generation: int, r: Rejected
-    ) -> None:
-        """Dead-letter one message; its acknowledgement follows the broker's PUBACK."""
-        self.metrics.rejects.labels(r.reason.value).inc()
-        log.warning("rejected %s: %s: %s", topic[:200], r.reason.value, r.detail[:300])
-        body = dead_letter_payload(topic, payload, r, self.client_id)
-        with self._lock:
-            if generation != self._generation:
-                return  # redelivered later on the new connection, rejected again then
-            info = self._client.publish(self.bridge.dead_letter_topic, body, qos=1)
-            if qos == 0:
-                return
-            if info.rc == paho.MQTT_ERR_SUCCESS:
-                self._dead[info.mid] = (mid, generation)
-
     def _on_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
     ) -> None:
         with self._lock:
-            original = self._dead.pop(mid, None)
-        if original is None:
-            return
+            original = self._dead.answered(mid, reason)
+        if original is not None:
+            self._settle(original, reason)
+
+    # --- dead letters (the writer's thread; paho's for a topic that is not UTF-8) -----------
+
+    def reject(
+        self, topic: str, payload: bytes, mid: int, qos: int, generation: int, r: Rejected
+    ) -> None:
+        """Dead-letter one message; its acknowledgement follows the broker's PUBACK."""
+        reason = r.reason.value
+        self.metrics.rejects.labels(reason).inc()
+        sample, left_out = self._reject_log.allow(reason)
+        if left_out:
+            log.warning("%d more %s rejects in the last minute were not logged", left_out, reason)
+        if sample:
+            log.warning("rejected %s: %s: %s", topic[:200], reason, r.detail[:300])
+        body = dead_letter_payload(topic, payload, r, self.client_id)
+        original = Original(mid, qos, generation)
+        with self._lock:
+            if generation != self._generation or self._closed:
+                return  # redelivered later on the new connection, rejected again then
+            ticket = self._dead.opening()
+        published: int | None = None
+        try:
+            info = self._client.publish(self.bridge.dead_letter_topic, body, qos=1)
+            if info.rc == paho.MQTT_ERR_SUCCESS:
+                published = info.mid
+            else:  # not connected (paho sends it after the reconnect) or its queue is full
+                log.warning("dead letter not sent now (%s): its original comes back", info.rc)
+        finally:
+            with self._lock:
+                live = generation == self._generation
+                early = self._dead.filed(ticket, published, original, live=live)
+        if early is not None:
+            self._settle(original, early)
+
+    def _settle(self, original: Original, reason: ReasonCode) -> None:
+        """The broker answered a dead letter: acknowledge its original, once."""
         if reason.is_failure:
-            log.error("dead-letter publication refused by the broker: %s", reason)
-            return
-        self._ack_many([(original[0], 1, original[1])])
+            # Keeping the original would hold one of the broker's receive-maximum
+            # slots until the next reconnect, and the next copy would be refused too:
+            # enough of them stop the bridge. The rejection is in the log above.
+            self.metrics.dead_letters_refused.inc()
+            log.error(
+                "the broker refused a dead letter on %s (%s); its original is acknowledged "
+                "anyway: check the broker's ACL for this bridge",
+                self.bridge.dead_letter_topic,
+                reason,
+            )
+        self._ack_many([(original.mid, original.qos, original.generation)])
+        self.progress()
+
+    @property
+    def dead_letters_pending(self) -> int:
+        """Dead letters the broker has not acknowledged yet (their originals wait)."""
+        return len(self._dead)
+
+    # --- liveness probe (the main thread) ----------------------------------------------------
+
+    def unanswered_s(self, now: float) -> float:
+        """How long paho's network thread has left a probe unanswered; sends one if none is out.
+
+        The probe is an UNSUBSCRIBE from a filter this client never subscribes to: the
+        broker answers every one, and the answer is handled on the network thread, so
+        an answer proves that the thread turns and the connection carries packets.
+        """
+        with self._lock:
+            if not self._connected or self._closed:
+                return 0.0
+            if self._probe_sent is not None:
+                return now - self._probe_sent
+            self._probe_sent = now
+        self._client.unsubscribe(PROBE_FILTER)
+        return 0.0
 
     # --- acknowledgements (any thread) -----------------------------------------------------
 
@@ -295,8 +423,8 @@ class Consumer:
     def _ack_many(self, items: Iterable[tuple[int, int, int]]) -> int:
         sent: list[int] = []
         skipped = 0
-        with self._lock:
-            current = self._generation if self._connected else -1
+        with self._lock:  # held while queueing: see the module's note on locks
+            current = self._generation if self._connected and not self._closed else -1
             for mid, qos, gen in items:
                 if qos == 0:
                     continue
@@ -309,24 +437,9 @@ class Consumer:
                     self._client.ack(mid, qos)
                     self.metrics.acks.inc()
             if sent:
-                self._pubacks(sent)
+                queue_pubacks(self._client, sent)
         if sent:
             self.metrics.acks.inc(len(sent))
         if skipped:
             self.metrics.stale_acks.inc(skipped)
         return len(sent)
-
-    def _pubacks(self, mids: list[int]) -> None:
-        """Every PUBACK of a batch in one write, instead of paho's one wake-up and send each.
-
-        paho has no public call for this; its packet queue takes any bytes, and a
-        v5 PUBACK without reason code or properties is four bytes (0x40, 2, mid).
-        A client without that queue (another paho major) gets paho's own acks.
-        """
-        queue = getattr(self._client, "_packet_queue", None)
-        if queue is None or len(mids) == 1:
-            for mid in mids:
-                self._client.ack(mid, 1)
-            return
-        packet = struct.pack(f"!{len(mids)}I", *[_PUBACK_HEAD | mid for mid in mids])
-        queue(PUBACK, packet, 0, 0)

@@ -104,6 +104,19 @@ class BridgeMetrics:
         self.subscribed = Gauge(
             "energy_bridge_subscribed", "1 once the broker granted the subscriptions", registry=r
         )
+        self.last_progress = Gauge(
+            "energy_bridge_last_progress_timestamp_seconds",
+            "when a batch was last written and acknowledged or a dead letter last accepted "
+            "by the broker (Unix time; the start until then): alert when it lags behind "
+            "while messages are pending",
+            registry=r,
+        )
+        self.dead_letters_refused = Counter(
+            "energy_bridge_dead_letters_refused",
+            "dead letters the broker refused (e.g. its ACL): the original was acknowledged "
+            "anyway, the bridge's log is the only record",
+            registry=r,
+        )
         self.lag = Gauge(
             "energy_bridge_lag_seconds",
             "now minus the payload ts of the newest record written",

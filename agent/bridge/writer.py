@@ -36,6 +36,7 @@ from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from agent.bridge.consumer import MEASUREMENT, BridgeSetupError, Inbound, read_secret
+from agent.bridge.liveness import Liveness
 from agent.bridge.metrics import BridgeMetrics
 from agent.bridge.validate import Reason, Rejected, Validator
 from agent.config.bridge import BridgeSettings, Influx
@@ -147,6 +148,7 @@ class Writer(threading.Thread):
         ack: Callable[[list[Inbound]], int],
         reject: Callable[[Inbound, Rejected], None],
         validator: Validator | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         super().__init__(name="bridge-writer", daemon=True)
         self.settings = settings
@@ -155,12 +157,18 @@ class Writer(threading.Thread):
         self._ack = ack
         self._reject = reject
         self._validator = validator
+        self._liveness = liveness
         self._queue: collections.deque[Inbound] = collections.deque()
         self._cond = threading.Condition()
         self._wake_at = _NOT_WAITING
         self._in_hand = 0  # taken from the queue, not yet acknowledged or dropped
         self._stop_at: float | None = None
-        metrics.pending.set_function(lambda: len(self._queue) + self._in_hand)
+        metrics.pending.set_function(lambda: self.pending)
+
+    @property
+    def pending(self) -> int:
+        """Received and not yet written and acknowledged, or handed over as rejected."""
+        return len(self._queue) + self._in_hand
 
     # --- producer side (paho's thread) ------------------------------------------------------
 
@@ -192,7 +200,7 @@ class Writer(threading.Thread):
     # --- the worker -------------------------------------------------------------------------
 
     def run(self) -> None:
-        while True:
+        while not self._give_up():  # past the grace: what is left comes back at the next start
             batch = self._next_batch()
             if batch is None:
                 return
@@ -311,14 +319,26 @@ class Writer(threading.Thread):
                 log.warning(
                     "write of %d messages failed (%s); retry in %.1f s", len(batch), exc, delay
                 )
-                with self._cond:
-                    self._cond.wait_for(self._give_up, timeout=delay)
+                if self._liveness is not None:
+                    self._liveness.retried()
+                self._pause(delay)
                 delay = min(delay * 2, self.settings.retry_max_s) * random.uniform(0.8, 1.0)
                 continue
             self.metrics.write_seconds.observe(time.monotonic() - started)
             self.metrics.batches.labels("ok").inc()
             self._done(batch)
             return
+
+    def _pause(self, delay: float) -> None:
+        """Sleep ``delay`` before a retry, cut short by a stop to the end of its grace."""
+        end = time.monotonic() + delay
+        with self._cond:
+            while True:
+                limit = end if self._stop_at is None else min(end, self._stop_at)
+                left = limit - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(left)
 
     def _bisect(self, batch: list[Inbound], reason: str) -> None:
         if len(batch) == 1:
@@ -343,6 +363,8 @@ class Writer(threading.Thread):
         self._in_hand -= len(batch)
         newest = max(item.ts_ms for item in batch)
         self.metrics.lag.set(max(0.0, time.time() - newest / 1000.0))
+        if self._liveness is not None:
+            self._liveness.progressed()
 
     def _drop(self, batch: list[Inbound]) -> None:
         self._in_hand -= len(batch)

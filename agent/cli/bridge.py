@@ -1,4 +1,10 @@
-"""`bridge -c FILE`: the central MQTT -> InfluxDB writer, until SIGTERM or Ctrl-C."""
+"""`bridge -c FILE`: the central MQTT -> InfluxDB writer, until SIGTERM or Ctrl-C.
+
+Exit codes: 0 after an orderly stop (what was written is acknowledged, the rest
+stays at the broker); 1 when the stop had to leave a thread behind (a write or
+paho's thread did not finish in time: nothing it held was acknowledged, the broker
+delivers it again) or the metrics port cannot be bound; 2 for a config error.
+"""
 
 from __future__ import annotations
 
@@ -33,8 +39,8 @@ def run_bridge(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     try:
-        bridge.run()
+        clean = bridge.run()
     except OSError as exc:  # e.g. the metrics port is taken
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_OK
+    return EXIT_OK if clean else EXIT_FAILED

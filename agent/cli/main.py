@@ -132,15 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=read.run_scan)
 
-    p = sub.add_parser("replay", help="recorded readings (CSV) through the core, as JSON lines")
-    p.add_argument("file", help="CSV with columns ts,device,quantity,value")
-    p.add_argument("-c", "--config", required=True, metavar="FILE")
-    p.add_argument(
-        "--topics",
-        default="measurements,energy,intensity",
-        help="which records to print (comma-separated; default all)",
-    )
-    p.set_defaults(handler=replay_cli.run_replay)
+    replay_cli.add_parser(sub)
 
     p = sub.add_parser("check", help="validate a config file")
     p.add_argument("-c", "--config", required=True, metavar="FILE")

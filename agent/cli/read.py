@@ -18,7 +18,7 @@ from drivers.decode import decode_value
 from drivers.errors import ModbusTimeout, RetryableError, TransportError
 from drivers.profile import Profile, ProfileLibrary, SerialDefaults
 from drivers.quantities import Quantity
-from drivers.reader import DeviceReader
+from drivers.reader import DeviceReader, Sample
 from drivers.registers import READ_CODE, RegisterSpec
 from drivers.transport import Endpoint, Framing, ModbusTransport, Timing
 
@@ -66,7 +66,7 @@ def run_read(args: argparse.Namespace) -> int:
         raise UsageError(f"--unit {unit}: unit ids are 0..255 (1..247 on a serial line)")
     timing = Timing(timeout_s=args.timeout, retries=args.retries)
     try:
-        values, ratios = asyncio.run(_read_once(endpoint, timing, profile, unit))
+        sample, ratios = asyncio.run(_read_once(endpoint, timing, profile, unit))
     except TransportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         if isinstance(exc, ModbusTimeout):
@@ -76,6 +76,14 @@ def run_read(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return EXIT_FAILED
+    values = sample.values
+    for q, raw in sample.implausible.items():
+        lo, hi = profile.plausible_range(q)
+        print(
+            f"note: {q.value} reads {raw:.6g}, outside its plausible range "
+            f"[{lo:g}, {hi:g}]; the agent publishes it as null",
+            file=sys.stderr,
+        )
     if args.json:
         print(json.dumps({q.value: v for q, v in values.items()}))
         return EXIT_OK
@@ -86,7 +94,10 @@ def run_read(args: argparse.Namespace) -> int:
     table.add_column("value", justify="right")
     table.add_column("unit")
     for q, v in values.items():
-        table.add_row(q.value, "n/a" if v is None else f"{v:.6g}", _unit_label(q))
+        shown = "n/a" if v is None else f"{v:.6g}"
+        if q in sample.implausible:
+            shown = f"implausible: {sample.implausible[q]:.6g}"
+        table.add_row(q.value, shown, _unit_label(q))
     if ratios:
         # Values are scaled by these; a commissioning engineer compares them with the
         # meter's own PT/CT set-up screen.
@@ -99,11 +110,11 @@ def run_read(args: argparse.Namespace) -> int:
 
 async def _read_once(
     endpoint: Endpoint, timing: Timing, profile: Profile, unit: int
-) -> tuple[dict[Quantity, float | None], dict[str, float]]:
+) -> tuple[Sample, dict[str, float]]:
     reader = DeviceReader(profile, unit)
     async with ModbusTransport(endpoint, timing) as transport:
-        values = await reader.read(transport)
-    return values, reader.ratios
+        sample = await reader.read(transport)
+    return sample, reader.ratios
 
 
 # --- scan ----------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from agent.config.common import Id as Id
 from agent.config.common import Mqtt as Mqtt
 from agent.config.common import Strict as _Strict
 from agent.config.common import TlsSettings as TlsSettings
-from drivers.profile import DeviceKind, ReadLimits, RegisterMap
+from drivers.profile import DeviceKind, PlausibleRange, ReadLimits, RegisterMap
+from drivers.quantities import Quantity
 from drivers.registers import RatioRegister, RegisterSpec
 from drivers.transport import Endpoint, Framing, Timing
 
@@ -230,6 +231,8 @@ class Device(_Strict):
     registers: tuple[RegisterSpec, ...] | None = None
     limits: ReadLimits | None = None
     ratios: dict[str, RatioRegister] | None = None
+    #: Plausible ranges for inline registers (a profile brings its own), by quantity.
+    plausible: dict[Quantity, PlausibleRange] | None = None
     kind: DeviceKind | None = None
     interval_s: Annotated[float, Field(gt=0, le=86400)] = 1.0
     max_power_kw: Annotated[float, Field(gt=0)] | None = None
@@ -246,24 +249,24 @@ class Device(_Strict):
                 "give either `profile` (a built-in meter) or inline `registers`, "
                 "not both and not neither"
             )
-        if self.profile is not None and (self.limits is not None or self.ratios is not None):
+        inline_only = (self.limits, self.ratios, self.plausible)
+        if self.profile is not None and any(x is not None for x in inline_only):
             raise ValueError(
-                "`limits` and `ratios` belong to inline `registers`; a profile brings its own"
+                "`limits`, `ratios` and `plausible` belong to inline `registers`; "
+                "a profile brings its own"
             )
-        if self.registers is not None:
-            # Same checks as a profile file: overlaps, duplicate quantities, ratio names.
-            RegisterMap(
-                registers=self.registers,
-                limits=self.limits or ReadLimits(),
-                ratios=self.ratios or {},
-            )
+        # Same checks as a profile file: overlaps, duplicate quantities, ratio names.
+        self.inline_map()
         return self
 
     def inline_map(self) -> RegisterMap | None:
         if self.registers is None:
             return None
         return RegisterMap(
-            registers=self.registers, limits=self.limits or ReadLimits(), ratios=self.ratios or {}
+            registers=self.registers,
+            limits=self.limits or ReadLimits(),
+            ratios=self.ratios or {},
+            plausible=self.plausible or {},
         )
 
 

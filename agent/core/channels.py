@@ -23,6 +23,8 @@ RING = 1536
 REBASELINE_AFTER = 3
 #: A wrap is a decrease from the top tenth of the range into the bottom tenth.
 WRAP_BAND = 0.1
+#: The demand period, in slots: 15-minute average power (the two-part tariff's demand).
+DEMAND_SLOTS = 15
 
 
 class ChannelKind(IntEnum):

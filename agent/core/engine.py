@@ -1,15 +1,17 @@
 """The engine: the numba kernel's arrays behind a small Python API.
 
 Everything here is bookkeeping around :mod:`agent.core.kernel` — allocating the
-state, growing the output buffer, turning arrays into records. The numbers are
-all computed in the kernel.
+state, growing the output buffer, turning arrays into records, saving and
+restoring the arrays. The numbers are all computed in the kernel. This is the
+only module besides the kernel that knows the layout of its state columns
+(``I``, ``F``): the rest of the core asks through the methods below.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -18,6 +20,7 @@ import numpy as np
 
 from agent.core.channels import N_EVENTS, RING, SLOT_MS, ChannelKind, ChannelSpec
 from agent.core.jit import JitChoice
+from agent.core.snapshot import Snapshot
 
 INT64_MIN = np.iinfo(np.int64).min
 #: numba's compiled-code cache, under the agent's state directory.
@@ -76,6 +79,7 @@ class Engine:
         self.jit: JitChoice = self.k.JIT
         self.specs = list(specs)
         self.interval_slots = interval_s * 1000 // SLOT_MS
+        self.interval_ms = self.interval_slots * SLOT_MS
         n = len(self.specs)
         k = self.k
         self.I = np.zeros((n, k.NI), dtype=np.int64)
@@ -193,6 +197,29 @@ class Engine:
         )
         return out
 
+    # --- channel state, for the site ---------------------------------------------------
+
+    def has_reference(self, c: int) -> bool:
+        """Channel ``c`` has accepted a reading: it counts, and closes intervals."""
+        return bool(self.I[c, self.k.I_HAS_REF] != 0)
+
+    def emitted_end(self, c: int) -> int:
+        """End (Unix ms) of the last interval channel ``c`` has closed, once it has a
+        reference (before its first closed interval: the start of its first one)."""
+        return int(self.I[c, self.k.I_EMITTED_END])
+
+    def complete_end(self) -> int:
+        """The latest interval end that every channel with data has closed (0: none has)."""
+        k = self.k
+        has = self.I[:, k.I_HAS_REF] != 0
+        if not has.any():
+            return 0
+        return int(self.I[has, k.I_EMITTED_END].min())
+
+    def demand_flags(self) -> list[bool]:
+        """Per channel, whether it tracks 15-minute demand."""
+        return [bool(d) for d in self.I[:, self.k.I_DEMAND]]
+
     def closed_slot_end(self) -> np.ndarray:
         """Per channel, the first slot not yet closed (slots before it are final)."""
         k = self.k
@@ -209,6 +236,8 @@ class Engine:
             int(self.I[channel, k.I_DM_MONTH]),
         )
 
+    # --- snapshot (agent.core.snapshot.Part) -----------------------------------------
+
     def state_arrays(self) -> dict[str, np.ndarray]:
         return {
             "I": self.I,
@@ -217,3 +246,42 @@ class Engine:
             "ring_f": self.ring_f,
             "events": self.events,
         }
+
+    def save(self, snap: Snapshot) -> None:
+        snap.put("keys", [s.key for s in self.specs])
+        for name, array in self.state_arrays().items():
+            snap.put_array(name, array)
+
+    def restorer(self, snap: Snapshot, *, same_interval: bool) -> Callable[[], None]:
+        """Each channel continues from the row saved under its key (a new one starts
+        fresh). Its settings — kind, limits, demand — stay those of the config in force
+        now; after a change of publish interval the counter continues and the interval
+        bookkeeping restarts at the slot it had open."""
+        keys = snap.value("keys", lambda v: [str(key) for key in v])
+        row_of = {key: j for j, key in enumerate(keys)}
+        saved = {
+            name: snap.array(name, (len(keys), *current.shape[1:]))
+            for name, current in self.state_arrays().items()
+        }
+
+        def restore() -> None:
+            for c, spec in enumerate(self.specs):
+                j = row_of.get(spec.key)
+                if j is not None:
+                    self._restore_channel(c, {name: a[j] for name, a in saved.items()})
+                    if not same_interval and self.has_reference(c):
+                        opened = int(self.I[c, self.k.I_OPEN_SLOT]) * SLOT_MS
+                        ms = self.interval_ms
+                        self.I[c, self.k.I_EMITTED_END] = opened // ms * ms
+
+        return restore
+
+    def _restore_channel(self, c: int, rows: dict[str, np.ndarray]) -> None:
+        k = self.k
+        settings_f = [k.F_WRAP, k.F_MAX_RATE, k.F_TOL_ABS, k.F_TOL_REL, k.F_MAX_GAP_MS]
+        keep_f = self.F[c, settings_f].copy()
+        keep_kind, keep_demand = self.I[c, k.I_KIND], self.I[c, k.I_DEMAND]
+        for name, array in self.state_arrays().items():
+            array[c] = rows[name]
+        self.F[c, settings_f] = keep_f  # the config in force now decides the limits
+        self.I[c, k.I_KIND], self.I[c, k.I_DEMAND] = keep_kind, keep_demand

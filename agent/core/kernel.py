@@ -11,10 +11,12 @@ emits an interval record. Windows are sums over the ring, recomputed when
 asked, so a single absurd value never leaves a residue behind.
 
 Same semantics as :mod:`agent.core.reference`; the tests feed both the same
-streams. Import this module only after the numba cache directory is set
-(:func:`agent.core.engine.load_kernel`). Without numba the same functions run
-as Python, bit for bit the same (:mod:`agent.core.jit`): keep them free of
-``fastmath`` and of anything numba would compute differently.
+streams. The column layout of ``I`` and ``F`` is known here and in
+:mod:`agent.core.engine`, nowhere else. Import this module only after the
+numba cache directory is set (:func:`agent.core.engine.load_kernel`). Without
+numba the same functions run as Python, bit for bit the same
+(:mod:`agent.core.jit`): keep them free of ``fastmath`` and of anything numba
+would compute differently.
 """
 
 from __future__ import annotations
@@ -23,7 +25,16 @@ import os
 
 import numpy as np
 
-from agent.core.channels import REBASELINE_AFTER, RING, SLOT_MS, WRAP_BAND
+from agent.core.channels import (
+    DEMAND_SLOTS,
+    REBASELINE_AFTER,
+    RING,
+    SLOT_MS,
+    WRAP_BAND,
+    ChannelKind,
+    Event,
+    Flag,
+)
 from agent.core.jit import choose
 
 #: Compiled by numba, or (and why) run as Python.
@@ -57,22 +68,24 @@ F_MAX_GAP_MS = 7
 F_DM_MAX = 8
 NF = 9
 
-KIND_COUNTER = 0
-KIND_POWER = 1
+# Channel kinds, slot quality bits and event counters: the values of the enums in
+# agent.core.channels (which the reference and the site use), as plain ints, which numba
+# compiles in as constants. numba's cache is keyed on this file only: after changing a
+# value there, touch this file (an installed upgrade rewrites every file anyway).
+KIND_COUNTER = int(ChannelKind.COUNTER)
+KIND_POWER = int(ChannelKind.POWER)
 
-FLAG_INTERPOLATED = 1
-FLAG_GAP = 2
-FLAG_RESET = 4
-FLAG_PARTIAL = 8
+FLAG_INTERPOLATED = int(Flag.INTERPOLATED)
+FLAG_GAP = int(Flag.GAP)
+FLAG_RESET = int(Flag.RESET)
+FLAG_PARTIAL = int(Flag.PARTIAL)
 
-EV_WRAP = 0
-EV_RESET = 1
-EV_GLITCH = 2
-EV_REBASELINE = 3
-EV_OUT_OF_ORDER = 4
-EV_MISSING = 5
-
-DEMAND_SLOTS = 15
+EV_WRAP = int(Event.WRAP)
+EV_RESET = int(Event.RESET)
+EV_GLITCH = int(Event.GLITCH)
+EV_REBASELINE = int(Event.REBASELINE)
+EV_OUT_OF_ORDER = int(Event.OUT_OF_ORDER)
+EV_MISSING = int(Event.MISSING)
 
 
 @njit(cache=True, inline="always")

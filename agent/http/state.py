@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from agent import __version__
-from agent.core.channels import SLOT_MS
+from agent.core.channels import DEMAND_SLOTS, SLOT_MS
 from drivers.profile import DeviceKind
 from drivers.quantities import Quantity
 
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 SCHEMA_VERSION = 1
 INTENSITY_WINDOW = "15m"
-DEMAND_SLOTS = 15  # the core's demand period (kernel.DEMAND_SLOTS), in one-minute slots
 HISTORY_S = 15 * 60
 #: Points per device in a history answer; the sparkline is ~150 px wide.
 HISTORY_POINTS = 180

@@ -18,6 +18,7 @@ import logging
 import math
 import random
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,9 +42,11 @@ from agent.runtime.lowmem import release_compiler_pages
 from agent.runtime.mqtt import MqttLink, Pump
 from agent.runtime.outbox import Item, Kind, Outbox, OutboxError, SqliteOutbox
 from agent.runtime.scheduler import Backoff, BusPoller, DevicePoll, Values
-from agent.runtime.sdnotify import Notifier, State
+from agent.runtime.throttle import LogThrottle, repeats
+from agent.sdnotify import Notifier, State
 from drivers.errors import TransportError
 from drivers.profile import ProfileLibrary
+from drivers.quantities import Quantity
 from drivers.reader import DeviceReader
 from drivers.transport import Framing, ModbusTransport
 
@@ -129,6 +132,8 @@ class Agent:
         #: Devices whose measurement seq moved since the last commit.
         self._seq_moved: set[str] = set()
         self._commit_at: asyncio.TimerHandle | None = None
+        #: One log line per device and cause a minute, however often a meter flaps.
+        self._log_throttle = LogThrottle(60.0)
         #: /metrics: poll latency and errors, core time, fed below as they happen.
         self.metrics = AgentMetrics({d.id: d.bus for d in config.devices})
 
@@ -197,6 +202,7 @@ class Agent:
         values: Values | None,
         error: TransportError | None,
         seconds: float,
+        implausible: Collection[Quantity] = (),
     ) -> None:
         st = self.devices[poll.device_id]
         st.polls += 1
@@ -206,7 +212,8 @@ class Agent:
             st.failures += 1
             text = str(error)
             if st.state != "error" or st.error != text:
-                log.warning("device %s: %s", poll.device_id, text)
+                if (n := self._log_throttle.due((poll.device_id, error.detail))) is not None:
+                    log.warning("device %s: %s%s", poll.device_id, text, repeats(n))
                 st.status = Message(
                     self.site.topics.device_status(poll.device_id),
                     device_status_payload("error", text, ts),
@@ -216,8 +223,11 @@ class Agent:
         else:
             assert values is not None
             if st.state != "ok":
-                if st.state == "error":
-                    log.info("device %s: answering again", poll.device_id)
+                if (
+                    st.state == "error"
+                    and (n := self._log_throttle.due(poll.device_id)) is not None
+                ):
+                    log.info("device %s: answering again%s", poll.device_id, repeats(n))
                 st.status = Message(
                     self.site.topics.device_status(poll.device_id),
                     device_status_payload("ok", None, ts),
@@ -230,7 +240,7 @@ class Agent:
             st.last_values = values
             self._seq_moved.add(poll.device_id)
             started = time.perf_counter()
-            messages += self.site.feed([Reading(poll.device_id, ts, values)])
+            messages += self.site.feed([Reading(poll.device_id, ts, values, tuple(implausible))])
             self.metrics.core_scan(time.perf_counter() - started)
         self._store(messages)
 

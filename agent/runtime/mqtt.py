@@ -55,8 +55,8 @@ class MqttLink:
         settings: Mqtt,
         *,
         client_id: str,
-        will: tuple[str, bytes],
-        birth: Callable[[], tuple[str, bytes]],
+        will: tuple[str, bytes] | None,
+        birth: Callable[[], tuple[str, bytes]] | None,
         on_connected: Callable[[], None] | None = None,
         on_ack: Callable[[int, bool], None] | None = None,
         on_disconnected: Callable[[], None] | None = None,
@@ -85,8 +85,9 @@ class MqttLink:
 
     def _build(self) -> paho.Client:
         client = new_client(self.settings, self.client_id)
-        topic, payload = self.will
-        client.will_set(topic, payload, qos=1, retain=True)
+        if self.will is not None:  # None: a client that speaks for no gateway (a backfill)
+            topic, payload = self.will
+            client.will_set(topic, payload, qos=1, retain=True)
         client.max_inflight_messages_set(1000)  # our Pump holds the real window
         client.on_connect = self._on_connect
         client.on_message = self._on_message
@@ -170,8 +171,9 @@ class MqttLink:
         self.state.connects += 1
         self.state.last_error = ""
         log.info("mqtt connected to %s:%d", self.settings.host, self.settings.port)
-        topic, payload = self.birth()  # a fresh timestamp at every connect
-        self.publish(topic, payload, retain=True)
+        if self.birth is not None:
+            topic, payload = self.birth()  # a fresh timestamp at every connect
+            self.publish(topic, payload, retain=True)
         if self._client is not None:
             for sub in self.subscriptions:
                 self._client.subscribe(sub, qos=1)

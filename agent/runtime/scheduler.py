@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from drivers.errors import TransportError
@@ -24,7 +24,12 @@ from drivers.reader import DeviceReader
 from drivers.transport import Transport
 
 Values = dict[Quantity, float | None]
-ResultFn = Callable[["DevicePoll", int, Values | None, TransportError | None, float], None]
+#: (poll, ts, values, error, seconds, implausible): the values outside their plausible
+#: range are None in ``values`` and listed, as read, in ``implausible``.
+ResultFn = Callable[
+    ["DevicePoll", int, Values | None, TransportError | None, float, Mapping[Quantity, float]],
+    None,
+]
 
 
 @dataclass
@@ -133,11 +138,11 @@ class BusPoller:
     async def _poll(self, p: DevicePoll) -> None:
         started = self.clock()
         try:
-            values = await p.reader.read(self.transport)
+            sample = await p.reader.read(self.transport)
         except TransportError as exc:
             now = self.clock()
             p.schedule_after_failure(now)
-            self.on_result(p, self.wall_ms(), None, exc, now - started)
+            self.on_result(p, self.wall_ms(), None, exc, now - started, {})
             return
         # The reading's time is when its values arrived, not when the poll was due: on a
         # TCP bus the request may have queued behind another unit's timeout (pymodbus
@@ -149,4 +154,4 @@ class BusPoller:
         if len(self.latencies) > 1000:
             del self.latencies[:500]
         p.schedule_after_success(now)
-        self.on_result(p, ts, values, None, now - started)
+        self.on_result(p, ts, sample.values, None, now - started, sample.implausible)

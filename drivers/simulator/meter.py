@@ -53,6 +53,9 @@ class MeterModel:
     near_wrap: float | None = None
     #: Counters at start (canonical units), when not near_wrap.
     start_counters: float = 1000.0
+    #: Counters start up to this fraction above ``start_counters`` (seeded), so meters
+    #: differ; 0 starts them exactly there (a meter continuing a recorded history).
+    start_jitter: float = 0.1
     export: bool = False
     faults: Faults = field(default_factory=Faults)
 
@@ -83,7 +86,7 @@ class MeterModel:
                 factor *= self.ratios.get(name, 1.0)
             top = ((1 << spec.type.bits) - 1) * factor
             return top - self.near_wrap
-        return self.start_counters * (1.0 + 0.1 * self._rng.random())
+        return self.start_counters * (1.0 + self.start_jitter * self._rng.random())
 
     # --- dynamics ---------------------------------------------------------------------------
 

@@ -208,14 +208,21 @@ def write_bridge_config(
 
 
 class BridgeProcess:
-    def __init__(self, command: Sequence[str], config: Path, metrics_port: int) -> None:
+    def __init__(
+        self,
+        command: Sequence[str],
+        config: Path,
+        metrics_port: int,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.command = [*command, "bridge", "-c", str(config)]
         self.metrics_port = metrics_port
         self.log = config.with_suffix(".log")
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 self.command, stdout=log, stderr=subprocess.STDOUT, env=env
@@ -273,13 +280,14 @@ class BridgeProcess:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
 
-    def stop(self) -> int | None:
+    def stop(self, within_s: float = 20.0) -> int | None:
+        """SIGTERM; SIGKILL (exit code -9) if it has not exited within ``within_s``."""
         if self.proc is None:
             return None
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(20)
+                self.proc.wait(within_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -520,7 +528,11 @@ class Stack:
         await self.broker.close()
 
     def bridge(
-        self, client_id: str = "bridge-a", influx_url: str | None = None, **settings: Any
+        self,
+        client_id: str = "bridge-a",
+        env: dict[str, str] | None = None,
+        influx_url: str | None = None,
+        **settings: Any,
     ) -> BridgeProcess:
         metrics_port = self.free_port()
         config = write_bridge_config(
@@ -531,7 +543,7 @@ class Stack:
             client_id=client_id,
             **settings,
         )
-        b = BridgeProcess(self.command, config, metrics_port)
+        b = BridgeProcess(self.command, config, metrics_port, env)
         self.bridges.append(b)
         return b
 

@@ -129,16 +129,32 @@ def test_units_close_every_hardening_check_but_the_explained_ones(
     assert exposure is not None and float(exposure.group(1)) <= 2.0, done.stdout
 
 
-def test_agent_unit_watchdog_outlasts_the_agents_ping_interval() -> None:
-    """The agent pings at most every min(WatchdogSec/2, 10) s (agent/runtime/agent.py)."""
-    text = (DEPLOY / "systemd" / "energy-agent.service").read_text()
+def notify_settings(unit: str) -> dict[str, str]:
+    """The unit's settings, checked for the notify protocol with a watchdog."""
+    text = (DEPLOY / "systemd" / unit).read_text()
     settings = dict(
         line.split("=", 1) for line in text.splitlines() if "=" in line and line[0] != "#"
     )
     assert settings["Type"] == "notify"
     assert settings["NotifyAccess"] == "main"
+    return settings
+
+
+def test_agent_unit_watchdog_outlasts_the_agents_ping_interval() -> None:
+    """The agent pings at most every min(WatchdogSec/2, 10) s (agent/runtime/agent.py)."""
+    settings = notify_settings("energy-agent.service")
     assert min(int(settings["WatchdogSec"]) / 2, 10.0) * 2 <= int(settings["WatchdogSec"])
     assert settings["ExecStart"].startswith(VENV_BIN + " run -c /etc/energy-agent/agent.yaml")
+
+
+def test_bridge_unit_watchdog_outlasts_the_bridges_ping_interval() -> None:
+    """The bridge pings every min(WatchdogSec/2, 5) s while it moves (agent/bridge/app.py)."""
+    from agent.bridge.app import WATCH_EVERY_S
+
+    settings = notify_settings("energy-agent-bridge.service")
+    watchdog = int(settings["WatchdogSec"])
+    assert min(watchdog / 2, WATCH_EVERY_S) * 2 <= watchdog
+    assert settings["ExecStart"].startswith(VENV_BIN + " bridge -c /etc/energy-agent/bridge.yaml")
 
 
 # --- MemoryDenyWriteExecute: off for the agent, on for the bridge ---------------------------

@@ -314,6 +314,25 @@ async def test_a_gateway_reaches_the_bridge_through_its_own_prefix(
     assert await bridge.publish("energy/dead-letter", b"{}") == 0x10
 
 
+async def test_the_bridges_liveness_probe_is_answered_under_the_acl(
+    peers: dict[str, Peer],
+) -> None:
+    """The bridge's watchdog probe (agent/bridge/consumer.py) is an UNSUBSCRIBE from a
+    filter it never holds: the shipped broker must answer it and keep the session."""
+    from agent.bridge.consumer import PROBE_FILTER
+
+    bridge = peers["bridge"]
+    answers: list[list[int]] = []
+    bridge.client.on_unsubscribe = lambda _c, _u, _mid, reasons, _p: answers.append(
+        [r.value for r in reasons]
+    )
+    for _ in range(3):
+        bridge.client.unsubscribe(PROBE_FILTER)
+    await wait_until(lambda: len(answers) == 3, 10, "three UNSUBACKs")
+    assert answers == [[0x11]] * 3  # "no subscription existed": answered, nothing changed
+    assert bridge.disconnects == 0
+
+
 async def test_a_gateway_cannot_write_for_another_gateway(
     peers: dict[str, Peer], broker: ShippedBroker, pki: Pki
 ) -> None:

@@ -656,7 +656,9 @@ async def test_bad_meters_do_not_disturb_healthy_ones(rig: Rig, simulators: Simu
     assert dead["state"] == "error" and "no response" in dead["error"], statuses["dead"]
     garbled = statuses["garbled"][-1]
     assert garbled["state"] == "error", statuses["garbled"]
-    assert re.search(r"expected \d+ registers", garbled["error"]), garbled
+    assert re.search(r"byte count \d+ for \d+ registers \(expected \d+\)", garbled["error"]), (
+        garbled
+    )
     retained = {m.topic.split("/")[-2]: m for m in late.received("status")}
     assert retained["dead"].retain and retained["dead"].json()["state"] == "error"
     assert retained["garbled"].retain and retained["garbled"].json()["state"] == "error"

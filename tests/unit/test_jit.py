@@ -176,7 +176,7 @@ def _python_site(config: AgentConfig, python_kernel: ModuleType) -> SiteCore:
         engine=Engine(
             compiled.engine.specs,
             compiled.interval_s,
-            demand=compiled.engine.I[:, kernel.I_DEMAND].astype(bool).tolist(),
+            demand=compiled.engine.demand_flags(),
             kernel=python_kernel,
         ),
     )

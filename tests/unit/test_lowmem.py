@@ -50,7 +50,7 @@ def test_rss_drops_and_the_kernels_still_give_the_same_numbers(tmp_path: Path) -
         from pathlib import Path
         from agent.config.load import load_config
         from agent.payloads import encode
-        from agent.replay import read_rows, replay
+        from agent.replay import Backfill
         from agent.runtime.lowmem import release_compiler_pages
         from drivers.profile import ProfileLibrary
 
@@ -60,9 +60,9 @@ def test_rss_drops_and_the_kernels_still_give_the_same_numbers(tmp_path: Path) -
         case = Path({str(CASE)!r})
         lib = ProfileLibrary()
         config = load_config(case / "config.yaml", profiles=lib)
-        rows, _ = read_rows(case / "readings.csv", config, lib)
         def run():
-            return [m.topic + " " + encode(m.payload).decode() for m in replay(config, lib, rows)]
+            backfill = Backfill(config, lib, [case / "readings.csv"])
+            return [m.topic + " " + encode(m.payload).decode() for b in backfill.run() for m in b]
         first = run()
         before = rss()
         taken = release_compiler_pages()

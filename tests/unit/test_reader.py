@@ -72,7 +72,7 @@ def assert_matches_truth(
 async def test_every_quantity_reads_its_truth(profile_id: str, strategy: Strategy) -> None:
     profile = LIB.get(profile_id)
     model, fake, reader = setup(profile, strategy=strategy)
-    got = await reader.read(fake)
+    got = (await reader.read(fake)).values
     assert_matches_truth(profile, got, model.values(), model.ratios)
     assert reader.ratios == model.ratios
 
@@ -123,7 +123,7 @@ async def test_follows_the_meter_between_polls(profile_id: str) -> None:
     model.advance(1_090.0 + 900.0)
     truth = model.values()
     fake.images[UNIT].update(profile, truth, model.ratios)
-    assert_matches_truth(profile, await reader.read(fake), truth, model.ratios)
+    assert_matches_truth(profile, (await reader.read(fake)).values, truth, model.ratios)
 
 
 FAILURES: list[TransportError] = [
@@ -148,7 +148,7 @@ async def test_injected_failure_propagates_then_recovers(
     assert raised.value is error
     assert len(fake.requests) == 1  # the first failure ends the poll
     # the failure is used up: the next poll works
-    assert_matches_truth(profile, await reader.read(fake), model.values(), model.ratios)
+    assert_matches_truth(profile, (await reader.read(fake)).values, model.values(), model.ratios)
 
 
 @pytest.mark.parametrize("profile_id", PROFILES)
@@ -266,7 +266,7 @@ def hand_image(ct: int = 40, pt_tenths: int = 100) -> RegisterImage:
 async def test_ratios_scale_secondary_values() -> None:
     fake = FakeTransport({UNIT: hand_image(ct=40, pt_tenths=100)})
     reader = DeviceReader(RATIO_MAP, UNIT)
-    got = await reader.read(fake)
+    got = (await reader.read(fake)).values
     assert reader.ratios == {"ct": 40.0, "pt": 10.0}
     assert got == pytest.approx(
         {
@@ -289,12 +289,12 @@ async def test_changed_ratios_are_seen_only_after_max_age() -> None:
     image = hand_image(ct=40)
     fake = FakeTransport({UNIT: image})
     reader = DeviceReader(RATIO_MAP, UNIT, ratio_max_age_s=3600.0, clock=lambda: now[0])
-    first = await reader.read(fake)
+    first = (await reader.read(fake)).values
     image.set_words(Table.HOLDING, 0x100, [50])  # an electrician changes the CT ratio
     now[0] = 3599.0
-    assert await reader.read(fake) == first
+    assert (await reader.read(fake)).values == first
     now[0] = 3600.0
-    got = await reader.read(fake)
+    got = (await reader.read(fake)).values
     assert reader.ratios["ct"] == 50.0
     assert got[Q.CURRENT_L1_A] == pytest.approx(-3.085 * 50)
 

@@ -11,7 +11,9 @@ import pytest
 
 from agent.config.models import AgentConfig
 from agent.core.engine import load_kernel
-from agent.replay import ReplayInputError, Topic, parse_ts, read_rows, replay
+from agent.payloads import Message
+from agent.replay import Backfill, Options, Reader, ReplayInputError, Topic, parse_ts
+from agent.replay.rows import BadRow
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
 
@@ -95,24 +97,48 @@ def test_parse_ts_rejects(text: str) -> None:
 
 # --- reading the file --------------------------------------------------------------------
 
+Row = tuple[int, str, Quantity, float | None]
 
-def test_columns_in_any_order_and_case(tmp_path: Path) -> None:
+
+def read_rows(
+    path: Path, cfg: AgentConfig, reader: Reader = Reader.ARROW
+) -> tuple[list[Row], list[BadRow]]:
+    """What reaches the core, in order: (ts, device, quantity, value); and the bad rows."""
+    backfill = Backfill(cfg, LIBRARY, [path], Options(reader=reader))
+    rows: list[Row] = []
+    for b in backfill.batches():
+        for ts, key, value in zip(b.ts.tolist(), b.key.tolist(), b.value.tolist(), strict=True):
+            v = None if value != value else value
+            rows.append((ts, backfill.vocab.device(key), backfill.vocab.quantity(key), v))
+    return rows, sorted(backfill.bad)
+
+
+def replay(
+    cfg: AgentConfig, path: Path, topics: frozenset[Topic], reader: Reader = Reader.ARROW
+) -> list[Message]:
+    return [
+        m
+        for batch in Backfill(cfg, LIBRARY, [path], Options(topics, reader=reader)).run()
+        for m in batch
+    ]
+
+
+@pytest.mark.parametrize("reader", [Reader.ARROW, Reader.PYTHON])
+def test_columns_in_any_order_and_case(tmp_path: Path, reader: Reader) -> None:
     p = write(
         tmp_path,
         "Value,Device,TS,Quantity\n100.0,m1,1704067200000,energy_import_kwh\n",
     )
-    rows, bad = read_rows(p, config(tmp_path), LIBRARY)
+    rows, bad = read_rows(p, config(tmp_path), reader)
     assert bad == []
-    assert [(r.ts, r.device, r.quantity, r.value, r.line) for r in rows] == [
-        (T0, "m1", Quantity.ENERGY_IMPORT_KWH, 100.0, 2)
-    ]
+    assert rows == [(T0, "m1", Quantity.ENERGY_IMPORT_KWH, 100.0)]
 
 
 def test_byte_order_mark_is_not_part_of_the_header(tmp_path: Path) -> None:
     # Excel's "CSV UTF-8" starts the file with a BOM.
     p = tmp_path / "excel.csv"
     p.write_bytes(b"\xef\xbb\xbf" + (HEADER + f"{T0},m1,energy_import_kwh,1.0\n").encode())
-    rows, bad = read_rows(p, config(tmp_path), LIBRARY)
+    rows, bad = read_rows(p, config(tmp_path))
     assert (len(rows), bad) == (1, [])
 
 
@@ -125,8 +151,8 @@ def test_rows_are_sorted_by_time_keeping_file_order_within_an_instant(tmp_path: 
         + f"{T0 + 10_000},m2,energy_import_kwh,2\n"
         + f"{T0 + 10_000},m1,energy_import_kwh,2\n",
     )
-    rows, _ = read_rows(p, config(tmp_path, ("m1", "m2")), LIBRARY)
-    assert [(r.line, r.device) for r in rows] == [(3, "m1"), (4, "m2"), (5, "m1"), (2, "m1")]
+    rows, _ = read_rows(p, config(tmp_path, ("m1", "m2")))
+    assert [(r[1], r[3]) for r in rows] == [("m1", 1), ("m2", 2), ("m1", 2), ("m1", 3)]
 
 
 def test_not_available_values(tmp_path: Path) -> None:
@@ -137,9 +163,9 @@ def test_not_available_values(tmp_path: Path) -> None:
         + f"{T0 + 1},m1,energy_import_kwh,nan\n"
         + f"{T0 + 2},m1,energy_import_kwh,NULL\n",
     )
-    rows, bad = read_rows(p, config(tmp_path), LIBRARY)
+    rows, bad = read_rows(p, config(tmp_path))
     assert bad == []
-    assert [r.value for r in rows] == [None, None, None]
+    assert [r[3] for r in rows] == [None, None, None]
 
 
 @pytest.mark.parametrize(
@@ -165,31 +191,55 @@ def test_not_available_values(tmp_path: Path) -> None:
     ],
     ids=["empty", "three-columns", "five-columns", "gbk"],
 )
-def test_whole_file_rejected(tmp_path: Path, content: bytes, message: str) -> None:
+@pytest.mark.parametrize("reader", [Reader.ARROW, Reader.PYTHON])
+def test_whole_file_rejected(tmp_path: Path, content: bytes, message: str, reader: Reader) -> None:
     p = tmp_path / "r.csv"
     p.write_bytes(content)
     with pytest.raises(ReplayInputError) as info:
-        read_rows(p, config(tmp_path), LIBRARY)
+        read_rows(p, config(tmp_path), reader)
     assert str(info.value).replace(f"{tmp_path}/", "") == message
 
 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ReplayInputError, match=r"cannot read .*nope\.csv: No such file"):
-        read_rows(tmp_path / "nope.csv", config(tmp_path), LIBRARY)
+        read_rows(tmp_path / "nope.csv", config(tmp_path))
 
 
 # --- replay ------------------------------------------------------------------------------
 
 
 def _csv(tmp: Path, series: dict[str, list[tuple[int, float]]]) -> Path:
-    lines = [f"{t},{dev},energy_import_kwh,{v:.4f}\n" for dev, s in series.items() for t, v in s]
-    return write(tmp, HEADER + "".join(lines))
+    """The meters' readings in time order, as a logger writes them."""
+    rows = sorted((t, dev, v) for dev, s in series.items() for t, v in s)
+    return write(
+        tmp, HEADER + "".join(f"{t},{dev},energy_import_kwh,{v:.4f}\n" for t, dev, v in rows)
+    )
+
+
+@pytest.mark.parametrize("reader", [Reader.ARROW, Reader.PYTHON])
+def test_a_file_sorted_by_device_is_out_of_order_beyond_the_window(
+    tmp_path: Path, reader: Reader
+) -> None:
+    """All of m1, then all of m2 (an export sorted by device): m2's readings up to 00:44
+    are more than 15 min older than the newest before them (01:00); each is reported,
+    none is used out of order. From 00:45 on they are within the window, and used."""
+    cfg = config(tmp_path, ("m1", "m2"))
+    lines = [f"{T0 + k * MIN},m1,energy_import_kwh,{k}\n" for k in range(61)]
+    lines += [f"{T0 + k * MIN},m2,energy_import_kwh,{k}\n" for k in range(61)]
+    rows, bad = read_rows(write(tmp_path, HEADER + "".join(lines)), cfg, reader)
+    assert [r[1] for r in rows].count("m2") == 16
+    assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+    assert len(bad) == 45
+    assert str(bad[0]) == (
+        "line 63: ts 2024-01-01T00:00:00.000Z is out of order by more than the reorder "
+        "window (15 min): this file had reached 2024-01-01T01:00:00.000Z"
+    )
+    assert bad[-1].line == 63 + 44  # m2's 00:44
 
 
 def _run(tmp: Path, cfg: AgentConfig, path: Path, topics: frozenset[Topic] = frozenset(Topic)):
-    rows, bad = read_rows(path, cfg, LIBRARY)
-    assert bad == []
-    return [m.as_json_line() for m in replay(cfg, LIBRARY, rows, topics)]
+    assert read_rows(path, cfg)[1] == []
+    return [m.as_json_line() for m in replay(cfg, path, topics)]
 
 
 def test_topic_filter_only_filters(tmp_path: Path) -> None:

@@ -3,7 +3,9 @@
 Each case directory has:
 
 * ``config.yaml``: the site; its comment derives every expected number by hand.
-* ``readings.csv``: the recorded readings (``ts,device,quantity,value``).
+* ``readings.csv``: the recorded readings (``ts,device,quantity,value``); or ``inputs``,
+  naming the files and directories to read instead (the ``backfill-*`` cases: other
+  shapes, containers and timestamp forms of the readings of a ``replay-*`` case).
 * ``expected.jsonl``: the JSON lines ``replay`` prints, in order (records of several
   devices for the same interval may come in any order among themselves); or
   ``expected.err``: the message that rejects the whole file.
@@ -24,11 +26,13 @@ import pytest
 
 from agent.config import load_config
 from agent.core.engine import load_kernel
-from agent.replay import ReplayInputError, Topic, read_rows, replay
+from agent.replay import Backfill, Options, Reader, ReplayInputError, Topic
 from drivers.profile import ProfileLibrary
 
 CASES = Path(__file__).resolve().parents[1] / "cases"
-REPLAY_CASES = sorted(p for p in CASES.glob("replay-*") if p.is_dir())
+REPLAY_CASES = sorted(
+    p for pattern in ("replay-*", "backfill-*") for p in CASES.glob(pattern) if p.is_dir()
+)
 LIBRARY = ProfileLibrary()
 
 # The kernel is imported now, with numba's default cache: the cases' configs name no
@@ -43,11 +47,33 @@ def _topics(case: Path) -> frozenset[Topic]:
     return frozenset(Topic(t.strip()) for t in f.read_text().strip().split(","))
 
 
-def _run(case: Path, csv: Path | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+#: Both readers judge every case: pyarrow's, and the plain-Python one of gateways without it.
+READERS = [Reader.ARROW, Reader.PYTHON]
+
+
+def _inputs(case: Path) -> list[Path]:
+    """``readings.csv``, or whatever the case names in ``inputs`` (files, directories)."""
+    f = case / "inputs"
+    if not f.exists():
+        return [case / "readings.csv"]
+    return [case / name for name in f.read_text().split()]
+
+
+def _run(
+    case: Path, csv: Path | None = None, reader: Reader = Reader.ARROW
+) -> tuple[list[dict[str, Any]], list[str]]:
     config = load_config(case / "config.yaml")
-    rows, bad = read_rows(csv or case / "readings.csv", config, LIBRARY)
-    out = [m.as_json_line() for m in replay(config, LIBRARY, rows, _topics(case))]
-    return out, [str(b) for b in bad]
+    options = Options(_topics(case), reader=reader)
+    backfill = Backfill(config, LIBRARY, [csv] if csv else _inputs(case), options)
+    out = [m.as_json_line() for batch in backfill.run() for m in batch]
+    return out, [_bad_line(backfill, b) for b in sorted(backfill.bad)]
+
+
+def _bad_line(backfill: Backfill, b: Any) -> str:
+    """``line N: reason``; with several inputs ``file: line N: reason``."""
+    if len(backfill.sources) == 1:
+        return str(b)
+    return f"{backfill.sources[b.source].path.name}: {b}"
 
 
 def _normalise(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -75,22 +101,24 @@ def test_cases_exist() -> None:
     assert len(names) >= 12, names
     for case in REPLAY_CASES:
         assert (case / "config.yaml").is_file(), case
-        assert (case / "readings.csv").is_file(), case
+        assert all(p.exists() for p in _inputs(case)), case
         expected = [n for n in ("expected.jsonl", "expected.err") if (case / n).exists()]
         assert len(expected) == 1, f"{case.name}: needs one of expected.jsonl, expected.err"
 
 
-@pytest.mark.parametrize("case", REPLAY_CASES, ids=lambda p: p.name.removeprefix("replay-"))
-def test_replay_case(case: Path) -> None:
+@pytest.mark.parametrize("reader", READERS, ids=lambda r: r.value)
+@pytest.mark.parametrize("case", REPLAY_CASES, ids=lambda p: p.name)
+def test_replay_case(case: Path, reader: Reader) -> None:
     err_file = case / "expected.err"
     if err_file.exists():
         config = load_config(case / "config.yaml")
         with pytest.raises(ReplayInputError) as info:
-            read_rows(case / "readings.csv", config, LIBRARY)
+            backfill = Backfill(config, LIBRARY, _inputs(case), Options(reader=reader))
+            list(backfill.run())
         got = str(info.value).replace(f"{case}/", "")
         assert got == err_file.read_text(encoding="utf-8").strip()
         return
-    got, bad = _run(case)
+    got, bad = _run(case, reader=reader)
     expected = _expected(case)
     assert len(got) == len(expected), "\n".join(json.dumps(m) for m in got)
     for i, (g, e) in enumerate(zip(_normalise(got), _normalise(expected), strict=True)):

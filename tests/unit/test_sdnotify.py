@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.runtime.sdnotify import Notifier, State
+from agent.sdnotify import Notifier, State
 
 
 @pytest.fixture

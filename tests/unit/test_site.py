@@ -9,6 +9,7 @@ interval records, a restart from a snapshot changes nothing.
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import zipfile
@@ -597,6 +598,18 @@ def _corrupt(kind: str, path: Path) -> None:
         with np.load(path) as z:
             arrays = {k: z[k] for k in z.files if k != "meta"}
         np.savez(path.with_suffix(""), **arrays, meta=np.frombuffer(b"[1, 2]", np.uint8))
+    elif kind in ("seq not a number", "held record cut short"):
+        # A document whose values are of the wrong kind: refused before anything is
+        # restored, as a SnapshotError (which the agent handles), not a ValueError.
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files if k != "meta"}
+            meta = json.loads(bytes(z["meta"]).decode())
+        if kind == "seq not a number":
+            meta["seq"] = {"main": "many"}
+        else:
+            meta["held"] = [[0, "main"]]
+        blob = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        np.savez(path.with_suffix(""), **arrays, meta=blob)
     elif kind == "arrays missing":
         with np.load(path) as z:
             meta = z["meta"]
@@ -622,6 +635,8 @@ CORRUPTIONS = [
     "meta not an object",
     "arrays missing",
     "array of another shape",
+    "seq not a number",
+    "held record cut short",
 ]
 
 

@@ -1,3 +1,5 @@
+# The replay before streaming (main:agent/replay.py when bench_backfill was written),
+# kept verbatim as the baseline bench_backfill compares against. Not used by the agent.
 """`energy-agent replay FILE -c CONFIG`: recorded readings through the same core.
 
 How users backfill from meter logs and check a bill, and how the numbers are

@@ -5,6 +5,8 @@ With ``Type=notify`` systemd counts the agent as started only after ``READY=1``
 being polled, not when the interpreter has merely started), and with
 ``WatchdogSec=`` it restarts an agent whose event loop stopped turning: a
 process that is alive but hung is the failure a plain ``Restart=`` never sees.
+The bridge uses it the same way (:mod:`agent.bridge.app`), which is why it lives
+outside :mod:`agent.runtime`: the bridge imports nothing of the gateway's runtime.
 
 The protocol is one datagram of ``KEY=value`` lines to the AF_UNIX socket named
 in ``$NOTIFY_SOCKET``; a leading ``@`` names a socket in the abstract namespace.

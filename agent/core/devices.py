@@ -1,0 +1,204 @@
+"""A config's devices as the core counts them: one channel each, a carrier, a share of the site.
+
+Device ``i`` of the config is counted on channel ``i`` of the engine: its main
+counter (``energy_import_kwh``, ``gas_volume_m3``, ``output_units``) or, for an
+electricity meter without one, its ``active_power_kw``, integrated. The register
+behind it decides how the channel is corrected (wrap range, resolution); the
+device's limits decide what is a glitch. :class:`SiteWeights` turns per-channel
+sums in native units into the site's kWh, CO2, units and kgce: root meters only,
+so no flow is counted twice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.config.models import AgentConfig, Device
+from agent.core.channels import ChannelKind, ChannelSpec
+from agent.core.snapshot import Snapshot
+from agent.payloads import Carrier
+from drivers.profile import DeviceKind, ProfileLibrary, RegisterMap
+from drivers.quantities import Quantity
+from drivers.registers import DataType
+
+_MAIN = {
+    DeviceKind.ELECTRICITY: Quantity.ENERGY_IMPORT_KWH,
+    DeviceKind.GAS: Quantity.GAS_VOLUME_M3,
+    DeviceKind.PRODUCTION: Quantity.OUTPUT_UNITS,
+}
+_CARRIER = {
+    DeviceKind.ELECTRICITY: Carrier.ELECTRICITY,
+    DeviceKind.GAS: Carrier.NATURAL_GAS,
+    DeviceKind.PRODUCTION: Carrier.PRODUCTION,
+}
+#: Weight groups for CO2 windows: one emission-factor row per carrier.
+_GROUP = {Carrier.ELECTRICITY: 0, Carrier.NATURAL_GAS: 1, Carrier.PRODUCTION: -1}
+
+
+class SiteError(ValueError):
+    """A device cannot be counted (no counter and no power register)."""
+
+
+@dataclass
+class DeviceInfo:
+    device: Device
+    kind: DeviceKind
+    carrier: Carrier
+    channel: int
+    channel_kind: ChannelKind
+    quantity: Quantity
+    #: The last ``seq`` of its measurements messages (they count from 1 per device).
+    seq: int = 0
+
+
+def regmap_of(device: Device, library: ProfileLibrary) -> RegisterMap:
+    if device.profile is not None:
+        return library.get(device.profile)
+    regmap = device.inline_map()
+    assert regmap is not None  # the config model guarantees a profile or registers
+    return regmap
+
+
+def device_kind(device: Device, library: ProfileLibrary) -> DeviceKind:
+    if device.kind is not None:
+        return device.kind
+    if device.profile is not None:
+        return library.get(device.profile).kind
+    return DeviceKind.ELECTRICITY
+
+
+def channel_spec(
+    device: Device, regmap: RegisterMap, kind: DeviceKind, max_gap_s: float
+) -> tuple[ChannelSpec, Quantity]:
+    """The channel that counts this device's main flow, and the quantity it reads."""
+    main = _MAIN[kind]
+    reg = regmap.spec(main)
+    gap = max(max_gap_s, 3 * device.interval_s)
+    rate = {
+        DeviceKind.ELECTRICITY: device.max_power_kw,
+        DeviceKind.GAS: device.max_flow_m3_h,
+        DeviceKind.PRODUCTION: device.max_units_per_h,
+    }[kind]
+    if reg is None:
+        if kind is DeviceKind.ELECTRICITY and regmap.spec(Quantity.ACTIVE_POWER_KW) is not None:
+            spec = ChannelSpec(
+                f"{device.id}/{Quantity.ACTIVE_POWER_KW.value}",
+                ChannelKind.POWER,
+                max_rate_per_h=rate or math.inf,
+                max_gap_s=gap,
+            )
+            return spec, Quantity.ACTIVE_POWER_KW
+        raise SiteError(
+            f"device '{device.id}' has no {main.value} register"
+            + (" and no active_power_kw" if kind is DeviceKind.ELECTRICITY else "")
+        )
+    wrap = 0.0
+    tol_abs = tol_rel = 0.0
+    if reg.type is DataType.FLOAT32:
+        tol_rel = 2.0**-22  # two float32 steps: quantisation is not a glitch
+    elif reg.type is DataType.FLOAT64:
+        tol_rel = 2.0**-50
+    else:
+        tol_abs = abs(reg.scale)
+        if not reg.type.is_signed:
+            # Ratio-scaled counters are taken at ratio 1 here (see the closing note).
+            wrap = float(1 << reg.type.bits) * abs(reg.scale)
+    spec = ChannelSpec(
+        f"{device.id}/{main.value}",
+        ChannelKind.COUNTER,
+        wrap=wrap,
+        max_rate_per_h=rate or math.inf,
+        tol_abs=tol_abs,
+        tol_rel=tol_rel,
+        max_gap_s=gap,
+    )
+    return spec, main
+
+
+@dataclass(frozen=True)
+class SiteWeights:
+    """Per channel, what one native unit (kWh, m3, unit) adds to the site's windows."""
+
+    #: The emission-factor row of the channel's carrier (-1: no CO2, production).
+    group: np.ndarray
+    energy_kwh: np.ndarray
+    #: 1 where the factor-weighted sum counts as site CO2 (roots, not production).
+    co2: np.ndarray
+    units: np.ndarray
+    kgce: np.ndarray
+
+    @classmethod
+    def of(cls, devices: list[DeviceInfo], config: AgentConfig) -> SiteWeights:
+        roots = [d.device.parent is None for d in devices]
+        gas, tce = config.carbon.natural_gas, config.tce
+
+        def roots_by_carrier(el: float, ng: float) -> np.ndarray:
+            by = {Carrier.ELECTRICITY: el, Carrier.NATURAL_GAS: ng, Carrier.PRODUCTION: 0.0}
+            return np.array([by[d.carrier] * r for d, r in zip(devices, roots, strict=True)])
+
+        return cls(
+            group=np.array([_GROUP[d.carrier] for d in devices], dtype=np.int64),
+            energy_kwh=roots_by_carrier(1.0, gas.kwh_per_m3),
+            co2=roots_by_carrier(1.0, 1.0),
+            units=np.array([1.0 if d.carrier is Carrier.PRODUCTION else 0.0 for d in devices]),
+            kgce=roots_by_carrier(tce.electricity_kgce_per_kwh, tce.natural_gas_kgce_per_m3),
+        )
+
+
+class DeviceChannels:
+    """The config's devices in channel order, what each counts, and its weight in the site.
+
+    Keeps one piece of state across restarts: each device's measurements ``seq``.
+    """
+
+    def __init__(self, config: AgentConfig, library: ProfileLibrary) -> None:
+        self._kwh_per_m3 = config.carbon.natural_gas.kwh_per_m3
+        self.devices: list[DeviceInfo] = []
+        self.by_id: dict[str, DeviceInfo] = {}
+        self.specs: list[ChannelSpec] = []
+        #: Per channel: tracks 15-minute demand (electricity).
+        self.demand: list[bool] = []
+        for dev in config.devices:
+            kind = device_kind(dev, library)
+            spec, quantity = channel_spec(dev, regmap_of(dev, library), kind, config.core.max_gap_s)
+            info = DeviceInfo(dev, kind, _CARRIER[kind], len(self.specs), spec.kind, quantity)
+            self.specs.append(spec)
+            self.demand.append(kind is DeviceKind.ELECTRICITY)
+            self.devices.append(info)
+            self.by_id[dev.id] = info
+        self.weights = SiteWeights.of(self.devices, config)
+
+    def index(self, device_id: str) -> int:
+        return self.by_id[device_id].channel
+
+    def parents(self) -> list[int | None]:
+        """Per device, the index of its parent meter (None: a root)."""
+        return [
+            None if d.device.parent is None else self.index(d.device.parent) for d in self.devices
+        ]
+
+    def kwh(self, i: int, native: float) -> float:
+        """Device ``i``'s energy in kWh for ``native`` units of its carrier (0: production)."""
+        carrier = self.devices[i].carrier
+        if carrier is Carrier.NATURAL_GAS:
+            return native * self._kwh_per_m3
+        return native if carrier is Carrier.ELECTRICITY else 0.0
+
+    # --- snapshot (agent.core.snapshot.Part) -----------------------------------------
+
+    def save(self, snap: Snapshot) -> None:
+        snap.put("seq", {d.device.id: d.seq for d in self.devices})
+
+    def restorer(self, snap: Snapshot, *, same_interval: bool) -> Callable[[], None]:
+        seqs = snap.value("seq", lambda v: {str(dev): int(seq) for dev, seq in v.items()})
+
+        def restore() -> None:
+            for dev_id, seq in seqs.items():
+                if dev_id in self.by_id:
+                    self.by_id[dev_id].seq = seq
+
+        return restore

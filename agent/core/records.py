@@ -1,0 +1,82 @@
+"""The records the core publishes, built from its numbers.
+
+An interval's ``energy`` record from a device's native energy (kWh, m3, units)
+and the emission factor of that interval; a parent's unmetered energy once the
+tree knows it; the site's ``intensity`` record from its window totals. The
+payload shapes themselves (rounding, field names) are the contract's, in
+:mod:`agent.payloads`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from agent.config.models import AgentConfig
+from agent.core.channels import quality_of
+from agent.core.devices import DeviceInfo
+from agent.core.factors import EmissionFactors
+from agent.core.windows import Totals
+from agent.payloads import Carrier, energy_payload, intensity_payload, opt, window_values
+
+
+class RecordBuilder:
+    def __init__(self, config: AgentConfig, factors: EmissionFactors) -> None:
+        self.interval_s = config.publish.energy_interval_s
+        self.kwh_per_m3 = config.carbon.natural_gas.kwh_per_m3
+        self.factors = factors
+
+    def energy(
+        self,
+        info: DeviceInfo,
+        end: int,
+        *,
+        native: float,
+        kwh: float,
+        flags: int,
+        has_children: bool,
+    ) -> dict[str, Any]:
+        """The record of the interval ending at ``end``: ``native`` units of the device's
+        carrier (``kwh`` of energy), quality from the interval's slot ``flags``, CO2 at
+        the interval's factor."""
+        start = end - self.interval_s * 1000
+        factor = self.factors.at(info.carrier, start, end).value
+        common: dict[str, Any] = {
+            "ts": end,
+            "interval_s": self.interval_s,
+            "carrier": info.carrier,
+            "quality": quality_of(flags, info.channel_kind).value,
+        }
+        if info.carrier is Carrier.ELECTRICITY:
+            return energy_payload(
+                **common,
+                energy_kwh=kwh,
+                co2_kg=native * factor,
+                ef_kg_per_kwh=factor,
+                has_children=has_children,
+            )
+        if info.carrier is Carrier.NATURAL_GAS:
+            return energy_payload(
+                **common,
+                energy_kwh=kwh,
+                co2_kg=native * factor,
+                ef_kg_per_kwh=factor / self.kwh_per_m3,
+                volume_m3=native,
+                has_children=has_children,
+            )
+        return energy_payload(
+            **common, energy_kwh=kwh, co2_kg=0.0, ef_kg_per_kwh=None, units=native
+        )
+
+    @staticmethod
+    def set_unmetered(payload: dict[str, Any], kwh: float | None) -> None:
+        """A parent's record, once its children's energy is known (None: it is not)."""
+        payload["unmetered_kwh"] = opt(kwh)
+
+    @staticmethod
+    def intensity(end: int, windows: Mapping[str, Totals]) -> dict[str, Any]:
+        values = {
+            name: window_values(t.energy_kwh, t.co2_kg, t.units, t.kgce)
+            for name, t in windows.items()
+        }
+        return intensity_payload(end, values)

@@ -1,0 +1,120 @@
+"""Where the records go: JSON lines (as `replay` always printed them) or Parquet.
+
+JSON lines are exactly the bytes `replay` printed before it streamed:
+``{"topic": ..., "payload": ...}``, compact, one per line. Parquet is for
+analysis: one row per energy record, per intensity window and per measured
+value, in the columns of the database schema (docs/influxdb.md), written a row
+group at a time so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from agent.payloads import Message
+from agent.replay.rows import ReplayInputError
+
+
+class Writer(Protocol):
+    def write(self, messages: list[Message]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class JsonLines:
+    def __init__(self, out: TextIO, *, owned: bool = False) -> None:
+        self.out = out
+        self.owned = owned
+        # One encoder for all: json.dumps with separators builds a new one per call.
+        self._encode = json.JSONEncoder(separators=(",", ":")).encode
+
+    def write(self, messages: list[Message]) -> None:
+        enc = self._encode
+        self.out.write("".join([enc(m.as_json_line()) + "\n" for m in messages]))
+
+    def close(self) -> None:
+        self.out.flush()
+        if self.owned:
+            self.out.close()
+
+
+_ENERGY = (
+    "energy_kwh",
+    "co2_kg",
+    "avg_power_kw",
+    "ef_kg_per_kwh",
+    "volume_m3",
+    "units",
+    "unmetered_kwh",
+)
+_WINDOW = (
+    "output_units",
+    "kwh_per_unit",
+    "kgco2_per_unit",
+    "intensity_g_per_kwh",
+    "tce",
+)
+_TEXT = ("kind", "site", "gateway", "device", "window", "carrier", "quality", "quantity")
+_INTS = ("seq", "interval_s")
+_FLOATS = (*_ENERGY, *_WINDOW, "value")
+ROW_GROUP = 65_536
+
+
+class ParquetOut:
+    """Records flattened to rows; written one row group at a time."""
+
+    def __init__(self, path: Path, site: str, gateway: str) -> None:
+        self.site, self.gateway = site, gateway
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ReplayInputError(
+                f"--out {path}: writing Parquet needs pyarrow: pip install 'energy-agent[backfill]'"
+            ) from None
+        self._pa = pa
+        fields = [pa.field("ts", pa.timestamp("ms", "UTC"))]
+        fields += [pa.field(n, pa.string()) for n in _TEXT]
+        fields += [pa.field(n, pa.int64()) for n in _INTS]
+        fields += [pa.field(n, pa.float64()) for n in _FLOATS]
+        self.schema = pa.schema(fields)
+        try:
+            self._writer = pq.ParquetWriter(str(path), self.schema, compression="zstd")
+        except (OSError, pa.ArrowException) as exc:
+            raise ReplayInputError(f"--out {path}: cannot write: {exc}") from None
+        self._rows: dict[str, list[Any]] = {f.name: [] for f in fields}
+
+    def _row(self, **values: Any) -> None:
+        for name, col in self._rows.items():
+            col.append(values.get(name))
+
+    def write(self, messages: list[Message]) -> None:
+        for m in messages:
+            parts = m.topic.rsplit("/", 2)
+            kind = parts[-1]
+            p = m.payload
+            base = {"ts": p["ts"], "kind": kind, "site": self.site, "gateway": self.gateway}
+            if kind == "intensity":
+                for window, values in p["windows"].items():
+                    self._row(**base, window=window, **values)
+            elif kind == "energy":
+                self._row(**base, device=parts[-2], **{k: v for k, v in p.items() if k != "ts"})
+            else:
+                for q, v in p["values"].items():
+                    self._row(**base, device=parts[-2], seq=p["seq"], quantity=q, value=v)
+        if len(self._rows["ts"]) >= ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._rows["ts"]:
+            return
+        batch = self._pa.RecordBatch.from_pydict(self._rows, schema=self.schema)
+        self._writer.write_batch(batch)
+        for col in self._rows.values():
+            col.clear()
+
+    def close(self) -> None:
+        self._flush()
+        self._writer.close()
