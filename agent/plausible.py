@@ -23,7 +23,8 @@ from drivers.quantities import Quantity
 POWER_MAX_KW = 1e8
 #: 2 MV: nearly twice the highest transmission voltage in service (1.1 MV UHV DC).
 VOLTAGE_MAX_V = 2e6
-#: 1 MA: twice the current of an aluminium smelter's potline (about 500 kA).
+#: 1 MA: twice the current of an aluminium smelter's potline (about 500 kA). Signed:
+#: some meters give the current the sign of the power flow.
 CURRENT_MAX_A = 1e6
 #: ``|P/S|`` is at most 1; meters that fold the quadrant into the sign and an offset of 1
 #: (Schneider's -2..2 encoding) stay within 2.
@@ -58,7 +59,7 @@ WINDOW_HOURS = {"1m": 1 / 60, "15m": 0.25, "1h": 1.0, "24h": 24.0, "today": 25.0
 Range = tuple[float, float]
 
 _V: Range = (0.0, VOLTAGE_MAX_V)
-_A: Range = (0.0, CURRENT_MAX_A)
+_A: Range = (-CURRENT_MAX_A, CURRENT_MAX_A)
 _P: Range = (-POWER_MAX_KW, POWER_MAX_KW)
 _RANGE_OF_UNIT: dict[str, Range] = {
     "_v": _V,

@@ -18,7 +18,7 @@ from agent.payloads import (
     subscription_filters,
 )
 from agent.plausible import TS_MIN_MS, VALUE_RANGES, WINDOW_RANGES
-from drivers.quantities import Quantity
+from drivers.quantities import PLAUSIBLE, Quantity
 
 NOW = 1_750_000_000_000
 PREFIX = "energy/v1"
@@ -368,6 +368,14 @@ def test_every_quantity_and_window_has_a_range() -> None:
     assert tuple(WINDOW_RANGES) == WINDOWS
     for lo, hi in VALUE_RANGES.values():
         assert lo <= 0 < hi
+
+
+def test_what_a_meter_profile_calls_plausible_the_bridge_accepts() -> None:
+    """The gateway's default plausible ranges (a reading) lie inside the contract's (not
+    impossible): a reading the gateway keeps is never nulled again nor refused."""
+    for q, (lo, hi) in PLAUSIBLE.items():
+        c_lo, c_hi = VALUE_RANGES[q.value]
+        assert c_lo <= lo and hi <= c_hi, (q, (lo, hi), (c_lo, c_hi))
 
 
 def test_ts_before_2000_is_refused_whatever_the_window() -> None:
