@@ -24,8 +24,11 @@ from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from agent.bridge.consumer import max_packet_size
 from agent.bridge.validate import Reason
+from agent.config.bridge import BridgeSettings
 from agent.payloads import Carrier, Message, encode, energy_payload, measurements_payload
 from agent.plausible import SEQ_MAX, VALUE_RANGES, WINDOW_RANGES, energy_ranges
 from tests.conftest import ROOT, Cli
@@ -46,6 +49,8 @@ pytestmark = [
 ]
 
 DEFAULTS_FILE = ROOT / "deploy" / "victoria-metrics" / "victoria-metrics.default"
+#: The bridge's payload limit in these tests (its default).
+LIMIT = BridgeSettings.model_fields["max_payload_bytes"].default
 
 
 def shipped_vm_flags() -> list[str]:
@@ -160,23 +165,27 @@ def edge_cases(now: int) -> list[Case]:
 
 
 def fuzz_sample(now: int) -> list[tuple[str, bytes]]:
-    """A few hundred (leaf, payload) pairs from the fuzz test's generators, moved to now."""
+    """400 (leaf, payload) pairs from the fuzz test's generators, moved to now."""
     out: list[tuple[str, bytes]] = []
     leaves = ["measurements", "energy", "intensity", "status", "device-status"]
 
     @settings(
-        max_examples=300,
+        max_examples=200,
         deadline=None,
         database=None,
         derandomize=True,
         suppress_health_check=list(HealthCheck),
     )
-    @given(fuzz.payloads)
-    def collect(body: bytes) -> None:
-        shifted = re.sub(
-            rb'("ts": ?)(\d{13})\b', lambda g: g[1] + b"%d" % (int(g[2]) - fuzz.NOW + now), body
-        )
-        out.append((natural_leaf(shifted) or leaves[len(out) % len(leaves)], shifted))
+    @given(st.tuples(fuzz.valid_bytes, fuzz.payloads))
+    def collect(bodies: tuple[bytes, bytes]) -> None:
+        """A valid payload (most are written) and one of any shape (most are not)."""
+        for body in bodies:
+            shifted = re.sub(
+                rb'("ts": ?)(\d{13})\b',
+                lambda g: g[1] + b"%d" % (int(g[2]) - fuzz.NOW + now),
+                body,
+            )
+            out.append((natural_leaf(shifted) or leaves[len(out) % len(leaves)], shifted))
 
     collect()
     return out
@@ -230,6 +239,12 @@ async def test_every_acknowledged_point_reads_back_and_every_other_is_dead_lette
     published += [(topic_for(len(cases) + i, leaf), body) for i, (leaf, body) in enumerate(sample)]
     assert len(published) >= 300
     await stack.publisher().publish_all(published)
+    # Over twice the payload limit a message is never sent to the bridge (the maximum
+    # packet size it announces): no dead letter, nothing written. Nothing in between.
+    limit = LIMIT * 2
+    assert not [b for _, b in published if limit < len(b) <= max_packet_size(LIMIT)]
+    never_sent = {t for t, b in published if len(b) > limit}
+    published = [(t, b) for t, b in published if t not in never_sent]
 
     def settled() -> bool:
         m = bridge.metrics()
@@ -256,10 +271,12 @@ async def test_every_acknowledged_point_reads_back_and_every_other_is_dead_lette
     accepted = [
         Message(topic, json.loads(body)) for topic, body in published if topic not in letters
     ]
-    assert len(accepted) >= 60, f"only {len(accepted)} accepted: the sample is too hostile"
+    assert len(accepted) >= 100, f"only {len(accepted)} accepted: the sample is too hostile"
     metrics = bridge.metrics()
     assert metrics["energy_bridge_messages_written_total"] == len(accepted)
     assert metrics["energy_bridge_acks_total"] == len(published)
+    assert metrics["energy_bridge_messages_received_total"] == len(published)
+    assert not never_sent & set(letters)
     assert_same_points(await stack.vm.points(), expected_points(accepted))
 
 
