@@ -278,6 +278,18 @@ class MeasurementsModel(_Strict):
         return self
 
 
+#: The numbers of an energy record, in the order they are written (lineproto.to_lines).
+ENERGY_NUMBERS = (
+    "energy_kwh",
+    "co2_kg",
+    "avg_power_kw",
+    "ef_kg_per_kwh",
+    "volume_m3",
+    "units",
+    "unmetered_kwh",
+)
+
+
 class EnergyModel(_Strict):
     ts: Ms
     interval_s: Annotated[int, Field(gt=0, le=86400)]
@@ -291,15 +303,7 @@ class EnergyModel(_Strict):
     units: Finite | None = None
     unmetered_kwh: Finite | None = None
 
-    @field_validator(
-        "energy_kwh",
-        "co2_kg",
-        "avg_power_kw",
-        "ef_kg_per_kwh",
-        "volume_m3",
-        "units",
-        "unmetered_kwh",
-    )
+    @field_validator(*ENERGY_NUMBERS)
     @classmethod
     def _plausible(cls, v: float | None, info: ValidationInfo) -> float | None:
         interval = info.data.get("interval_s")

@@ -34,7 +34,14 @@ from enum import StrEnum
 from pydantic import ValidationError
 
 from agent.bridge.lineproto import LineProtocolError, escape_tag_value, to_lines
-from agent.payloads import MODELS, TopicError, TopicKind, TopicRef, parse_topic
+from agent.payloads import (
+    ENERGY_NUMBERS,
+    MODELS,
+    TopicError,
+    TopicKind,
+    TopicRef,
+    parse_topic,
+)
 from agent.plausible import SEQ_MAX, TS_MIN_MS, VALUE_RANGES, energy_ranges
 
 
@@ -170,15 +177,7 @@ _ENERGY_MUST = frozenset(
 )
 _ENERGY_KEYS = frozenset({*_ENERGY_MUST, "volume_m3", "units", "unmetered_kwh"})
 #: Field order of an energy point, as to_lines writes it.
-_ENERGY_FIELDS = (
-    "energy_kwh",
-    "co2_kg",
-    "avg_power_kw",
-    "ef_kg_per_kwh",
-    "volume_m3",
-    "units",
-    "unmetered_kwh",
-)
+_ENERGY_FIELDS = ENERGY_NUMBERS
 _ENERGY_NOT_NULL = frozenset({"energy_kwh", "co2_kg", "avg_power_kw"})
 
 

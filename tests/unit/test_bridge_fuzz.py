@@ -33,7 +33,7 @@ from agent.payloads import (
     measurements_payload,
     window_values,
 )
-from agent.plausible import SEQ_MAX, TS_MIN_MS, VALUE_RANGES, energy_ranges
+from agent.plausible import SEQ_MAX, TS_MIN_MS, VALUE_RANGES, WINDOW_RANGES, energy_ranges
 
 NOW = 1_750_000_000_000
 LIMITS = Limits(max_payload_bytes=256 * 1024, max_past_s=31 * 86400, max_future_s=300)
@@ -230,19 +230,10 @@ _LINE = re.compile(rf"([a-z_]+)((?:,[a-z_]+={_TAG})+) ([^ \n]+) (\d+)")
 _INT = re.compile(r"-?\d+i")
 _FLOAT = re.compile(r"-?(?:\d+\.\d+(?:e[+-]\d+)?|\d+e[+-]\d+)")
 _ENERGY = {"interval_s", *energy_ranges(60)}
-_WINDOW = {
-    "energy_kwh",
-    "co2_kg",
-    "output_units",
-    "kwh_per_unit",
-    "kgco2_per_unit",
-    "intensity_g_per_kwh",
-    "tce",
-}
 FIELDS = {
     "measurements": {"seq", *VALUE_RANGES},
     "energy": _ENERGY,
-    "intensity": _WINDOW,
+    "intensity": set(WINDOW_RANGES["1m"]),
     "status": {"up"},
 }
 TAGS = {
