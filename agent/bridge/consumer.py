@@ -84,6 +84,24 @@ PROBE_FILTER = "energy-bridge/liveness-probe"
 #: The first bytes of a rejected payload travel with the dead letter, for diagnosis.
 DEAD_LETTER_HEAD = 512
 
+#: The longest topic MQTT can carry, plus a packet's fixed header and properties.
+_TOPIC_AND_HEADERS = 65_535 + 1024
+
+
+def max_packet_size(max_payload_bytes: int) -> int:
+    """The MQTT v5 Maximum Packet Size the bridge announces when it connects.
+
+    paho reads a whole packet into memory before anyone can look at it (a 200 MB
+    message took the bridge to 545 MB), so the size check in validate.py comes too
+    late to bound memory. Announced in CONNECT, the limit makes the broker discard
+    larger messages for this client instead of sending them. Twice the payload limit:
+    a message moderately over it still arrives and is dead-lettered as ``too_large``
+    with its reason. The broker's own limits (deploy/mosquitto/mosquitto.conf) refuse
+    oversized messages at the publisher, before anything is stored.
+    """
+    return 2 * max_payload_bytes + _TOPIC_AND_HEADERS
+
+
 MEASUREMENT = {
     TopicKind.MEASUREMENTS: "measurements",
     TopicKind.ENERGY: "energy",
@@ -211,6 +229,7 @@ class Consumer:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.bridge.session_expiry_s
         props.ReceiveMaximum = self.bridge.receive_max
+        props.MaximumPacketSize = max_packet_size(self.bridge.max_payload_bytes)
         self._client.connect_async(
             self.settings.host,
             self.settings.port,

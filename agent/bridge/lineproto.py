@@ -31,7 +31,10 @@ from agent.payloads import (
 
 FieldValue = float | int | bool | str
 
-_KEY_RX = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Used with fullmatch: ``$`` would also match before a trailing newline.
+_KEY_RX = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Line protocol's integers are int64; VictoriaMetrics drops a line outside it in silence.
+_INT64 = (-(2**63), 2**63 - 1)
 _TAG_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ "})
 _FORBIDDEN = ("\n", "\r", "\\")
 
@@ -41,7 +44,7 @@ class LineProtocolError(ValueError):
 
 
 def _key(name: str) -> str:
-    if not _KEY_RX.match(name):
+    if not _KEY_RX.fullmatch(name):
         raise LineProtocolError(f"key {name!r} is not [A-Za-z_][A-Za-z0-9_]*")
     return name
 
@@ -68,6 +71,8 @@ def format_field(value: FieldValue) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise LineProtocolError(f"integer {value} does not fit in int64")
         return f"{value}i"
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -86,6 +91,9 @@ def line(
         raise LineProtocolError("a point needs at least one field")
     if isinstance(ts_ms, bool) or not isinstance(ts_ms, int):
         raise LineProtocolError(f"timestamp {ts_ms!r} is not an integer")
+    if not 0 < ts_ms <= _INT64[1]:
+        # 0 is "no timestamp" to VictoriaMetrics: it would store the point at its own clock.
+        raise LineProtocolError(f"timestamp {ts_ms} is not a positive int64")
     head = _key(measurement)
     for k in sorted(tags):
         head += f",{_key(k)}={escape_tag_value(tags[k])}"

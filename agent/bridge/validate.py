@@ -2,9 +2,14 @@
 
 Order: size (before reading a byte of it), topic shape and ids, JSON and types
 (pydantic in strict mode: ``"1.5"`` is not a number, ``true`` is not a
-timestamp), finite numbers, then the timestamp window. The first failure is the
-verdict; its reason code is a small fixed set (a metrics label), its detail a
-sentence for the dead-letter message.
+timestamp), finite numbers, plausible ranges (:mod:`agent.plausible`), then the
+timestamp window. The first failure is the verdict; its reason code is a small
+fixed set (a metrics label), its detail a sentence for the dead-letter message.
+
+What is accepted can be written: every number is bounded (integers far inside
+int64, floats inside their plausible range), every key is from a fixed
+vocabulary and every tag value matched the id pattern, so the database has no
+line to drop in silence (docs/influxdb.md, "What the database would drop").
 
 Two paths, one verdict. :func:`check_strict` is the definition: the contract's
 pydantic models, then :func:`agent.bridge.lineproto.to_lines`. It costs about
@@ -22,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -30,7 +34,15 @@ from enum import StrEnum
 from pydantic import ValidationError
 
 from agent.bridge.lineproto import LineProtocolError, escape_tag_value, to_lines
-from agent.payloads import MODELS, TopicError, TopicKind, TopicRef, parse_topic
+from agent.payloads import (
+    ENERGY_NUMBERS,
+    MODELS,
+    TopicError,
+    TopicKind,
+    TopicRef,
+    parse_topic,
+)
+from agent.plausible import SEQ_MAX, TS_MIN_MS, VALUE_RANGES, energy_ranges
 
 
 class Reason(StrEnum):
@@ -39,6 +51,7 @@ class Reason(StrEnum):
     NOT_JSON = "not_json"
     NOT_FINITE = "not_finite"
     INVALID = "invalid"
+    IMPLAUSIBLE = "implausible"
     TS_OUT_OF_WINDOW = "ts_out_of_window"
     UNWRITABLE = "unwritable"
     DB_REJECTED = "db_rejected"
@@ -75,8 +88,14 @@ def _describe(exc: ValidationError) -> Rejected:
         where = ".".join(str(x) for x in e["loc"]) or "(payload)"
         parts.append(f"{where}: {e['msg']}")
     more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
-    finite = any("finite" in e["msg"] for e in errors)
-    return Rejected(Reason.NOT_FINITE if finite else Reason.INVALID, "; ".join(parts) + more)
+    types = {e["type"] for e in errors}
+    if "not_finite" in types:
+        reason = Reason.NOT_FINITE
+    elif types == {"implausible"}:
+        reason = Reason.IMPLAUSIBLE
+    else:
+        reason = Reason.INVALID
+    return Rejected(reason, "; ".join(parts) + more)
 
 
 def _now_ms() -> int:
@@ -102,6 +121,11 @@ def check_strict(
         return _describe(exc)
     ts: int = model.ts  # type: ignore[attr-defined]  # every payload model has ts
     now = _now_ms() if now_ms is None else now_ms
+    if ts < TS_MIN_MS:
+        return Rejected(
+            Reason.TS_OUT_OF_WINDOW,
+            f"ts {ts} is before 2000-01-01 ({TS_MIN_MS}): a clock never set",
+        )
     if ts < now - limits.max_past_s * 1000:
         return Rejected(
             Reason.TS_OUT_OF_WINDOW,
@@ -128,15 +152,14 @@ def check(
 
 # --- the fast path -----------------------------------------------------------------------------
 
-#: Keys that are a measurements value key (``[a-z0-9_]{1,64}``) *and* a line-protocol key.
-_FAST_KEY = re.compile(r"[a-z_][a-z0-9_]{0,63}")
 #: Whole numbers whose float conversion is exact, so both paths print the same digits.
 _EXACT = 2**53
-#: The contract's ``ts`` bound (payloads.Ms) and seq bound kept to line protocol's int64.
+#: The contract's ``ts`` bound (payloads.Ms).
 _MAX_TS = 10**14
-_MAX_SEQ = 2**63 - 1
-#: Remembered per validator; beyond this, new topics and keys are simply not remembered.
+#: Remembered per validator; beyond this, new topics are simply not remembered.
 _MEMO_LIMIT = 10_000
+#: The canonical quantities and their ranges, as a plain dict (the fastest lookup).
+_VALUE_RANGES = dict(VALUE_RANGES)
 
 _CARRIERS = frozenset({"electricity", "natural_gas", "production"})
 _QUALITIES = frozenset({"measured", "integrated", "interpolated", "gap", "reset", "partial"})
@@ -154,15 +177,7 @@ _ENERGY_MUST = frozenset(
 )
 _ENERGY_KEYS = frozenset({*_ENERGY_MUST, "volume_m3", "units", "unmetered_kwh"})
 #: Field order of an energy point, as to_lines writes it.
-_ENERGY_FIELDS = (
-    "energy_kwh",
-    "co2_kg",
-    "avg_power_kw",
-    "ef_kg_per_kwh",
-    "volume_m3",
-    "units",
-    "unmetered_kwh",
-)
+_ENERGY_FIELDS = ENERGY_NUMBERS
 _ENERGY_NOT_NULL = frozenset({"energy_kwh", "co2_kg", "avg_power_kw"})
 
 
@@ -195,13 +210,12 @@ class _Route:
 class Validator:
     """:func:`check_strict`'s verdicts for a stream of messages, at a fraction of its cost.
 
-    One per consumer: it remembers the topics and value keys it has seen (bounded).
+    One per consumer: it remembers the topics it has seen (bounded).
     """
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._routes: dict[str, _Route] = {}
-        self._keys: set[str] = set()
 
     def check(self, topic: str, payload: bytes, now_ms: int | None = None) -> Accepted | Rejected:
         now = _now_ms() if now_ms is None else now_ms
@@ -246,7 +260,7 @@ class Validator:
         if type(doc) is not dict:
             raise _StepAside
         ts = doc.get("ts")
-        if type(ts) is not int or not 0 <= ts <= _MAX_TS:
+        if type(ts) is not int or not TS_MIN_MS <= ts <= _MAX_TS:
             raise _StepAside
         if not now - limits.max_past_s * 1000 <= ts <= now + limits.max_future_s * 1000:
             raise _StepAside
@@ -259,23 +273,27 @@ class Validator:
     def _measurements(self, route: _Route, doc: dict[str, object], ts: int) -> str:
         seq = doc.get("seq")
         values = doc.get("values")
-        if len(doc) != 3 or type(seq) is not int or not 0 <= seq <= _MAX_SEQ:
+        if len(doc) != 3 and not (len(doc) == 4 and "implausible" in doc):
             raise _StepAside
-        if type(values) is not dict or "seq" in values:
+        if type(seq) is not int or not 0 <= seq <= SEQ_MAX or type(values) is not dict:
             raise _StepAside
-        keys = self._keys
-        isfinite = math.isfinite
+        ranges = _VALUE_RANGES
         fields = [f"seq={seq}i"]
         for key, value in values.items():
-            if key not in keys:
-                if not _FAST_KEY.fullmatch(key):
+            bounds = ranges.get(key)
+            if bounds is None:  # not a canonical quantity
+                raise _StepAside
+            if type(value) is float:  # the common case, inline
+                if not bounds[0] <= value <= bounds[1]:  # NaN and inf fail here too
                     raise _StepAside
-                if len(keys) < _MEMO_LIMIT:
-                    keys.add(key)
-            if type(value) is float and isfinite(value):  # the common case, inline
                 fields.append(f"{key}={value!r}")
             elif value is not None:
-                fields.append(f"{key}={_number(value)}")
+                text = _number(value)
+                if not bounds[0] <= value <= bounds[1]:
+                    raise _StepAside
+                fields.append(f"{key}={text}")
+        if len(doc) == 4:
+            _check_named(doc["implausible"], values)
         return (
             f"measurements,device={route.device},gateway={route.gateway},site={route.site} "
             f"{','.join(fields)} {ts}"
@@ -294,6 +312,7 @@ class Validator:
             raise _StepAside
         if type(quality) is not str or quality not in _QUALITIES:
             raise _StepAside
+        ranges = energy_ranges(interval)
         fields = [f"interval_s={interval}i"]
         for name in _ENERGY_FIELDS:
             value = doc.get(name)
@@ -301,8 +320,25 @@ class Validator:
                 if name in _ENERGY_NOT_NULL:
                     raise _StepAside
                 continue
-            fields.append(f"{name}={_number(value)}")
+            text = _number(value)
+            bounds = ranges[name]
+            if not bounds[0] <= value <= bounds[1]:  # type: ignore[operator]  # a number
+                raise _StepAside
+            fields.append(f"{name}={text}")
         return (
             f"energy,carrier={carrier},device={route.device},gateway={route.gateway},"
             f"quality={quality},site={route.site} {','.join(fields)} {ts}"
         )
+
+
+def _check_named(named: object, values: dict[str, object]) -> None:
+    """``implausible``: absent, null, or distinct canonical quantities without a value."""
+    if named is None:
+        return
+    if type(named) is not list:
+        raise _StepAside
+    for q in named:
+        if type(q) is not str or q not in _VALUE_RANGES or values.get(q) is not None:
+            raise _StepAside
+    if len(set(named)) != len(named):
+        raise _StepAside

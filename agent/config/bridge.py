@@ -59,13 +59,16 @@ class BridgeSettings(Strict):
     #: Rejected payloads are published here (QoS 1) with the reason. Must lie outside
     #: the subscribed prefix, or a reject would come back as input.
     dead_letter_topic: str = "energy/dead-letter"
-    #: Bigger payloads are rejected unread (the largest real one is a few KiB).
-    max_payload_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 256 * 1024
+    #: Bigger payloads are rejected unread (the largest real one is a few KiB). At most
+    #: 1 MiB: validating a hostile payload takes up to ~60 times its size in memory.
+    max_payload_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024)] = 256 * 1024
     #: A ``ts`` older than this is rejected: a gateway buffers through outages, so
     #: weeks are legitimate; years are a broken clock.
     max_past_s: Annotated[int, Field(gt=0)] = 31 * 86400
     #: A ``ts`` further ahead of this machine's clock is rejected (clock skew allowance).
-    max_future_s: Annotated[int, Field(ge=0)] = 300
+    #: At most a day: VictoriaMetrics drops points more than 2 days ahead of its clock
+    #: without an error, so an acknowledged point would be lost.
+    max_future_s: Annotated[int, Field(ge=0, le=86400)] = 300
     #: Longest pause between retries of a failed write (backoff doubles up to it).
     retry_max_s: Annotated[float, Field(gt=0, le=3600)] = 30.0
     #: MQTT session expiry: unacknowledged and queued messages wait this long for a

@@ -14,9 +14,12 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+#: For pydantic, whose (Rust) regex ``$`` is the end of the text, and for messages.
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 Id = Annotated[str, Field(pattern=ID_PATTERN)]
-ID_RX = re.compile(ID_PATTERN)
+#: For Python's ``re``, whose ``$`` also matches before a trailing newline: ``\Z`` ends
+#: the text, so ``ID_RX.match`` cannot take ``"gw-01\n"`` for an id.
+ID_RX = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")
 
 
 class Strict(BaseModel):

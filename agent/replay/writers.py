@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from agent.payloads import Message
+from agent.payloads import ENERGY_NUMBERS, Message
 from agent.replay.rows import ReplayInputError
 
 
@@ -40,15 +40,7 @@ class JsonLines:
             self.out.close()
 
 
-_ENERGY = (
-    "energy_kwh",
-    "co2_kg",
-    "avg_power_kw",
-    "ef_kg_per_kwh",
-    "volume_m3",
-    "units",
-    "unmetered_kwh",
-)
+_ENERGY = ENERGY_NUMBERS
 _WINDOW = (
     "output_units",
     "kwh_per_unit",

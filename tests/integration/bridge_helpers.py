@@ -89,10 +89,21 @@ def _get(url: str, timeout: float = 10.0) -> bytes:
 Point = tuple[str, tuple[tuple[str, str], ...], int, float]
 
 
+#: The flags every test database runs with: deduplication as deploy/ ships it, all
+#: of history kept, points readable as soon as they are written.
+VM_FLAGS = (
+    "-dedup.minScrapeInterval=1ms",
+    "-retentionPeriod=100y",
+    # Show points up to now (the default hides the last 30 s).
+    "-search.latencyOffset=0s",
+)
+
+
 class VictoriaMetrics:
-    def __init__(self, port: int, data_dir: Path) -> None:
+    def __init__(self, port: int, data_dir: Path, flags: Sequence[str] = VM_FLAGS) -> None:
         self.port = port
         self.data_dir = data_dir
+        self.flags = list(flags)
         self.log = data_dir.with_suffix(".log")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -108,10 +119,7 @@ class VictoriaMetrics:
                     VM_BINARY,
                     f"-storageDataPath={self.data_dir}",
                     f"-httpListenAddr={LOOPBACK}:{self.port}",
-                    "-dedup.minScrapeInterval=1ms",
-                    "-retentionPeriod=100y",
-                    # Show points up to now (the default hides the last 30 s).
-                    "-search.latencyOffset=0s",
+                    *self.flags,
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -259,6 +267,13 @@ class BridgeProcess:
             if time.monotonic() > deadline:
                 raise AssertionError(f"bridge not subscribed in {limit_s} s:\n{self.output()}")
             await asyncio.sleep(0.1)
+
+    def peak_rss_mb(self) -> float:
+        """The process's peak resident memory so far (VmHWM), in MB."""
+        assert self.proc is not None
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        kb = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+        return int(kb) / 1024
 
     def kill9(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -481,7 +496,13 @@ def wire(messages: Iterable[Message]) -> list[tuple[str, bytes]]:
 class Stack:
     """mosquitto + victoria-metrics + any number of bridges, all on fresh loopback ports."""
 
-    def __init__(self, tmp: Path, free_port: Callable[[], int], command: Sequence[str]) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        free_port: Callable[[], int],
+        command: Sequence[str],
+        vm_flags: Sequence[str] = VM_FLAGS,
+    ) -> None:
         from agent.demo.broker import Mosquitto
 
         self.tmp = tmp
@@ -489,7 +510,7 @@ class Stack:
         self.command = list(command)
         self.mqtt_port = free_port()
         self.broker = Mosquitto(self.mqtt_port, extra=BROKER_EXTRA)
-        self.vm = VictoriaMetrics(free_port(), tmp / "vm-data")
+        self.vm = VictoriaMetrics(free_port(), tmp / "vm-data", vm_flags)
         self.bridges: list[BridgeProcess] = []
         self.clients: list[Publisher | Recorder] = []
 
@@ -507,13 +528,17 @@ class Stack:
         await self.broker.close()
 
     def bridge(
-        self, client_id: str = "bridge-a", env: dict[str, str] | None = None, **settings: Any
+        self,
+        client_id: str = "bridge-a",
+        env: dict[str, str] | None = None,
+        influx_url: str | None = None,
+        **settings: Any,
     ) -> BridgeProcess:
         metrics_port = self.free_port()
         config = write_bridge_config(
             self.tmp / f"{client_id}.yaml",
             mqtt_port=self.mqtt_port,
-            influx_url=self.vm.url,
+            influx_url=influx_url or self.vm.url,
             metrics_port=metrics_port,
             client_id=client_id,
             **settings,

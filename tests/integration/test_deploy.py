@@ -27,6 +27,7 @@ import yaml
 
 from agent import __version__
 from agent.config import load_bridge_config
+from agent.config.bridge import BridgeSettings
 from tests.conftest import Simulators, cli_command, free_port
 from tests.integration.bridge_helpers import (
     Stack,
@@ -454,7 +455,7 @@ def test_compose_services_build_or_pull_and_mount_files_that_exist(tmp_path: Pat
         assert done.returncode == 0, done.stderr
     doc = compose_doc()
     named = set(doc.get("volumes") or {})
-    assert set(doc["services"]) == {"mosquitto", "influxdb", "grafana", "bridge"}
+    assert set(doc["services"]) == {"mosquitto", "influxdb", "victoriametrics", "grafana", "bridge"}
     for name, svc in doc["services"].items():
         assert "image" in svc or "build" in svc, name
         if "build" in svc:
@@ -496,6 +497,29 @@ def test_compose_mounts_what_mosquitto_conf_and_the_bridge_config_read() -> None
     assert bridge["/etc/energy-agent/bridge.yaml"] == "./bridge.yaml"
     command = compose_doc()["services"]["bridge"]["command"]
     assert command == ["bridge", "-c", "/etc/energy-agent/bridge.yaml"]
+
+
+def test_compose_runs_victoria_metrics_with_the_tested_flags() -> None:
+    """The flags tests/integration/test_bridge_contract.py runs victoria-metrics with are
+    deploy/victoria-metrics/victoria-metrics.default's; compose must use the same ones,
+    and the bridge must reach it through INFLUX_URL."""
+    default = (DEPLOY / "victoria-metrics/victoria-metrics.default").read_text()
+    (args,) = re.findall(r'^ARGS="([^"]*)"$', default, re.MULTILINE)
+    wanted = {f for f in args.split() if not f.startswith("-storageDataPath=")}
+    assert "-dedup.minScrapeInterval=1ms" in wanted
+    vm = compose_doc()["services"]["victoriametrics"]
+    assert wanted <= set(vm["command"]), wanted - set(vm["command"])
+    assert vm["profiles"] == ["victoriametrics"]
+    (retention,) = [f for f in wanted if f.startswith("-retentionPeriod=")]
+    years = int(retention.removeprefix("-retentionPeriod=").removesuffix("y"))
+    assert years * 365 * 86400 > BridgeSettings().max_past_s
+    bridge_env = compose_doc()["services"]["bridge"]["environment"]
+    assert "INFLUX_URL" in bridge_env
+    config = load_bridge_config(
+        DEPLOY / "container/bridge.yaml",
+        env={"INFLUX_TOKEN": "t", "INFLUX_URL": "http://victoriametrics:8428"},
+    )
+    assert config.influx.url == "http://victoriametrics:8428"
 
 
 def test_compose_grafana_finds_the_provisioned_dashboard() -> None:

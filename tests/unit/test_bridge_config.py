@@ -77,6 +77,16 @@ def test_token_from_the_environment() -> None:
             "batch_sise",
         ),
         ("mqtt: {host: b}\n", "influx"),
+        (
+            "mqtt: {host: b}\ninflux: {url: http://i, org: o, bucket: b}\n"
+            "bridge: {max_future_s: 259200}\n",
+            "bridge.max_future_s",
+        ),
+        (
+            "mqtt: {host: b}\ninflux: {url: http://i, org: o, bucket: b}\n"
+            "bridge: {max_payload_bytes: 268435456}\n",
+            "bridge.max_payload_bytes",
+        ),
     ],
 )
 def test_every_problem_is_reported_with_its_path(text: str, needle: str) -> None:
@@ -92,7 +102,14 @@ def test_a_missing_file_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
 
 #: The generic YAML-with-lines and problem types the bridge's config loader shares with the
 #: agent's; PyYAML and pydantic only. Every other drivers module is Modbus knowledge.
-BRIDGE_MAY_IMPORT_FROM_DRIVERS = {"drivers", "drivers.errors", "drivers.yamldoc"}
+#: drivers.quantities is the canonical vocabulary, pure data: the only value keys the
+#: bridge accepts in a measurements payload.
+BRIDGE_MAY_IMPORT_FROM_DRIVERS = {
+    "drivers",
+    "drivers.errors",
+    "drivers.yamldoc",
+    "drivers.quantities",
+}
 
 
 def test_the_bridge_and_its_config_load_import_no_drivers_numba_or_modbus(tmp_path: Path) -> None:
@@ -138,3 +155,17 @@ def test_check_recognises_a_bridge_config(
     err = capsys.readouterr().err
     assert f"error: {bad}:4: bridge.batch_size: Input should be greater than or equal to 1" in err
     assert "Traceback" not in err
+
+
+def test_an_id_with_a_trailing_newline_is_not_an_id() -> None:
+    """pydantic's default (Rust) regex ends ``$`` at the end of the text, unlike Python's
+    ``re``; the config's ids depend on that, so it is pinned here."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from agent.config.common import ID_RX, Id
+
+    assert TypeAdapter(Id).validate_python("gw-01") == "gw-01"
+    with pytest.raises(ValidationError):
+        TypeAdapter(Id).validate_python("gw-01\n")
+    assert ID_RX.match("gw-01")
+    assert not ID_RX.match("gw-01\n")

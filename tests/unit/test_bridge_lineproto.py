@@ -86,7 +86,7 @@ def test_non_finite_fields_are_refused(value: float) -> None:
         format_field(value)
 
 
-@pytest.mark.parametrize("key", ["a b", "a,b", "a=b", "", "1abc", "a\nb", "é"])
+@pytest.mark.parametrize("key", ["a b", "a,b", "a=b", "", "1abc", "a\nb", "é", "a\n"])
 def test_bad_keys_are_refused(key: str) -> None:
     with pytest.raises(LineProtocolError):
         line("m", {key: "v"}, {"f": 1.0}, 1)
@@ -108,6 +108,23 @@ def test_a_point_needs_a_field_and_an_integer_time() -> None:
         line("m", {}, {}, 1)
     with pytest.raises(LineProtocolError):
         line("m", {}, {"f": 1.0}, True)
+
+
+@pytest.mark.parametrize("ts", [0, -1, 2**63])
+def test_a_time_the_database_would_misfile_or_drop_is_refused(ts: int) -> None:
+    """0 is "no timestamp" to VictoriaMetrics (it stamps its own clock); beyond int64
+    nothing can store it."""
+    with pytest.raises(LineProtocolError):
+        line("m", {}, {"f": 1.0}, ts)
+
+
+@pytest.mark.parametrize("value", [2**63, -(2**63) - 1, 2**64])
+def test_an_integer_beyond_int64_is_refused(value: int) -> None:
+    """VictoriaMetrics answers 204 and drops such a line, every field of it (checked)."""
+    with pytest.raises(LineProtocolError, match="int64"):
+        format_field(value)
+    assert format_field(2**63 - 1) == "9223372036854775807i"
+    assert format_field(-(2**63)) == "-9223372036854775808i"
 
 
 def test_injection_through_a_tag_stays_one_point_with_one_field() -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from agent.bridge.validate import Accepted, Limits, Reason, Rejected, check
 from agent.payloads import (
+    WINDOWS,
     TopicError,
     TopicKind,
     TopicRef,
@@ -16,8 +17,11 @@ from agent.payloads import (
     parse_topic,
     subscription_filters,
 )
+from agent.plausible import TS_MIN_MS, VALUE_RANGES, WINDOW_RANGES
+from drivers.quantities import PLAUSIBLE, Quantity
 
 NOW = 1_750_000_000_000
+PREFIX = "energy/v1"
 LIMITS = Limits(max_payload_bytes=256 * 1024, max_past_s=31 * 86400, max_future_s=300)
 T = "energy/v1/plant-a/gw-01"
 ENERGY = {
@@ -229,3 +233,175 @@ def test_implausible_values_are_accepted_as_nulls_with_their_names() -> None:
 
 def test_a_poll_without_implausible_values_has_no_such_key() -> None:
     assert "implausible" not in measurements_payload(NOW, 1, {"active_power_kw": 1.0})
+
+
+# --- plausible ranges (issue 11, item 4) ------------------------------------------------------
+
+M = f"{T}/press-1/measurements"
+E = f"{T}/press-1/energy"
+
+
+def meas(values: dict[str, object], **changes: object) -> bytes:
+    return json.dumps({**MEAS, "values": values, **changes}).encode()
+
+
+def intensity(window: str, **changes: object) -> bytes:
+    w = {"energy_kwh": 1.0, "co2_kg": 0.5, "output_units": 10.0, "kwh_per_unit": 0.1}
+    w |= {"kgco2_per_unit": 0.05, "intensity_g_per_kwh": 500.0, "tce": 0.0001229}
+    return json.dumps({"ts": NOW, "windows": {window: {**w, **changes}}}).encode()
+
+
+IMPOSSIBLE = [
+    ("negative energy", E, energy(energy_kwh=-1e6), Reason.IMPLAUSIBLE, "energy_kwh"),
+    ("1e300 kWh", E, energy(energy_kwh=1e300), Reason.IMPLAUSIBLE, "energy_kwh"),
+    ("101 GW average", E, energy(avg_power_kw=1.01e8), Reason.IMPLAUSIBLE, "avg_power_kw"),
+    ("negative CO2", E, energy(co2_kg=-0.1), Reason.IMPLAUSIBLE, "co2_kg"),
+    ("ef of 1000 kg/kWh", E, energy(ef_kg_per_kwh=1000.0), Reason.IMPLAUSIBLE, "ef_kg_per_kwh"),
+    ("negative ef", E, energy(ef_kg_per_kwh=-0.5), Reason.IMPLAUSIBLE, "ef_kg_per_kwh"),
+    ("unmetered 1e9 kWh in 60 s", E, energy(unmetered_kwh=-1e9), Reason.IMPLAUSIBLE, "unmetered"),
+    ("gas volume 1e9 m3 in 60 s", E, energy(volume_m3=1e9), Reason.IMPLAUSIBLE, "volume_m3"),
+    ("3.4e38 V", M, meas({"voltage_l1_v": 3.4e38}), Reason.IMPLAUSIBLE, "values.voltage_l1_v"),
+    ("-5000 V", M, meas({"voltage_l1_v": -5000.0}), Reason.IMPLAUSIBLE, "values.voltage_l1_v"),
+    ("power factor 230", M, meas({"power_factor": 230}), Reason.IMPLAUSIBLE, "power_factor"),
+    ("counter 1e15 kWh", M, meas({"energy_import_kwh": 1e15}), Reason.IMPLAUSIBLE, "import"),
+    (
+        "a 1-minute window of 1e9 kWh",
+        f"{T}/intensity",
+        intensity("1m", energy_kwh=1e9),
+        Reason.IMPLAUSIBLE,
+        "windows.1m.energy_kwh",
+    ),
+    ("negative tce", f"{T}/intensity", intensity("month", tce=-1.0), Reason.IMPLAUSIBLE, "tce"),
+    ("seq 2^64", M, meas({}, seq=2**64), Reason.INVALID, "seq"),
+    ("seq 2^63", M, meas({}, seq=2**63), Reason.INVALID, "seq"),
+    ("seq 2^53 + 1", M, meas({}, seq=2**53 + 1), Reason.INVALID, "seq"),
+    (
+        "10,000 value keys",
+        M,
+        meas({f"q{i}": 1.0 for i in range(10_000)}),
+        Reason.INVALID,
+        "'q0' is not a canonical quantity",
+    ),
+    ("a made-up quantity", M, meas({"temperature_c": 21.0}), Reason.INVALID, "temperature_c"),
+    ("seq as a quantity", M, meas({"seq": 2.0}), Reason.INVALID, "'seq'"),
+    (
+        "implausible names a made-up quantity",
+        M,
+        meas({}, implausible=["temperature_c"]),
+        Reason.INVALID,
+        "temperature_c",
+    ),
+    (
+        "implausible names a quantity twice",
+        M,
+        meas({}, implausible=["voltage_l1_v", "voltage_l1_v"]),
+        Reason.INVALID,
+        "named twice",
+    ),
+    (
+        "implausible names a quantity that has a value",
+        M,
+        meas({"voltage_l1_v": 230.0}, implausible=["voltage_l1_v"]),
+        Reason.INVALID,
+        "voltage_l1_v is named but has a value",
+    ),
+    (
+        "site id with a trailing newline",
+        f"{PREFIX}/plant-a\n/gw-01/intensity",
+        intensity("1m"),
+        Reason.BAD_TOPIC,
+        "site id",
+    ),
+    (
+        "device id with a trailing newline",
+        f"{T}/press-1\n/energy",
+        energy(),
+        Reason.BAD_TOPIC,
+        "device id",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "topic", "payload", "reason", "where"), IMPOSSIBLE, ids=[i[0] for i in IMPOSSIBLE]
+)
+def test_impossible_numbers_and_names_are_refused_saying_which(
+    case: str, topic: str, payload: bytes, reason: Reason, where: str
+) -> None:
+    verdict = check(topic, payload, LIMITS, now_ms=NOW)
+    assert isinstance(verdict, Rejected), case
+    assert verdict.reason is reason, verdict
+    assert where in verdict.detail, verdict.detail
+
+
+def test_the_energy_ceiling_is_100_gw_over_the_interval() -> None:
+    """Hand arithmetic: 1e8 kW x 60 s / 3600 s/h = 1,666,666.67 kWh; x 900 s = 25,000,000."""
+    assert isinstance(check(E, energy(energy_kwh=1_666_666.0), LIMITS, NOW), Accepted)
+    assert isinstance(check(E, energy(energy_kwh=1_666_667.0), LIMITS, NOW), Rejected)
+    quarter = {"interval_s": 900, "avg_power_kw": 1e8}
+    assert isinstance(check(E, energy(energy_kwh=25_000_000, **quarter), LIMITS, NOW), Accepted)
+    v = check(E, energy(energy_kwh=25_000_001, **quarter), LIMITS, NOW)
+    assert isinstance(v, Rejected)
+    assert v.detail == (
+        "energy_kwh: energy_kwh = 25000001.0 is outside the plausible range [0, 2.5e+07] "
+        "for a 900 s interval"
+    )
+    # CO2: at most 100 kg/kWh of that: 1.6667e8 kg in a minute.
+    assert isinstance(check(E, energy(co2_kg=1.6e8), LIMITS, NOW), Accepted)
+    assert isinstance(check(E, energy(co2_kg=1.7e8), LIMITS, NOW), Rejected)
+    # A month window: 1e8 kW x 745 h = 7.45e10 kWh.
+    assert isinstance(
+        check(f"{T}/intensity", intensity("month", energy_kwh=7.45e10), LIMITS, NOW), Accepted
+    )
+    assert isinstance(
+        check(f"{T}/intensity", intensity("month", energy_kwh=7.46e10), LIMITS, NOW), Rejected
+    )
+
+
+def test_unmetered_energy_may_be_negative() -> None:
+    """Children that over-read their parent: a negative remainder is a measurement, not an error."""
+    assert isinstance(check(E, energy(unmetered_kwh=-0.4), LIMITS, NOW), Accepted)
+
+
+def test_every_quantity_and_window_has_a_range() -> None:
+    assert set(VALUE_RANGES) == {q.value for q in Quantity}
+    assert tuple(WINDOW_RANGES) == WINDOWS
+    for lo, hi in VALUE_RANGES.values():
+        assert lo <= 0 < hi
+
+
+def test_what_a_meter_profile_calls_plausible_the_bridge_accepts() -> None:
+    """The gateway's default plausible ranges (a reading) lie inside the contract's (not
+    impossible): a reading the gateway keeps is never nulled again nor refused."""
+    for q, (lo, hi) in PLAUSIBLE.items():
+        c_lo, c_hi = VALUE_RANGES[q.value]
+        assert c_lo <= lo and hi <= c_hi, (q, (lo, hi), (c_lo, c_hi))
+
+
+def test_ts_before_2000_is_refused_whatever_the_window() -> None:
+    """ts 0 is "no timestamp" to VictoriaMetrics: it would store the point at its own clock."""
+    forever = Limits(max_past_s=100 * 365 * 86400)
+    v = check(E, energy(ts=0), forever, now_ms=NOW)
+    assert isinstance(v, Rejected) and v.reason is Reason.TS_OUT_OF_WINDOW
+    assert "before 2000-01-01" in v.detail
+    assert isinstance(check(E, energy(ts=TS_MIN_MS), forever, now_ms=NOW), Accepted)
+
+
+def test_the_gateway_nulls_and_names_what_the_bridge_would_refuse() -> None:
+    """measurements_payload applies the contract's ranges itself: one impossible value
+    never costs the poll's good ones."""
+    payload = measurements_payload(
+        NOW, 3, {"voltage_l1_v": 3.4e38, "power_factor": 230.0, "active_power_kw": 5.0}
+    )
+    assert payload["values"] == {"voltage_l1_v": None, "power_factor": None, "active_power_kw": 5.0}
+    assert payload["implausible"] == ["power_factor", "voltage_l1_v"]
+    verdict = check(M, encode(payload), LIMITS, NOW)
+    assert isinstance(verdict, Accepted)
+    assert verdict.lines == [
+        f"measurements,device=press-1,gateway=gw-01,site=plant-a seq=3i,active_power_kw=5.0 {NOW}"
+    ]
+    # The profile's own list is kept and merged, once each.
+    merged = measurements_payload(
+        NOW, 4, {"voltage_l1_v": None, "frequency_hz": 5e3}, ["voltage_l1_v"]
+    )
+    assert merged["implausible"] == ["frequency_hz", "voltage_l1_v"]

@@ -139,6 +139,9 @@ def test_keys_are_private_whatever_the_umask(tmp_path: Path) -> None:
         (True, ["server", "--ip", "not-an-ip"], "--ip 'not-an-ip'"),
         (True, ["client", "--name", "GW 01"], "--name 'GW 01'"),
         (True, ["client", "--site", "Plant/A", "--name", "gw-01"], "--site 'Plant/A'"),
+        # `$` in a Python regex matches before a trailing newline: the id must not.
+        (True, ["client", "--site", "plant-a\n", "--name", "gw-01"], "--site 'plant-a\n'"),
+        (True, ["client", "--name", "bridge\n"], "--name 'bridge\n'"),
         (False, ["init", "--days", "0"], "--days 0"),
         (True, ["client", "--name", "bridge", "--days", "99999"], "--days 99999"),
     ],
