@@ -13,6 +13,7 @@ from agent.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from agent.config import load_config
 from agent.mqttclient import MqttConfigError
 from agent.runtime.agent import Agent
+from agent.runtime.outbox import OutboxError
 from drivers.profile import ProfileLibrary
 
 
@@ -27,14 +28,20 @@ def run_agent(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger().setLevel(logging.INFO)
     try:
-        asyncio.run(_main(Agent(config, ProfileLibrary())))
+        agent = Agent(config, ProfileLibrary())
+        asyncio.run(_main(agent))
     except MqttConfigError as exc:
         print(f"error: {args.config}: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except OutboxError as exc:  # a new outbox on a full disk, a damaged file
+        print(f"error: cannot open the outbox: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_OK
+    # Messages that could be neither stored nor sent were lost at the exit (said in the
+    # log): a failed stop, so that systemd and whoever reads its status see it.
+    return EXIT_FAILED if agent.lost_at_exit else EXIT_OK
 
 
 async def _main(agent: Agent) -> None:

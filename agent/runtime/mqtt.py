@@ -401,14 +401,19 @@ class Pump:
             self.stats.in_flight = len(self._inflight)
             await asyncio.sleep(0)
 
-    async def drain(self, timeout_s: float) -> bool:
-        """Wait until the outbox is empty and everything is acknowledged (shutdown)."""
+    async def drain(self, timeout_s: float, *, wait_for_link: bool = False) -> bool:
+        """Wait until the outbox is empty and everything is acknowledged (shutdown).
+
+        Without a link it gives up at once (what is stored is sent after the next
+        start), unless ``wait_for_link``: messages that exist only in memory are lost
+        at the exit, so a link that is coming back is worth the rest of the time.
+        """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.flush_acks()
             if not self._inflight and self.outbox.stats().depth == 0:
                 return True
-            if not self.link.connected.is_set():
+            if not self.link.connected.is_set() and not wait_for_link:
                 return False
             self.wake.set()
             await asyncio.sleep(0.05)
