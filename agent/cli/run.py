@@ -13,7 +13,6 @@ from agent.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from agent.config import load_config
 from agent.mqttclient import MqttConfigError
 from agent.runtime.agent import Agent
-from agent.runtime.outbox import OutboxError
 from drivers.profile import ProfileLibrary
 
 
@@ -33,9 +32,6 @@ def run_agent(args: argparse.Namespace) -> int:
     except MqttConfigError as exc:
         print(f"error: {args.config}: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except OutboxError as exc:  # a new outbox on a full disk, a damaged file
-        print(f"error: cannot open the outbox: {exc}", file=sys.stderr)
-        return EXIT_FAILED
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -43,7 +43,15 @@ from agent.payloads import (
 )
 from agent.runtime.lowmem import release_compiler_pages
 from agent.runtime.mqtt import MqttLink, Pump
-from agent.runtime.outbox import LANE_MAX_BYTES, Item, Kind, Outbox, SqliteOutbox, StorageGuard
+from agent.runtime.outbox import (
+    LANE_MAX_BYTES,
+    RECORDS,
+    Item,
+    Kind,
+    Outbox,
+    SqliteOutbox,
+    StorageGuard,
+)
 from agent.runtime.scheduler import Backoff, BusPoller, DevicePoll, Values
 from agent.runtime.throttle import LogThrottle, repeats
 from agent.sdnotify import Notifier, State
@@ -101,11 +109,15 @@ class Agent:
         self.site = SiteCore(config, library)
         max_bytes = int(config.buffer.max_mb * 1024 * 1024)
         # What the disk refuses is held in memory, at most LANE_MAX_BYTES (see the guard).
-        self.outbox = StorageGuard(
-            outbox or SqliteOutbox(self.state_dir / OUTBOX, max_bytes),
-            self.state_dir,
-            memory_bytes=min(LANE_MAX_BYTES, max_bytes),
-        )
+        memory_bytes = min(LANE_MAX_BYTES, max_bytes)
+        if outbox is None:  # opened later if the disk is full now
+            self.outbox = StorageGuard.opening(
+                lambda: SqliteOutbox(self.state_dir / OUTBOX, max_bytes),
+                self.state_dir,
+                memory_bytes=memory_bytes,
+            )
+        else:
+            self.outbox = StorageGuard(outbox, self.state_dir, memory_bytes=memory_bytes)
         self.devices = {d.id: DeviceState() for d in config.devices}
         topics = self.site.topics
         self.link = MqttLink(
@@ -351,7 +363,9 @@ class Agent:
         downtime spread evenly, marked interpolated), so no energy is lost. The
         price: a record that reached the broker from memory may come again from the
         restarted core with other (interpolated) numbers, if the disk took no
-        snapshot after it; the sum over the intervals is the same.
+        snapshot after it; the sum over the intervals is the same. A record that
+        memory itself had to drop (full, with the broker away for days) no longer
+        holds the snapshot back: it is lost, and said and counted when it goes.
 
         Held back or refused by the disk, the snapshot keeps its reasons
         (``_closed_since_snapshot``, ``_new_baseline``) and the housekeeping tries
@@ -477,9 +491,10 @@ class Agent:
         self.outbox.retry(force=True)
         if self._closed_since_snapshot or self._new_baseline:
             self.snapshot()
-        records = self.outbox.records_held()
         self.outbox.close()
-        self.lost_at_exit = self.outbox.lost_at_close
+        lost = self.outbox.lost_at_close
+        self.lost_at_exit = sum(lost.values())
+        records = sum(lost[k] for k in RECORDS)
         if records:
             log.error(
                 "%d of them are records: the core's snapshot was not written past them, so "

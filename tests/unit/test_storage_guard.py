@@ -167,7 +167,7 @@ def test_close_stores_what_memory_holds_or_says_what_is_lost(
     guard.put_many([item(Kind.ENERGY, "e1"), item(Kind.MEASUREMENT, "m1")])
     room(box)
     guard.close()  # the last try is not held back by the retry period
-    assert guard.lost_at_close == 0
+    assert sum(guard.lost_at_close.values()) == 0
     again = SqliteOutbox(tmp_path / "a.db", 100_000_000)
     assert names(again.take(10)) == ["e1", "m1"]
     again.close()
@@ -178,11 +178,35 @@ def test_close_stores_what_memory_holds_or_says_what_is_lost(
     guard.put_many([item(Kind.ENERGY, "e1")] + [item(Kind.MEASUREMENT, f"m{i}") for i in range(3)])
     with caplog.at_level(logging.ERROR):
         guard.close()  # never raises
-    assert guard.lost_at_close == 4
+    assert sum(guard.lost_at_close.values()) == 4
     assert guard.health().lost[Kind.ENERGY] == 1
     text = caplog.records[-1].getMessage()
     assert text.startswith("exiting with 4 messages neither stored nor acknowledged")
     assert "measurement 3, energy 1" in text and "database or disk is full" in text
+
+
+def test_an_outbox_that_cannot_be_opened_is_opened_by_the_first_write_that_can(
+    tmp_path: Path,
+) -> None:
+    """A restart on a full disk cannot even open SQLite's files: memory carries the
+    messages, and the disk outbox opens when it can."""
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the state directory should be")
+    guard = StorageGuard.opening(
+        lambda: SqliteOutbox(blocker / "outbox.db", 100_000_000), tmp_path, retry_s=3600
+    )
+    h = guard.health()
+    assert not h.ok and "File exists" in (h.error or "") and h.failures == 1
+    assert guard.marks() == {} and guard.stats().depth == 0
+    guard.put_many([item(Kind.ENERGY, "e1"), item(Kind.MEASUREMENT, "m1")], {"seq:m": 1})
+    assert names(guard.take(1)) == ["e1"]  # published from memory meanwhile
+    blocker.unlink()
+    assert guard.retry(force=True)
+    assert guard.health().unstored == 0 and guard.marks() == {"seq:m": 1}
+    guard.close()
+    again = SqliteOutbox(blocker / "outbox.db", 100_000_000)
+    assert names(again.take(10)) == ["e1", "m1"] and again.marks() == {"seq:m": 1}
+    again.close()
 
 
 # --- the agent: snapshot, state document, metrics, status --------------------------------

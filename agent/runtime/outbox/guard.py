@@ -22,6 +22,10 @@ stands between the runtime and the disk outbox and keeps the outbox contract
   drop is counted in ``lost``.
 * A failed delete (``accept``) keeps the acknowledged rows in flight on the
   disk, so they are not sent again, and is retried with the writes.
+* A disk outbox that cannot even be opened (a restart on a full disk: SQLite
+  cannot create its shared-memory file) is opened later, with the first
+  write that succeeds (:meth:`StorageGuard.opening`); until then everything
+  goes through memory.
 * :meth:`StorageGuard.health` says all of it for ``/api/state``, ``/metrics``,
   the page, ``status`` and systemd. The log says it once when it begins, once a
   minute (or when the cause changes) while it lasts, and once when it ends,
@@ -38,7 +42,7 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,9 +61,11 @@ from agent.runtime.outbox.memory import MemoryOutbox
 
 log = logging.getLogger("agent.runtime.outbox")
 
-#: What the memory lane may hold: with ~500 B a measurement, half an hour of 12
-#: meters polled every second, or days of their energy records alone. About twice
-#: this in process memory (Python's objects around each message).
+#: What the memory lane may hold, counted as ``buffer.max_mb`` counts: ~37,000
+#: measurements of 12 quantities (450 B each: 50 minutes of 12 meters polled every
+#: second), or ~60,000 energy records (3.5 days of those 12 meters). Python's
+#: objects around each message make it about 1.6 times this in process memory
+#: (measured: 730 B for a measurement counted as 450 B), ~27 MB when full.
 LANE_MAX_BYTES = 16 * 2**20
 #: A failing disk is tried again at most this often.
 RETRY_S = 1.0
@@ -116,13 +122,17 @@ class StorageGuard:
 
     def __init__(
         self,
-        disk: Outbox,
+        disk: Outbox | None,
         directory: Path | None,
         *,
         memory_bytes: int = LANE_MAX_BYTES,
         retry_s: float = RETRY_S,
+        open_disk: Callable[[], Outbox] | None = None,
     ) -> None:
-        self.disk = disk
+        if disk is None and open_disk is None:
+            raise ValueError("a StorageGuard needs a disk outbox or a way to open one")
+        self._disk = disk
+        self._open_disk = open_disk
         self.directory = directory
         self.retry_s = retry_s
         self.lane = MemoryOutbox(
@@ -140,7 +150,34 @@ class StorageGuard:
         self._logged_at = -math.inf
         self._moved_n = 0
         self.failures = 0
-        self._lost_at_close = dict.fromkeys(Kind, 0)
+        #: What the exit lost, per kind (see :meth:`close`).
+        self.lost_at_close = dict.fromkeys(Kind, 0)
+
+    @classmethod
+    def opening(
+        cls,
+        open_disk: Callable[[], Outbox],
+        directory: Path | None,
+        *,
+        memory_bytes: int = LANE_MAX_BYTES,
+        retry_s: float = RETRY_S,
+    ) -> StorageGuard:
+        """A guard over the outbox ``open_disk`` opens now, or later if it cannot now."""
+        guard = cls(
+            None, directory, memory_bytes=memory_bytes, retry_s=retry_s, open_disk=open_disk
+        )
+        try:
+            guard._opened()
+        except OutboxError as exc:
+            guard._failed(exc)
+        return guard
+
+    def _opened(self) -> Outbox:
+        """The disk outbox, opened now if it was not yet (OutboxError if it cannot be)."""
+        if self._disk is None:
+            assert self._open_disk is not None
+            self._disk = self._open_disk()
+        return self._disk
 
     # --- writes ---------------------------------------------------------------------------
 
@@ -156,7 +193,7 @@ class StorageGuard:
             try:
                 self._store_held()
                 self._delete_acked()
-                ids = self.disk.put_many(items, self._marks)
+                ids = self._opened().put_many(items, self._marks)
             except OutboxError as exc:
                 ids = self.lane.put_many(items)
                 self._failed(exc)  # after: its log line counts them
@@ -176,9 +213,10 @@ class StorageGuard:
 
     def _store_held(self) -> None:
         """Move the lane to the disk, oldest first; what moved stays moved if a chunk fails."""
+        disk = self._opened()
         while chunk := self.lane.oldest(MOVE_CHUNK):
             items = [Item(e.kind, e.topic, e.payload, e.retain, e.created_ms) for e, _ in chunk]
-            disk_ids = self.disk.put_many(items, self._marks)
+            disk_ids = disk.put_many(items, self._marks)
             self._marks.clear()
             self.lane.accept([e.id for e, _ in chunk])
             taken = []
@@ -186,12 +224,12 @@ class StorageGuard:
                 if in_flight:
                     self._moved[entry.id] = disk_id
                     taken.append(disk_id)
-            self.disk.mark_taken(taken)
+            disk.mark_taken(taken)
             self._moved_n += len(chunk)
 
     def _delete_acked(self) -> None:
         if self._unaccepted:
-            self.disk.accept(self._unaccepted)
+            self._opened().accept(self._unaccepted)
             self._unaccepted = []
 
     def _failed(self, exc: OutboxError) -> None:
@@ -243,11 +281,12 @@ class StorageGuard:
 
     def take(self, limit: int, fresh_from_ms: int | None = None) -> list[Entry]:
         """The disk's batch, then the lane's, live first; at most ``limit``."""
+        disk: list[Entry] = []
         try:
-            disk = self.disk.take(limit, fresh_from_ms)
+            if self._disk is not None:
+                disk = self._disk.take(limit, fresh_from_ms)
         except OutboxError as exc:  # a read failed: the lane still goes out
             self._failed(exc)
-            disk = []
         if not self.lane.held():
             return disk
         lane = self.lane.take(limit, fresh_from_ms)
@@ -284,16 +323,25 @@ class StorageGuard:
             else:
                 disk_ids.append(disk_id)
         self.lane.reject(lane_ids)
-        self.disk.reject(disk_ids)
+        if self._disk is not None:  # disk ids exist only once it is open
+            self._disk.reject(disk_ids)
 
     def mark_taken(self, ids: list[int]) -> None:
         self.lane.mark_taken([i for i in ids if i < 0])
-        self.disk.mark_taken([i for i in ids if i > 0])
+        if self._disk is not None:
+            self._disk.mark_taken([i for i in ids if i > 0])
 
     # --- what it says ---------------------------------------------------------------------
 
     def marks(self) -> dict[str, int]:
-        return {**self.disk.marks(), **self._marks}
+        """The stored marks and those waiting for the disk; only these without a disk."""
+        stored = {}
+        try:
+            if self._disk is not None:
+                stored = self._disk.marks()
+        except OutboxError as exc:
+            self._failed(exc)
+        return {**stored, **self._marks}
 
     def records_held(self) -> int:
         """Records that exist only in memory: neither durable nor acknowledged."""
@@ -302,11 +350,12 @@ class StorageGuard:
     def stats(self) -> Stats:
         """Both stores as one: what waits to be sent (acknowledged rows not yet deleted
         are not waiting); ``dropped`` is the disk's, the lane's drops are in ``lost``."""
+        disk = Stats(0, 0, None, dict.fromkeys(Kind, 0))
         try:
-            disk = self.disk.stats()
+            if self._disk is not None:
+                disk = self._disk.stats()
         except OutboxError as exc:
             self._failed(exc)
-            disk = Stats(0, 0, None, dict.fromkeys(Kind, 0))
         lane = self.lane.stats()
         oldest = disk.oldest_ms if disk.oldest_ms is not None else lane.oldest_ms
         depth = max(0, disk.depth - len(self._unaccepted)) + lane.depth
@@ -325,12 +374,8 @@ class StorageGuard:
             unstored_bytes=lane.bytes,
             memory_max_bytes=self.lane.max_bytes,
             failures=self.failures,
-            lost={k: lane.dropped[k] + self._lost_at_close[k] for k in Kind},
+            lost={k: lane.dropped[k] + self.lost_at_close[k] for k in Kind},
         )
-
-    @property
-    def lost_at_close(self) -> int:
-        return sum(self._lost_at_close.values())
 
     def close(self) -> None:
         """Store what memory holds (one last try, due or not), then close the disk.
@@ -342,7 +387,7 @@ class StorageGuard:
             self._store_held()
             self._delete_acked()
             if self._marks:
-                self.disk.put_many([], self._marks)
+                self._opened().put_many([], self._marks)
         except OutboxError as exc:
             self._failed(exc)
         else:
@@ -350,7 +395,7 @@ class StorageGuard:
         left = {k: self.lane.held([k]) for k in Kind}
         if any(left.values()):
             for k, n in left.items():
-                self._lost_at_close[k] += n
+                self.lost_at_close[k] += n
             log.error(
                 "exiting with %d messages neither stored nor acknowledged by the broker: "
                 "%s; they are lost (%s: %s, %s free)",
@@ -360,4 +405,5 @@ class StorageGuard:
                 self._error.reason if self._error is not None else "not stored",
                 human_bytes(free_bytes(self.directory)),
             )
-        self.disk.close()
+        if self._disk is not None:
+            self._disk.close()

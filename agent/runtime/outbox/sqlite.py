@@ -72,19 +72,25 @@ class SqliteOutbox:
         self.path = path
         self.max_bytes = max_bytes
         self.sync_interval_s = sync_interval_s
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._synchronous = ""
         self._inflight: set[int] = set()
         self._lock = threading.Lock()
         self._depth = self._bytes = 0
         self._dropped: dict[Kind, int] = {}
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # read-only, not ours: the disk refuses, as when full
+            raise OutboxError(path, str(exc)) from exc
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise OutboxError(path, str(exc)) from exc
         try:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.executescript(_SCHEMA)
             self._set_sync("FULL")
             self._reload_counters()
-        except sqlite3.Error as exc:  # a new file on a full disk, a damaged one
+        except sqlite3.Error as exc:  # a full disk (no room for the WAL's files), damage
             self._db.close()
             raise OutboxError(path, str(exc)) from exc
         self._last_sync = time.monotonic()
