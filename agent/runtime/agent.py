@@ -151,13 +151,12 @@ class Agent:
         #: Devices whose measurement seq moved since the last commit.
         self._seq_moved: set[str] = set()
         self._commit_at: asyncio.TimerHandle | None = None
-        #: One log line per device and cause a minute, however often a meter flaps.
+        #: One log line per cause a minute (a device's, the snapshot's), however often it recurs.
         self._log_throttle = LogThrottle(60.0)
         #: /metrics: poll latency and errors, core time, fed below as they happen.
         self.metrics = AgentMetrics({d.id: d.bus for d in config.devices})
-        #: The last snapshot failure said in the log, and when (once per cause and minute).
+        #: The snapshot's last failure, if it has not been written since.
         self._snapshot_error = ""
-        self._snapshot_logged = -math.inf
         #: Messages that were neither stored nor sent when the job ended (exit 1 if any).
         self.lost_at_exit = 0
 
@@ -377,10 +376,9 @@ class Agent:
         try:
             self.site.save_snapshot(self.state_dir / SNAPSHOT)
         except OSError as exc:
-            text = f"cannot write the core snapshot in {self.state_dir}: {exc}"
-            if text != self._snapshot_error or time.monotonic() - self._snapshot_logged >= 60:
-                log.error("%s; trying again every second", text)
-                self._snapshot_error, self._snapshot_logged = text, time.monotonic()
+            self._snapshot_error = f"cannot write the core snapshot in {self.state_dir}: {exc}"
+            if (n := self._log_throttle.due(self._snapshot_error)) is not None:
+                log.error("%s; trying again every second%s", self._snapshot_error, repeats(n))
             return False
         if self._snapshot_error:
             log.warning("core snapshot written again in %s", self.state_dir)
