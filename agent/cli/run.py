@@ -27,14 +27,17 @@ def run_agent(args: argparse.Namespace) -> int:
     if not args.verbose:
         logging.getLogger().setLevel(logging.INFO)
     try:
-        asyncio.run(_main(Agent(config, ProfileLibrary())))
+        agent = Agent(config, ProfileLibrary())
+        asyncio.run(_main(agent))
     except MqttConfigError as exc:
         print(f"error: {args.config}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    return EXIT_OK
+    # Messages that could be neither stored nor sent were lost at the exit (said in the
+    # log): a failed stop, so that systemd and whoever reads its status see it.
+    return EXIT_FAILED if agent.lost_at_exit else EXIT_OK
 
 
 async def _main(agent: Agent) -> None:

@@ -3,8 +3,9 @@
 It reads the agent's own /api/state (the document the live page shows) rather
 than the state directory or the buses: a second process polling the meters
 would fight the agent for the RS-485 line, and the agent already knows
-everything. Exit 0 when all is well, 1 when the agent reports a problem or
-cannot be reached, 2 for bad arguments.
+everything. Exit 0 when all is well, 1 when the agent reports a problem (a
+failing meter, the MQTT link down, a buffer that grows, a disk that refuses
+writes) or cannot be reached, 2 for bad arguments.
 """
 
 from __future__ import annotations
@@ -120,9 +121,19 @@ def render(doc: dict[str, Any]) -> Group:
         else Text(f"MQTT DOWN ({mqtt['broker']}{why})", style="bold red")
     )
     buffer_style = "bold yellow" if buf["alarm"] else ""
+    storage = doc.get("storage") or {"ok": True}
+    disk = (
+        Text("disk ok", style="green")
+        if storage["ok"]
+        else Text(
+            f"STORAGE FAILING ({storage['unstored']} messages in memory only)", style="bold red"
+        )
+    )
     parts.append(
         Text.assemble(
             link,
+            "   ",
+            disk,
             "   ",
             (
                 f"buffer: {buf['depth']} waiting"

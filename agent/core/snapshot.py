@@ -16,6 +16,7 @@ upgrades continues from its old file and one that rolls back from its new one
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -90,11 +91,17 @@ def write_atomic(snap: Snapshot) -> None:
     payload["meta"] = np.frombuffer(json.dumps({"format": FORMAT, **snap.meta}).encode(), np.uint8)
     np.savez(buf, **payload)  # type: ignore[arg-type]
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(buf.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(buf.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        # A full disk: the half-written file would hold the space the outbox needs.
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

@@ -156,6 +156,38 @@ class LevelCollector(Collector):
             for kind, n in sorted(dropped.items()):
                 fam.add_metric([str(kind)], float(n))
             yield fam
+        yield from gauge(
+            "energy_agent_storage_ok",
+            "1 when the outbox can write to state_dir, 0 while the disk refuses (full, failing)",
+            "storage_ok",
+        )
+        yield from counter(
+            "energy_agent_storage_failures",
+            "Outbox write transactions the disk refused",
+            "storage_failures",
+        )
+        yield from gauge(
+            "energy_agent_storage_free_bytes",
+            "Free space in state_dir (absent when unknown)",
+            "storage_free_bytes",
+        )
+        yield from gauge(
+            "energy_agent_unstored_messages",
+            "Messages held in memory only: the disk refused them and the broker has not "
+            "acknowledged them yet",
+            "unstored",
+        )
+        lost = lv.get("lost")
+        if isinstance(lost, Mapping):
+            lost_fam = CounterMetricFamily(
+                "energy_agent_messages_lost",
+                "Messages neither stored nor sent: memory was full while the disk refused "
+                "writes, or the agent exited so, per kind",
+                labels=["kind"],
+            )
+            for kind, n in sorted(lost.items()):
+                lost_fam.add_metric([str(kind)], float(n))
+            yield lost_fam
         yield from counter(
             "energy_agent_messages_published",
             "Messages handed to the MQTT client (including retries)",

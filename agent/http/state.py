@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from agent import __version__
 from agent.core.channels import DEMAND_SLOTS, SLOT_MS
+from agent.runtime.outbox import StorageHealth
+from agent.runtime.outbox.guard import human_bytes
 from drivers.profile import DeviceKind
 from drivers.quantities import Quantity
 
@@ -114,6 +116,28 @@ def _demand(agent: Agent) -> dict[str, Any]:
     return {"period_min": DEMAND_SLOTS, "now_kw": _f(total, 3) if have else None, "meters": meters}
 
 
+def _storage(h: StorageHealth) -> dict[str, Any]:
+    """The outbox's disk: a fault is a problem of its own, not a buffer that grows.
+
+    A full ``state_dir`` with the broker up leaves the buffer empty (the memory
+    lane is published and forgotten), so without this nothing would look wrong.
+    """
+    return {
+        "ok": h.ok,
+        "error": h.error,
+        "since_ms": h.since_ms,
+        "directory": h.directory,
+        "free_bytes": h.free_bytes,
+        "unstored": h.unstored,
+        "unstored_records": h.unstored_records,
+        "unstored_bytes": h.unstored_bytes,
+        "memory_max_bytes": h.memory_max_bytes,
+        "failures": h.failures,
+        "lost": {k.name.lower(): n for k, n in h.lost.items()},
+        "lost_total": sum(h.lost.values()),
+    }
+
+
 def build_state(
     agent: Agent, now_ms: int | None = None, *, buffer_growing: bool = False
 ) -> dict[str, Any]:
@@ -173,6 +197,7 @@ def build_state(
         )
     link = agent.link.state
     ob = agent.outbox.stats()
+    storage = _storage(agent.outbox.health())
     pump = agent.pump.stats
     oldest_age = None if ob.oldest_ms is None else _f(max(0, now - ob.oldest_ms) / 1000, 1)
     buffer_alarm = bool(ob.depth) and (
@@ -184,6 +209,14 @@ def build_state(
             "MQTT link down" + (f": {link.last_error}" if link.last_error else "")
             if link.connects or link.last_error
             else "MQTT not connected yet"
+        )
+    if not storage["ok"]:
+        lost = storage["lost_total"]
+        problems.append(
+            f"storage failing: cannot write the outbox in {storage['directory']} "
+            f"({human_bytes(storage['free_bytes'])} free): {storage['error']}; "
+            f"{storage['unstored']} messages held in memory only"
+            + (f", {lost} lost (memory full)" if lost else "")
         )
     if buffer_alarm:
         problems.append(f"buffering: {ob.depth} messages waiting to be sent")
@@ -225,7 +258,9 @@ def build_state(
             "alarm": buffer_alarm,
             "published": pump.published,
             "acked": pump.acked,
+            "refused": pump.refused,
         },
+        "storage": storage,
         "site": {
             "power_kw": _f(power_total, 3) if power_n else None,
             "power_meters": power_n,
@@ -249,6 +284,12 @@ def metric_levels(doc: Mapping[str, Any]) -> dict[str, object]:
         "buffer_dropped": buf["dropped"],
         "published": buf["published"],
         "acked": buf["acked"],
+        "refused": buf["refused"],
+        "storage_ok": 1 if doc["storage"]["ok"] else 0,
+        "storage_failures": doc["storage"]["failures"],
+        "storage_free_bytes": doc["storage"]["free_bytes"],
+        "unstored": doc["storage"]["unstored"],
+        "lost": doc["storage"]["lost"],
         "mqtt_connected": 1 if doc["mqtt"]["connected"] else 0,
         "mqtt_disconnects": doc["mqtt"]["disconnects"],
         "device_up": {d["id"]: d["state"] == "ok" for d in doc["devices"]},

@@ -3,10 +3,13 @@
     buses (scheduler) -> SiteCore (numba core) -> outbox (SQLite) -> Pump -> MQTT
 
 Every message is written to the outbox before it is published and deleted
-when the broker acknowledged it. The core's state is snapshotted every minute
-and at shutdown. On SIGTERM or Ctrl-C: the in-flight polls finish, the core
-is flushed and snapshotted, the outbox is drained for a few seconds, the
-retained ``offline`` status is published, and the process exits 0.
+when the broker acknowledged it; what a full or failing disk refuses is held
+in memory and published from there (the outbox's :class:`StorageGuard`). The
+core's state is snapshotted every minute and at shutdown. On SIGTERM or
+Ctrl-C: the in-flight polls finish, the core is flushed and snapshotted, the
+outbox is drained for a few seconds, the retained ``offline`` status is
+published, and the process exits 0 (1 if messages that could be neither
+stored nor sent were lost, see ``lost_at_exit``).
 """
 
 from __future__ import annotations
@@ -40,7 +43,15 @@ from agent.payloads import (
 )
 from agent.runtime.lowmem import release_compiler_pages
 from agent.runtime.mqtt import MqttLink, Pump
-from agent.runtime.outbox import Item, Kind, Outbox, OutboxError, SqliteOutbox
+from agent.runtime.outbox import (
+    LANE_MAX_BYTES,
+    RECORDS,
+    Item,
+    Kind,
+    Outbox,
+    SqliteOutbox,
+    StorageGuard,
+)
 from agent.runtime.scheduler import Backoff, BusPoller, DevicePoll, Values
 from agent.runtime.throttle import LogThrottle, repeats
 from agent.sdnotify import Notifier, State
@@ -96,9 +107,17 @@ class Agent:
         self.library = library
         self.state_dir = Path(config.state_dir)
         self.site = SiteCore(config, library)
-        self.outbox = outbox or SqliteOutbox(
-            self.state_dir / OUTBOX, int(config.buffer.max_mb * 1024 * 1024)
-        )
+        max_bytes = int(config.buffer.max_mb * 1024 * 1024)
+        # What the disk refuses is held in memory, at most LANE_MAX_BYTES (see the guard).
+        memory_bytes = min(LANE_MAX_BYTES, max_bytes)
+        if outbox is None:  # opened later if the disk is full now
+            self.outbox = StorageGuard.opening(
+                lambda: SqliteOutbox(self.state_dir / OUTBOX, max_bytes),
+                self.state_dir,
+                memory_bytes=memory_bytes,
+            )
+        else:
+            self.outbox = StorageGuard(outbox, self.state_dir, memory_bytes=memory_bytes)
         self.devices = {d.id: DeviceState() for d in config.devices}
         topics = self.site.topics
         self.link = MqttLink(
@@ -132,10 +151,14 @@ class Agent:
         #: Devices whose measurement seq moved since the last commit.
         self._seq_moved: set[str] = set()
         self._commit_at: asyncio.TimerHandle | None = None
-        #: One log line per device and cause a minute, however often a meter flaps.
+        #: One log line per cause a minute (a device's, the snapshot's), however often it recurs.
         self._log_throttle = LogThrottle(60.0)
         #: /metrics: poll latency and errors, core time, fed below as they happen.
         self.metrics = AgentMetrics({d.id: d.bus for d in config.devices})
+        #: The snapshot's last failure, if it has not been written since.
+        self._snapshot_error = ""
+        #: Messages that were neither stored nor sent when the job ended (exit 1 if any).
+        self.lost_at_exit = 0
 
     # --- results of polls --------------------------------------------------------------
 
@@ -169,8 +192,9 @@ class Agent:
 
         Group commit: with one transaction per poll, the outbox was a third of what
         the agent added to a bare poller's CPU. Nothing is published before it is
-        stored (the pump reads only the outbox); the delay adds at most
-        ``COMMIT_DELAY_S`` to a message's way to the broker.
+        stored (the pump reads only the outbox), unless the disk refuses it: then
+        the guard holds it in memory and the pump publishes it from there. The
+        delay adds at most ``COMMIT_DELAY_S`` to a message's way to the broker.
         """
         if self._commit_at is not None:
             self._commit_at.cancel()
@@ -180,18 +204,10 @@ class Agent:
         items, self._pending = self._pending, []
         # The seq of each device's last measurement, in the same transaction: after
         # kill -9 the numbering continues from what was stored, not from the last
-        # snapshot (which would repeat seq numbers with other values).
+        # snapshot (which would repeat seq numbers with other values). A disk that
+        # refuses them gets them with its next write (the guard keeps them).
         marks = {SEQ_MARK + d: self.site.by_id[d].seq for d in self._seq_moved}
-        try:
-            self.outbox.put_many(items, marks)
-        except OutboxError as exc:
-            # A full or failing disk: keep the messages in memory and try again soon;
-            # they are lost only if the process dies before the disk recovers.
-            log.error("cannot store %d messages in the outbox: %s; retrying", len(items), exc)
-            self._pending = items + self._pending
-            with contextlib.suppress(RuntimeError):
-                self._commit_at = asyncio.get_running_loop().call_later(1.0, self.commit)
-            return
+        self.outbox.put_many(items, marks)
         self._seq_moved.clear()
         self.pump.wake.set()
 
@@ -310,10 +326,16 @@ class Agent:
     async def _housekeeping(self, notifier: Notifier) -> None:
         last_snapshot = time.monotonic()
         last_ping = -math.inf
+        storage_ok = True
         while not self.stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), 1.0)
             self._store(self.site.flush(now_ms()))
+            # A disk that refused writes is tried again even when nothing new comes.
+            if self.outbox.retry() != storage_ok:
+                storage_ok = not storage_ok
+                last_ping = -math.inf  # systemd's status says it now, not at the next ping
+                self.pump.wake.set()
             # systemd's watchdog: pinged from the event loop, so a hung loop stops the pings.
             if time.monotonic() - last_ping >= min(notifier.watchdog_s or 10.0, 10.0):
                 notifier.notify(State.WATCHDOG, status=self._status_line())
@@ -324,19 +346,45 @@ class Agent:
             # start the counters afresh and lose the energy of the downtime). And once a
             # device has its first reading.
             due = time.monotonic() - last_snapshot >= 60
-            if self._closed_since_snapshot or self._new_baseline or due:
-                self.snapshot()
+            if (self._closed_since_snapshot or self._new_baseline or due) and self.snapshot():
                 last_snapshot = time.monotonic()
 
-    def snapshot(self) -> None:
-        # The snapshot says which intervals were emitted: their records must be on
-        # disk first, or a restart after kill -9 would never emit them.
+    def snapshot(self) -> bool:
+        """Save the core's state unless a record it emitted exists only in memory; True if saved.
+
+        The snapshot says which intervals were emitted, so their records must be on
+        disk first, or a restart after kill -9 would never emit them. While the disk
+        refuses writes a record may be held in memory (the outbox's guard): then the
+        snapshot waits until the record is stored or the broker acknowledged it (one
+        that is up does so within milliseconds). Written past such a record, a crash
+        would lose it for good; held back, a crash restarts from the older snapshot
+        and the core derives those intervals again from the meters' counters (the
+        downtime spread evenly, marked interpolated), so no energy is lost. The
+        price: a record that reached the broker from memory may come again from the
+        restarted core with other (interpolated) numbers, if the disk took no
+        snapshot after it; the sum over the intervals is the same. A record that
+        memory itself had to drop (full, with the broker away for days) no longer
+        holds the snapshot back: it is lost, and said and counted when it goes.
+
+        Held back or refused by the disk, the snapshot keeps its reasons
+        (``_closed_since_snapshot``, ``_new_baseline``) and the housekeeping tries
+        again every second.
+        """
         self.commit()
-        self._closed_since_snapshot = self._new_baseline = False
+        if self.outbox.records_held():
+            return False
         try:
             self.site.save_snapshot(self.state_dir / SNAPSHOT)
         except OSError as exc:
-            log.error("cannot write the core snapshot in %s: %s", self.state_dir, exc)
+            self._snapshot_error = f"cannot write the core snapshot in {self.state_dir}: {exc}"
+            if (n := self._log_throttle.due(self._snapshot_error)) is not None:
+                log.error("%s; trying again every second%s", self._snapshot_error, repeats(n))
+            return False
+        if self._snapshot_error:
+            log.warning("core snapshot written again in %s", self.state_dir)
+            self._snapshot_error = ""
+        self._closed_since_snapshot = self._new_baseline = False
+        return True
 
     def _warm_up(self) -> None:
         """Compile (or load from numba's cache) the core's kernels before the first poll.
@@ -362,7 +410,14 @@ class Agent:
 
     def _status_line(self) -> str:
         ok = sum(st.state == "ok" for st in self.devices.values())
-        return f"polling {len(self.devices)} devices ({ok} ok), outbox {self.outbox.stats().depth}"
+        line = f"polling {len(self.devices)} devices ({ok} ok), outbox {self.outbox.stats().depth}"
+        h = self.outbox.health()
+        if not h.ok:
+            line += (
+                f"; STORAGE FAILING in {h.directory}: {h.error}, "
+                f"{h.unstored} messages in memory only"
+            )
+        return line
 
     async def run(self) -> None:
         notifier = Notifier()
@@ -404,12 +459,16 @@ class Agent:
                     # Polls have finished: publish what they produced, then leave cleanly.
                     self._store(self.site.flush(now_ms()))
                     self.snapshot()
-                    drained = await self.pump.drain(5.0)
-                    if not drained:
+                    drained = await self.pump.drain(
+                        5.0, wait_for_link=self.outbox.health().unstored > 0
+                    )
+                    # What memory holds and could not send is said by _close_outbox.
+                    stored = self.outbox.stats().depth - self.outbox.health().unstored
+                    if not drained and stored:
                         log.warning(
                             "stopping with %d messages in the outbox; they are sent "
                             "after the next start",
-                            self.outbox.stats().depth,
+                            stored,
                         )
                     pump.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -422,4 +481,22 @@ class Agent:
                     encode(gateway_status_payload("offline", now_ms(), __version__)),
                 )
             )
-            self.outbox.close()
+            self._close_outbox()
+
+    def _close_outbox(self) -> None:
+        """The last word on a full disk: store what memory holds if the disk takes it now,
+        then the snapshot the drain or the store allowed, then count what is lost."""
+        self.outbox.retry(force=True)
+        if self._closed_since_snapshot or self._new_baseline:
+            self.snapshot()
+        self.outbox.close()
+        lost = self.outbox.lost_at_close
+        self.lost_at_exit = sum(lost.values())
+        records = sum(lost[k] for k in RECORDS)
+        if records:
+            log.error(
+                "%d of them are records: the core's snapshot was not written past them, so "
+                "the next start derives those intervals again from the meters' counters "
+                "(marked interpolated)",
+                records,
+            )

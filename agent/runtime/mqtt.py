@@ -266,8 +266,11 @@ class PumpStats:
 
 
 ACCEPT_BATCH = 1000
-#: Smallest batch taken from the outbox while the rate limit holds the pump back.
+#: Smallest batch taken from the outbox while the rate limit holds the pump back...
 MIN_BATCH = 32
+#: ... unless the rate gathers it more slowly than this: a message never waits longer
+#: for its batch (at 10 messages/s the batch is one message).
+MAX_GATHER_S = 0.1
 
 
 class Pump:
@@ -291,6 +294,9 @@ class Pump:
         self.link = link
         self.window = window
         self.rate_per_s = rate_per_s
+        #: Never more than the rate's budget can hold (it is capped at one second's worth):
+        #: a batch of 32 at 10/s was never gathered, and nothing was ever published.
+        self.min_batch = max(1, min(MIN_BATCH, int(rate_per_s * MAX_GATHER_S)))
         #: Measurements younger than this are live and go before the backlog's.
         self.fresh_s = fresh_s
         #: Acknowledged messages are deleted from the outbox in one transaction per this
@@ -369,10 +375,10 @@ class Pump:
             budget = min(self.rate_per_s, budget + (now - last) * self.rate_per_s)
             last = now
             room = min(self.window - len(self._inflight), int(budget))
-            if budget < MIN_BATCH <= self.window - len(self._inflight):
+            if budget < self.min_batch <= self.window - len(self._inflight):
                 # Replaying at the rate limit: gather the budget for a batch worth a
                 # take (a few queries) instead of taking a handful each loop turn.
-                await asyncio.sleep((MIN_BATCH - budget) / self.rate_per_s)
+                await asyncio.sleep((self.min_batch - budget) / self.rate_per_s)
                 continue
             if room <= 0:
                 self._room.clear()
@@ -395,14 +401,19 @@ class Pump:
             self.stats.in_flight = len(self._inflight)
             await asyncio.sleep(0)
 
-    async def drain(self, timeout_s: float) -> bool:
-        """Wait until the outbox is empty and everything is acknowledged (shutdown)."""
+    async def drain(self, timeout_s: float, *, wait_for_link: bool = False) -> bool:
+        """Wait until the outbox is empty and everything is acknowledged (shutdown).
+
+        Without a link it gives up at once (what is stored is sent after the next
+        start), unless ``wait_for_link``: messages that exist only in memory are lost
+        at the exit, so a link that is coming back is worth the rest of the time.
+        """
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             self.flush_acks()
             if not self._inflight and self.outbox.stats().depth == 0:
                 return True
-            if not self.link.connected.is_set():
+            if not self.link.connected.is_set() and not wait_for_link:
                 return False
             self.wake.set()
             await asyncio.sleep(0.05)

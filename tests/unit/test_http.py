@@ -184,7 +184,17 @@ async def test_state_document(server: HttpServer, agent: Agent) -> None:
     status, headers, body = await request(server.port, get("/api/state"))
     assert status == 200 and headers["content-type"].startswith("application/json")
     doc = json.loads(body)
-    assert set(doc) == {"schema", "ts", "agent", "health", "mqtt", "buffer", "site", "devices"}
+    assert set(doc) == {
+        "schema",
+        "ts",
+        "agent",
+        "health",
+        "mqtt",
+        "buffer",
+        "storage",
+        "site",
+        "devices",
+    }
     assert doc["agent"]["site"] == "plant-t" and doc["agent"]["site_name"] == "Test plant"
     # never connected to a broker, a device failing: degraded, and it says why
     assert doc["health"]["state"] == "degraded"

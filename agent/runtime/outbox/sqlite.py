@@ -1,26 +1,4 @@
-"""Store-and-forward: every message is written here before it is published.
-
-The outbox is a transaction, as Telegraf's buffer: ``take`` a batch (it is now
-in flight and not taken again), then ``accept`` what the broker acknowledged
-(deleted) or ``reject`` the batch (back to the queue, in its original order).
-A crash between the two loses nothing: a batch that was neither accepted nor
-rejected is still on disk and is sent again after a restart; the records'
-idempotent keys make the duplicate harmless.
-
-Live data first. After an outage the backlog is hours of measurements; a plant
-engineer still wants to see the press that is running now. ``take`` therefore
-hands out, in id order, every record (energy, intensity, status) and every
-*fresh* measurement (created at or after ``fresh_from_ms``) before the stale
-measurements of the backlog, which fill what the caller's rate leaves. Records
-are never reordered among themselves, so energy stays in order per device and
-the last retained status stays the last.
-
-Bounded by size. When full, raw measurements go first (oldest first), then
-intensity records; energy records, the authoritative ones, go last and only
-with a loud warning. Two implementations share one contract test suite:
-:class:`MemoryOutbox` (tests, and gateways without a disk) and
-:class:`SqliteOutbox` (WAL, survives ``kill -9`` and power loss).
-"""
+"""The outbox on disk: SQLite in WAL mode, fsync'd where a power cut would lose a record."""
 
 from __future__ import annotations
 
@@ -30,187 +8,25 @@ import logging
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from enum import Enum, IntEnum
 from pathlib import Path
-from typing import Protocol
 
-log = logging.getLogger(__name__)
+from agent.runtime.outbox.base import (
+    DROP_ORDER,
+    DROPPED_COUNTER,
+    RECORDS,
+    Entry,
+    Item,
+    Kind,
+    OutboxError,
+    Stats,
+    Sync,
+    entry_size,
+    is_fresh,
+    log_dropped,
+)
 
-
-class OutboxError(Exception):
-    """The outbox cannot store or delete (disk full, I/O error, damaged file)."""
-
-
-class Kind(IntEnum):
-    """What a message is; decides what is dropped first when the outbox is full."""
-
-    MEASUREMENT = 0
-    INTENSITY = 1
-    STATUS = 2
-    ENERGY = 3
-
-
-#: Drop order when full: first the cheapest to lose.
-DROP_ORDER = (Kind.MEASUREMENT, Kind.INTENSITY, Kind.STATUS, Kind.ENERGY)
-
-
-class Sync(Enum):
-    """When a write transaction reaches the disk (fsync)."""
-
-    NOW = "now"  #: before the commit returns
-    SOON = "soon"  #: with the next fsync, at most ``sync_interval_s`` later
-    NEVER = "never"  #: whenever the next fsync happens (a lost delete only re-sends)
-
-
-#: Kinds that are records: never reordered, and on disk (fsync) before ``put`` returns.
-RECORDS = (Kind.INTENSITY, Kind.STATUS, Kind.ENERGY)
-
-
-def entry_size(topic: str, payload: bytes) -> int:
-    """What a message counts against ``buffer.max_mb``: its bytes plus the row's overhead."""
-    return len(payload) + len(topic) + 64
-
-
-@dataclass(frozen=True)
-class Entry:
-    id: int
-    kind: Kind
-    topic: str
-    payload: bytes
-    retain: bool
-    created_ms: int
-
-    @property
-    def size(self) -> int:
-        return entry_size(self.topic, self.payload)
-
-
-@dataclass(frozen=True)
-class Item:
-    """A message to store: what ``put`` takes, several at once in ``put_many``."""
-
-    kind: Kind
-    topic: str
-    payload: bytes
-    retain: bool = False
-    created_ms: int = 0
-
-
-@dataclass(frozen=True)
-class Stats:
-    depth: int
-    bytes: int
-    oldest_ms: int | None
-    dropped: dict[Kind, int]
-
-
-class Outbox(Protocol):
-    def put(
-        self, kind: Kind, topic: str, payload: bytes, *, retain: bool = False, created_ms: int = 0
-    ) -> int: ...
-
-    def put_many(self, items: list[Item], marks: Mapping[str, int] | None = None) -> list[int]: ...
-
-    def marks(self) -> dict[str, int]: ...
-
-    def take(self, limit: int, fresh_from_ms: int | None = None) -> list[Entry]: ...
-
-    def accept(self, ids: list[int]) -> None: ...
-
-    def reject(self, ids: list[int]) -> None: ...
-
-    def stats(self) -> Stats: ...
-
-    def close(self) -> None: ...
-
-
-def _is_fresh(kind: Kind, created_ms: int, fresh_from_ms: int | None) -> bool:
-    return fresh_from_ms is None or kind is not Kind.MEASUREMENT or created_ms >= fresh_from_ms
-
-
-class MemoryOutbox:
-    """A dict in id order; ``take`` scans it (fine for tests and small backlogs)."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._queue: OrderedDict[int, Entry] = OrderedDict()
-        self._inflight: set[int] = set()
-        self._next = 1
-        self._bytes = 0
-        self._dropped = dict.fromkeys(Kind, 0)
-        self._marks: dict[str, int] = {}
-        self._lock = threading.Lock()
-
-    def marks(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._marks)
-
-    def put(
-        self, kind: Kind, topic: str, payload: bytes, *, retain: bool = False, created_ms: int = 0
-    ) -> int:
-        return self.put_many([Item(kind, topic, payload, retain, created_ms)])[0]
-
-    def put_many(self, items: list[Item], marks: Mapping[str, int] | None = None) -> list[int]:
-        ids = []
-        with self._lock:
-            self._marks.update(marks or {})
-            for it in items:
-                entry = Entry(self._next, it.kind, it.topic, it.payload, it.retain, it.created_ms)
-                self._next += 1
-                self._make_room(entry.size)
-                self._queue[entry.id] = entry
-                self._bytes += entry.size
-                ids.append(entry.id)
-        return ids
-
-    def _make_room(self, need: int) -> None:
-        for kind in DROP_ORDER:
-            if self._bytes + need <= self.max_bytes:
-                return
-            for eid in [
-                e.id for e in self._queue.values() if e.kind is kind and e.id not in self._inflight
-            ]:
-                if self._bytes + need <= self.max_bytes:
-                    return
-                self._bytes -= self._queue.pop(eid).size
-                self._dropped[kind] += 1
-                if kind is Kind.ENERGY:
-                    log.error("outbox full: dropped energy record %d", eid)
-
-    def take(self, limit: int, fresh_from_ms: int | None = None) -> list[Entry]:
-        with self._lock:
-            waiting = [e for eid, e in self._queue.items() if eid not in self._inflight]
-            first = [e for e in waiting if _is_fresh(e.kind, e.created_ms, fresh_from_ms)]
-            out = first[:limit]
-            if len(out) < limit and len(first) < len(waiting):
-                chosen = {e.id for e in first}
-                out += [e for e in waiting if e.id not in chosen][: limit - len(out)]
-            self._inflight.update(e.id for e in out)
-            return out
-
-    def accept(self, ids: list[int]) -> None:
-        with self._lock:
-            for eid in ids:
-                self._inflight.discard(eid)
-                e = self._queue.pop(eid, None)
-                if e is not None:
-                    self._bytes -= e.size
-
-    def reject(self, ids: list[int]) -> None:
-        with self._lock:
-            for eid in ids:
-                self._inflight.discard(eid)
-
-    def stats(self) -> Stats:
-        with self._lock:
-            oldest = next(iter(self._queue.values())).created_ms if self._queue else None
-            return Stats(len(self._queue), self._bytes, oldest, dict(self._dropped))
-
-    def close(self) -> None:
-        return None
+log = logging.getLogger("agent.runtime.outbox")
 
 
 _SCHEMA = """
@@ -256,16 +72,28 @@ class SqliteOutbox:
         self.path = path
         self.max_bytes = max_bytes
         self.sync_interval_s = sync_interval_s
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
         self._synchronous = ""
-        self._set_sync("FULL")
-        self._last_sync = time.monotonic()
         self._inflight: set[int] = set()
         self._lock = threading.Lock()
-        self._reload_counters()
+        self._depth = self._bytes = 0
+        self._dropped: dict[Kind, int] = {}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # read-only, not ours: the disk refuses, as when full
+            raise OutboxError(path, str(exc)) from exc
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise OutboxError(path, str(exc)) from exc
+        try:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_SCHEMA)
+            self._set_sync("FULL")
+            self._reload_counters()
+        except sqlite3.Error as exc:  # a full disk (no room for the WAL's files), damage
+            self._db.close()
+            raise OutboxError(path, str(exc)) from exc
+        self._last_sync = time.monotonic()
 
     def _set_sync(self, level: str) -> None:
         if level != self._synchronous:
@@ -288,17 +116,28 @@ class SqliteOutbox:
                 self._set_sync("NORMAL")
             self._db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            raise OutboxError(f"{self.path}: {exc}") from exc
+            raise OutboxError(self.path, str(exc)) from exc
+        # The counters as they were: a rollback undoes the drops made for room. Restored,
+        # not counted again: on a full disk every retry fails, and a count is a scan.
+        saved = (self._depth, self._bytes, dict(self._dropped))
         try:
             yield
             self._db.execute("COMMIT")
         except BaseException as exc:
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(sqlite3.Error):  # already rolled back by SQLite
                 self._db.execute("ROLLBACK")
-            self._reload_counters()
+            self._depth, self._bytes, self._dropped = saved
             if isinstance(exc, sqlite3.Error):
-                raise OutboxError(f"{self.path}: {exc}") from exc
+                raise OutboxError(self.path, str(exc)) from exc
             raise
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """A read (the caller holds the lock); a damaged file leaves as :class:`OutboxError`."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise OutboxError(self.path, str(exc)) from exc
 
     def put(
         self, kind: Kind, topic: str, payload: bytes, *, retain: bool = False, created_ms: int = 0
@@ -340,11 +179,11 @@ class SqliteOutbox:
         return ids
 
     def marks(self) -> dict[str, int]:
-        with self._lock:
+        with self._lock, self._reading():
             return {name: int(v) for name, v in self._db.execute("SELECT name, value FROM marks")}
 
     def _reload_counters(self) -> None:
-        """Count once at open, and again after a rollback (its drops did not happen)."""
+        """Count once at open; kept in memory from then on."""
         depth, size = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM outbox"
         ).fetchone()
@@ -379,8 +218,7 @@ class SqliteOutbox:
                 self._bytes -= freed
                 self._depth -= len(victims)
                 self._dropped[kind] += len(victims)
-                if kind is Kind.ENERGY:
-                    log.error("outbox full: dropped %d energy records", len(victims))
+                log_dropped("outbox", kind, len(victims), DROPPED_COUNTER)
 
     def _ids(self, where: str, params: tuple[int, ...], limit: int, index: str = "") -> list[int]:
         """Up to ``limit`` ids matching ``where`` not in flight, in id order.
@@ -418,12 +256,12 @@ class SqliteOutbox:
         return [found[i] for i in ids if i in found]
 
     def take(self, limit: int, fresh_from_ms: int | None = None) -> list[Entry]:
-        with self._lock:
+        with self._lock, self._reading():
             if fresh_from_ms is None:
                 rows = self._rows(self._ids("1", (), limit))
             elif self._depth - len(self._inflight) <= limit:  # all of it fits: one query
                 rows = self._rows(self._ids("1", (), limit))
-                rows.sort(key=lambda r: not _is_fresh(Kind(r[1]), r[5], fresh_from_ms))
+                rows.sort(key=lambda r: not is_fresh(Kind(r[1]), r[5], fresh_from_ms))
             else:
                 # Each lane on its index, (kind, id) or the partial one of fresh
                 # measurements; merged by id, so records keep their order.
@@ -475,15 +313,34 @@ class SqliteOutbox:
         with self._lock:
             self._inflight.difference_update(ids)
 
-    def stats(self) -> Stats:
+    def mark_taken(self, ids: list[int]) -> None:
+        """In flight without a ``take`` (see :meth:`MemoryOutbox.mark_taken`)."""
         with self._lock:
+            self._inflight.update(ids)
+
+    def stats(self) -> Stats:
+        with self._lock, self._reading():
             row = self._db.execute("SELECT created_ms FROM outbox ORDER BY id LIMIT 1").fetchone()
             oldest = None if row is None else int(row[0])
             return Stats(self._depth, self._bytes, oldest, dict(self._dropped))
 
     def close(self) -> None:
+        """Checkpoint and close; never raises, so a full disk cannot turn a clean stop
+        into a traceback. A checkpoint that fails costs nothing: what was committed is
+        in the WAL, and the next open replays it."""
         with self._lock:
-            if self._depth or self._synchronous != "FULL":
-                # What NORMAL commits left unsynced goes to the disk now.
-                self._db.execute("PRAGMA wal_checkpoint(FULL)")
-            self._db.close()
+            try:
+                if self._depth or self._synchronous != "FULL":
+                    # What NORMAL commits left unsynced goes to the disk now.
+                    self._db.execute("PRAGMA wal_checkpoint(FULL)")
+            except sqlite3.Error as exc:
+                log.warning(
+                    "outbox %s: checkpoint at close failed (%s); what was stored stays in "
+                    "its write-ahead log and is read back at the next start",
+                    self.path,
+                    exc,
+                )
+            try:
+                self._db.close()
+            except sqlite3.Error as exc:
+                log.warning("outbox %s: close failed (%s)", self.path, exc)
