@@ -208,7 +208,7 @@ async def test_thousands_of_rejects_among_valid_traffic_never_wedge_the_bridge(
         assert notify.states()[0] == "READY=1", notify.received[:3]
         # A fast drain can end before the second ping; an idle bridge must keep feeding it.
         deadline = time.monotonic() + 10.0
-        while len(notify.pings()) < 2 and time.monotonic() < deadline:
+        while len(notify.pings()) < 2 and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         pings = notify.pings()
         assert len(pings) >= 2, notify.received
