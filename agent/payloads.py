@@ -73,6 +73,9 @@ class Topics:
     def intensity(self) -> str:
         return f"{self.base}/intensity"
 
+    def ledger(self) -> str:
+        return f"{self.base}/ledger"
+
 
 @dataclass(frozen=True)
 class Message:
@@ -346,6 +349,77 @@ class IntensityModel(_Strict):
         return windows
 
 
+#: Lowercase hex of a SHA-256; standard base64 of an Ed25519 public key (32 bytes) and
+#: of a signature (64 bytes); the 16 hex digits of a key id (docs/ledger.md).
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+KeyB64 = Annotated[str, Field(pattern=r"^[A-Za-z0-9+/]{43}=$")]
+SigB64 = Annotated[str, Field(pattern=r"^[A-Za-z0-9+/]{86}==$")]
+KeyId = Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+#: Bounds on a ledger entry's lists: far beyond any real entry, small enough to be cheap.
+MAX_COVERS = 10_000
+MAX_CERTS = 1_000
+
+
+class DigestModel(_Strict):
+    records: Annotated[int, Field(ge=0, le=SEQ_MAX)]
+    hash: Sha256Hex
+
+
+class CoverModel(_Strict):
+    """The full current record set of one period: its two hashes (docs/ledger.md)."""
+
+    start: Ms
+    end: Ms
+    energy: DigestModel
+    site: DigestModel
+
+    @model_validator(mode="after")
+    def _forward(self) -> CoverModel:
+        if self.end <= self.start:
+            raise ValueError("a cover must end after it starts")
+        return self
+
+
+class CertModel(_Strict):
+    """A key taking over from another: signed by the key it replaces (``signer``)."""
+
+    seq: Annotated[int, Field(ge=0, le=SEQ_MAX)]
+    key: KeyB64
+    key_id: KeyId
+    signer: KeyId
+    sig: SigB64
+
+
+class LedgerModel(_Strict):
+    """One entry of a gateway's ledger; its signature and chain are checked elsewhere."""
+
+    version: Literal[1]
+    site: Annotated[str, Field(pattern=ID)]
+    gateway: Annotated[str, Field(pattern=ID)]
+    seq: Annotated[int, Field(ge=0, le=SEQ_MAX)]
+    period_start: Ms
+    period_end: Ms
+    covers: Annotated[list[CoverModel], Field(max_length=MAX_COVERS)]
+    prev: Sha256Hex
+    key: KeyB64
+    key_id: KeyId
+    certs: Annotated[list[CertModel], Field(max_length=MAX_CERTS)]
+    next_key: CertModel | None = None
+    sealed_ms: Ms
+    sig: SigB64
+
+    @property
+    def ts(self) -> int:
+        """The time the entry is filed under: the end of its period."""
+        return self.period_end
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LedgerModel:
+        if self.period_end < self.period_start:
+            raise ValueError("period_end is before period_start")
+        return self
+
+
 # --- topics, read back (what the bridge routes on) -----------------------------------------
 
 
@@ -355,6 +429,7 @@ class TopicKind(StrEnum):
     MEASUREMENTS = "measurements"
     ENERGY = "energy"
     INTENSITY = "intensity"
+    LEDGER = "ledger"
 
 
 #: The model that validates each kind of payload.
@@ -364,9 +439,14 @@ MODELS: dict[TopicKind, type[_Strict]] = {
     TopicKind.MEASUREMENTS: MeasurementsModel,
     TopicKind.ENERGY: EnergyModel,
     TopicKind.INTENSITY: IntensityModel,
+    TopicKind.LEDGER: LedgerModel,
 }
 
-_GATEWAY_LEAVES = {"status": TopicKind.GATEWAY_STATUS, "intensity": TopicKind.INTENSITY}
+_GATEWAY_LEAVES = {
+    "status": TopicKind.GATEWAY_STATUS,
+    "intensity": TopicKind.INTENSITY,
+    "ledger": TopicKind.LEDGER,
+}
 _DEVICE_LEAVES = {
     "status": TopicKind.DEVICE_STATUS,
     "measurements": TopicKind.MEASUREMENTS,
@@ -404,7 +484,7 @@ def parse_topic(topic: str, prefix: str = DEFAULT_PREFIX) -> TopicRef:
         kind = _DEVICE_LEAVES[parts[3]]
     else:
         raise TopicError(
-            "unknown topic (expected {site}/{gateway}/status|intensity or "
+            "unknown topic (expected {site}/{gateway}/status|intensity|ledger or "
             "{site}/{gateway}/{device}/status|measurements|energy under the prefix)"
         )
     for name, value in zip(("site", "gateway", "device"), parts[:-1], strict=False):
@@ -419,6 +499,7 @@ def subscription_filters(prefix: str = DEFAULT_PREFIX) -> tuple[str, ...]:
     return (
         f"{prefix}/+/+/status",
         f"{prefix}/+/+/intensity",
+        f"{prefix}/+/+/ledger",
         f"{prefix}/+/+/+/status",
         f"{prefix}/+/+/+/measurements",
         f"{prefix}/+/+/+/energy",

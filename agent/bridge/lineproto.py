@@ -19,15 +19,8 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel
 
-from agent.payloads import (
-    DeviceStatusModel,
-    EnergyModel,
-    GatewayStatusModel,
-    IntensityModel,
-    MeasurementsModel,
-    TopicKind,
-    TopicRef,
-)
+from agent.payloads import TopicRef
+from agent.points import PointError, points_of
 
 FieldValue = float | int | bool | str
 
@@ -101,65 +94,16 @@ def line(
     return f"{head} {body} {ts_ms}"
 
 
-def _base_tags(ref: TopicRef) -> dict[str, str]:
-    tags = {"site": ref.site, "gateway": ref.gateway}
-    if ref.device is not None:
-        tags["device"] = ref.device
-    return tags
-
-
-def _numbers(pairs: Mapping[str, float | None]) -> dict[str, FieldValue]:
-    return {k: v for k, v in pairs.items() if v is not None}
-
-
 def to_lines(ref: TopicRef, payload: BaseModel) -> list[str]:
-    """The points for one validated payload (an intensity message gives one per window).
+    """The points for one validated payload (an intensity message gives one per window),
+    as :func:`agent.points.points_of` defines them.
 
     ``null`` numbers are left out rather than written as 0: a missing reading is
     not a zero reading.
     """
-    tags = _base_tags(ref)
-    match ref.kind, payload:
-        case TopicKind.MEASUREMENTS, MeasurementsModel():
-            fields: dict[str, FieldValue] = {"seq": payload.seq}
-            fields.update(_numbers(payload.values))
-            return [line("measurements", tags, fields, payload.ts)]
-        case TopicKind.ENERGY, EnergyModel():
-            tags["carrier"] = payload.carrier.value
-            tags["quality"] = payload.quality
-            fields = {"interval_s": payload.interval_s}
-            fields.update(
-                _numbers(
-                    {
-                        "energy_kwh": payload.energy_kwh,
-                        "co2_kg": payload.co2_kg,
-                        "avg_power_kw": payload.avg_power_kw,
-                        "ef_kg_per_kwh": payload.ef_kg_per_kwh,
-                        "volume_m3": payload.volume_m3,
-                        "units": payload.units,
-                        "unmetered_kwh": payload.unmetered_kwh,
-                    }
-                )
-            )
-            return [line("energy", tags, fields, payload.ts)]
-        case TopicKind.INTENSITY, IntensityModel():
-            out = []
-            for window, w in payload.windows.items():
-                fields = _numbers(
-                    {
-                        "energy_kwh": w.energy_kwh,
-                        "co2_kg": w.co2_kg,
-                        "output_units": w.output_units,
-                        "kwh_per_unit": w.kwh_per_unit,
-                        "kgco2_per_unit": w.kgco2_per_unit,
-                        "intensity_g_per_kwh": w.intensity_g_per_kwh,
-                        "tce": w.tce,
-                    }
-                )
-                out.append(line("intensity", {**tags, "window": window}, fields, payload.ts))
-            return out
-        case TopicKind.GATEWAY_STATUS, GatewayStatusModel():
-            return [line("status", tags, {"up": int(payload.state == "online")}, payload.ts)]
-        case TopicKind.DEVICE_STATUS, DeviceStatusModel():
-            return [line("status", tags, {"up": int(payload.state == "ok")}, payload.ts)]
-    raise LineProtocolError(f"no schema for {ref.kind} with {type(payload).__name__}")
+    try:
+        # Without the optional keys left unset: a ledger entry is hashed as it was sent.
+        points = points_of(ref, payload.model_dump(exclude_none=True))
+    except PointError as exc:
+        raise LineProtocolError(str(exc)) from None
+    return [line(p.measurement, p.tags, p.fields, p.ts) for p in points]

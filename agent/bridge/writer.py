@@ -35,11 +35,12 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
-from agent.bridge.consumer import MEASUREMENT, BridgeSetupError, Inbound, read_secret
+from agent.bridge.consumer import BridgeSetupError, Inbound, read_secret
 from agent.bridge.liveness import Liveness
 from agent.bridge.metrics import BridgeMetrics
 from agent.bridge.validate import Reason, Rejected, Validator
 from agent.config.bridge import BridgeSettings, Influx
+from agent.points import MEASUREMENT
 
 log = logging.getLogger(__name__)
 

@@ -189,6 +189,7 @@ def test_a_good_message_of_every_kind_is_accepted() -> None:
     [
         ("energy/v1/s/g/status", TopicRef(TopicKind.GATEWAY_STATUS, "s", "g")),
         ("energy/v1/s/g/intensity", TopicRef(TopicKind.INTENSITY, "s", "g")),
+        ("energy/v1/s/g/ledger", TopicRef(TopicKind.LEDGER, "s", "g")),
         ("energy/v1/s/g/d/status", TopicRef(TopicKind.DEVICE_STATUS, "s", "g", "d")),
         ("energy/v1/s/g/d/measurements", TopicRef(TopicKind.MEASUREMENTS, "s", "g", "d")),
         ("energy/v1/s/g/d/energy", TopicRef(TopicKind.ENERGY, "s", "g", "d")),
@@ -208,7 +209,7 @@ def test_parse_topic_with_another_prefix() -> None:
 
 def test_subscription_filters_cover_exactly_the_contract() -> None:
     filters = subscription_filters("energy/v1")
-    assert len(filters) == len(set(filters)) == 5
+    assert len(filters) == len(set(filters)) == 6
     assert all(f.startswith("energy/v1/+/+/") for f in filters)
 
 
