@@ -84,9 +84,7 @@ def points_of(ref: TopicRef, payload: Mapping[str, Any]) -> list[Point]:
         match ref.kind:
             case TopicKind.MEASUREMENTS:
                 fields: dict[str, FieldValue] = {"seq": int(payload["seq"])}
-                fields.update(
-                    {k: float(v) for k, v in payload["values"].items() if v is not None}
-                )
+                fields.update({k: float(v) for k, v in payload["values"].items() if v is not None})
                 return [Point("measurements", tags, fields, ts)]
             case TopicKind.ENERGY:
                 tags["carrier"] = str(payload["carrier"])

@@ -51,7 +51,20 @@ def _add_endpoint_args(p: argparse.ArgumentParser, *, required: bool = True) -> 
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from agent.cli import bridge, certs, demo, info, read, replay_cli, run, simulate, status
+    from agent.cli import (
+        bridge,
+        certs,
+        demo,
+        history,
+        info,
+        keys,
+        read,
+        replay_cli,
+        run,
+        simulate,
+        status,
+        verify,
+    )
 
     parser = argparse.ArgumentParser(
         prog="energy-agent",
@@ -155,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=status.run_status)
 
     certs.add_parser(sub)
+    keys.add_parser(sub)
+    history.add_parser(sub)
+    verify.add_parser(sub)
 
     p = sub.add_parser("schema", help="JSON Schema of the config file")
     p.add_argument("--bridge", action="store_true", help="the bridge's config instead")

@@ -22,7 +22,7 @@ from agent.config.bridge import load_bridge_config as load_bridge_config
 from agent.config.bridge import parse_bridge_config as parse_bridge_config
 from agent.config.document import ConfigError as ConfigError
 from agent.config.document import dedupe, expand_env, read_config_text
-from agent.config.models import ID_RX, AgentConfig
+from agent.config.models import ID_RX, SEAL_DEFAULT_MARGIN_S, SEAL_MIN_MARGIN_S, AgentConfig
 from drivers.errors import Problem, ProfileError
 from drivers.profile import ProfileLibrary, locate_problems, unknown_profile_message
 from drivers.quantities import Quantity
@@ -207,7 +207,29 @@ def cross_reference_problems(doc: YamlDocument, library: ProfileLibrary) -> list
                         f"({' -> '.join([*chain, did])}); a meter tree must end at a root",
                     )
                 )
+    out += _seal_delay_problems(doc)
     return out
+
+
+def _seal_delay_problems(doc: YamlDocument) -> list[Problem]:
+    """The ledger seals a period after the site hold, or its entries miss late records."""
+    data = doc.data if isinstance(doc.data, dict) else {}
+    ledger, core = data.get("ledger"), data.get("core")
+    delay = ledger.get("seal_delay_s") if isinstance(ledger, dict) else None
+    hold = core.get("site_hold_s", 120) if isinstance(core, dict) else 120
+    numbers = (int, float)
+    if not isinstance(delay, numbers) or not isinstance(hold, numbers):
+        return []
+    if isinstance(delay, bool) or delay >= hold + SEAL_MIN_MARGIN_S:
+        return []
+    return [
+        doc.problem(
+            ("ledger", "seal_delay_s"),
+            f"{delay} s is too soon: a period's records may still come up to core.site_hold_s "
+            f"({hold} s) after its end; give at least {hold + SEAL_MIN_MARGIN_S:g} or leave it "
+            f"out (default: site_hold_s + {SEAL_DEFAULT_MARGIN_S:g})",
+        )
+    ]
 
 
 class ConfigKind(StrEnum):

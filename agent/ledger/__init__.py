@@ -9,6 +9,12 @@ INSTALL_HINT = (
 )
 
 
+class LedgerKeyError(Exception):
+    """A key file is missing, unreadable or not a key; the message names it and the fix.
+
+    Here, not in :mod:`agent.ledger.keys`: callers catch it without `cryptography`."""
+
+
 def crypto_missing() -> str | None:
     """Why the ledger cannot sign or verify here (None: it can). Imports the key module,
     so a `cryptography` that is installed but cannot load its bindings counts too."""

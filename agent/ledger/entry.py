@@ -88,7 +88,9 @@ def cert_bytes(site: str, gateway: str, cert: Mapping[str, Any]) -> bytes:
     return jcs.canonical({"cert": VERSION, "site": site, "gateway": gateway, **body})
 
 
-def make_cert(signer: SigningKey, site: str, gateway: str, seq: int, new: PublicKey) -> dict[str, Any]:
+def make_cert(
+    signer: SigningKey, site: str, gateway: str, seq: int, new: PublicKey
+) -> dict[str, Any]:
     cert: dict[str, Any] = {
         "seq": seq,
         "key": new.b64,
@@ -214,15 +216,15 @@ class Keyring:
                 f"entry {entry['seq']}: the signature does not match key {key.key_id}",
             )
         announced = entry.get("next_key")
-        if announced is not None:
-            if announced["signer"] != key.key_id or not key.verify(
-                announced["sig"], cert_bytes(entry["site"], entry["gateway"], announced)
-            ):
-                return Failure(
-                    Reason.KEY_ROTATION_INVALID,
-                    f"entry {entry['seq']} announces key {announced['key_id']} without its "
-                    "own key's signature on it",
-                )
+        if announced is None:
+            return None
+        cert = cert_bytes(entry["site"], entry["gateway"], announced)
+        if announced["signer"] != key.key_id or not key.verify(announced["sig"], cert):
+            return Failure(
+                Reason.KEY_ROTATION_INVALID,
+                f"entry {entry['seq']} announces key {announced['key_id']} without its "
+                "own key's signature on it",
+            )
         return None
 
     def follow(self, entry: Mapping[str, Any]) -> None:

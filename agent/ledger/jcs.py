@@ -24,7 +24,15 @@ from typing import Any
 #: Integers beyond this are not exact in a double: refused, never rounded.
 MAX_EXACT = 2**53
 
-_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\f": "\\f",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+}
 
 
 class CanonicalError(ValueError):

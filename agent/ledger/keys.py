@@ -35,15 +35,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
+from agent.ledger import LedgerKeyError
 from agent.pki import PkiError, write_atomic
+
+__all__ = ["LedgerKeyError", "PublicKey", "SigningKey"]
 
 KEY_FILE = "ledger.key"
 NEXT_FILE = "ledger.key.next"
 PUBLIC_FILE = "ledger-keys.pub"
-
-
-class LedgerKeyError(Exception):
-    """A key file is missing, unreadable or not a key; the message names it and the fix."""
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,8 @@ def load(path: Path) -> SigningKey:
         data = path.read_bytes()
     except FileNotFoundError:
         raise LedgerKeyError(
-            f"{path} does not exist: create the gateway's key with `energy-agent keys init -c CONFIG`"
+            f"{path} does not exist: create the gateway's key with "
+            "`energy-agent keys init -c CONFIG`"
         ) from None
     except OSError as exc:
         raise LedgerKeyError(

@@ -41,6 +41,7 @@ from agent.payloads import (
     encode,
     gateway_status_payload,
 )
+from agent.runtime.ledger import LedgerJob
 from agent.runtime.lowmem import release_compiler_pages
 from agent.runtime.mqtt import MqttLink, Pump
 from agent.runtime.outbox import (
@@ -66,6 +67,8 @@ log = logging.getLogger(__name__)
 SNAPSHOT = "core-snapshot.npz"
 #: Outbox marks holding each device's last measurement seq.
 SEQ_MARK = "seq:"
+#: Kinds of message that are records of the history (docs/ledger.md).
+HISTORY_KINDS = (Kind.ENERGY, Kind.INTENSITY)
 #: How long a poll's messages may wait to share an outbox transaction with others.
 COMMIT_DELAY_S = 0.01
 OUTBOX = "outbox.db"
@@ -133,6 +136,8 @@ class Agent:
             ),
         )
         self.pump = Pump(self.outbox, self.link, rate_per_s=config.buffer.replay_per_s)
+        #: The history of records and the signed ledger over it (docs/ledger.md).
+        self.ledger = LedgerJob(config, topics)
         self.link.on_connected = self._restate
         live = config.carbon.electricity.live
         if live is not None:
@@ -148,6 +153,8 @@ class Agent:
         self._new_baseline = False
         #: Messages waiting for the next outbox transaction (see ``commit``).
         self._pending: list[Item] = []
+        #: The records among them, for the history.
+        self._records: list[Message] = []
         #: Devices whose measurement seq moved since the last commit.
         self._seq_moved: set[str] = set()
         self._commit_at: asyncio.TimerHandle | None = None
@@ -169,6 +176,8 @@ class Agent:
         for m in messages:
             kind = _KIND[m.topic.rsplit("/", 1)[-1]]
             self._closed_since_snapshot |= kind is Kind.ENERGY
+            if kind in HISTORY_KINDS:
+                self._records.append(m)
             items.append(
                 Item(
                     kind,
@@ -202,12 +211,15 @@ class Agent:
         if not self._pending:
             return
         items, self._pending = self._pending, []
+        records, self._records = self._records, []
         # The seq of each device's last measurement, in the same transaction: after
         # kill -9 the numbering continues from what was stored, not from the last
         # snapshot (which would repeat seq numbers with other values). A disk that
         # refuses them gets them with its next write (the guard keeps them).
         marks = {SEQ_MARK + d: self.site.by_id[d].seq for d in self._seq_moved}
         self.outbox.put_many(items, marks)
+        # The history after the outbox, both before any snapshot (see agent.history).
+        self.ledger.add(records)
         self._seq_moved.clear()
         self.pump.wake.set()
 
@@ -331,6 +343,11 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), 1.0)
             self._store(self.site.flush(now_ms()))
+            # Ledger entries due now, stored in the history before they are queued here.
+            if entries := self.ledger.tick(now_ms(), self.commit):
+                self.outbox.put_many(entries)
+                self.ledger.queued()
+                self.pump.wake.set()
             # A disk that refused writes is tried again even when nothing new comes.
             if self.outbox.retry() != storage_ok:
                 storage_ok = not storage_ok
@@ -371,7 +388,7 @@ class Agent:
         again every second.
         """
         self.commit()
-        if self.outbox.records_held():
+        if self.outbox.records_held() or self.ledger.held():
             return False
         try:
             self.site.save_snapshot(self.state_dir / SNAPSHOT)
@@ -436,6 +453,9 @@ class Agent:
             path.replace(aside)
             log.error("%s; moved to %s, starting the core afresh", exc, aside)
         self._warm_up()
+        if entries := self.ledger.start(now_ms()):
+            self.outbox.put_many(entries)
+            self.ledger.queued()
         self.link.start()
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -487,9 +507,11 @@ class Agent:
         """The last word on a full disk: store what memory holds if the disk takes it now,
         then the snapshot the drain or the store allowed, then count what is lost."""
         self.outbox.retry(force=True)
+        self.ledger.history.retry(force=True)
         if self._closed_since_snapshot or self._new_baseline:
             self.snapshot()
         self.outbox.close()
+        self.ledger.close()
         lost = self.outbox.lost_at_close
         self.lost_at_exit = sum(lost.values())
         records = sum(lost[k] for k in RECORDS)

@@ -1,0 +1,78 @@
+"""`energy-agent keys`: the gateway's ledger key (docs/ledger.md, docs/deploy.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from agent.cli.main import EXIT_OK, UsageError
+from agent.config import load_config
+from agent.ledger import crypto_missing
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("keys", help="the gateway's ledger signing key (init, export, rotate)")
+    actions = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    q = actions.add_parser("init", help="create the key under state_dir (mode 0600)")
+    q.add_argument("-c", "--config", required=True, metavar="FILE")
+    q.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing key (the chain continues with a key verifiers must trust anew)",
+    )
+    q.set_defaults(handler=run_keys)
+    q = actions.add_parser("export", help="print the public key for the bridge's trust store")
+    q.add_argument("-c", "--config", required=True, metavar="FILE")
+    q.add_argument("--json", action="store_true", help="one JSON object")
+    q.set_defaults(handler=run_keys)
+    q = actions.add_parser(
+        "rotate", help="a new key; the next ledger entry announces it, signed by the old one"
+    )
+    q.add_argument("-c", "--config", required=True, metavar="FILE")
+    q.set_defaults(handler=run_keys)
+
+
+def run_keys(args: argparse.Namespace) -> int:
+    missing = crypto_missing()
+    if missing is not None:
+        raise UsageError(missing)
+    from agent.ledger import keys
+
+    config = load_config(args.config)
+    state = config.state_dir
+    name = f"{config.site.id}/{config.gateway.id}"
+    try:
+        if args.keys_command == "init":
+            key = keys.init(state, force=args.force)
+            where = state / keys.KEY_FILE
+            print(f"ledger key {key.public.key_id} of {name} in {where} (mode 0600)")
+            print(f"give the bridge its public key: energy-agent keys export -c {args.config}")
+            return EXIT_OK
+        if args.keys_command == "rotate":
+            key = keys.rotate(state)
+            print(
+                f"new ledger key {key.public.key_id} of {name} waits in {state / keys.NEXT_FILE}; "
+                "the agent's next entry announces it, signed by the current key, and signs "
+                "with it from then on (bridges and `verify` follow; nothing to change there)"
+            )
+            return EXIT_OK
+        current = keys.load(state / keys.KEY_FILE)
+        pending = keys.pending(state)
+    except keys.LedgerKeyError as exc:
+        raise UsageError(str(exc)) from None
+    pub = current.public
+    if args.json:
+        doc = {"gateway": name, "key": pub.b64, "key_id": pub.key_id}
+        if pending is not None:
+            doc["next_key"] = pending.public.b64
+        print(json.dumps(doc))
+        return EXIT_OK
+    print(f"# ledger key {pub.key_id} of {name}: for the bridge's `ledger: trust:` map")
+    print(f'"{name}": "{pub.b64}"')
+    if pending is not None:
+        print(
+            f"# key {pending.public.key_id} takes over with the next entry (keys rotate)",
+            file=sys.stderr,
+        )
+    return EXIT_OK
