@@ -47,7 +47,6 @@ class Reason(StrEnum):
     SIGNATURE_WRONG = "signature_wrong"
     CHAIN_BROKEN = "chain_broken"
     KEY_ROTATION_INVALID = "key_rotation_invalid"
-    KEY_UNKNOWN = "key_unknown"
 
     @property
     def code(self) -> int:
@@ -200,7 +199,7 @@ class Keyring:
                 f"{key.key_id}",
             )
         return Failure(
-            Reason.KEY_UNKNOWN,
+            Reason.SIGNATURE_WRONG,
             f"entry {entry['seq']} is signed by key {key.key_id}, which is not trusted for "
             f"{site}/{gateway}",
         )
