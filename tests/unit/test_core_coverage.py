@@ -248,3 +248,24 @@ def test_a_restore_keeps_the_limits_in_force() -> None:
     after.restorer(snap, same_interval=True)()
     assert (after.max_rate(0), after.wrap(0)) == (50.0, 1000.0)
     assert after.has_reference(0)
+
+
+def test_a_restore_under_another_alignment_continues_on_the_new_grid() -> None:
+    """Saved with UTC hours, restored with the offset 30 (the site moved to a :30 zone):
+    the counter continues, and the next record ends at the next half hour with the hour
+    before it, partly from slots closed before the snapshot."""
+    before = Engine([COUNTER], 3600)
+    rows = _every("10:00:00", "10:40:00", 60, 1.0, 0.0)
+    before.feed(np.zeros(len(rows)), np.array([t for t, _ in rows]), np.array([v for _, v in rows]))
+    snap = Snapshot(Path("core.npz"))
+    before.save(snap)
+    after = Engine([COUNTER], 3600, align_offset_slots=30)
+    after.restorer(snap, same_interval=True)()
+    assert after.emitted_end(0) == ms("10:30:00")  # the interval holding 10:40 began then
+    rows = _every("10:41:00", "11:40:00", 60, 1.0, 41.0)
+    rec = after.feed(
+        np.zeros(len(rows)), np.array([t for t, _ in rows]), np.array([v for _, v in rows])
+    ).records
+    assert [hhmm(int(e)) for e in rec.end_ms] == ["11:30"]
+    assert rec.energy[0] == pytest.approx(60.0, abs=1e-9)  # 10:30-11:30 at 1 kWh a minute
+    assert (rec.measured_ms[0], rec.flags[0]) == (3_600_000, 0)
