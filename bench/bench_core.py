@@ -252,7 +252,7 @@ def streaming_bench(sz: Sizes) -> StreamResult:
         # the timing (a fresh engine is timed once below).
         engines.clear()
         e = Engine(specs, INTERVAL_S)
-        _prefault(e.ring_e, e.ring_f)
+        _prefault(e.ring_e, e.ring_f, e.ring_cov)
         engines.append(e)
         return e
 

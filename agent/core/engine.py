@@ -508,6 +508,6 @@ class Engine:
         open_flags = int(i_row[k.I_OPEN_FLAGS])
         if open_flags & Flag.INTERPOLATED:
             i_row[k.I_OPEN_INTERPOLATED] = so_far
-        elif not open_flags & (Flag.GAP | Flag.RESET):
-            i_row[k.I_OPEN_MEASURED] = so_far
+        elif open_flags & (Flag.GAP | Flag.RESET):
+            i_row[k.I_OPEN_MISSING] = so_far
         return cov

@@ -64,8 +64,8 @@ I_DEMAND = 10  # 1: this channel tracks 15-minute demand
 I_DM_SLOT = 11
 I_DM_MONTH = 12
 # columns added by issue 13 (a snapshot of the first format has the 13 above)
-I_OPEN_MEASURED = 13  # ms of the open slot covered by measured steps
-I_OPEN_INTERPOLATED = 14  # ... by interpolated ones
+I_OPEN_MISSING = 13  # ms of the open slot so far that count nothing (power gap, rebaseline)
+I_OPEN_INTERPOLATED = 14  # ... covered by interpolated steps (the rest so far: measured)
 I_CAND0_T = 15  # the first rejected reading of the run: the new baseline if it holds
 NI = 16
 NI_V1 = 13
@@ -220,18 +220,23 @@ def _close_slot(
     flags = I[c, I_OPEN_FLAGS]
     ring_e[c, pos] = energy
     ring_f[c, pos] = flags
-    ring_cov[c, pos, COV_MEASURED] = I[c, I_OPEN_MEASURED]
-    ring_cov[c, pos, COV_INTERPOLATED] = I[c, I_OPEN_INTERPOLATED]
+    # Segments cover the slot from its start (or the first reading) to its end; the time
+    # not counted as interpolated or missing on the way was measured.
+    first_t = I[c, I_FIRST_T]
+    interpolated = I[c, I_OPEN_INTERPOLATED]
+    measured = (slot + 1) * SLOT_MS - max(slot * SLOT_MS, first_t) - interpolated
+    measured -= I[c, I_OPEN_MISSING]
+    ring_cov[c, pos, COV_MEASURED] = measured
+    ring_cov[c, pos, COV_INTERPOLATED] = interpolated
     out_si[S_CHANNEL, n_slot] = c
     out_si[S_SLOT, n_slot] = slot
-    out_si[S_MEASURED, n_slot] = I[c, I_OPEN_MEASURED]
-    out_si[S_INTERPOLATED, n_slot] = I[c, I_OPEN_INTERPOLATED]
-    first_t = I[c, I_FIRST_T]
+    out_si[S_MEASURED, n_slot] = measured
+    out_si[S_INTERPOLATED, n_slot] = interpolated
     out_si[S_FLAGS, n_slot] = flags | FLAG_PARTIAL if slot * SLOT_MS < first_t else flags
     out_sf[SF_ENERGY, n_slot] = energy
     F[c, F_OPEN_ACC] = 0.0
     I[c, I_OPEN_FLAGS] = 0
-    I[c, I_OPEN_MEASURED] = 0
+    I[c, I_OPEN_MISSING] = 0
     I[c, I_OPEN_INTERPOLATED] = 0
     demand = np.nan
     if I[c, I_DEMAND] != 0:
@@ -276,8 +281,8 @@ def _spread(
 ) -> int:
     """Spread ``delta`` over [t0, t1] in proportion to time, closing slots on the way.
 
-    ``cover``: the I column the segment's time counts in (I_OPEN_MEASURED or
-    I_OPEN_INTERPOLATED), or -1 when it is missing."""
+    ``cover``: the I column the segment's time counts in (I_OPEN_INTERPOLATED or
+    I_OPEN_MISSING), or -1 for a measured one (the time left over at the slot's close)."""
     slot = I[c, I_OPEN_SLOT]
     slot_end = (slot + 1) * SLOT_MS
     span = float(t1 - t0)
@@ -322,7 +327,7 @@ def _step_kind(F: np.ndarray, c: int, dt: int) -> tuple[int, int]:
     """(flags, cover column) of a counter step spanning ``dt`` ms."""
     if dt > F[c, F_MAX_GAP_MS]:
         return FLAG_INTERPOLATED, I_OPEN_INTERPOLATED
-    return 0, I_OPEN_MEASURED
+    return 0, -1
 
 
 @njit(cache=True)
@@ -357,7 +362,7 @@ def _rebaseline(
         ta,
         0.0,
         FLAG_RESET,
-        -1,
+        I_OPEN_MISSING,
         interval_slots,
         align,
         month_starts,
@@ -448,7 +453,7 @@ def update(
             I[c, I_FIRST_T] = t
             I[c, I_OPEN_SLOT] = t // SLOT_MS
             I[c, I_OPEN_FLAGS] = 0
-            I[c, I_OPEN_MEASURED] = 0
+            I[c, I_OPEN_MISSING] = 0
             I[c, I_OPEN_INTERPOLATED] = 0
             I[c, I_CAND_N] = 0
             # the start of the interval holding t: none of it is closed yet
@@ -468,12 +473,12 @@ def update(
             if dt > F[c, F_MAX_GAP_MS]:
                 delta = 0.0
                 flags = FLAG_GAP
-                cover = -1
+                cover = I_OPEN_MISSING
             else:
                 p0, p1 = (r0, v) if kind == KIND_POWER else (-r0, -v)
                 delta = (max(p0, 0.0) + max(p1, 0.0)) / 2.0 * dt / 3_600_000.0
                 flags = 0
-                cover = I_OPEN_MEASURED
+                cover = -1
         else:
             flags, cover = _step_kind(F, c, dt)
             delta = v - r0
@@ -529,13 +534,13 @@ def update(
         # Most readings stay inside the open slot: accumulate here, without calling
         # _spread. (A call that passes arrays costs an atomic incref and decref per
         # array, several times the arithmetic; _spread gives the same result here.)
+        # (t0 lies in the open slot, so the step covers part of it: t > slot start.)
         slot = I[c, I_OPEN_SLOT]
         if t < (slot + 1) * SLOT_MS:
             F[c, F_OPEN_ACC] += delta
-            if cover >= 0:
-                I[c, cover] += t - t0
-            if t > slot * SLOT_MS:
+            if flags != 0:  # only steps that are not measured carry flags
                 I[c, I_OPEN_FLAGS] |= flags
+                I[c, cover] += t - t0
         else:
             n_slot = _spread(
                 I,
