@@ -163,6 +163,52 @@ class Closed:
 NOTHING = Closed(Records.empty(), Slots.empty(), Events.empty())
 
 
+class _Buffers:
+    """Where the kernel writes the rows of one call: slot rows (with the interval records
+    in them) and event rows, column-major, copied out after each call."""
+
+    def __init__(self, k: ModuleType, capacity: int) -> None:
+        self.k = k
+        capacity = max(capacity, k.EVENTS_PER_READING)
+        self.si = np.empty((k.NS, capacity), dtype=np.int64)
+        self.sf = np.empty((k.NSF, capacity), dtype=np.float64)
+        self.ei = np.empty((k.NE, capacity), dtype=np.int64)
+        self.ef = np.empty(capacity, dtype=np.float64)
+
+    @property
+    def capacity(self) -> int:
+        return int(self.ef.shape[0])
+
+    def take(self, n: int, m: int) -> Closed:
+        """The first ``n`` slot rows and ``m`` event rows, as arrays of their own."""
+        k, si, sf, ei = self.k, self.si, self.sf, self.ei
+        slots = Slots(
+            si[k.S_CHANNEL, :n].copy(),
+            si[k.S_SLOT, :n].copy(),
+            sf[k.SF_ENERGY, :n].copy(),
+            si[k.S_MEASURED, :n].copy(),
+            si[k.S_INTERPOLATED, :n].copy(),
+            si[k.S_FLAGS, :n].copy(),
+            sf[k.SF_DEMAND, :n].copy(),
+        )
+        iv = np.flatnonzero(si[k.S_IV_END, :n])
+        records = Records(
+            slots.channel[iv],
+            (slots.slot[iv] + 1) * SLOT_MS,
+            sf[k.SF_IV_ENERGY, iv],
+            si[k.S_IV_FLAGS, iv],
+            si[k.S_IV_MEASURED, iv],
+            si[k.S_IV_INTERPOLATED, iv],
+        )
+        events = Events(
+            ei[k.E_CHANNEL, :m].copy(),
+            ei[k.E_TS, :m].copy(),
+            ei[k.E_EVENT, :m].copy(),
+            self.ef[:m].copy(),
+        )
+        return Closed(records, slots, events)
+
+
 class Engine:
     def __init__(
         self,
@@ -210,7 +256,7 @@ class Engine:
         if demand is not None:
             self.I[:, k.I_DEMAND] = np.asarray(demand, dtype=np.int64)
         self.set_months(month_starts_ms)
-        self._grow(out_capacity)
+        self._out = _Buffers(k, out_capacity)
 
     def set_months(self, month_starts_ms: Sequence[int]) -> None:
         """Local month starts (Unix ms, ascending) covering the data: demand peaks reset there."""
@@ -247,6 +293,7 @@ class Engine:
         vals = np.ascontiguousarray(vals, dtype=np.float64)
         parts: list[Closed] = []
         start = 0
+        out = self._out
         while True:
             nxt, n_slots, n_events = self.k.update(
                 self.I,
@@ -262,18 +309,18 @@ class Engine:
                 self.interval_slots,
                 self.align_offset_slots,
                 self.month_starts,
-                self._out_si,
-                self._out_sf,
-                self._out_ei,
-                self._out_ef,
+                out.si,
+                out.sf,
+                out.ei,
+                out.ef,
             )
             if n_slots or n_events:
-                parts.append(self._take(n_slots, n_events))
+                parts.append(out.take(n_slots, n_events))
             if nxt >= chans.shape[0]:
                 break
             if n_slots == 0 and n_events == 0:
                 # one reading closes more slots than fit: grow the buffers
-                self._grow(int(self._out_ef.shape[0]) * 4)
+                out = self._out = _Buffers(self.k, out.capacity * 4)
             start = nxt
         if not parts:
             return NOTHING
@@ -282,43 +329,6 @@ class Engine:
             Slots.concat([p.slots for p in parts]),
             Events.concat([p.events for p in parts]),
         )
-
-    def _grow(self, capacity: int) -> None:
-        k = self.k
-        capacity = max(capacity, k.EVENTS_PER_READING)
-        self._out_si = np.empty((k.NS, capacity), dtype=np.int64)
-        self._out_sf = np.empty((k.NSF, capacity), dtype=np.float64)
-        self._out_ei = np.empty((k.NE, capacity), dtype=np.int64)
-        self._out_ef = np.empty(capacity, dtype=np.float64)
-
-    def _take(self, n: int, m: int) -> Closed:
-        """The rows the kernel wrote, copied out of the buffers."""
-        k, si, sf, ei = self.k, self._out_si, self._out_sf, self._out_ei
-        slots = Slots(
-            si[k.S_CHANNEL, :n].copy(),
-            si[k.S_SLOT, :n].copy(),
-            sf[k.SF_ENERGY, :n].copy(),
-            si[k.S_MEASURED, :n].copy(),
-            si[k.S_INTERPOLATED, :n].copy(),
-            si[k.S_FLAGS, :n].copy(),
-            sf[k.SF_DEMAND, :n].copy(),
-        )
-        iv = np.flatnonzero(si[k.S_IV_END, :n])
-        records = Records(
-            slots.channel[iv],
-            (slots.slot[iv] + 1) * SLOT_MS,
-            sf[k.SF_IV_ENERGY, iv],
-            si[k.S_IV_FLAGS, iv],
-            si[k.S_IV_MEASURED, iv],
-            si[k.S_IV_INTERPOLATED, iv],
-        )
-        events = Events(
-            ei[k.E_CHANNEL, :m].copy(),
-            ei[k.E_TS, :m].copy(),
-            ei[k.E_EVENT, :m].copy(),
-            self._out_ef[:m].copy(),
-        )
-        return Closed(records, slots, events)
 
     # --- windows over the ring -----------------------------------------------------------
 
@@ -424,7 +434,7 @@ class Engine:
         fresh). Its settings — kind, limits, wrap, demand — stay those in force now;
         after a change of publish interval or alignment the counter continues and the
         interval bookkeeping restarts at the slot it had open. A file of the first
-        format (no coverage) continues too: see :meth:`_upgrade_v1`."""
+        format (no coverage) continues too: see :func:`_upgrade_v1`."""
         k = self.k
         keys = snap.value("keys", lambda v: [str(key) for key in v])
         m = len(keys)
@@ -471,7 +481,7 @@ class Engine:
             i_row[k.NI_V1 :], f_row[k.NF_V1 :] = rows["I_ext"], rows["F_ext"]
             self.ring_cov[c] = rows["ring_cov"]
         else:
-            self.ring_cov[c] = self._upgrade_v1(i_row, f_row, rows["ring_f"])
+            self.ring_cov[c] = _upgrade_v1(k, i_row, f_row, rows["ring_f"])
         self.I[c], self.F[c] = i_row, f_row
         self.ring_e[c], self.ring_f[c], self.events[c] = (
             rows["ring_e"],
@@ -481,33 +491,35 @@ class Engine:
         self.F[c, settings_f] = keep_f  # the settings in force now decide the limits
         self.I[c, k.I_KIND], self.I[c, k.I_DEMAND] = keep_kind, keep_demand
 
-    def _upgrade_v1(self, i_row: np.ndarray, f_row: np.ndarray, ring_f: np.ndarray) -> np.ndarray:
-        """A channel of a first-format snapshot, which kept no coverage and only the latest
-        rejected reading: fill in the new columns (in place) and return its coverage ring.
 
-        Coverage of a slot closed before the upgrade (and of the open slot's part so
-        far) is read from its flags: interpolated if INTERPOLATED, missing if GAP or
-        RESET, measured otherwise; the time before the first reading is missing. A run
-        of rejected readings restarts at the latest of them."""
-        k = self.k
-        cov = np.zeros((RING, 2), dtype=np.uint16)
-        if i_row[k.I_HAS_REF] == 0:
-            return cov
-        if i_row[k.I_CAND_N] > 0:
-            i_row[k.I_CAND_N] = 1
-        i_row[k.I_CAND0_T], f_row[k.F_CAND0_RAW] = i_row[k.I_CAND_T], f_row[k.F_CAND_RAW]
-        first_t, open_slot = int(i_row[k.I_FIRST_T]), int(i_row[k.I_OPEN_SLOT])
-        slots = np.arange(max(first_t // SLOT_MS, open_slot - RING), open_slot, dtype=np.int64)
-        flags = ring_f[slots % RING].astype(np.int64)
-        covered = SLOT_MS - np.clip(first_t - slots * SLOT_MS, 0, SLOT_MS)
-        interpolated = (flags & Flag.INTERPOLATED) != 0
-        missing = ~interpolated & ((flags & (Flag.GAP | Flag.RESET)) != 0)
-        cov[slots % RING, 0] = np.where(interpolated | missing, 0, covered)
-        cov[slots % RING, 1] = np.where(interpolated, covered, 0)
-        so_far = int(i_row[k.I_REF_T]) - max(open_slot * SLOT_MS, first_t)
-        open_flags = int(i_row[k.I_OPEN_FLAGS])
-        if open_flags & Flag.INTERPOLATED:
-            i_row[k.I_OPEN_INTERPOLATED] = so_far
-        elif open_flags & (Flag.GAP | Flag.RESET):
-            i_row[k.I_OPEN_MISSING] = so_far
+def _upgrade_v1(
+    k: ModuleType, i_row: np.ndarray, f_row: np.ndarray, ring_f: np.ndarray
+) -> np.ndarray:
+    """A channel of a first-format snapshot, which kept no coverage and only the latest
+    rejected reading: fill in the new columns (in place) and return its coverage ring.
+
+    Coverage of a slot closed before the upgrade (and of the open slot's part so
+    far) is read from its flags: interpolated if INTERPOLATED, missing if GAP or
+    RESET, measured otherwise; the time before the first reading is missing. A run
+    of rejected readings restarts at the latest of them."""
+    cov = np.zeros((RING, 2), dtype=np.uint16)
+    if i_row[k.I_HAS_REF] == 0:
         return cov
+    if i_row[k.I_CAND_N] > 0:
+        i_row[k.I_CAND_N] = 1
+    i_row[k.I_CAND0_T], f_row[k.F_CAND0_RAW] = i_row[k.I_CAND_T], f_row[k.F_CAND_RAW]
+    first_t, open_slot = int(i_row[k.I_FIRST_T]), int(i_row[k.I_OPEN_SLOT])
+    slots = np.arange(max(first_t // SLOT_MS, open_slot - RING), open_slot, dtype=np.int64)
+    flags = ring_f[slots % RING].astype(np.int64)
+    covered = SLOT_MS - np.clip(first_t - slots * SLOT_MS, 0, SLOT_MS)
+    interpolated = (flags & Flag.INTERPOLATED) != 0
+    missing = ~interpolated & ((flags & (Flag.GAP | Flag.RESET)) != 0)
+    cov[slots % RING, 0] = np.where(interpolated | missing, 0, covered)
+    cov[slots % RING, 1] = np.where(interpolated, covered, 0)
+    so_far = int(i_row[k.I_REF_T]) - max(open_slot * SLOT_MS, first_t)
+    open_flags = int(i_row[k.I_OPEN_FLAGS])
+    if open_flags & Flag.INTERPOLATED:
+        i_row[k.I_OPEN_INTERPOLATED] = so_far
+    elif open_flags & (Flag.GAP | Flag.RESET):
+        i_row[k.I_OPEN_MISSING] = so_far
+    return cov

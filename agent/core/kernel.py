@@ -331,6 +331,50 @@ def _step_kind(F: np.ndarray, c: int, dt: int) -> tuple[int, int]:
 
 
 @njit(cache=True)
+def _first_reading(
+    I: np.ndarray, F: np.ndarray, c: int, t: int, v: float, interval_slots: int, align: int
+) -> None:
+    """Channel ``c``'s first accepted reading: C starts at 0 here."""
+    I[c, I_HAS_REF] = 1
+    I[c, I_REF_T] = t
+    I[c, I_FIRST_T] = t
+    I[c, I_OPEN_SLOT] = t // SLOT_MS
+    I[c, I_OPEN_FLAGS] = 0
+    I[c, I_OPEN_MISSING] = 0
+    I[c, I_OPEN_INTERPOLATED] = 0
+    I[c, I_CAND_N] = 0
+    # the start of the interval holding t: none of it is closed yet
+    interval_ms = interval_slots * SLOT_MS
+    align_ms = align * SLOT_MS
+    I[c, I_EMITTED_END] = (t - align_ms) // interval_ms * interval_ms + align_ms
+    F[c, F_REF_RAW] = v
+    F[c, F_OPEN_ACC] = 0.0
+
+
+@njit(cache=True)
+def _candidate(I: np.ndarray, F: np.ndarray, c: int, t: int, v: float) -> bool:
+    """A rejected reading joins the run of candidates if it agrees with the latest (a step
+    of at least 0 and at most the limit), else starts a new run. True when it completes a
+    run of REBASELINE_AFTER: the state then still holds the first and the latest before it."""
+    n_cand = I[c, I_CAND_N]
+    if n_cand > 0:
+        step = v - F[c, F_CAND_RAW]
+        ok = step >= 0.0 and step <= _max_step(F, c, t - I[c, I_CAND_T], v)
+        n_cand = n_cand + 1 if ok else 1
+    else:
+        n_cand = 1
+    if n_cand >= REBASELINE_AFTER:
+        return True
+    I[c, I_CAND_N] = n_cand
+    I[c, I_CAND_T] = t
+    F[c, F_CAND_RAW] = v
+    if n_cand == 1:
+        I[c, I_CAND0_T] = t
+        F[c, F_CAND0_RAW] = v
+    return False
+
+
+@njit(cache=True)
 def _rebaseline(
     I: np.ndarray,
     F: np.ndarray,
@@ -448,20 +492,7 @@ def update(
             if kind != KIND_COUNTER and abs(v) > F[c, F_MAX_RATE]:
                 n_ev = _event(events, out_ei, out_ef, n_ev, c, t, EV_GLITCH, v)
                 continue
-            I[c, I_HAS_REF] = 1
-            I[c, I_REF_T] = t
-            I[c, I_FIRST_T] = t
-            I[c, I_OPEN_SLOT] = t // SLOT_MS
-            I[c, I_OPEN_FLAGS] = 0
-            I[c, I_OPEN_MISSING] = 0
-            I[c, I_OPEN_INTERPOLATED] = 0
-            I[c, I_CAND_N] = 0
-            # the start of the interval holding t: none of it is closed yet
-            interval_ms = interval_slots * SLOT_MS
-            align_ms = align * SLOT_MS
-            I[c, I_EMITTED_END] = (t - align_ms) // interval_ms * interval_ms + align_ms
-            F[c, F_REF_RAW] = v
-            F[c, F_OPEN_ACC] = 0.0
+            _first_reading(I, F, c, t, v, interval_slots, align)
             continue
         t0 = I[c, I_REF_T]
         r0 = F[c, F_REF_RAW]
@@ -492,20 +523,7 @@ def update(
                 # Rejected (a decrease that is no wrap, or beyond the limit): a candidate
                 # for a new baseline, which a run of REBASELINE_AFTER agreeing ones makes.
                 n_ev = _event(events, out_ei, out_ef, n_ev, c, t, EV_GLITCH, v)
-                n_cand = I[c, I_CAND_N]
-                if n_cand > 0:
-                    step = v - F[c, F_CAND_RAW]
-                    ok = step >= 0.0 and step <= _max_step(F, c, t - I[c, I_CAND_T], v)
-                    n_cand = n_cand + 1 if ok else 1
-                else:
-                    n_cand = 1
-                if n_cand < REBASELINE_AFTER:
-                    I[c, I_CAND_N] = n_cand
-                    I[c, I_CAND_T] = t
-                    F[c, F_CAND_RAW] = v
-                    if n_cand == 1:
-                        I[c, I_CAND0_T] = t
-                        F[c, F_CAND0_RAW] = v
+                if not _candidate(I, F, c, t, v):
                     continue
                 code = EV_RESET if F[c, F_CAND0_RAW] < r0 else EV_REBASELINE
                 n_ev = _event(
