@@ -37,7 +37,8 @@ happened:
 
 ``set_limit(c, max_rate_per_h)``, ``set_wrap(c, wrap)`` (and ``max_rate``,
 ``wrap``): the glitch limit and wrap range in force, changeable at run time; a
-snapshot restore keeps the values in force. ``has_reference``, ``emitted_end``,
+snapshot restore keeps the values in force. ``interval_start_slot(slot)``: the
+first slot of the interval holding ``slot`` on this grid. ``has_reference``, ``emitted_end``,
 ``complete_end``, ``closed_slot_end``, ``demand_peak``, ``range_sums``,
 ``weighted_range_sums``: the channels' state, see each. ``save``/``restorer``: the
 snapshot (:class:`agent.core.snapshot.Part`).
