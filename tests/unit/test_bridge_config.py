@@ -92,7 +92,7 @@ def test_a_missing_file_is_a_problem_not_a_traceback(tmp_path: Path) -> None:
 
 #: The generic YAML-with-lines and problem types the bridge's config loader shares with the
 #: agent's; PyYAML and pydantic only. Every other drivers module is Modbus knowledge.
-BRIDGE_MAY_IMPORT_FROM_DRIVERS = {"drivers", "drivers.errors", "drivers.yamldoc"}
+BRIDGE_MAY_IMPORT_FROM_DRIVERS = {"drivers", "drivers.errors", "drivers.files", "drivers.yamldoc"}
 
 
 def test_the_bridge_and_its_config_load_import_no_drivers_numba_or_modbus(tmp_path: Path) -> None:
