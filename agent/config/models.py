@@ -42,7 +42,9 @@ class Site(_Strict):
     def _known_zone(cls, v: str) -> str:
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            # OSError: "Asia" is a directory of the zone database, a 300-letter name too
+            # long for a file name; both raised past ZoneInfoNotFoundError before.
             raise ValueError(
                 f"unknown time zone '{v}' (use an IANA name such as 'Asia/Shanghai' or "
                 "'Europe/Berlin')"
