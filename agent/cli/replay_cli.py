@@ -23,7 +23,7 @@ def run_replay(args: argparse.Namespace) -> int:
         ) from None
     if not topics:
         raise UsageError("--topics: name at least one of measurements, energy, intensity")
-    config = load_config(args.config)
+    config = load_config(args.config, files=False)  # replay connects to nothing
     if (slow := load_kernel(config.state_dir / CACHE_DIR).JIT.warning()) is not None:
         print(f"warning: {slow}", file=sys.stderr)
     library = ProfileLibrary()
