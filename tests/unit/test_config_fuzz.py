@@ -153,7 +153,8 @@ def _load(data: bytes, parse: Callable[[str], Any]) -> None:
 
 def _check_problems(exc: DocumentError, data: bytes) -> None:
     assert exc.problems, "an error without problems"
-    lines = data.count(b"\n") + 1
+    # YAML also breaks lines at a lone \r, NEL, LS and PS; splitlines() counts those too
+    lines = max(data.count(b"\n"), len(data.decode("utf-8", "replace").splitlines())) + 1
     for p in exc.problems:
         assert p.message.strip(), p
         # a line on a terminal (an enum lists its choices), never a dump of the input
