@@ -128,8 +128,10 @@ class ElectricityFactor(_Strict):
 class GasFactor(_Strict):
     kg_per_m3: Annotated[float, Field(ge=0, le=20)]
     #: Net calorific value in kWh per m3, to report gas in kWh next to electricity.
-    #: 10.81 = 38.931 MJ/m3 (China's NDRC default NCV) / 3.6.
-    kwh_per_m3: Annotated[float, Field(gt=0, le=50)] = 10.81
+    #: 10.81 = 38.931 MJ/m3 (China's NDRC default NCV) / 3.6. At least 0.2 (blast-furnace
+    #: gas is about 0.9): with kg_per_m3 at most 20, a gas record's factor stays within the
+    #: contract's 100 kg/kWh ceiling, so the bridge never refuses it as implausible.
+    kwh_per_m3: Annotated[float, Field(ge=0.2, le=50)] = 10.81
     source: str | None = None
 
 
