@@ -27,6 +27,26 @@ from agent.cli.main import EXIT_FAILED, EXIT_OK, UsageError
 BLOCKS = "▁▂▃▄▅▆▇█"
 
 
+def _kept(doc: dict[str, Any]) -> list[Text]:
+    """The history and the ledger: one line, and the history's size warning if any."""
+    ledger = doc.get("ledger")
+    if ledger is None:
+        return []  # an agent from before the ledger
+    history = ledger["history"]
+    if ledger["on"]:
+        line = Text(
+            f"ledger: entry {ledger['seq']}, periods of {ledger['period_s']} s, "
+            f"key {ledger['key_id']}",
+            style="green",
+        )
+    else:
+        line = Text(f"ledger off: {ledger['reason']}", style="yellow")
+    out = [line]
+    if history.get("warning"):
+        out.append(Text(f"  ! {history['warning']}", style="bold yellow"))
+    return out
+
+
 def _url_from(args: argparse.Namespace) -> tuple[str, str | None]:
     """The state URL and an Authorization header, from --url or the config's http section."""
     auth: str | None = None
@@ -115,6 +135,7 @@ def render(doc: dict[str, Any]) -> Group:
     )
     for problem in doc["health"]["problems"]:
         parts.append(Text(f"  ! {problem}", style="bold red"))
+    parts += _kept(doc)
     why = f": {mqtt['last_error']}" if mqtt["last_error"] else ""
     link = (
         Text("MQTT connected", style="green")

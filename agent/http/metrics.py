@@ -229,3 +229,32 @@ class LevelCollector(Collector):
         yield from gauge(
             "energy_agent_uptime_seconds", "Seconds since the agent started", "uptime_s"
         )
+        yield from gauge(
+            "energy_agent_history_bytes",
+            "Bytes the history of records uses (measured hourly; absent before the first)",
+            "history_bytes",
+        )
+        yield from gauge(
+            "energy_agent_history_max_bytes",
+            "history.max_mb: at it the oldest days are pruned (warning from 80 %)",
+            "history_max_bytes",
+        )
+        yield from gauge(
+            "energy_agent_history_pending_records",
+            "Records held in memory because the disk refuses the history's writes",
+            "history_pending",
+        )
+        yield from counter(
+            "energy_agent_history_lost_records",
+            "Records published but dropped from the history's memory (the disk refused "
+            "writes for too long)",
+            "history_lost",
+        )
+        yield from gauge(
+            "energy_agent_ledger_on",
+            "1 while the ledger seals periods, 0 when it is off (no key, no cryptography)",
+            "ledger_on",
+        )
+        yield from gauge(
+            "energy_agent_ledger_seq", "seq of the newest ledger entry sealed", "ledger_seq"
+        )

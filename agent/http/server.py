@@ -47,6 +47,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from agent.config.models import Http
 from agent.config.secrets import read_secret
+from agent.http import history as history_api
 from agent.http.limits import Gate, GateCollector, Limits, Slot, address_key
 from agent.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from agent.http.metrics import AgentMetrics
@@ -104,7 +105,7 @@ _PAGE_CSP = (
 )
 
 
-ROUTES = frozenset({"/", "/index.html", "/api/state", "/events", "/metrics"})
+ROUTES = frozenset({"/", "/index.html", "/api/state", "/api/history", "/events", "/metrics"})
 _ALLOW = (("Allow", "GET, HEAD"),)
 _CHALLENGE = (("WWW-Authenticate", 'Basic realm="energy-agent", charset="UTF-8"'),)
 
@@ -168,8 +169,11 @@ class HttpServer:
         tick_s: float = TICK_S,
         clock: Callable[[], float] = time.time,
         limits: Limits | None = None,
+        history: Path | None = None,
     ) -> None:
         self.settings = settings
+        #: The history's file for /api/history (None: answered with no records).
+        self.history = history
         self.view = view
         self.metrics = metrics
         self.auth = auth
@@ -199,7 +203,15 @@ class HttpServer:
             auth = BasicAuth(settings.username, password)
         view = StateView(agent)
         agent.metrics.watch(lambda: metric_levels(view.current()))
-        return cls(settings, view, agent.metrics, auth=auth, tick_s=tick_s, limits=limits)
+        return cls(
+            settings,
+            view,
+            agent.metrics,
+            auth=auth,
+            tick_s=tick_s,
+            limits=limits,
+            history=agent.ledger.history.path,
+        )
 
     @property
     def url(self) -> str:
@@ -442,11 +454,28 @@ class HttpServer:
             await self._respond(
                 writer, 200, body, "application/json; charset=utf-8", head_only=head_only
             )
+        elif path == "/api/history":
+            status, doc = await self._history(parse_qs(url.query))
+            body = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+            await self._respond(
+                writer, status, body, "application/json; charset=utf-8", head_only=head_only
+            )
         elif path == "/metrics":
             body = self.metrics.exposition() if self.metrics is not None else b""
             await self._respond(writer, 200, body, METRICS_TYPE, head_only=head_only)
         else:
             await self._stream(slot, writer, head_only=head_only)
+
+    async def _history(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        """One page of the history, read in a worker thread (see agent.http.history)."""
+        if self.history is None:
+            return 200, {"records": [], "next": None}
+        try:
+            return 200, await asyncio.to_thread(history_api.answer, self.history, query)
+        except history_api.BadQuery as exc:
+            return 400, {"error": str(exc)}
+        except history_api.HistoryError as exc:
+            return 503, {"error": f"the history cannot be read now: {exc.reason}"}
 
     async def _respond(
         self,

@@ -220,6 +220,13 @@ def build_state(
         )
     if buffer_alarm:
         problems.append(f"buffering: {ob.depth} messages waiting to be sent")
+    ledger = agent.ledger.status()
+    history = ledger["history"]
+    if not history["ok"]:
+        problems.append(
+            f"history failing: cannot write {history['path']}: {history['error']}; "
+            f"{history['pending']} records held in memory only"
+        )
     if failing:
         problems.append(
             f"{len(failing)} device{'s' if len(failing) != 1 else ''} failing: "
@@ -261,6 +268,8 @@ def build_state(
             "refused": pump.refused,
         },
         "storage": storage,
+        # The ledger and the history of records it covers (agent.runtime.ledger).
+        "ledger": ledger,
         "site": {
             "power_kw": _f(power_total, 3) if power_n else None,
             "power_meters": power_n,
@@ -295,6 +304,12 @@ def metric_levels(doc: Mapping[str, Any]) -> dict[str, object]:
         "device_up": {d["id"]: d["state"] == "ok" for d in doc["devices"]},
         "device_age_s": {d["id"]: d["age_s"] for d in doc["devices"]},
         "uptime_s": doc["agent"]["uptime_s"],
+        "history_bytes": doc["ledger"]["history"]["used_bytes"],
+        "history_max_bytes": doc["ledger"]["history"]["max_bytes"],
+        "history_pending": doc["ledger"]["history"]["pending"],
+        "history_lost": doc["ledger"]["history"]["lost"],
+        "ledger_on": 1 if doc["ledger"]["on"] else 0,
+        "ledger_seq": doc["ledger"]["seq"],
     }
 
 

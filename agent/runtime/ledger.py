@@ -167,6 +167,13 @@ class LedgerJob:
         last = sealer.last if sealer is not None else None
         key = sealer.key if sealer is not None else None
         return {
+            "on": sealer is not None,
+            "reason": self.off_reason or None,
+            "seq": None if last is None else last.seq,
+            "sealed_through": None if last is None else last.period_end,
+            "period_s": self.config.ledger.period_s,
+            "key_id": None if key is None else key.public.key_id,
+            # The file of records the ledger covers (agent.history).
             "history": {
                 "ok": h.ok,
                 "error": h.error,
@@ -177,13 +184,5 @@ class LedgerJob:
                 "pending": h.pending,
                 "lost": h.lost,
                 "warning": h.warning,
-            },
-            "ledger": {
-                "on": sealer is not None,
-                "reason": self.off_reason or None,
-                "seq": None if last is None else last.seq,
-                "sealed_through": None if last is None else last.period_end,
-                "period_s": self.config.ledger.period_s,
-                "key_id": None if key is None else key.public.key_id,
             },
         }
