@@ -498,15 +498,11 @@ async def test_history_needs_the_password_like_every_route(tmp_path: Path) -> No
     agent = Agent(config, LIBRARY, outbox=MemoryOutbox(1_000_000))
     async with HttpServer.for_agent(agent, tick_s=0.1) as srv:
         assert (await request(srv.port, get("/api/history")))[0] == 401
-        status, _, body = await request(
-            srv.port, get("/api/history", _basic("plant", PASSWORD))
-        )
+        status, _, body = await request(srv.port, get("/api/history", _basic("plant", PASSWORD)))
         assert status == 200 and json.loads(body)["records"] == []
 
 
-async def test_state_says_the_ledger_is_off_without_a_key(
-    server: HttpServer, agent: Agent
-) -> None:
+async def test_state_says_the_ledger_is_off_without_a_key(server: HttpServer, agent: Agent) -> None:
     """No `keys init` was run: the history runs, the ledger is off and says why."""
     agent.ledger.start(T0)
     server.view.refresh()
