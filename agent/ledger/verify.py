@@ -37,6 +37,18 @@ from agent.ledger.jcs import CanonicalError
 from agent.payloads import LedgerModel, TopicError, parse_topic
 from agent.points import PointError
 
+#: In one period, which failure is reported first: the entry's own (a changed entry's
+#: cover no longer describes the records, nor its hash the next link), then its records.
+PRIORITY = (
+    Reason.SIGNATURE_WRONG,
+    Reason.KEY_ROTATION_INVALID,
+    Reason.CHAIN_BROKEN,
+    Reason.ENTRY_MISSING,
+    Reason.RECORD_CHANGED,
+    Reason.RECORD_MISSING,
+    Reason.EXTRA_RECORD,
+)
+
 
 @dataclass(frozen=True)
 class RecordIn:
@@ -78,7 +90,9 @@ class Result:
         return not self.broken
 
     def first(self) -> Broken:
-        return min(self.broken, key=lambda b: (b.start, b.failure.reason.code))
+        """The earliest broken period; in one period, a broken entry before its records
+        (a changed entry's cover no longer describes them either)."""
+        return min(self.broken, key=lambda b: (b.start, PRIORITY.index(b.failure.reason)))
 
     def summary(self) -> str:
         seqs = "" if self.first_seq is None else f" (seq {self.first_seq}..{self.last_seq})"
@@ -221,6 +235,9 @@ def verify(
         lambda: {g: [] for g in Group}
     )
     stray: dict[int, int] = defaultdict(int)
+    #: Periods with a record stored after the last entry: the next entry covers them
+    #: again (a late or replaced record), so the present cover is not the last word.
+    in_flux: set[tuple[int, int]] = set()
     for r in records:
         try:
             ref = parse_topic(r.topic, prefix)
@@ -233,6 +250,8 @@ def verify(
         unit = unit_of(ts)
         if r.pending:
             result.pending += 1
+            if unit is not None:
+                in_flux.add(unit)
         elif unit is not None:
             if in_span(unit):
                 try:
@@ -255,7 +274,7 @@ def verify(
             )
         )  # fmt: skip
     for unit in units:
-        if not in_span(unit):
+        if not in_span(unit) or unit in in_flux:
             continue
         cover, seq = newest[unit]
         found = lines.get(unit, {g: [] for g in Group})
