@@ -40,7 +40,10 @@ def test_a_record_is_kept_once_and_read_back_in_pages(tmp_path: Path) -> None:
     h = make(tmp_path)
     records = [rec(energy(TOPICS, "m1", T0 + k * MIN, 0.1)) for k in range(1, 31)]
     h.put(records)
-    h.put(records[:5])  # the same records again (a retry): stored once
+    first_ids = [r.id for r in h.reader.page(T0, T0 + 5 * MIN).records]
+    h.put(records[:5])  # the same records again (a retry): stored once, left as they were
+    assert h.replaced == 0
+    assert [r.id for r in h.reader.page(T0, T0 + 5 * MIN).records] == first_ids
     h.put([rec(intensity(TOPICS, T0 + MIN, 0.2))])
     reader = HistoryReader.open(tmp_path / HISTORY_FILE)  # read-only, beside the writer
     try:
