@@ -5,17 +5,31 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from agent.cli.main import EXIT_OK, UsageError
 from agent.config import load_config
 from agent.ledger import crypto_missing
 
 
+def _where(q: argparse.ArgumentParser) -> None:
+    where = q.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "-c", "--config", metavar="FILE", help="the gateway's config (its state_dir)"
+    )
+    where.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="the state directory itself (deploy/install.sh, before the config is written)",
+    )
+
+
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("keys", help="the gateway's ledger signing key (init, export, rotate)")
     actions = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     q = actions.add_parser("init", help="create the key under state_dir (mode 0600)")
-    q.add_argument("-c", "--config", required=True, metavar="FILE")
+    _where(q)
     q.add_argument(
         "--force",
         action="store_true",
@@ -23,13 +37,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     q.set_defaults(handler=run_keys)
     q = actions.add_parser("export", help="print the public key for the bridge's trust store")
-    q.add_argument("-c", "--config", required=True, metavar="FILE")
+    _where(q)
     q.add_argument("--json", action="store_true", help="one JSON object")
     q.set_defaults(handler=run_keys)
     q = actions.add_parser(
         "rotate", help="a new key; the next ledger entry announces it, signed by the old one"
     )
-    q.add_argument("-c", "--config", required=True, metavar="FILE")
+    _where(q)
     q.set_defaults(handler=run_keys)
 
 
@@ -39,15 +53,19 @@ def run_keys(args: argparse.Namespace) -> int:
         raise UsageError(missing)
     from agent.ledger import keys
 
-    config = load_config(args.config)
-    state = config.state_dir
-    name = f"{config.site.id}/{config.gateway.id}"
+    if args.config is not None:
+        config = load_config(args.config)
+        state = config.state_dir
+        name = f"{config.site.id}/{config.gateway.id}"
+        again = f"-c {args.config}"
+    else:
+        state, name, again = args.state_dir, "SITE/GATEWAY", f"--state-dir {args.state_dir}"
     try:
         if args.keys_command == "init":
             key = keys.init(state, force=args.force)
             where = state / keys.KEY_FILE
             print(f"ledger key {key.public.key_id} of {name} in {where} (mode 0600)")
-            print(f"give the bridge its public key: energy-agent keys export -c {args.config}")
+            print(f"give the bridge its public key: energy-agent keys export {again}")
             return EXIT_OK
         if args.keys_command == "rotate":
             key = keys.rotate(state)
