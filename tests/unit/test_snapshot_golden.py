@@ -25,9 +25,9 @@ import pytest
 
 from agent.config import load_config
 from agent.config.models import AgentConfig
+from agent.contract import Message, encode
 from agent.core.engine import load_kernel
 from agent.core.site import Reading, SiteCore
-from agent.payloads import Message, encode
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
 
