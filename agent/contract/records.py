@@ -29,7 +29,7 @@ from agent.contract.plausible import (
     Range,
 )
 from agent.contract.schema import Field, JsonType, Record, Store
-from agent.contract.vocab import QUANTITIES, WINDOW_NAMES, Carrier, Quality
+from agent.contract.vocab import QUANTITY_VOCAB, WINDOW_VOCAB, Carrier, Quality
 
 INTEGER, NUMBER, STRING = JsonType.INTEGER, JsonType.NUMBER, JsonType.STRING
 OBJECT, ARRAY = JsonType.OBJECT, JsonType.ARRAY
@@ -101,7 +101,7 @@ MEASUREMENTS = Record(
             "values",
             OBJECT,
             "what the meter read; null: not available or implausible",
-            keys=QUANTITIES,
+            keys=QUANTITY_VOCAB,
             items=NUMBER,
             items_nullable=True,
             key_ranges=VALUE_RANGES,
@@ -112,7 +112,7 @@ MEASUREMENTS = Record(
             ARRAY,
             "the quantities nulled for a reading outside their plausible range",
             when="a value outside its plausible range was nulled",
-            keys=QUANTITIES,
+            keys=QUANTITY_VOCAB,
             items=STRING,
             store=Store.NOT_STORED,
         ),
@@ -268,7 +268,7 @@ INTENSITY = Record(
             "windows",
             OBJECT,
             "the site's rolling and calendar windows, root meters only",
-            keys=WINDOW_NAMES,
+            keys=WINDOW_VOCAB,
             items=WINDOW,
             key_hours=WINDOW_HOURS,
             store=Store.KEYS_AS_POINTS,

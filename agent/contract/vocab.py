@@ -66,7 +66,7 @@ class Vocab:
     listed: bool
 
 
-QUANTITIES = Vocab(
+QUANTITY_VOCAB = Vocab(
     "canonical quantity", tuple(q.value for q in Quantity), "drivers/quantities.py", False
 )
-WINDOW_NAMES = Vocab("window", WINDOWS, "agent/contract/vocab.py", True)
+WINDOW_VOCAB = Vocab("window", WINDOWS, "agent/contract/vocab.py", True)

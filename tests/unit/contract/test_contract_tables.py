@@ -18,7 +18,7 @@ from agent.contract import KINDS, WINDOWS, MessageKind, OutboxClass, Quality, To
 from agent.contract.plausible import VALUE_RANGES, WINDOW_HOURS, PerHour
 from agent.contract.records import ENERGY, WINDOW, WINDOW_RANGES, energy_ranges
 from agent.contract.schema import JsonType, Record, Store
-from agent.contract.vocab import QUANTITIES
+from agent.contract.vocab import QUANTITY_VOCAB
 from agent.core import channels
 from agent.core.channels import ChannelKind, Flag, quality_of
 from agent.runtime.outbox import OF_KIND, Kind, item_of
@@ -93,8 +93,8 @@ def test_strings_written_as_tags_need_no_escaping(record: Record) -> None:
 
 def test_values_keys_are_the_canonical_quantities_each_with_its_range() -> None:
     values = KINDS[MessageKind.MEASUREMENTS].record.field("values")
-    assert values.keys is QUANTITIES
-    assert set(QUANTITIES.names) == {q.value for q in Quantity} == set(VALUE_RANGES)
+    assert values.keys is QUANTITY_VOCAB
+    assert set(QUANTITY_VOCAB.names) == {q.value for q in Quantity} == set(VALUE_RANGES)
     assert values.key_ranges is VALUE_RANGES
 
 
