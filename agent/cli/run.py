@@ -11,18 +11,19 @@ import sys
 
 from agent.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from agent.config import load_config
+from agent.config.load import run_refusal
 from agent.mqttclient import MqttConfigError
 from agent.runtime.agent import Agent
 from drivers.profile import ProfileLibrary
 
 
 def run_agent(args: argparse.Namespace) -> int:
+    # The same loading as `check`: bad YAML, a bad value or a file that cannot be used
+    # (the password, the certificates) stops here with exit 2, before any loop runs.
     config = load_config(args.config)
-    if config.mqtt is None:
-        print(
-            f"error: {args.config}: `run` needs an `mqtt:` section (host, port, credentials)",
-            file=sys.stderr,
-        )
+    refusal = run_refusal(config)
+    if refusal:
+        print(f"error: {args.config}: {refusal}", file=sys.stderr)
         return EXIT_USAGE
     if not args.verbose:
         logging.getLogger().setLevel(logging.INFO)

@@ -46,10 +46,12 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from agent.config.models import Http
+from agent.config.secrets import read_secret
 from agent.http.limits import Gate, GateCollector, Limits, Slot, address_key
 from agent.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from agent.http.metrics import AgentMetrics
 from agent.http.state import StateView, metric_levels
+from drivers.errors import FileRefused
 
 if TYPE_CHECKING:
     from agent.runtime.agent import Agent
@@ -119,15 +121,11 @@ def page_html() -> bytes:
 
 
 def read_password(path: Path) -> str:
-    """The first line of ``path``, stripped; OSError with the path (never the content)."""
+    """The project's secret-file rule (agent.config.secrets); OSError never shows the content."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise OSError(f"http.password_file: cannot read {path}: {exc.strerror or exc}") from None
-    line = text.splitlines()[0].strip() if text.strip() else ""
-    if not line:
-        raise OSError(f"http.password_file: {path} is empty")
-    return line
+        return read_secret(path)
+    except FileRefused as exc:
+        raise OSError(f"http.password_file: cannot read {path}: {exc.reason}") from None
 
 
 class BasicAuth:
@@ -196,8 +194,9 @@ class HttpServer:
         """The server for ``agent``: its http settings, its metrics, a password if set."""
         settings = agent.config.http
         auth = None
-        if settings.password_file is not None:
-            auth = BasicAuth(settings.username, read_password(settings.password_file))
+        password = settings.secret("password_file")  # read with the config, not on this loop
+        if password is not None:
+            auth = BasicAuth(settings.username, password)
         view = StateView(agent)
         agent.metrics.watch(lambda: metric_levels(view.current()))
         return cls(settings, view, agent.metrics, auth=auth, tick_s=tick_s, limits=limits)
