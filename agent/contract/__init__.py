@@ -4,12 +4,17 @@ Message kinds (topic, scope, retain, QoS, outbox class, InfluxDB measurement)
 are in :mod:`~agent.contract.kinds`; every record's fields, as rows of data, in
 :mod:`~agent.contract.records`; the words (carriers, qualities, windows,
 quantities, ids) in :mod:`~agent.contract.vocab`; plausible ranges in
-:mod:`~agent.contract.plausible`. Built from them: the payload builders
+:mod:`~agent.contract.plausible`. Made from them: the payload builders
 (:mod:`~agent.contract.build`), the bridge's pydantic models
-(:mod:`~agent.contract.models`), the Telegraf configuration
-(``python -m agent.contract.telegraf``) and the docs' tables
-(``python -m agent.contract.docs``). docs/architecture.md says how to add a field
-or a kind.
+(:mod:`~agent.contract.models`), its line protocol and fast path (which read the
+rows), the Telegraf configuration (``python -m agent.contract.telegraf``) and
+the docs' tables (``python -m agent.contract.docs``).
+
+A field: one row in its record in records.py (and the test of the producer that
+fills it in); then run the two generators. A kind: a :class:`MessageKind`
+member and its :class:`KindSpec` in kinds.py, and its record in records.py.
+tests/unit/contract/ checks that every row says enough and that the generated
+files are current.
 
 Pure data and pure functions: the core, the runtime, the replay and the bridge
 import it; it imports nothing of theirs (only drivers' quantity vocabulary).

@@ -179,8 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     stale = []
     for name, (rel, _) in TABLES.items():
         path = ROOT / rel
-        text = path.read_text(encoding="utf-8")
-        new = rendered(name, text)
+        try:
+            new = rendered(name, text := path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # not a source tree, or markers removed
+            print(f"error: {path}: {exc}", file=sys.stderr)
+            return 2
         if new != text:
             stale.append(f"{rel}: the {name} table")
             if not args.check:

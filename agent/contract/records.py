@@ -3,7 +3,8 @@
 A row's order is the payload's key order and the order the bridge writes the
 fields in. Adding a field to a record is adding its row here (and a test of the
 producer that fills it in); the builders, models, the bridge, Telegraf and the
-docs follow (docs/architecture.md, "the contract room").
+docs follow (agent/contract/__init__.py; tests/unit/contract/test_contract_one_edit.py
+does it for an ``export_kwh``).
 """
 
 from __future__ import annotations

@@ -94,3 +94,22 @@ def test_the_schema_table_is_the_contracts() -> None:
                 assert f"`{f.db_name}`" in tags
             if f.store is Store.FIELD:
                 assert f"`{f.db_name}`" in fields
+
+
+def test_the_docs_command_rewrites_a_stale_table_and_check_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "docs").mkdir()
+    for rel in ("README.md", "docs/influxdb.md"):
+        (tmp_path / rel).write_text((ROOT / rel).read_text(encoding="utf-8"), encoding="utf-8")
+    readme = tmp_path / "README.md"
+    readme.write_text(readme.read_text().replace("| 1, retained, LWT |", "| 0 |"))
+    monkeypatch.setattr(contract_docs, "ROOT", tmp_path)
+    assert contract_docs.main(["--check"]) == 1
+    assert "stale: README.md: the topics table" in capsys.readouterr().out
+    assert contract_docs.main([]) == 0
+    assert readme.read_text() == (ROOT / "README.md").read_text()
+    assert contract_docs.main(["--check"]) == 0
+    readme.write_text("no markers here")
+    assert contract_docs.main([]) == 2
+    assert "no <!-- contract:topics --> markers" in capsys.readouterr().err
