@@ -28,29 +28,25 @@ import numpy as np
 
 from agent import __version__
 from agent.config.models import AgentConfig
+from agent.contract.build import device_status_payload, encode, gateway_status_payload
+from agent.contract.kinds import Message, MessageKind
+from agent.contract.vocab import Carrier
 from agent.core.channels import RING
 from agent.core.factors import FactorError, parse_live_factor
 from agent.core.site import Reading, SiteCore, regmap_of
 from agent.core.snapshot import SnapshotError
 from agent.http.metrics import AgentMetrics
 from agent.http.server import HttpServer
-from agent.payloads import (
-    Carrier,
-    Message,
-    device_status_payload,
-    encode,
-    gateway_status_payload,
-)
 from agent.runtime.lowmem import release_compiler_pages
 from agent.runtime.mqtt import MqttLink, Pump
 from agent.runtime.outbox import (
     LANE_MAX_BYTES,
     RECORDS,
     Item,
-    Kind,
     Outbox,
     SqliteOutbox,
     StorageGuard,
+    item_of,
 )
 from agent.runtime.scheduler import Backoff, BusPoller, DevicePoll, Values
 from agent.runtime.throttle import LogThrottle, repeats
@@ -69,13 +65,6 @@ SEQ_MARK = "seq:"
 #: How long a poll's messages may wait to share an outbox transaction with others.
 COMMIT_DELAY_S = 0.01
 OUTBOX = "outbox.db"
-
-_KIND = {
-    "measurements": Kind.MEASUREMENT,
-    "energy": Kind.ENERGY,
-    "intensity": Kind.INTENSITY,
-    "status": Kind.STATUS,
-}
 
 
 def now_ms() -> int:
@@ -124,11 +113,11 @@ class Agent:
             config.mqtt,
             client_id=config.mqtt.client_id or f"energy-agent-{config.site.id}-{config.gateway.id}",
             will=(
-                topics.status(),
+                topics.topic(MessageKind.GATEWAY_STATUS),
                 encode(gateway_status_payload("offline", now_ms(), __version__)),
             ),
             birth=lambda: (
-                topics.status(),
+                topics.topic(MessageKind.GATEWAY_STATUS),
                 encode(gateway_status_payload("online", now_ms(), __version__)),
             ),
         )
@@ -162,22 +151,13 @@ class Agent:
 
     # --- results of polls --------------------------------------------------------------
 
-    def _store(self, messages: list[Message], retain_status: bool = False) -> None:
+    def _store(self, messages: list[Message]) -> None:
         if not messages:
             return
         items = []
         for m in messages:
-            kind = _KIND[m.topic.rsplit("/", 1)[-1]]
-            self._closed_since_snapshot |= kind is Kind.ENERGY
-            items.append(
-                Item(
-                    kind,
-                    m.topic,
-                    encode(m.payload),
-                    retain=kind is Kind.STATUS or retain_status,
-                    created_ms=int(m.payload.get("ts", 0)),
-                )
-            )
+            self._closed_since_snapshot |= m.kind is MessageKind.ENERGY
+            items.append(item_of(m))
         self._pending += items
         if self._commit_at is None:
             try:
@@ -230,9 +210,10 @@ class Agent:
             if st.state != "error" or st.error != text:
                 if (n := self._log_throttle.due((poll.device_id, error.detail))) is not None:
                     log.warning("device %s: %s%s", poll.device_id, text, repeats(n))
-                st.status = Message(
-                    self.site.topics.device_status(poll.device_id),
+                st.status = self.site.topics.message(
+                    MessageKind.DEVICE_STATUS,
                     device_status_payload("error", text, ts),
+                    poll.device_id,
                 )
                 messages.append(st.status)
             st.state, st.error, st.reason = "error", text, error.reason
@@ -244,9 +225,8 @@ class Agent:
                     and (n := self._log_throttle.due(poll.device_id)) is not None
                 ):
                     log.info("device %s: answering again%s", poll.device_id, repeats(n))
-                st.status = Message(
-                    self.site.topics.device_status(poll.device_id),
-                    device_status_payload("ok", None, ts),
+                st.status = self.site.topics.message(
+                    MessageKind.DEVICE_STATUS, device_status_payload("ok", None, ts), poll.device_id
                 )
                 messages.append(st.status)
             st.state, st.error, st.reason = "ok", None, ""
@@ -477,7 +457,7 @@ class Agent:
         finally:
             await self.link.stop(
                 final=(
-                    self.site.topics.status(),
+                    self.site.topics.topic(MessageKind.GATEWAY_STATUS),
                     encode(gateway_status_payload("offline", now_ms(), __version__)),
                 )
             )

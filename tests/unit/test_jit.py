@@ -25,13 +25,13 @@ from hypothesis import HealthCheck, given, settings
 
 from agent.config import parse_config
 from agent.config.models import AgentConfig
+from agent.contract import encode
 from agent.core import kernel
 from agent.core.channels import RING
 from agent.core.engine import Engine
 from agent.core.jit import ENV, Backend, JitSettingError, choose
 from agent.core.site import Reading, SiteCore
 from agent.http.state import build_state
-from agent.payloads import encode
 from agent.runtime.agent import Agent
 from agent.runtime.outbox import MemoryOutbox
 from drivers.profile import ProfileLibrary
