@@ -22,6 +22,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.cli.main import main as cli_main
+from agent.cli.run import live_page
 from agent.config import parse_config
 from agent.config.models import Http
 from agent.core.engine import load_kernel
@@ -96,7 +97,7 @@ def agent(tmp_path: Path) -> Agent:
 
 @pytest.fixture
 async def server(agent: Agent) -> AsyncIterator[HttpServer]:
-    srv = HttpServer.for_agent(agent, tick_s=0.1)
+    srv = live_page(agent, tick_s=0.1)
     async with srv:
         yield srv
 
@@ -172,7 +173,7 @@ async def test_malformed_and_oversized_requests(server: HttpServer) -> None:
 
 
 async def test_a_silent_client_is_dropped(agent: Agent) -> None:
-    async with HttpServer.for_agent(agent, tick_s=0.1, limits=Limits(head_timeout_s=0.2)) as srv:
+    async with live_page(agent, tick_s=0.1, limits=Limits(head_timeout_s=0.2)) as srv:
         status, _, _ = await request(srv.port, "GET / HTTP/1.1\r\n")  # never finishes
         assert status == 408
 
@@ -238,7 +239,7 @@ async def test_state_with_history(agent: Agent) -> None:
     last = agent.devices["main"].last_ok_ms
     assert last is not None
     # a tick long enough that only our own refresh (at the data's time) counts
-    async with HttpServer.for_agent(agent, tick_s=3600) as srv:
+    async with live_page(agent, tick_s=3600) as srv:
         srv.view.refresh(last + 500)
         _, _, body = await request(srv.port, get("/api/state?history=1"))
     doc = json.loads(body)
@@ -252,7 +253,7 @@ async def test_state_with_history(agent: Agent) -> None:
 async def test_sparkline_history_is_thinned_and_15_minutes(agent: Agent) -> None:
     from agent.http.state import StateView
 
-    view = StateView(agent)
+    view = StateView(agent.status)
     last = agent.devices["main"].last_ok_ms
     assert last is not None
     for k in range(2000):  # one poll a second for 2000 s
@@ -280,7 +281,7 @@ async def test_basic_auth(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
     )
     config = parse_config(config_text, "t.yaml", profiles=LIBRARY)
     agent = Agent(config, LIBRARY, outbox=MemoryOutbox(1_000_000))
-    async with HttpServer.for_agent(agent, tick_s=0.1) as srv:
+    async with live_page(agent, tick_s=0.1) as srv:
         for path in ("/", "/api/state", "/metrics", "/events"):
             status, headers, _ = await request(srv.port, get(path))
             assert status == 401, path
@@ -345,7 +346,7 @@ async def test_events_stream_frames(server: HttpServer) -> None:
 
 
 async def test_close_ends_open_streams(agent: Agent) -> None:
-    srv = HttpServer.for_agent(agent, tick_s=0.1)
+    srv = live_page(agent, tick_s=0.1)
     await srv.start()
     reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
     writer.write(get("/events").encode())
@@ -357,7 +358,7 @@ async def test_close_ends_open_streams(agent: Agent) -> None:
 
 
 async def test_serve_survives_a_busy_port(agent: Agent, caplog: pytest.LogCaptureFixture) -> None:
-    async with HttpServer.for_agent(agent) as first:
+    async with live_page(agent) as first:
         settings = Http(listen=f"127.0.0.1:{first.port}")
         second = HttpServer(settings, first.view, first.metrics)
         stop = asyncio.Event()

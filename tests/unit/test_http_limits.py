@@ -150,7 +150,7 @@ async def serve(agent: Agent, limits: Limits, password: bool) -> HttpServer:
     auth = BasicAuth("energy", PASSWORD) if password else None
     srv = HttpServer(
         Http(listen="127.0.0.1:0"),
-        StateView(agent),
+        StateView(agent.status),
         agent.metrics,
         auth=auth,
         tick_s=0.1,

@@ -19,10 +19,11 @@ import pytest
 from agent.cli.status import render
 from agent.config import parse_config
 from agent.core.engine import load_kernel
-from agent.http.state import build_state, metric_levels
+from agent.http.state import state_document
 from agent.runtime.agent import SNAPSHOT, Agent
 from agent.runtime.outbox import Item, Kind, SqliteOutbox, StorageGuard
 from agent.runtime.scheduler import DevicePoll
+from agent.runtime.status import status_line
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
 
@@ -268,12 +269,13 @@ def test_a_failing_disk_is_in_the_state_the_metrics_and_status(tmp_path: Path) -
     agent = Agent(config, LIBRARY, outbox=disk)
     agent.link.state.connected = True
     _feed(agent, range(0, 30, 10))
-    doc = build_state(agent)
+    doc = state_document(agent.status())
     assert not [p for p in doc["health"]["problems"] if "storage" in p]
     assert doc["storage"]["ok"] is True
     full(disk)
     agent.outbox.put_many([item(Kind.MEASUREMENT, "m1"), item(Kind.ENERGY, "e1")])
-    doc = build_state(agent)
+    status = agent.status()
+    doc = state_document(status)
     assert doc["health"]["state"] == "degraded"
     (problem,) = [p for p in doc["health"]["problems"] if "storage" in p]
     assert problem.startswith(f"storage failing: cannot write the outbox in {tmp_path} (")
@@ -281,15 +283,14 @@ def test_a_failing_disk_is_in_the_state_the_metrics_and_status(tmp_path: Path) -
     st = doc["storage"]
     assert (st["ok"], st["unstored"], st["unstored_records"], st["failures"]) == (False, 2, 1, 1)
     assert st["memory_max_bytes"] == 16 * 2**20
-    levels = metric_levels(doc)
-    assert (levels["storage_ok"], levels["unstored"], levels["storage_failures"]) == (0, 2, 1)
-    agent.metrics.watch(lambda: metric_levels(build_state(agent)))
+    assert (status.storage.ok, status.storage.unstored, status.storage.failures) == (False, 2, 1)
+    agent.metrics.watch(agent.status)
     text = agent.metrics.exposition().decode()
     assert "energy_agent_storage_ok 0.0" in text
     assert "energy_agent_unstored_messages 2.0" in text
     assert "energy_agent_storage_failures_total 1.0" in text
     assert 'energy_agent_messages_lost_total{kind="energy"} 0.0' in text
-    assert "STORAGE FAILING" in agent._status_line()
+    assert "STORAGE FAILING" in status_line(status)
     from rich.console import Console
 
     console = Console(width=200, record=True)
