@@ -2,9 +2,12 @@
 
 A channel is one cumulative stream of one device: an energy, gas or unit
 counter (``COUNTER``), or active power to be integrated when a meter has no
-counter (``POWER``). The core works on a fixed grid of one-minute slots; a
-publish interval is a whole number of slots, aligned to the Unix epoch (so to
-the wall clock in UTC).
+counter: its positive part (``POWER``, import) or its negative part
+(``POWER_EXPORT``, export), so one power-only meter can feed two channels from
+the same readings. The core works on a fixed grid of one-minute slots; a
+publish interval is a whole number of slots, aligned to the Unix epoch plus an
+offset of whole slots (0 in UTC; the site passes its zone's offset where that
+is not a whole number of intervals, e.g. 30 minutes in Asia/Kolkata).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ SLOT_MS = 60_000
 #: local day (the day clocks go back) plus margin.
 RING = 1536
 #: Consecutive rejected readings that agree with each other before the core
-#: accepts that the meter really is at a new level (replacement with a jump).
+#: accepts that the meter really is at a new level (a reset, or a replacement
+#: with a jump); the first of them becomes the new baseline. The kernel keeps
+#: the first and the latest candidate, so this is fixed at 3.
 REBASELINE_AFTER = 3
 #: A wrap is a decrease from the top tenth of the range into the bottom tenth.
 WRAP_BAND = 0.1
@@ -29,7 +34,14 @@ DEMAND_SLOTS = 15
 
 class ChannelKind(IntEnum):
     COUNTER = 0
+    #: Active power, integrated where positive (import).
     POWER = 1
+    #: Active power, integrated where negative (export), as a positive energy.
+    POWER_EXPORT = 2
+
+    @property
+    def is_power(self) -> bool:
+        return self is not ChannelKind.COUNTER
 
 
 class Flag(IntFlag):
@@ -40,7 +52,8 @@ class Flag(IntFlag):
     INTERPOLATED = 1
     #: Power channel: a gap longer than ``max_gap_s`` was not integrated (a lower bound).
     GAP = 2
-    #: A counter reset or replacement happened here; that step counted nothing.
+    #: A counter reset or replacement happened here: the span from the last accepted
+    #: reading to the new baseline counted nothing.
     RESET = 4
     #: The channel's first reading lies inside this slot: energy before it is unknown.
     PARTIAL = 8
@@ -65,15 +78,22 @@ def quality_of(flags: int, kind: ChannelKind) -> Quality:
         return Quality.GAP
     if flags & Flag.INTERPOLATED:
         return Quality.INTERPOLATED
-    return Quality.INTEGRATED if kind is ChannelKind.POWER else Quality.MEASURED
+    return Quality.INTEGRATED if kind.is_power else Quality.MEASURED
 
 
 class Event(IntEnum):
-    """Counted per channel, so status and logs can say what the core corrected."""
+    """Counted per channel, so status and logs can say what the core corrected; the
+    first four are also reported one row each (``Engine.feed(...).events``)."""
 
+    #: A counter's step was taken across its range (the value is the reading).
     WRAP = 0
+    #: A rebaseline down: the new baseline (ts and value of the row) is below the last
+    #: accepted reading (a reset, or a replacement with a lower reading).
     RESET = 1
+    #: A reading rejected: a decrease that is not a wrap, a step beyond the limit, or
+    #: power beyond it. It may later become a new baseline (then RESET or REBASELINE).
     GLITCH = 2
+    #: A rebaseline up: the new baseline is above the last accepted reading (a jump).
     REBASELINE = 3
     OUT_OF_ORDER = 4
     MISSING = 5

@@ -1,30 +1,71 @@
 """The engine: the numba kernel's arrays behind a small Python API.
 
 Everything here is bookkeeping around :mod:`agent.core.kernel` — allocating the
-state, growing the output buffer, turning arrays into records, saving and
+state, growing the output buffers, turning arrays into rows, saving and
 restoring the arrays. The numbers are all computed in the kernel. This is the
 only module besides the kernel that knows the layout of its state columns
-(``I``, ``F``): the rest of the core asks through the methods below.
+(``I``, ``F``) and output rows: the rest of the core asks through the methods below.
+
+The API the site builds on (all arrays numpy, one element per row):
+
+``Engine(specs, interval_s, *, demand=None, align_offset_slots=0, month_starts_ms=())``
+    Channel ``c`` is ``specs[c]``. Intervals are ``interval_s`` long and end at the
+    one-minute slots s with ``(s - align_offset_slots) % interval_slots == 0`` (0:
+    aligned to UTC; the site passes its zone's standard offset modulo the interval,
+    e.g. 30 for hourly intervals in Asia/Kolkata). ``demand[c]``: channel ``c``
+    tracks the 15-minute demand.
+
+``feed(chans, ts, vals) -> Closed``: readings (channel, Unix ms, value; in time
+order per channel). ``Closed`` holds everything they closed, each in the order it
+happened:
+
+* ``.slots`` (:class:`Slots`): every one-minute slot closed — ``channel``,
+  ``slot`` (Unix minute: start ms // 60,000), ``energy`` (native units: kWh, m3,
+  units), ``measured_ms`` and ``interpolated_ms`` (how much of the slot's 60,000 ms
+  measured and interpolated steps covered; the rest is missing), ``flags``
+  (:class:`Flag` bits, PARTIAL in the slot of the first reading when it starts
+  before it) and ``demand_kw`` (the 15-minute average power at the slot's end, NaN
+  for a channel without demand). The site's exact series are built from these: they
+  never depend on the ring still holding a slot.
+* ``.records`` (:class:`Records`): every interval closed — ``channel``, ``end_ms``
+  (Unix ms), ``energy``, ``flags``, ``measured_ms``, ``interpolated_ms`` (sums over
+  its slots; missing = interval − both).
+* ``.events`` (:class:`Events`): ``channel``, ``ts`` (Unix ms), ``event``
+  (:class:`Event` value) and ``value``: WRAP and GLITCH at the reading's ts with its
+  value; RESET (rebaseline down) or REBASELINE (up) at the new baseline's ts and
+  value, right after the GLITCH row of the reading that completed the run.
+
+``set_limit(c, max_rate_per_h)``, ``set_wrap(c, wrap)`` (and ``max_rate``,
+``wrap``): the glitch limit and wrap range in force, changeable at run time; a
+snapshot restore keeps the values in force. ``interval_start_slot(slot)``: the
+first slot of the interval holding ``slot`` on this grid. ``has_reference``, ``emitted_end``,
+``complete_end``, ``closed_slot_end``, ``demand_peak``, ``range_sums``,
+``weighted_range_sums``: the channels' state, see each. ``save``/``restorer``: the
+snapshot (:class:`agent.core.snapshot.Part`).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import ModuleType
+from typing import ClassVar, Self
 
 import numpy as np
 
-from agent.core.channels import N_EVENTS, RING, SLOT_MS, ChannelKind, ChannelSpec
+from agent.core.channels import N_EVENTS, RING, SLOT_MS, ChannelSpec, Flag
 from agent.core.jit import JitChoice
 from agent.core.snapshot import Snapshot
 
 INT64_MIN = np.iinfo(np.int64).min
 #: numba's compiled-code cache, under the agent's state directory.
 CACHE_DIR = "numba-cache"
+#: The snapshot key of the alignment offset (absent in files of the first format: 0).
+ALIGN_KEY = "align_offset_slots"
 
 
 def load_kernel(cache_dir: Path | None = None) -> ModuleType:
@@ -48,17 +89,125 @@ def load_kernel(cache_dir: Path | None = None) -> ModuleType:
     return kernel
 
 
+class _Rows:
+    """Columns of equal length; subclasses list them as dataclass fields."""
+
+    DTYPES: ClassVar[tuple[type, ...]]
+
+    def __len__(self) -> int:
+        return int(getattr(self, fields(self)[0].name).shape[0])  # type: ignore[arg-type]
+
+    @classmethod
+    def empty(cls) -> Self:
+        return cls(*(_frozen(np.empty(0, dtype=d)) for d in cls.DTYPES))
+
+    @classmethod
+    def concat(cls, parts: Sequence[Self]) -> Self:
+        if len(parts) == 1:
+            return parts[0]
+        names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        return cls(*(np.concatenate([getattr(p, name) for p in parts]) for name in names))
+
+
+def _frozen(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
 @dataclass(frozen=True)
-class Records:
+class Records(_Rows):
     """Closed intervals, one row per (channel, interval end)."""
 
+    DTYPES = (np.int64, np.int64, np.float64, np.int64, np.int64, np.int64)
     channel: np.ndarray
     end_ms: np.ndarray
     energy: np.ndarray
     flags: np.ndarray
+    measured_ms: np.ndarray
+    interpolated_ms: np.ndarray
 
-    def __len__(self) -> int:
-        return int(self.channel.shape[0])
+
+@dataclass(frozen=True)
+class Slots(_Rows):
+    """Closed one-minute slots, one row per (channel, slot)."""
+
+    DTYPES = (np.int64, np.int64, np.float64, np.int64, np.int64, np.int64, np.float64)
+    channel: np.ndarray
+    slot: np.ndarray
+    energy: np.ndarray
+    measured_ms: np.ndarray
+    interpolated_ms: np.ndarray
+    flags: np.ndarray
+    demand_kw: np.ndarray
+
+
+@dataclass(frozen=True)
+class Events(_Rows):
+    """What the corrections did, one row per event (WRAP, GLITCH, RESET, REBASELINE)."""
+
+    DTYPES = (np.int64, np.int64, np.int64, np.float64)
+    channel: np.ndarray
+    ts: np.ndarray
+    event: np.ndarray
+    value: np.ndarray
+
+
+@dataclass(frozen=True)
+class Closed:
+    """What one ``Engine.feed`` closed."""
+
+    records: Records
+    slots: Slots
+    events: Events
+
+
+NOTHING = Closed(Records.empty(), Slots.empty(), Events.empty())
+
+
+class _Buffers:
+    """Where the kernel writes the rows of one call: slot rows (with the interval records
+    in them) and event rows, column-major, copied out after each call."""
+
+    def __init__(self, k: ModuleType, capacity: int) -> None:
+        self.k = k
+        capacity = max(capacity, k.EVENTS_PER_READING)
+        self.si = np.empty((k.NS, capacity), dtype=np.int64)
+        self.sf = np.empty((k.NSF, capacity), dtype=np.float64)
+        self.ei = np.empty((k.NE, capacity), dtype=np.int64)
+        self.ef = np.empty(capacity, dtype=np.float64)
+
+    @property
+    def capacity(self) -> int:
+        return int(self.ef.shape[0])
+
+    def take(self, n: int, m: int) -> Closed:
+        """The first ``n`` slot rows and ``m`` event rows, as arrays of their own."""
+        k, si, sf, ei = self.k, self.si, self.sf, self.ei
+        slots = Slots(
+            si[k.S_CHANNEL, :n].copy(),
+            si[k.S_SLOT, :n].copy(),
+            sf[k.SF_ENERGY, :n].copy(),
+            si[k.S_MEASURED, :n].copy(),
+            si[k.S_INTERPOLATED, :n].copy(),
+            si[k.S_FLAGS, :n].copy(),
+            sf[k.SF_DEMAND, :n].copy(),
+        )
+        iv = np.flatnonzero(si[k.S_IV_END, :n])
+        records = Records(
+            slots.channel[iv],
+            (slots.slot[iv] + 1) * SLOT_MS,
+            sf[k.SF_IV_ENERGY, iv],
+            si[k.S_IV_FLAGS, iv],
+            si[k.S_IV_MEASURED, iv],
+            si[k.S_IV_INTERPOLATED, iv],
+        )
+        events = Events(
+            ei[k.E_CHANNEL, :m].copy(),
+            ei[k.E_TS, :m].copy(),
+            ei[k.E_EVENT, :m].copy(),
+            self.ef[:m].copy(),
+        )
+        return Closed(records, slots, events)
 
 
 class Engine:
@@ -68,6 +217,7 @@ class Engine:
         interval_s: int,
         *,
         demand: Sequence[bool] | None = None,
+        align_offset_slots: int = 0,
         month_starts_ms: Sequence[int] = (),
         kernel: ModuleType | None = None,
         out_capacity: int = 65_536,
@@ -80,94 +230,108 @@ class Engine:
         self.specs = list(specs)
         self.interval_slots = interval_s * 1000 // SLOT_MS
         self.interval_ms = self.interval_slots * SLOT_MS
+        if not 0 <= align_offset_slots < self.interval_slots:
+            raise ValueError(
+                f"align_offset_slots must be in [0, {self.interval_slots}), "
+                f"not {align_offset_slots}"
+            )
+        self.align_offset_slots = align_offset_slots
         n = len(self.specs)
         k = self.k
         self.I = np.zeros((n, k.NI), dtype=np.int64)
         self.F = np.zeros((n, k.NF), dtype=np.float64)
         self.ring_e = np.zeros((n, RING), dtype=np.float64)
         self.ring_f = np.zeros((n, RING), dtype=np.uint8)
+        self.ring_cov = np.zeros((n, RING, 2), dtype=np.uint16)
         self.events = np.zeros((n, N_EVENTS), dtype=np.int64)
         self.I[:, k.I_LAST_SEEN] = INT64_MIN
         self.I[:, k.I_DM_MONTH] = INT64_MIN
         self.F[:, k.F_DM_MAX] = -np.inf
         for c, s in enumerate(self.specs):
-            self.I[c, k.I_KIND] = k.KIND_POWER if s.kind is ChannelKind.POWER else k.KIND_COUNTER
-            self.F[c, k.F_WRAP] = s.wrap
-            self.F[c, k.F_MAX_RATE] = s.max_rate_per_h
+            self.I[c, k.I_KIND] = int(s.kind)
             self.F[c, k.F_TOL_ABS] = s.tol_abs
             self.F[c, k.F_TOL_REL] = s.tol_rel
             self.F[c, k.F_MAX_GAP_MS] = s.max_gap_s * 1000.0
+            self.set_limit(c, s.max_rate_per_h)
+            self.set_wrap(c, s.wrap)
         if demand is not None:
             self.I[:, k.I_DEMAND] = np.asarray(demand, dtype=np.int64)
         self.set_months(month_starts_ms)
-        self._out_c = np.empty(out_capacity, dtype=np.int64)
-        self._out_end = np.empty(out_capacity, dtype=np.int64)
-        self._out_e = np.empty(out_capacity, dtype=np.float64)
-        self._out_f = np.empty(out_capacity, dtype=np.int64)
+        self._out = _Buffers(k, out_capacity)
 
     def set_months(self, month_starts_ms: Sequence[int]) -> None:
         """Local month starts (Unix ms, ascending) covering the data: demand peaks reset there."""
         slots = np.asarray(month_starts_ms, dtype=np.int64) // SLOT_MS
         self.month_starts = slots if slots.size else np.zeros(1, dtype=np.int64) + INT64_MIN // 2
 
-    def feed(self, chans: np.ndarray, ts: np.ndarray, vals: np.ndarray) -> Records:
-        """Feed readings (in time order per channel); return the intervals they closed."""
+    # --- settings in force ---------------------------------------------------------------
+
+    def set_limit(self, c: int, max_rate_per_h: float) -> None:
+        """Channel ``c``'s glitch limit from now on: the largest plausible increase per
+        hour (kW for energy, the largest |P| for power; inf: no limit)."""
+        if not max_rate_per_h > 0.0:  # also refuses NaN
+            raise ValueError(f"a limit must be positive, not {max_rate_per_h}")
+        self.F[c, self.k.F_MAX_RATE] = max_rate_per_h
+
+    def set_wrap(self, c: int, wrap: float) -> None:
+        """Channel ``c``'s counter range (2^bits x scale x ratios; 0: it cannot wrap)."""
+        if not (math.isfinite(wrap) and wrap >= 0.0):
+            raise ValueError(f"a wrap range must be finite and >= 0, not {wrap}")
+        self.F[c, self.k.F_WRAP] = wrap
+
+    def max_rate(self, c: int) -> float:
+        return float(self.F[c, self.k.F_MAX_RATE])
+
+    def wrap(self, c: int) -> float:
+        return float(self.F[c, self.k.F_WRAP])
+
+    # --- feeding -------------------------------------------------------------------------
+
+    def feed(self, chans: np.ndarray, ts: np.ndarray, vals: np.ndarray) -> Closed:
+        """Feed readings (in time order per channel); return what they closed."""
         chans = np.ascontiguousarray(chans, dtype=np.int64)
         ts = np.ascontiguousarray(ts, dtype=np.int64)
         vals = np.ascontiguousarray(vals, dtype=np.float64)
-        parts: list[Records] = []
+        parts: list[Closed] = []
         start = 0
+        out = self._out
         while True:
-            nxt, n_out = self.k.update(
+            nxt, n_slots, n_events = self.k.update(
                 self.I,
                 self.F,
                 self.ring_e,
                 self.ring_f,
+                self.ring_cov,
                 self.events,
                 chans,
                 ts,
                 vals,
                 start,
                 self.interval_slots,
+                self.align_offset_slots,
                 self.month_starts,
-                self._out_c,
-                self._out_end,
-                self._out_e,
-                self._out_f,
+                out.si,
+                out.sf,
+                out.ei,
+                out.ef,
             )
-            if n_out:
-                parts.append(
-                    Records(
-                        self._out_c[:n_out].copy(),
-                        self._out_end[:n_out].copy(),
-                        self._out_e[:n_out].copy(),
-                        self._out_f[:n_out].copy(),
-                    )
-                )
+            if n_slots or n_events:
+                parts.append(out.take(n_slots, n_events))
             if nxt >= chans.shape[0]:
                 break
-            if n_out == 0:
-                # one reading closes more intervals than fit: grow the buffer
-                self._grow(int(self._out_c.shape[0]) * 4)
+            if n_slots == 0 and n_events == 0:
+                # one reading closes more slots than fit: grow the buffers
+                out = self._out = _Buffers(self.k, out.capacity * 4)
             start = nxt
         if not parts:
-            return Records(
-                *(np.empty(0, dtype=d) for d in (np.int64, np.int64, np.float64, np.int64))
-            )
-        if len(parts) == 1:
-            return parts[0]
-        return Records(
-            *(
-                np.concatenate([getattr(p, f) for p in parts])
-                for f in ("channel", "end_ms", "energy", "flags")
-            )
+            return NOTHING
+        return Closed(
+            Records.concat([p.records for p in parts]),
+            Slots.concat([p.slots for p in parts]),
+            Events.concat([p.events for p in parts]),
         )
 
-    def _grow(self, capacity: int) -> None:
-        self._out_c = np.empty(capacity, dtype=np.int64)
-        self._out_end = np.empty(capacity, dtype=np.int64)
-        self._out_e = np.empty(capacity, dtype=np.float64)
-        self._out_f = np.empty(capacity, dtype=np.int64)
+    # --- windows over the ring -----------------------------------------------------------
 
     def range_sums(self, first_slots: Sequence[int], end_slots: Sequence[int]) -> np.ndarray:
         a = np.asarray(first_slots, dtype=np.int64)
@@ -198,6 +362,10 @@ class Engine:
         return out
 
     # --- channel state, for the site ---------------------------------------------------
+
+    def interval_start_slot(self, slot: int) -> int:
+        """The first slot of the interval holding ``slot``."""
+        return slot - (slot - self.align_offset_slots) % self.interval_slots
 
     def has_reference(self, c: int) -> bool:
         """Channel ``c`` has accepted a reading: it counts, and closes intervals."""
@@ -244,35 +412,62 @@ class Engine:
             "F": self.F,
             "ring_e": self.ring_e,
             "ring_f": self.ring_f,
+            "ring_cov": self.ring_cov,
             "events": self.events,
         }
 
     def save(self, snap: Snapshot) -> None:
+        """The first format's arrays as they were (``I`` and ``F`` with their first
+        columns, so a rollback continues), the columns added since in ``I_ext``/``F_ext``."""
+        k = self.k
         snap.put("keys", [s.key for s in self.specs])
+        snap.put(ALIGN_KEY, self.align_offset_slots)
         for name, array in self.state_arrays().items():
-            snap.put_array(name, array)
+            if name in ("I", "F"):
+                width = k.NI_V1 if name == "I" else k.NF_V1
+                snap.put_array(name, array[:, :width])
+                snap.put_array(f"{name}_ext", array[:, width:])
+            else:
+                snap.put_array(name, array)
 
     def restorer(self, snap: Snapshot, *, same_interval: bool) -> Callable[[], None]:
         """Each channel continues from the row saved under its key (a new one starts
-        fresh). Its settings — kind, limits, demand — stay those of the config in force
-        now; after a change of publish interval the counter continues and the interval
-        bookkeeping restarts at the slot it had open."""
+        fresh). Its settings — kind, limits, wrap, demand — stay those in force now;
+        after a change of publish interval or alignment the counter continues and the
+        interval bookkeeping restarts at the slot it had open. A file of the first
+        format (no coverage) continues too: see :func:`_upgrade_v1`."""
+        k = self.k
         keys = snap.value("keys", lambda v: [str(key) for key in v])
-        row_of = {key: j for j, key in enumerate(keys)}
-        saved = {
-            name: snap.array(name, (len(keys), *current.shape[1:]))
-            for name, current in self.state_arrays().items()
+        m = len(keys)
+        shapes: dict[str, tuple[int, ...]] = {
+            "I": (m, k.NI_V1),
+            "F": (m, k.NF_V1),
+            "ring_e": (m, RING),
+            "ring_f": (m, RING),
+            "events": (m, N_EVENTS),
         }
+        added = {
+            "I_ext": (m, k.NI - k.NI_V1),
+            "F_ext": (m, k.NF - k.NF_V1),
+            "ring_cov": (m, RING, 2),
+        }
+        first_format = not any(name in snap.arrays for name in added)
+        if not first_format:
+            shapes.update(added)
+        saved = {name: snap.array(name, shape) for name, shape in shapes.items()}
+        align = 0 if first_format else snap.value(ALIGN_KEY, int)
+        same_grid = same_interval and align == self.align_offset_slots
+        row_of = {key: j for j, key in enumerate(keys)}
 
         def restore() -> None:
             for c, spec in enumerate(self.specs):
                 j = row_of.get(spec.key)
-                if j is not None:
-                    self._restore_channel(c, {name: a[j] for name, a in saved.items()})
-                    if not same_interval and self.has_reference(c):
-                        opened = int(self.I[c, self.k.I_OPEN_SLOT]) * SLOT_MS
-                        ms = self.interval_ms
-                        self.I[c, self.k.I_EMITTED_END] = opened // ms * ms
+                if j is None:
+                    continue
+                self._restore_channel(c, {name: a[j] for name, a in saved.items()})
+                if not same_grid and self.has_reference(c):
+                    opened = self.interval_start_slot(int(self.I[c, k.I_OPEN_SLOT]))
+                    self.I[c, k.I_EMITTED_END] = opened * SLOT_MS
 
         return restore
 
@@ -281,7 +476,51 @@ class Engine:
         settings_f = [k.F_WRAP, k.F_MAX_RATE, k.F_TOL_ABS, k.F_TOL_REL, k.F_MAX_GAP_MS]
         keep_f = self.F[c, settings_f].copy()
         keep_kind, keep_demand = self.I[c, k.I_KIND], self.I[c, k.I_DEMAND]
-        for name, array in self.state_arrays().items():
-            array[c] = rows[name]
-        self.F[c, settings_f] = keep_f  # the config in force now decides the limits
+        i_row, f_row = np.zeros(k.NI, dtype=np.int64), np.zeros(k.NF)
+        i_row[: k.NI_V1], f_row[: k.NF_V1] = rows["I"], rows["F"]
+        if "I_ext" in rows:
+            i_row[k.NI_V1 :], f_row[k.NF_V1 :] = rows["I_ext"], rows["F_ext"]
+            self.ring_cov[c] = rows["ring_cov"]
+        else:
+            self.ring_cov[c] = _upgrade_v1(k, i_row, f_row, rows["ring_f"])
+        self.I[c], self.F[c] = i_row, f_row
+        self.ring_e[c], self.ring_f[c], self.events[c] = (
+            rows["ring_e"],
+            rows["ring_f"],
+            rows["events"],
+        )
+        self.F[c, settings_f] = keep_f  # the settings in force now decide the limits
         self.I[c, k.I_KIND], self.I[c, k.I_DEMAND] = keep_kind, keep_demand
+
+
+def _upgrade_v1(
+    k: ModuleType, i_row: np.ndarray, f_row: np.ndarray, ring_f: np.ndarray
+) -> np.ndarray:
+    """A channel of a first-format snapshot, which kept no coverage and only the latest
+    rejected reading: fill in the new columns (in place) and return its coverage ring.
+
+    Coverage of a slot closed before the upgrade (and of the open slot's part so
+    far) is read from its flags: interpolated if INTERPOLATED, missing if GAP or
+    RESET, measured otherwise; the time before the first reading is missing. A run
+    of rejected readings restarts at the latest of them."""
+    cov = np.zeros((RING, 2), dtype=np.uint16)
+    if i_row[k.I_HAS_REF] == 0:
+        return cov
+    if i_row[k.I_CAND_N] > 0:
+        i_row[k.I_CAND_N] = 1
+    i_row[k.I_CAND0_T], f_row[k.F_CAND0_RAW] = i_row[k.I_CAND_T], f_row[k.F_CAND_RAW]
+    first_t, open_slot = int(i_row[k.I_FIRST_T]), int(i_row[k.I_OPEN_SLOT])
+    slots = np.arange(max(first_t // SLOT_MS, open_slot - RING), open_slot, dtype=np.int64)
+    flags = ring_f[slots % RING].astype(np.int64)
+    covered = SLOT_MS - np.clip(first_t - slots * SLOT_MS, 0, SLOT_MS)
+    interpolated = (flags & Flag.INTERPOLATED) != 0
+    missing = ~interpolated & ((flags & (Flag.GAP | Flag.RESET)) != 0)
+    cov[slots % RING, 0] = np.where(interpolated | missing, 0, covered)
+    cov[slots % RING, 1] = np.where(interpolated, covered, 0)
+    so_far = int(i_row[k.I_REF_T]) - max(open_slot * SLOT_MS, first_t)
+    open_flags = int(i_row[k.I_OPEN_FLAGS])
+    if open_flags & Flag.INTERPOLATED:
+        i_row[k.I_OPEN_INTERPOLATED] = so_far
+    elif open_flags & (Flag.GAP | Flag.RESET):
+        i_row[k.I_OPEN_MISSING] = so_far
+    return cov

@@ -152,8 +152,8 @@ class SiteCore:
         """Main-quantity readings as arrays (replay's fast path); energy and intensity out."""
         if ts.size:
             self._cover_months(int(ts.min()), int(ts.max()))
-        records = self.engine.feed(chans, ts, vals)
-        out = self._energy_messages(records)
+        closed = self.engine.feed(chans, ts, vals)
+        out = self._energy_messages(closed.records)
         out += self._release_held(final=False)
         out += self._intensity_messages(self.engine.complete_end())
         return out

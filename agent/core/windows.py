@@ -136,8 +136,7 @@ class SiteWindows:
         """Write each slot's emission factor (per carrier) for the CO2 window sums."""
         k = self.engine.interval_slots
         ms = self.engine.interval_ms
-        first = max(self._factors_end, end_slot - RING)
-        first -= first % k
+        first = self.engine.interval_start_slot(max(self._factors_end, end_slot - RING))
         for a in range(first, end_slot, k):
             start_ms = a * SLOT_MS
             el = self.factors.at(Carrier.ELECTRICITY, start_ms, start_ms + ms).value

@@ -43,7 +43,7 @@ def test_one_day_at_1_hz_matches_exact_arithmetic() -> None:
     ts, vals = one_day()
     spec = ChannelSpec("meter", max_rate_per_h=200.0, tol_abs=1e-9)
     e = Engine([spec], 60)
-    rec = e.feed(np.zeros(ts.shape[0], dtype=np.int64), ts, vals)
+    rec = e.feed(np.zeros(ts.shape[0], dtype=np.int64), ts, vals).records
     assert len(rec) == 1440 and int(rec.end_ms[-1]) == T0 + DAY_MS
     assert e.events.sum() == 0
 

@@ -90,7 +90,7 @@ def _engine(max_rate_per_h: float = 1000.0) -> Engine:
 
 def _feed(engine: Engine, *readings: tuple[int, int, float]) -> list[tuple[int, int, float]]:
     chans, ts, vals = zip(*readings, strict=True)
-    rec = engine.feed(np.array(chans), np.array(ts), np.array(vals))
+    rec = engine.feed(np.array(chans), np.array(ts), np.array(vals)).records
     return [
         (int(c), int(e), float(v))
         for c, e, v in zip(rec.channel, rec.end_ms, rec.energy, strict=True)

@@ -8,95 +8,23 @@ table.
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
-from agent.core.channels import (
-    RING,
-    SLOT_MS,
-    ChannelKind,
-    ChannelSpec,
-    Event,
-    Flag,
-    Quality,
-    quality_of,
-)
+from agent.core.channels import RING, ChannelKind, ChannelSpec, Event, Flag, quality_of
 from agent.core.engine import Engine
-from agent.core.reference import ReferenceCore
-
-DAY = "2024-01-15"
-MEASURED, INTERPOLATED, RESET, PARTIAL, GAP, INTEGRATED = (
-    Quality.MEASURED,
-    Quality.INTERPOLATED,
-    Quality.RESET,
-    Quality.PARTIAL,
-    Quality.GAP,
-    Quality.INTEGRATED,
+from tests.support.core_rows import (
+    GAP,
+    INTEGRATED,
+    INTERPOLATED,
+    MEASURED,
+    PARTIAL,
+    RESET,
+    Run,
+    ms,
+    slot,
 )
-
-
-def ms(when: str) -> int:
-    """'10:00:30' on DAY, or a full ISO date-time, as Unix ms (UTC)."""
-    text = when if "T" in when else f"{DAY}T{when}"
-    return int(datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp() * 1000)
-
-
-def slot(when: str) -> int:
-    return ms(when) // SLOT_MS
-
-
-def hhmm(end_ms: int) -> str:
-    return datetime.fromtimestamp(end_ms / 1000, UTC).strftime("%H:%M")
-
-
-class Run:
-    """One stream through both implementations, records as (end 'HH:MM', kWh, quality)."""
-
-    def __init__(self, spec: ChannelSpec, interval_s: int, **engine_kw: object) -> None:
-        self.spec = spec
-        self.engine = Engine([spec], interval_s, **engine_kw)  # type: ignore[arg-type]
-        self.ref = ReferenceCore([spec], interval_s)
-        self.records: list[tuple[str, float, Quality]] = []
-        self.ref_records: list[tuple[str, float, Quality]] = []
-
-    def feed(self, rows: list[tuple[str | int, float]]) -> list[tuple[str, float, Quality]]:
-        ts = [ms(t) if isinstance(t, str) else t for t, _ in rows]
-        vals = [v for _, v in rows]
-        recs = self.engine.feed(np.zeros(len(rows), dtype=np.int64), np.array(ts), np.array(vals))
-        new = [
-            (hhmm(int(e)), float(x), quality_of(int(f), self.spec.kind))
-            for e, x, f in zip(recs.end_ms, recs.energy, recs.flags, strict=True)
-        ]
-        self.records += new
-        for t, v in zip(ts, vals, strict=True):
-            self.ref.feed(0, t, v)
-        self.ref_records += [
-            (hhmm(r.end_ms), r.energy, quality_of(r.flags, self.spec.kind))
-            for r in self.ref.closed_intervals()
-        ]
-        return new
-
-    def check(self, expected: list[tuple[str, float, Quality]], abs_tol: float = 1e-9) -> None:
-        for got in (self.records, self.ref_records):
-            assert [(e, q) for e, _, q in got] == [(e, q) for e, _, q in expected]
-            assert [x for _, x, _ in got] == pytest.approx(
-                [x for _, x, _ in expected], abs=abs_tol, rel=0
-            )
-
-    def events(self) -> dict[Event, int]:
-        got = {e: int(self.engine.events[0, e]) for e in Event}
-        assert got == {e: self.ref.events(0)[e] for e in Event}
-        return {e: n for e, n in got.items() if n}
-
-    def window(self, first: str | int, end: str | int) -> float:
-        a = slot(first) if isinstance(first, str) else first
-        b = slot(end) if isinstance(end, str) else end
-        got = float(self.engine.range_sums([a], [b])[0, 0])
-        assert got == pytest.approx(self.ref.range_sum(0, a, b), abs=1e-9, rel=0)
-        return got
-
 
 COUNTER = ChannelSpec("meter", max_rate_per_h=200.0, max_gap_s=300.0)
 
@@ -132,23 +60,104 @@ def test_an_unsigned_32_bit_counter_wraps() -> None:
     # 0.06 kWh up to the top, 0.10 after it
     r.check([("10:01", 0.16, MEASURED)], abs_tol=1e-6)
     assert r.events() == {Event.WRAP: 1}
+    assert r.event_rows == [(0, "10:00:30", Event.WRAP, 0.10)]
 
 
-def test_a_drop_is_a_reset_that_counts_nothing() -> None:
-    r = Run(COUNTER, 60)
-    r.feed(
+def test_a_real_reset_rebaselines_at_the_first_of_three_agreeing_readings() -> None:
+    r = Run(COUNTER, 60)  # 200 kW: 0.833 kWh in 15 s, 3.33 in 60 s
+    held = r.feed(
         [
             ("10:00:00", 4999.0),
             ("10:00:30", 5000.0),
-            ("10:00:45", 3.0),  # meter reset: 5000 -> 3
-            ("10:01:00", 3.5),
-            ("10:02:00", 4.5),
+            ("10:00:45", 3.0),  # meter reset: 5000 -> 3, rejected for now
+            ("10:01:00", 3.5),  # agrees with 3.0 (+0.5 in 15 s)
         ]
     )
-    # 1.0 before the reset, nothing for 5000 -> 3, 0.5 after it
+    assert held == []  # the minute waits: 3.0 may still be garbage
+    r.feed([("10:02:00", 4.5)])  # agrees with 3.5 (+1.0 in 60 s): three agree
+    # New baseline 3.0 at 10:00:45. Minute 10:00: 4999 -> 5000 = 1.0, nothing for
+    # 10:00:30 -> 10:00:45, 3.0 -> 3.5 = 0.5; minute 10:01: 3.5 -> 4.5 = 1.0.
     r.check([("10:01", 1.5, RESET), ("10:02", 1.0, MEASURED)])
-    assert r.events() == {Event.RESET: 1}
-    assert r.records[0][2] == "reset"
+    # 30 + 15 s measured, the 15 s the rebaseline skipped missing
+    assert r.coverage == [("10:01", 45.0, 0.0), ("10:02", 60.0, 0.0)]
+    assert r.events() == {Event.GLITCH: 3, Event.RESET: 1}
+    assert r.event_rows == [
+        (0, "10:00:45", Event.GLITCH, 3.0),
+        (0, "10:01:00", Event.GLITCH, 3.5),
+        (0, "10:02:00", Event.GLITCH, 4.5),
+        (0, "10:00:45", Event.RESET, 3.0),  # the new baseline, below 5000: down
+    ]
+
+
+def test_a_single_garbage_zero_costs_nothing_without_any_limit() -> None:
+    """No max_power_kw: a decrease is still only a candidate, and one alone is a glitch."""
+    r = Run(ChannelSpec("meter"), 60)
+    r.feed(
+        [
+            ("10:00:00", 1000.0),
+            ("10:00:30", 1000.5),
+            ("10:00:40", 0.0),  # garbage
+            ("10:01:00", 1001.0),  # a step of 0.5 from 1000.5: accepted, the 0 forgotten
+            ("10:02:00", 1002.0),
+        ]
+    )
+    r.check([("10:01", 1.0, MEASURED), ("10:02", 1.0, MEASURED)])
+    assert r.coverage == [("10:01", 60.0, 0.0), ("10:02", 60.0, 0.0)]
+    assert r.event_rows == [(0, "10:00:40", Event.GLITCH, 0.0)]
+    assert r.events() == {Event.GLITCH: 1}
+
+
+def test_a_candidate_that_disagrees_restarts_the_run_at_itself() -> None:
+    r = Run(COUNTER, 60)  # 200 kW: 0.556 kWh in 10 s
+    r.feed(
+        [
+            ("10:00:00", 1000.0),
+            ("10:00:30", 1000.5),
+            ("10:00:40", 0.0),  # run [0.0]
+            ("10:00:50", 500.0),  # +500 in 10 s from 0.0: disagrees, run [500.0]
+            ("10:01:00", 1001.0),  # +0.5 from 1000.5: accepted, the run dropped
+            ("10:01:10", 2.0),  # run [2.0]
+            ("10:01:20", 2.05),  # run [2.0, 2.05]
+            ("10:01:30", 9.0),  # +6.95 in 10 s: disagrees, run [9.0]
+            ("10:01:40", 9.05),  # run [9.0, 9.05]
+            ("10:01:50", 9.1),  # run [9.0, 9.05, 9.1]: new baseline 9.0 at 10:01:30
+            ("10:02:00", 9.15),
+        ]
+    )
+    # minute 10:01: 1000 -> 1001; minute 10:02: nothing for 10:01:00 -> 10:01:30, then
+    # 9.0 -> 9.15 = 0.15 over its last 30 s
+    r.check([("10:01", 1.0, MEASURED), ("10:02", 0.15, RESET)])
+    assert r.coverage == [("10:01", 60.0, 0.0), ("10:02", 30.0, 0.0)]
+    glitches = [
+        ("10:00:40", 0.0),
+        ("10:00:50", 500.0),
+        ("10:01:10", 2.0),
+        ("10:01:20", 2.05),
+        ("10:01:30", 9.0),
+        ("10:01:40", 9.05),
+        ("10:01:50", 9.1),
+    ]
+    assert r.event_rows == [
+        *((0, t, Event.GLITCH, v) for t, v in glitches),
+        (0, "10:01:30", Event.RESET, 9.0),
+    ]
+
+
+def test_a_jump_up_and_back_costs_nothing() -> None:
+    """Two readings that agree with each other are not enough: a third normal one wins."""
+    r = Run(COUNTER, 60)
+    r.feed(
+        [
+            ("10:00:00", 1000.0),
+            ("10:00:30", 1000.5),
+            ("10:00:40", 50000.0),
+            ("10:00:50", 50000.1),  # agrees with 50000.0: a run of two
+            ("10:01:00", 1001.0),  # back: +0.5 from 1000.5 in 30 s
+        ]
+    )
+    r.check([("10:01", 1.0, MEASURED)])
+    assert r.events() == {Event.GLITCH: 2}
+    assert [e for _, _, e, _ in r.event_rows] == [Event.GLITCH, Event.GLITCH]
 
 
 def _steady(start: str, n: int, every_s: int, kwh_per_reading: float, v0: float) -> list:
@@ -181,7 +190,7 @@ def test_a_single_spike_counts_nothing_and_leaves_no_residue() -> None:
 
 
 def test_a_replaced_meter_at_a_higher_reading_rebaselines_after_three_readings() -> None:
-    r = Run(ChannelSpec("meter", max_rate_per_h=100.0), 60)  # 60 kW: 1 kWh a minute
+    r = Run(ChannelSpec("meter", max_rate_per_h=100.0), 60)  # 100 kW: 1.67 kWh a minute
     r.feed([("10:00:00", 100.0), ("10:01:00", 101.0), ("10:02:00", 102.0)])
     # the new meter reads 50,000: rejected, and the minute after 10:02 stays open
     assert r.feed([("10:03:00", 50000.0), ("10:04:00", 50001.0)]) == []
@@ -191,14 +200,16 @@ def test_a_replaced_meter_at_a_higher_reading_rebaselines_after_three_readings()
         [
             ("10:01", 1.0, MEASURED),
             ("10:02", 1.0, MEASURED),
-            ("10:03", 0.0, RESET),  # 10:02 -> 10:05: the jump counts nothing
-            ("10:04", 0.0, RESET),
-            ("10:05", 0.0, RESET),
+            ("10:03", 0.0, RESET),  # 10:02 -> 10:03, to the new baseline: nothing
+            ("10:04", 1.0, MEASURED),  # 50000 -> 50001: the agreeing readings count
+            ("10:05", 1.0, MEASURED),
             ("10:06", 1.0, MEASURED),
             ("10:07", 1.0, MEASURED),
         ]
     )
+    assert r.coverage[2:4] == [("10:03", 0.0, 0.0), ("10:04", 60.0, 0.0)]
     assert r.events() == {Event.GLITCH: 3, Event.REBASELINE: 1}
+    assert r.event_rows[-1] == (0, "10:03:00", Event.REBASELINE, 50000.0)  # up: a jump
 
 
 def test_a_float32_counter_at_a_million_kwh_is_never_a_glitch() -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import itertools
 import logging
 import random
 from collections.abc import Iterator
@@ -27,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from agent.config import parse_config
 from agent.config.models import AgentConfig
 from agent.core import kernel
-from agent.core.channels import RING, SLOT_MS
-from agent.core.engine import Engine, Records
+from agent.core.channels import RING
+from agent.core.engine import Engine
 from agent.core.jit import ENV, Backend, JitSettingError, choose
 from agent.core.site import Reading, SiteCore
 from agent.payloads import encode
@@ -36,7 +35,14 @@ from agent.runtime.agent import Agent, warm_up
 from agent.runtime.outbox import MemoryOutbox
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
-from tests.unit.test_core_equivalence import scenarios
+from tests.unit.test_core_equivalence import (
+    apply_change,
+    make_engine,
+    parts,
+    same_bits,
+    same_closed,
+    scenarios,
+)
 
 LIBRARY = ProfileLibrary()
 
@@ -95,50 +101,23 @@ def test_numba_that_cannot_be_imported_says_why() -> None:
 # --- the same bits -------------------------------------------------------------------------
 
 
-def _bits(a: np.ndarray) -> np.ndarray:
-    """Floats as their bit patterns: -0.0 differs from 0.0, NaN equals the same NaN."""
-    return a.view(np.int64) if a.dtype == np.float64 else a
-
-
-def _same(a: np.ndarray, b: np.ndarray) -> bool:
-    return a.dtype == b.dtype and a.shape == b.shape and bool((_bits(a) == _bits(b)).all())
-
-
-def _same_records(a: Records, b: Records) -> bool:
-    return all(
-        _same(getattr(a, f), getattr(b, f)) for f in ("channel", "end_ms", "energy", "flags")
-    )
-
-
 @settings(
-    max_examples=150,
+    max_examples=120,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(sc=scenarios())
 def test_python_kernels_give_the_compiled_kernels_bits(python_kernel: ModuleType, sc: dict) -> None:
-    engines = [
-        Engine(
-            sc["specs"],
-            sc["interval_s"],
-            demand=sc["demand"],
-            month_starts_ms=[s * SLOT_MS for s in sc["month_slots"]],
-            out_capacity=sc["capacity"],
-            kernel=k,
-        )
-        for k in (kernel, python_kernel)
-    ]
+    """Records, slot rows (coverage, demand), event rows and every state array."""
+    engines = [make_engine(sc, kernel=k) for k in (kernel, python_kernel)]
     assert [e.jit.backend for e in engines] == [Backend.NUMBA, Backend.PYTHON]
-    rows = sc["rows"]
-    for a, b in itertools.pairwise([0, *sc["cuts"], len(rows)]):
-        part = rows[a:b]
-        chans = np.array([c for c, _, _ in part], dtype=np.int64)
-        ts = np.array([t for _, t, _ in part], dtype=np.int64)
-        vals = np.array([v for _, _, v in part], dtype=np.float64)
+    for k, (chans, ts, vals) in enumerate(parts(sc)):
+        if k:
+            apply_change(sc["changes"][k - 1], *engines)
         compiled, python = (e.feed(chans, ts, vals) for e in engines)
-        assert _same_records(compiled, python)
+        assert same_closed(compiled, python)
     for name, array in engines[0].state_arrays().items():
-        assert _same(array, engines[1].state_arrays()[name]), name
+        assert same_bits(array, engines[1].state_arrays()[name]), name
 
     rnd: random.Random = sc["rnd"]
     top = int(engines[0].closed_slot_end().max())
@@ -147,9 +126,9 @@ def test_python_kernels_give_the_compiled_kernels_bits(python_kernel: ModuleType
     weights = np.random.default_rng(sc["weight_seed"]).uniform(0.0, 1.0, size=(2, RING))
     group = np.array(sc["groups"], dtype=np.int64)
     sums = [e.range_sums(firsts, ends) for e in engines]
-    assert _same(*sums)
+    assert same_bits(*sums)
     wsums = [e.weighted_range_sums(group, weights, firsts, ends) for e in engines]
-    assert _same(*wsums)
+    assert same_bits(*wsums)
     for c in range(len(sc["specs"])):
         assert engines[0].demand_peak(c) == engines[1].demand_peak(c)
 

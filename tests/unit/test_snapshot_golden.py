@@ -25,8 +25,10 @@ import pytest
 
 from agent.config import load_config
 from agent.config.models import AgentConfig
-from agent.core.engine import load_kernel
+from agent.core.channels import ChannelKind, ChannelSpec, Event
+from agent.core.engine import Closed, Engine, load_kernel
 from agent.core.site import Reading, SiteCore
+from agent.core.snapshot import Snapshot
 from agent.payloads import Message, encode
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
@@ -128,6 +130,96 @@ def test_the_parent_record_held_at_the_cut_comes_out_with_its_unmetered() -> Non
     assert site.load_snapshot(case / "core.npz")
     energy = [m.payload for m in feed(site, rows[cut:]) if m.topic.endswith("/main/energy")]
     assert (energy[0]["ts"], energy[0]["unmetered_kwh"]) == (1704067500000, 0.9)
+
+
+@pytest.mark.parametrize("case", SNAPSHOT_CASES, ids=lambda p: p.name.removeprefix("snapshot-"))
+def test_an_old_snapshot_gets_the_coverage_one_run_has(case: Path) -> None:
+    """The first format kept no coverage and only the latest rejected reading. Restored,
+    each slot it had closed (and the open slot so far) is read from its flags; in these
+    cases' normal polling that is measured, so the engine holds exactly what one run of
+    this core holds at the cut, and its records' coverage continues the same."""
+    config, rows, cut = _case(case)
+    one_run = SiteCore(config, LIBRARY)
+    feed(one_run, rows[:cut])
+    restored = SiteCore(config, LIBRARY)
+    assert restored.load_snapshot(case / "core.npz")
+    for name, array in one_run.engine.state_arrays().items():
+        np.testing.assert_array_equal(restored.engine.state_arrays()[name], array, err_msg=name)
+    assert restored.engine.ring_cov.any()  # the slots closed before the cut have coverage
+
+
+def _first_format(snap: Snapshot) -> Snapshot:
+    """``snap`` as the first format wrote it: only the keys and arrays of the golden files."""
+    meta, arrays = _content(SNAPSHOT_CASES[0] / "core.npz")
+    old = Snapshot(snap.path)
+    old.meta = {k: v for k, v in snap.meta.items() if k in meta}
+    old.arrays = {k: v for k, v in snap.arrays.items() if k in arrays}
+    assert set(old.arrays) == set(arrays) - {"weights"}  # the engine's part, none missing
+    return old
+
+
+def _engine() -> Engine:
+    counter = ChannelSpec("m/kwh", max_rate_per_h=200.0, max_gap_s=300.0)
+    power = ChannelSpec("p/kw", ChannelKind.POWER, max_rate_per_h=500.0, max_gap_s=300.0)
+    return Engine([counter, power], 60)
+
+
+def _stream(*rows: tuple[int, str, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(channel, 'MM:SS' after 10:00 on 2024-01-15 UTC, value) rows as the engine's arrays."""
+    ten = 1_705_312_800_000
+    ts = [ten + int(t[:2]) * 60_000 + int(t[3:]) * 1000 for _, t, _ in rows]
+    return np.array([c for c, _, _ in rows]), np.array(ts), np.array([v for _, _, v in rows])
+
+
+def test_a_first_format_snapshot_reads_coverage_from_the_flags() -> None:
+    """A slot flagged INTERPOLATED counts as interpolated, GAP as missing, anything else as
+    measured: for a counter across a polling gap and a power meter across one, exactly
+    what this core counts itself. A run of rejected readings restarts at the latest."""
+    before = _stream(
+        (0, "00:00", 100.0),
+        (1, "00:00", 60.0),
+        (0, "01:00", 101.0),
+        (1, "01:00", 60.0),
+        (0, "09:00", 109.0),  # 8 minutes without a reading: interpolated
+        (1, "09:00", 60.0),  # 8 minutes without power: a gap, missing
+        (0, "09:20", 109.4),
+        (1, "09:20", 60.0),
+        (0, "09:30", 0.0),  # reset: rejected, a run of one ...
+        (0, "09:40", 0.1),  # ... and of two
+    )
+    after = _stream(
+        (0, "09:50", 0.2),
+        (1, "09:50", 60.0),
+        (0, "10:00", 0.3),
+        (1, "10:00", 60.0),
+        (0, "11:00", 1.3),
+    )
+    whole = _engine()
+    whole.feed(*before)
+    snap = Snapshot(Path("core.npz"))
+    whole.save(snap)
+    upgraded = _engine()
+    upgraded.restorer(_first_format(snap), same_interval=True)()
+    np.testing.assert_array_equal(upgraded.ring_cov, whole.ring_cov)
+    expected, got = whole.feed(*after), upgraded.feed(*after)
+    # the whole run rebaselines at 0.0 (10:09:30); the upgraded one knew only 0.1 (10:09:40)
+    assert [(int(e), int(t) % 60_000, v) for e, t, v in zip(*_events(expected), strict=True)] == [
+        (Event.GLITCH, 50_000, 0.2),
+        (Event.RESET, 30_000, 0.0),
+    ]
+    assert [(int(e), int(t) % 60_000, v) for e, t, v in zip(*_events(got), strict=True)] == [
+        (Event.GLITCH, 50_000, 0.2),
+        (Event.GLITCH, 0, 0.3),
+        (Event.RESET, 40_000, 0.1),
+    ]
+    # everything else is as it was: the power meter's slots, the counter's first slots
+    for closed in (expected, got):
+        p = closed.slots.channel == 1
+        assert closed.slots.measured_ms[p].tolist() == [60_000]  # 10:09, as polled
+
+
+def _events(closed: Closed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return closed.events.event, closed.events.ts, closed.events.value
 
 
 def _write(case: Path, source: str, cut: int) -> None:
