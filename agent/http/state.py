@@ -5,7 +5,8 @@ this same JSON. It is rendered from one :class:`~agent.status.AgentStatus` (the
 runtime builds it and decides the health, see :mod:`agent.runtime.status`);
 here the numbers are only rounded for display and laid out under the keys the
 page knows (schema ``SCHEMA_VERSION``). A new section is a new key: older pages
-ignore it, so the version changes only when an existing key does.
+ignore it, so the version changes only when an existing key does. A section whose
+JSON is its fields as they are is rendered by :func:`_plain`.
 
 What needs memory across snapshots for the page alone, the sparklines' last
 15 minutes of power per device, is kept by :class:`StateView`.
@@ -13,10 +14,11 @@ What needs memory across snapshots for the page alone, the sparklines' last
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from agent.status import (
@@ -24,10 +26,7 @@ from agent.status import (
     AgentStatus,
     DemandStatus,
     DeviceStatus,
-    LinkStatus,
-    OutboxStatus,
     SiteStatus,
-    StorageStatus,
     WindowFigures,
 )
 
@@ -54,9 +53,9 @@ def state_document(s: AgentStatus) -> dict[str, Any]:
         "ts": s.ts,
         "agent": _agent(s.agent),
         "health": {"state": s.health.state, "problems": list(s.health.problems)},
-        "mqtt": _mqtt(s.link),
-        "buffer": _buffer(s.outbox),
-        "storage": _storage(s.storage),
+        "mqtt": _plain(s.link),
+        "buffer": _plain(s.outbox, oldest_age_s=_f(s.outbox.oldest_age_s, 1)),
+        "storage": _plain(s.storage, lost_total=s.storage.lost_total),
         "site": _site(s.site),
         "devices": [_device(d) for d in s.devices],
     }
@@ -75,46 +74,15 @@ def _agent(a: AgentInfo) -> dict[str, Any]:
     }
 
 
-def _mqtt(link: LinkStatus) -> dict[str, Any]:
-    return {
-        "connected": link.connected,
-        "broker": link.broker,
-        "last_error": link.last_error,
-        "connects": link.connects,
-        "disconnects": link.disconnects,
-    }
-
-
-def _buffer(ob: OutboxStatus) -> dict[str, Any]:
-    return {
-        "depth": ob.depth,
-        "bytes": ob.bytes,
-        "oldest_ms": ob.oldest_ms,
-        "oldest_age_s": _f(ob.oldest_age_s, 1),
-        "dropped": dict(ob.dropped),
-        "growing": ob.growing,
-        "alarm": ob.alarm,
-        "published": ob.published,
-        "acked": ob.acked,
-        "refused": ob.refused,
-    }
-
-
-def _storage(st: StorageStatus) -> dict[str, Any]:
-    return {
-        "ok": st.ok,
-        "error": st.error,
-        "since_ms": st.since_ms,
-        "directory": st.directory,
-        "free_bytes": st.free_bytes,
-        "unstored": st.unstored,
-        "unstored_records": st.unstored_records,
-        "unstored_bytes": st.unstored_bytes,
-        "memory_max_bytes": st.memory_max_bytes,
-        "failures": st.failures,
-        "lost": dict(st.lost),
-        "lost_total": st.lost_total,
-    }
+def _plain(section: Any, **shown: object) -> dict[str, Any]:
+    """A section's fields under their own names, in their order; ``shown`` replaces some
+    (a number rounded for display) or adds others (a total) at the end."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        out[f.name] = dict(value) if isinstance(value, Mapping) else value
+    out.update(shown)
+    return out
 
 
 def _site(site: SiteStatus) -> dict[str, Any]:

@@ -41,7 +41,7 @@ from agent.core.devices import DeviceInfo
 from agent.core.site import SiteCore
 from agent.runtime.devices import DeviceState
 from agent.runtime.mqtt import MqttLink, Pump
-from agent.runtime.outbox import StorageGuard, StorageHealth
+from agent.runtime.outbox import StorageGuard
 from agent.runtime.outbox.guard import human_bytes
 from agent.status import (
     ERROR,
@@ -152,7 +152,7 @@ class StatusSource:
         now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         devices = tuple(_device(info, rt.devices[info.device.id], now) for info in rt.site.devices)
         link = self._link()
-        storage = _storage(rt.outbox.health())
+        storage = rt.outbox.health()
         outbox = self._outbox(now, link.connected)
         problems = [
             *_link_problems(link),
@@ -247,22 +247,6 @@ def _device(info: DeviceInfo, st: DeviceState, now: int) -> DeviceStatus:
             info.quantity.value, _num(values.get(info.quantity)), _MAIN_UNIT.get(info.quantity, "")
         ),
         values={q.value: v for q, v in values.items()},
-    )
-
-
-def _storage(h: StorageHealth) -> StorageStatus:
-    return StorageStatus(
-        ok=h.ok,
-        error=h.error,
-        since_ms=h.since_ms,
-        directory=h.directory,
-        free_bytes=h.free_bytes,
-        unstored=h.unstored,
-        unstored_records=h.unstored_records,
-        unstored_bytes=h.unstored_bytes,
-        memory_max_bytes=h.memory_max_bytes,
-        failures=h.failures,
-        lost={k.name.lower(): n for k, n in h.lost.items()},
     )
 
 

@@ -18,36 +18,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
 from agent.cli.demo import _render
-from agent.config import parse_config
 from agent.http.state import StateView, state_document
 from agent.runtime.agent import Agent
-from agent.runtime.outbox import MemoryOutbox
 from agent.runtime.status import BufferTrend, status_line
 from agent.status import AgentStatus
 from drivers.errors import ModbusTimeout
-from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
-from tests.unit.test_http import MIN, T0, _poll, make_agent
+from tests.support.agents import MIN, T0, make_agent, poll
 
-LIBRARY = ProfileLibrary()
 GOLDEN = Path(__file__).resolve().parents[1] / "cases" / "api-state" / "expected.json"
-
-CONFIG = """
-site: {id: plant-s, timezone: UTC}
-gateway: {id: gw-s}
-buses: [{id: bus-1, tcp: {host: 127.0.0.1, port: 1}}]
-devices:
-  - {id: press, bus: bus-1, unit: 1, profile: eastron-sdm630}
-  - {id: oven, bus: bus-1, unit: 2, profile: eastron-sdm630}
-  - {id: press-motor, bus: bus-1, unit: 3, profile: eastron-sdm630, parent: press}
-  - id: boiler
-    bus: bus-1
-    unit: 4
-    kind: gas
-    registers: [{quantity: gas_volume_m3, table: holding, address: 0, type: uint32}]
-mqtt: {host: 127.0.0.1, port: 1}
-state_dir: STATE
-"""
 
 
 def _electricity(kwh: float, kw: float) -> dict[Quantity, float | None]:
@@ -56,73 +35,68 @@ def _electricity(kwh: float, kw: float) -> dict[Quantity, float | None]:
 
 @pytest.fixture
 def agent(tmp_path: Path) -> Agent:
-    """press 80 kW, its motor 30 kW, the oven 50 kW then failing, the boiler at 1234.5 m³."""
-    config = parse_config(CONFIG.replace("STATE", str(tmp_path)), "t.yaml", profiles=LIBRARY)
-    agent = Agent(config, LIBRARY, outbox=MemoryOutbox(10_000_000))
+    """One poll each at T0: main 120 kW (1000 kWh), its sub 40 kW, parts at 0 units; spare
+    does not answer. Started a minute before."""
+    agent = make_agent(tmp_path, minutes=0)
     agent.started_ms = T0 - 60_000
-    agent.on_result(_poll("press"), T0, _electricity(100.0, 80.0), None, 0.01)
-    agent.on_result(_poll("press-motor"), T0, _electricity(10.0, 30.0), None, 0.01)
-    agent.on_result(_poll("oven"), T0, _electricity(50.0, 50.0), None, 0.01)
-    agent.on_result(_poll("oven"), T0 + 10_000, None, ModbusTimeout("unit 2: no answer"), 0.5)
-    agent.on_result(_poll("boiler"), T0 + 5_000, {Quantity.GAS_VOLUME_M3: 1234.5}, None, 0.01)
     return agent
 
 
 def test_the_snapshot_says_what_the_polls_left(agent: Agent) -> None:
     s = agent.status(T0 + 12_500)
     assert s.ts == T0 + 12_500
-    assert (s.agent.site, s.agent.site_name, s.agent.gateway) == ("plant-s", "plant-s", "gw-s")
-    assert s.agent.topic_base == "energy/v1/plant-s/gw-s"
-    assert s.agent.uptime_s == 72.5  # started 60 s before T0
+    assert (s.agent.site, s.agent.site_name, s.agent.gateway) == ("plant-t", "Test plant", "gw-t")
+    assert s.agent.topic_base == "energy/v1/plant-t/gw-t"
+    assert s.agent.uptime_s == 72.5
     devices = {d.id: d for d in s.devices}
-    assert list(devices) == ["press", "oven", "press-motor", "boiler"]  # config order
-    press, oven, motor, boiler = (devices[k] for k in ("press", "oven", "press-motor", "boiler"))
-    assert (press.state, press.polls, press.failures, press.age_s) == ("ok", 1, 0, 12.5)
-    assert press.values == {"energy_import_kwh": 100.0, "active_power_kw": 80.0}
-    assert (press.main.quantity, press.main.value, press.main.unit) == (
+    assert list(devices) == ["main", "sub", "spare", "parts"]  # config order
+    main, sub, spare, parts = (devices[k] for k in ("main", "sub", "spare", "parts"))
+    assert (main.state, main.polls, main.failures, main.age_s) == ("ok", 1, 0, 12.5)
+    assert main.values == {"energy_import_kwh": 1000.0, "active_power_kw": 120.0}
+    assert (main.main.quantity, main.main.value, main.main.unit) == (
         "energy_import_kwh",
-        100.0,
+        1000.0,
         "kWh",
     )
-    # a failed poll keeps the last good values and says why
-    assert (oven.state, oven.reason, oven.polls, oven.failures) == ("error", "timeout", 2, 1)
-    assert oven.last_ok_ms == T0 and oven.power_kw == 50.0 and oven.error is not None
-    assert "unit 2: no answer" in oven.error
-    assert motor.parent == "press" and not motor.root_electricity
-    assert (boiler.kind, boiler.power_kw, boiler.main.value, boiler.main.unit) == (
-        "gas",
+    assert (spare.state, spare.reason, spare.polls, spare.failures) == ("error", "timeout", 1, 1)
+    assert spare.error is not None and "unit 3: no answer" in spare.error
+    assert spare.last_ok_ms is None and spare.age_s is None and spare.power_kw is None
+    assert sub.parent == "main" and not sub.root_electricity and main.root_electricity
+    assert (parts.kind, parts.power_kw, parts.main.value, parts.main.unit) == (
+        "production",
         None,
-        1234.5,
-        "m³",
+        0.0,
+        "units",
     )
-    assert boiler.meter == "inline registers" and boiler.age_s == 7.5
-    # site power: the roots that answered (press 80 kW); the motor is inside the press, the
-    # failing oven makes it incomplete, gas has no power
-    assert (s.site.power_kw, s.site.power_meters, s.site.power_complete) == (80.0, 1, False)
-    assert s.site.intensity is None  # no interval has closed
-    assert [m.device for m in s.site.demand.meters] == ["press", "oven"]
-    assert s.site.demand.now_kw is None
+    assert parts.meter == "inline registers" and main.meter == "eastron-sdm630"
+    # site power: the roots that answered (main); sub is inside main, the failing spare
+    # makes it incomplete, parts have no power
+    assert (s.site.power_kw, s.site.power_meters, s.site.power_complete) == (120.0, 1, False)
+    assert s.site.intensity is None and s.site.today is None  # no interval has closed
+    assert [m.device for m in s.site.demand.meters] == ["main", "spare"]
+    assert s.site.demand.now_kw is None and s.site.demand.period_min == 15
+    # waiting: a status and a measurement per good poll (3), the spare's error status
+    assert s.outbox.depth == 7 and s.outbox.alarm and not s.link.connected
     assert s.health.state == "degraded"
-    # waiting: a status and a measurement per good poll (4), the oven's error status
-    assert s.outbox.depth == 9 and s.outbox.alarm and not s.link.connected
     assert s.health.problems == (
         "MQTT not connected yet",
-        "buffering: 9 messages waiting to be sent",
-        "1 device failing: oven",
+        "buffering: 7 messages waiting to be sent",
+        "1 device failing: spare",
     )
 
 
 def test_a_snapshot_stays_what_it_was(agent: Agent) -> None:
     """A view may keep a snapshot (the sparklines do): later polls do not change it."""
     before = agent.status(T0 + 12_000)
-    agent.on_result(_poll("press"), T0 + 20_000, _electricity(100.5, 90.0), None, 0.01)
+    agent.on_result(poll("main"), T0 + 20_000, _electricity(1000.5, 90.0), None, 0.01)
     after = agent.status(T0 + 21_000)
-    press_before, press_after = before.devices[0], after.devices[0]
-    assert (press_before.polls, press_before.power_kw) == (1, 80.0)
-    assert (press_after.polls, press_after.power_kw) == (2, 90.0)
-    assert press_before.values["active_power_kw"] == 80.0
+    main_before, main_after = before.devices[0], after.devices[0]
+    assert (main_before.polls, main_before.power_kw) == (1, 120.0)
+    assert (main_after.polls, main_after.power_kw) == (2, 90.0)
+    assert main_before.values["active_power_kw"] == 120.0
+    assert before.site.power_kw == 120.0 and after.site.power_kw == 90.0
     with pytest.raises(dataclasses.FrozenInstanceError):
-        press_before.state = "error"  # type: ignore[misc]
+        main_before.state = "error"  # type: ignore[misc]
 
 
 def test_the_buffer_trend_needs_clear_growth_over_five_seconds() -> None:
@@ -145,26 +119,26 @@ def test_every_view_renders_the_same_snapshot(agent: Agent) -> None:
     status = agent.status(T0 + 12_500)
     doc = state_document(status)
     assert doc["health"]["problems"] == list(status.health.problems)
-    assert doc["site"]["power_kw"] == 80.0 and doc["devices"][0]["age_s"] == 12.5
+    assert doc["site"]["power_kw"] == 120.0 and doc["devices"][0]["age_s"] == 12.5
 
     agent.metrics.watch(lambda: status)
     families = {
         f.name: f for f in text_string_to_metric_families(agent.metrics.exposition().decode())
     }
     up = {s.labels["device"]: s.value for s in families["energy_agent_device_up"].samples}
-    assert up == {"press": 1.0, "oven": 0.0, "press-motor": 1.0, "boiler": 1.0}
+    assert up == {"main": 1.0, "sub": 1.0, "spare": 0.0, "parts": 1.0}
     ages = families["energy_agent_device_last_ok_age_seconds"].samples
-    assert {s.labels["device"]: s.value for s in ages}["boiler"] == 7.5
+    assert {s.labels["device"]: s.value for s in ages} == {"main": 12.5, "sub": 12.5, "parts": 12.5}
     assert families["energy_agent_uptime_seconds"].samples[0].value == 72.5
-    assert families["energy_agent_buffer_depth"].samples[0].value == status.outbox.depth > 0
+    assert families["energy_agent_buffer_depth"].samples[0].value == 7
 
-    assert status_line(status) == f"polling 4 devices (3 ok), outbox {status.outbox.depth}"
+    assert status_line(status) == "polling 4 devices (3 ok), outbox 7"
 
     console = Console(width=160, record=True)
     console.print(_render(status))
     table = console.export_text()
-    assert "ERROR timeout" in table and "1,234.50 m³" in table and "80.00" in table
-    assert "MQTT DOWN" in table and f"outbox: {status.outbox.depth} messages" in table
+    assert "ERROR timeout" in table and "1,000.00 kWh" in table and "0.00 units" in table
+    assert "120.00" in table and "MQTT DOWN" in table and "outbox: 7 messages" in table
 
 
 def test_the_page_view_keeps_the_snapshot_behind_its_document(agent: Agent) -> None:
@@ -177,7 +151,7 @@ def test_the_page_view_keeps_the_snapshot_behind_its_document(agent: Agent) -> N
     view = StateView(source)
     doc = view.refresh(T0 + 12_000)
     assert view.status() is seen[-1] and view.current() is doc and len(seen) == 1
-    assert view.history()["press"] == [[T0, 80.0]]
+    assert view.history() == {"main": [[T0, 120.0]], "sub": [[T0, 40.0]], "spare": [], "parts": []}
 
 
 # --- /api/state, byte for byte -----------------------------------------------------------
@@ -198,14 +172,14 @@ def _documents(tmp_path: Path) -> dict[str, Any]:
     a.link.state.disconnects = 1
     out["down"] = state_document(a.status(T0 + 22 * MIN + 1))
     odd = _electricity(0.0, 123.456789) | {Quantity.ENERGY_IMPORT_KWH: None}
-    a.on_result(_poll("main"), T0 + 20 * MIN + 20_000, odd, None, 0.01)
-    a.on_result(_poll("sub"), T0 + 20 * MIN + 20_000, None, ModbusTimeout("unit 2: no answer"), 0.5)
+    a.on_result(poll("main"), T0 + 20 * MIN + 20_000, odd, None, 0.01)
+    a.on_result(poll("sub"), T0 + 20 * MIN + 20_000, None, ModbusTimeout("unit 2: no answer"), 0.5)
     out["odd"] = state_document(a.status(T0 + 22 * MIN + 2))
     view = StateView(a.status)
     for k in range(30):
         kwh = 2000 + k / 3600 * 99.87654
         a.on_result(
-            _poll("main"),
+            poll("main"),
             T0 + 21 * MIN + k * 1000,
             _electricity(kwh, 99.87654321 + k / 7),
             None,

@@ -123,13 +123,13 @@ def test_memory_is_bounded_measurements_go_first_and_records_loudly(
     guard.put_many([item(Kind.MEASUREMENT, f"m{i:02}") for i in range(10)])
     h = guard.health()
     assert h.unstored == 10 and h.unstored_records == 4  # 4 records, the 6 newest measurements
-    assert h.lost[Kind.MEASUREMENT] == 4 and h.lost[Kind.ENERGY] == 0
+    assert h.lost["measurement"] == 4 and h.lost["energy"] == 0
     assert not [r for r in caplog.records if "dropped" in r.getMessage()]
     with caplog.at_level(logging.ERROR):
         guard.put_many([item(Kind.ENERGY, f"e{i:02}") for i in range(4, 12)])
     h = guard.health()
-    assert h.lost[Kind.MEASUREMENT] == 10  # every measurement went before any record
-    assert h.lost[Kind.ENERGY] == 2 and h.unstored == 10
+    assert h.lost["measurement"] == 10  # every measurement went before any record
+    assert h.lost["energy"] == 2 and h.unstored == 10
     dropped = [r for r in caplog.records if "dropped" in r.getMessage()]
     assert dropped and all(r.levelno == logging.ERROR for r in dropped)
     assert dropped[0].getMessage() == (
@@ -180,7 +180,7 @@ def test_close_stores_what_memory_holds_or_says_what_is_lost(
     with caplog.at_level(logging.ERROR):
         guard.close()  # never raises
     assert sum(guard.lost_at_close.values()) == 4
-    assert guard.health().lost[Kind.ENERGY] == 1
+    assert guard.health().lost["energy"] == 1
     text = caplog.records[-1].getMessage()
     assert text.startswith("exiting with 4 messages neither stored nor acknowledged")
     assert "measurement 3, energy 1" in text and "database or disk is full" in text

@@ -40,7 +40,7 @@ from agent.runtime.outbox.base import (
     Sync,
     entry_size,
 )
-from agent.runtime.outbox.guard import LANE_MAX_BYTES, StorageGuard, StorageHealth
+from agent.runtime.outbox.guard import LANE_MAX_BYTES, StorageGuard
 from agent.runtime.outbox.memory import MemoryOutbox
 from agent.runtime.outbox.sqlite import SqliteOutbox
 
@@ -57,7 +57,6 @@ __all__ = [
     "SqliteOutbox",
     "Stats",
     "StorageGuard",
-    "StorageHealth",
     "Sync",
     "entry_size",
 ]
