@@ -17,7 +17,9 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from agent.config import secrets
 from agent.config.common import Mqtt
+from drivers.errors import FileRefused
 
 
 class MqttConfigError(ValueError):
@@ -25,17 +27,22 @@ class MqttConfigError(ValueError):
 
 
 def read_secret(path: Path, what: str) -> str:
-    """A secret from a file (password, token), trailing newline removed."""
+    """A secret from a file (password, token) by the project's one rule (first line;
+    regular files of at most 64 KiB, see :mod:`agent.config.secrets`)."""
     try:
-        return Path(path).read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise MqttConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
+        return secrets.read_secret(path)
+    except FileRefused as exc:
+        raise MqttConfigError(f"{what}: cannot read {path}: {exc.reason}") from None
 
 
 def password_of(settings: Mqtt) -> str | None:
-    if settings.password_file is not None:
-        return read_secret(settings.password_file, "mqtt.password_file")
-    return settings.password
+    """The inline password or the password file's, as read when the config was loaded."""
+    try:
+        return settings.secret("password_file") if settings.password_file else settings.password
+    except FileRefused as exc:
+        raise MqttConfigError(
+            f"mqtt.password_file: cannot read {settings.password_file}: {exc.reason}"
+        ) from None
 
 
 class BufferedClient(paho.Client):

@@ -31,7 +31,13 @@ from pydantic import (
 from drivers.errors import Problem, ProfileError
 from drivers.quantities import PLAUSIBLE, Quantity
 from drivers.registers import Address, DataType, RatioRegister, RegisterSpec, Table
-from drivers.yamldoc import YamlDocument, format_path, parse_yaml, validation_problems
+from drivers.yamldoc import (
+    YamlDocument,
+    format_path,
+    parse_yaml,
+    read_document,
+    validation_problems,
+)
 
 PROFILE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)+$")
 
@@ -279,7 +285,10 @@ class ProfileLibrary:
         if profile_id not in files:
             raise ProfileError([Problem("profile", unknown_profile_message(profile_id, files))])
         path = files[profile_id]
-        profile = parse_profile(path.read_text(encoding="utf-8"), str(path), expected_id=profile_id)
+        text, problems = read_document(path, "the profile")
+        if text is None:
+            raise ProfileError(problems)
+        profile = parse_profile(text, str(path), expected_id=profile_id)
         self._cache[profile_id] = profile
         return profile
 

@@ -4,6 +4,13 @@ Profiles and configs are edited by hand on gateways; an error that says
 "line 14" is fixed in seconds, one that says "invalid" is not. PyYAML's safe
 loader silently keeps the last of two duplicate keys, which hides typos, so
 duplicates are errors here. pydantic error locations are mapped back to lines.
+
+A document is also input from whoever can edit it, so loading one is bounded:
+its size (read no further than the limit), its nesting, its number of values
+and what its aliases may add (a "billion laughs" file of 443 bytes expanded to
+3.7 GB before), and only plain values are built (no ``!!python/...`` or other
+tags). Every failure, whatever PyYAML raised, is a :class:`Problem` with the
+file and, where there is one, the line: never a traceback.
 """
 
 from __future__ import annotations
@@ -11,32 +18,99 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable, Sequence
+from pathlib import Path as FilePath
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from drivers.errors import Problem
+from drivers.errors import FileRefused, Problem
+from drivers.files import read_bounded, size_text
 
 Path = tuple[str | int, ...]
 
+#: The largest document read. A gateway's config with 1,000 meters is about 100 KiB
+#: and the largest profile 10 KiB; ten times that is a mistake, not a config. PyYAML
+#: parses some 300 KiB a second, so this also bounds the time a document can take.
+MAX_DOCUMENT_BYTES = 1 << 20
+#: Nesting deeper than this is refused (a config is six levels deep): PyYAML composes
+#: recursively, and 100,000 opening brackets would exhaust Python's stack.
+MAX_DEPTH = 32
+#: Values in a document, counted as they are parsed (keys count): a config of 1,000
+#: meters has about 13,000. PyYAML composes 15,000 to 50,000 a second (measured on a
+#: busy 2-core VM), and a 1 MiB file of ``[1,1,1,...`` would have half a million: this
+#: bound, not the size, is what keeps a hostile document within seconds.
+MAX_NODES = 50_000
+#: Values an alias may add. Aliases are allowed (several meters sharing one inline
+#: register list is a real use), but each one copies its anchor's values, so nine
+#: nested levels of ten aliases ("billion laughs", 443 bytes) would make a billion.
+MAX_ALIAS_VALUES = 10_000
+
+_YAML = "tag:yaml.org,2002:"
+#: Plain YAML values: what a config, bridge config or profile is made of. Anything
+#: else (``!!python/name:...``, ``!!binary``, ``!!set``, a local ``!tag``) is refused.
+_SAFE_TAGS = frozenset(_YAML + t for t in ("str", "int", "float", "bool", "null", "seq", "map"))
+_KINDS = {_YAML + "int": "integer", _YAML + "float": "number"}
+
+
+class _Refused:
+    """Stands for a value already reported (a refused tag, an unreadable number), so the
+    models' complaint about the same value ("should be a string") is not said twice."""
+
+    def __repr__(self) -> str:
+        return "<refused>"
+
+
+REFUSED = _Refused()
+
+
+class _TooLarge(Exception):
+    """A limit above was exceeded; the document is refused as a whole."""
+
+    def __init__(self, message: str, line: int | None) -> None:
+        super().__init__(message)
+        self.line = line
+
 
 class _Loader(yaml.SafeLoader):
-    pass
+    """PyYAML's safe loader, counting depth and values while it composes."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.depth = 0
+        self.nodes = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        self.depth += 1
+        self.nodes += 1
+        if self.depth > MAX_DEPTH:
+            raise _TooLarge(
+                f"nested deeper than {MAX_DEPTH} levels (a config needs about 6)",
+                self.peek_event().start_mark.line + 1,  # type: ignore[no-untyped-call]
+            )
+        if self.nodes > MAX_NODES:
+            raise _TooLarge(
+                f"more than {MAX_NODES:,} values (a config of 1,000 meters has about 13,000)",
+                self.peek_event().start_mark.line + 1,  # type: ignore[no-untyped-call]
+            )
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
-def _no_timestamps() -> None:
-    # Dates in YAML become datetime objects; our documents have none, and a
-    # string that looks like a date must stay a string.
-    resolvers = _Loader.yaml_implicit_resolvers
-    for key, entries in list(resolvers.items()):
-        resolvers[key] = [(tag, rx) for tag, rx in entries if tag != "tag:yaml.org,2002:timestamp"]
+def _plain_resolvers() -> None:
+    # Dates in YAML become datetime objects; our documents have none, and a string
+    # that looks like a date must stay a string. YAML 1.1's "value" type ('=') has no
+    # constructor in the safe loader: `password: =` would fail. Both stay strings.
+    keep = {_YAML + t for t in ("bool", "float", "int", "null", "merge")}
+    _Loader.yaml_implicit_resolvers = {
+        key: [(tag, rx) for tag, rx in entries if tag in keep]
+        for key, entries in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
 
 
-_Loader.yaml_implicit_resolvers = {
-    k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-_no_timestamps()
+_plain_resolvers()
 
 
 class YamlDocument:
@@ -61,96 +135,219 @@ class YamlDocument:
 
 
 def format_path(path: Iterable[str | int]) -> str:
+    """``devices[0].registers[3]``; an absurdly long key is cut (a message stays a line)."""
     out = ""
     for part in path:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            name = part if len(part) <= 60 else part[:59] + "…"
+            out += f".{name}" if out else name
     return out
 
 
-def parse_yaml(text: str, file: str = "") -> tuple[YamlDocument | None, list[Problem]]:
-    """Parse ``text``; return the document or the problems (syntax, duplicate keys)."""
-    try:
-        node = yaml.compose(text, Loader=_Loader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        what = getattr(exc, "problem", None) or str(exc)
-        # The problem mark can be far from the cause (an unclosed quote or brace is
-        # found at the next entry or at the end of the file); the context says where
-        # the construct that failed began.
-        context = getattr(exc, "context", None)
-        context_mark = getattr(exc, "context_mark", None)
-        if context and context_mark is not None and context_mark.line + 1 != line:
-            what += f" ({context} on line {context_mark.line + 1})"
-        return None, [Problem("", f"not valid YAML: {what}", file, line)]
-    if node is None:
-        return YamlDocument({}, {(): 1}, file), []
-    lines: dict[Path, int] = {}
-    problems: list[Problem] = []
-    constructor = _Loader(text)
-    try:
-        data = _build(node, (), lines, problems, constructor, file)
-    finally:
-        constructor.dispose()
-    return YamlDocument(data, lines, file), problems
+def short(value: object, width: int = 60) -> str:
+    """``repr`` cut to ``width``: a message must stay a line, whatever the value."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def _build(
-    node: yaml.Node,
-    path: Path,
-    lines: dict[Path, int],
-    problems: list[Problem],
-    constructor: yaml.constructor.SafeConstructor,
-    file: str,
-) -> Any:
-    lines[path] = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                problems.append(
-                    Problem(
-                        format_path(path),
-                        "merge keys (<<) are not supported",
-                        file,
-                        key_node.start_mark.line + 1,
-                    )
-                )
-                continue
-            key = constructor.construct_object(key_node, deep=True)
-            if not isinstance(key, str | int) or isinstance(key, bool):
-                problems.append(
-                    Problem(
-                        format_path(path),
-                        f"key {key!r} must be a string",
-                        file,
-                        key_node.start_mark.line + 1,
-                    )
-                )
-                continue
-            key = str(key)
-            if key in out:
-                problems.append(
-                    Problem(
-                        format_path((*path, key)),
-                        f"duplicate key '{key}' (the first is on line {lines[(*path, key)]})",
-                        file,
-                        key_node.start_mark.line + 1,
-                    )
-                )
-                continue
-            out[key] = _build(value_node, (*path, key), lines, problems, constructor, file)
-            lines[(*path, key)] = key_node.start_mark.line + 1
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [
-            _build(item, (*path, i), lines, problems, constructor, file)
-            for i, item in enumerate(node.value)
+def read_document(file: str | FilePath, what: str = "the file") -> tuple[str | None, list[Problem]]:
+    """The text of a YAML file, or the problems: unreadable, too large, binary, not UTF-8.
+
+    ``what`` names the file in messages ("the config file").
+    """
+    name = str(file)
+    try:
+        data = read_bounded(file, MAX_DOCUMENT_BYTES, what)
+    except FileRefused as exc:
+        return None, [Problem("", f"cannot read {what}: {exc.reason}", name)]
+    return decode_document(data, name)
+
+
+def decode_document(data: bytes, file: str = "") -> tuple[str | None, list[Problem]]:
+    """UTF-8 text, or where it is not: the line, so the editor can find the byte."""
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        return None, [
+            Problem(
+                "",
+                "a NUL byte: this is a binary file, or text saved as UTF-16; save it as UTF-8",
+                file,
+                data.count(b"\n", 0, nul) + 1,
+            )
         ]
-    return constructor.construct_object(node, deep=True)
+    try:
+        return data.decode("utf-8"), []
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        return None, [
+            Problem(
+                "",
+                f"not UTF-8 (byte {data[exc.start]:#04x} at column {column}): save the file "
+                "as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+                file,
+                line,
+            )
+        ]
+
+
+def parse_yaml(text: str, file: str = "") -> tuple[YamlDocument | None, list[Problem]]:
+    """Parse ``text``; return the document or the problems.
+
+    Never raises for any text: syntax errors, duplicate keys, tags other than plain
+    values, numbers Python cannot read and the limits above are all problems.
+    """
+    if len(text) > MAX_DOCUMENT_BYTES:
+        return None, [
+            Problem(
+                "", f"longer than {size_text(MAX_DOCUMENT_BYTES)}, the limit for a document", file
+            )
+        ]
+    loader: _Loader | None = None
+    try:
+        loader = _Loader(text)
+        node = loader.get_single_node()
+        if node is None:
+            return YamlDocument({}, {(): 1}, file), []
+        builder = _Builder(loader, file, budget=loader.nodes + MAX_ALIAS_VALUES)
+        data = builder.build(node, (), 1, 1)
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else None
+        what = f"character {exc.character!r} is not allowed in YAML ({exc.reason})"
+        if isinstance(exc.character, int):
+            what = f"character U+{exc.character:04X} is not allowed in YAML text"
+        return None, [Problem("", f"not valid YAML: {what}", file, line)]
+    except yaml.YAMLError as exc:
+        return None, [_syntax_problem(exc, file)]
+    except _TooLarge as exc:
+        return None, [Problem("", str(exc), file, exc.line)]
+    finally:
+        if loader is not None:
+            loader.dispose()
+    return YamlDocument(data, builder.lines, file), builder.problems
+
+
+def _syntax_problem(exc: yaml.YAMLError, file: str) -> Problem:
+    mark = getattr(exc, "problem_mark", None)
+    line = mark.line + 1 if mark is not None else None
+    what = getattr(exc, "problem", None) or str(exc)
+    # The problem mark can be far from the cause (an unclosed quote or brace is
+    # found at the next entry or at the end of the file); the context says where
+    # the construct that failed began.
+    context = getattr(exc, "context", None)
+    context_mark = getattr(exc, "context_mark", None)
+    if context and context_mark is not None and context_mark.line + 1 != line:
+        what += f" ({context} on line {context_mark.line + 1})"
+    if len(what) > 200:  # PyYAML quotes the token: an alias name can be a megabyte
+        what = what[:199] + "…"
+    return Problem("", f"not valid YAML: {what}", file, line)
+
+
+class _Builder:
+    """Composed nodes to plain data, a line per path; aliases expanded within a budget."""
+
+    def __init__(self, loader: _Loader, file: str, budget: int) -> None:
+        self.loader = loader
+        self.file = file
+        self.budget = budget
+        self.lines: dict[Path, int] = {}
+        self.problems: list[Problem] = []
+        #: Nodes built once; meeting one again is an alias (composed nodes are shared).
+        self.seen: set[int] = set()
+
+    def _problem(self, path: Path, message: str, node: yaml.Node) -> None:
+        self.problems.append(
+            Problem(format_path(path), message, self.file, node.start_mark.line + 1)
+        )
+
+    def _plain(self, node: yaml.Node, path: Path) -> bool:
+        if node.tag in _SAFE_TAGS or node.tag == _YAML + "merge":
+            return True
+        tag = node.tag.replace(_YAML, "!!", 1) if node.tag.startswith(_YAML) else node.tag
+        self._problem(
+            path,
+            f"the tag {short(tag)} is not allowed: a config holds plain strings, numbers, "
+            "true/false, null, lists and mappings",
+            node,
+        )
+        return False
+
+    def build(self, node: yaml.Node, path: Path, depth: int, site: int) -> Any:
+        """``site``: the line this node is used on; an alias's node was defined elsewhere."""
+        alias = id(node) in self.seen
+        if not alias:
+            self.seen.add(id(node))
+            site = node.start_mark.line + 1
+        self.budget -= 1
+        if self.budget < 0:
+            raise _TooLarge(
+                f"aliases (*name) expand to more than {MAX_ALIAS_VALUES:,} values: write "
+                "the values out, or use fewer aliases",
+                site,
+            )
+        if depth > MAX_DEPTH:  # reached through aliases, or an alias inside its own anchor
+            raise _TooLarge(f"nested deeper than {MAX_DEPTH} levels, through aliases (*name)", site)
+        self.lines[path] = node.start_mark.line + 1
+        if not self._plain(node, path):
+            return REFUSED
+        if isinstance(node, yaml.MappingNode):
+            return self._mapping(node, path, depth, site if alias else None)
+        if isinstance(node, yaml.SequenceNode):
+            return [
+                self.build(item, (*path, i), depth + 1, site) for i, item in enumerate(node.value)
+            ]
+        return self._scalar(node, path)
+
+    def _scalar(self, node: yaml.Node, path: Path) -> Any:
+        if node.tag == _YAML + "merge":  # `<<` as a value, not as a key: just a string
+            return node.value
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (ValueError, yaml.YAMLError):
+            # "0b_" matches YAML 1.1's integer pattern but int() refuses it; so does an
+            # integer of more than 4,300 digits.
+            kind = _KINDS.get(node.tag, "value")
+            self._problem(path, f"{short(node.value)} is not a valid {kind}", node)
+            return REFUSED
+
+    def _mapping(
+        self, node: yaml.MappingNode, path: Path, depth: int, alias_site: int | None
+    ) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _YAML + "merge":
+                self._problem(path, "merge keys (<<) are not supported", key_node)
+                continue
+            key = self._key(key_node, path)
+            if key is None:
+                continue
+            if key in out:
+                first = self.lines[(*path, key)]
+                self._problem(
+                    (*path, key), f"duplicate key '{key}' (the first is on line {first})", key_node
+                )
+                continue
+            line = key_node.start_mark.line + 1
+            out[key] = self.build(value_node, (*path, key), depth + 1, alias_site or line)
+            self.lines[(*path, key)] = line
+        return out
+
+    def _key(self, key_node: yaml.Node, path: Path) -> str | None:
+        if not isinstance(key_node, yaml.ScalarNode):
+            # never constructed: a list or mapping as a key could be an alias bomb
+            kind = "a list" if isinstance(key_node, yaml.SequenceNode) else "a mapping"
+            self._problem(path, f"a key must be a string, not {kind}", key_node)
+            return None
+        if not self._plain(key_node, path):
+            return None
+        key = self._scalar(key_node, path)
+        if not isinstance(key, str | int) or isinstance(key, bool):
+            if key is not REFUSED:
+                self._problem(path, f"key {short(key)} must be a string", key_node)
+            return None
+        return str(key)
 
 
 def validation_problems(doc: YamlDocument, exc: ValidationError, base: Path = ()) -> list[Problem]:
@@ -159,6 +356,8 @@ def validation_problems(doc: YamlDocument, exc: ValidationError, base: Path = ()
     errors = exc.errors(include_url=False)
     locs = [tuple(e["loc"]) for e in errors]
     for err, at in zip(errors, locs, strict=True):
+        if err.get("input") is REFUSED:
+            continue  # the YAML loader said why already
         # pydantic checks a tuple's min_length against the items that validated, so one
         # bad item in a one-item list also says "should have at least 1 item ..., not 0".
         # The item's own error is the cause; that length error would only mislead.
@@ -198,17 +397,19 @@ def _message(err: Any) -> str:
     if msg.startswith("Assertion failed, "):
         msg = msg[len("Assertion failed, ") :]
     inp = err.get("input")
+    if isinstance(inp, str) and len(inp) > 60:  # validators quote the input: keep it short
+        msg = msg.replace(inp, inp[:59] + "…")
     if kind == "string_pattern_mismatch":
         hint = PATTERN_HINTS.get(str(err.get("ctx", {}).get("pattern")))
         if hint:
-            return f"{hint} (got {inp!r})"
+            return f"{hint} (got {short(inp)})"
     if kind == "enum" and isinstance(inp, str):
         choices = re.findall(r"'([^']*)'", str(err.get("ctx", {}).get("expected", "")))
         close = difflib.get_close_matches(inp, choices, n=1, cutoff=0.6)
         if close:
-            return f"{msg} (got {inp!r} — did you mean {close[0]!r}?)"
+            return f"{msg} (got {short(inp)} — did you mean {close[0]!r}?)"
     if kind in {"enum", "literal_error"} or kind.endswith(("_parsing", "_type")):
-        return f"{msg} (got {inp!r})"
+        return f"{msg} (got {short(inp)})"
     return msg
 
 

@@ -11,14 +11,15 @@ from rich.table import Table
 
 from agent.cli.common import EXIT_OK, EXIT_USAGE, UsageError
 from agent.config import ConfigError
-from agent.config.load import load_any_config
+from agent.config.load import load_any_config, run_refusal
 from agent.config.models import AgentConfig, BridgeConfig
 from drivers.profile import Profile, ProfileLibrary
 
 
 def run_check(args: argparse.Namespace) -> int:
+    """Load the config as `run` or `bridge` would, the files it names included."""
     try:
-        config = load_any_config(args.config)
+        config = load_any_config(args.config, files=not args.no_files)
     except ConfigError as exc:
         n = len(exc.problems)
         for problem in exc.problems:
@@ -43,6 +44,9 @@ def run_check(args: argparse.Namespace) -> int:
     )
     for warning in config.http.warnings():
         print(f"warning: {warning}", file=sys.stderr)
+    refusal = run_refusal(config)
+    if refusal:
+        print(f"warning: {args.config}: {refusal}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -138,8 +138,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay_cli.add_parser(sub)
 
-    p = sub.add_parser("check", help="validate a config file")
+    p = sub.add_parser(
+        "check", help="validate a config file and the files it names, as `run` would"
+    )
     p.add_argument("-c", "--config", required=True, metavar="FILE")
+    p.add_argument(
+        "--no-files",
+        action="store_true",
+        help="check the document only, not the password, token and certificate files it "
+        "names (for a config meant for another machine)",
+    )
     p.set_defaults(handler=info.run_check)
 
     p = sub.add_parser("profiles", help="list built-in meter profiles")

@@ -135,7 +135,7 @@ def run_replay(args: argparse.Namespace) -> int:
     snapshot = _snapshot_path(args.snapshot_out)
     if args.publish and args.out is not None:
         raise UsageError("--publish and --out: choose one")
-    config = load_config(args.config)
+    config = load_config(args.config, files=False)  # replay connects to nothing
     if (slow := load_kernel(config.state_dir / CACHE_DIR).JIT.warning()) is not None:
         print(f"warning: {slow}", file=sys.stderr)
     options = Options(topics, window, Reader(args.reader), final_flush=snapshot is None)

@@ -20,6 +20,7 @@ from typing import Any
 
 from agent.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from agent.config import load_config
+from agent.config.load import run_refusal
 from agent.http.limits import Limits
 from agent.http.server import TICK_S, HttpServer
 from agent.mqttclient import MqttConfigError
@@ -28,12 +29,12 @@ from drivers.profile import ProfileLibrary
 
 
 def run_agent(args: argparse.Namespace) -> int:
+    # The same loading as `check`: bad YAML, a bad value or a file that cannot be used
+    # (the password, the certificates) stops here with exit 2, before any loop runs.
     config = load_config(args.config)
-    if config.mqtt is None:
-        print(
-            f"error: {args.config}: `run` needs an `mqtt:` section (host, port, credentials)",
-            file=sys.stderr,
-        )
+    refusal = run_refusal(config)
+    if refusal:
+        print(f"error: {args.config}: {refusal}", file=sys.stderr)
         return EXIT_USAGE
     if not args.verbose:
         logging.getLogger().setLevel(logging.INFO)
@@ -62,7 +63,7 @@ async def _main(agent: Agent) -> None:
 def live_page(agent: Agent, *, tick_s: float = TICK_S, limits: Limits | None = None) -> HttpServer:
     """The agent's page: its ``http:`` settings, fed from its status, with its metrics.
 
-    OSError when the settings' password file cannot be read.
+    The password file was read with the config (``run_refusal`` said if it cannot be).
     """
     return HttpServer.for_status(
         agent.config.http, agent.status, agent.metrics, tick_s=tick_s, limits=limits

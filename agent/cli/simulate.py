@@ -11,9 +11,11 @@ import time
 from pathlib import Path
 
 from agent.cli.common import EXIT_OK, UsageError, parse_units
+from drivers.errors import DocumentError
 from drivers.profile import ProfileLibrary
 from drivers.simulator.plant import FaultSpec, Plant, SimEndpoint, SimMeter, parse_plant
 from drivers.simulator.server import SimulatorServer
+from drivers.yamldoc import read_document
 
 _FAULT_KEYS = {
     "timeout": "timeout",
@@ -54,10 +56,9 @@ def plant_from_args(args: argparse.Namespace, library: ProfileLibrary) -> Plant:
         if args.tcp or args.rtu or args.rtu_over_tcp or args.profile:
             raise UsageError("give either -c FILE or an endpoint with --profile, not both")
         path = Path(args.config)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        text, problems = read_document(path, "the plant file")
+        if text is None:
+            raise DocumentError(problems)
         return parse_plant(text, str(path), library)
     if not (args.tcp or args.rtu or args.rtu_over_tcp):
         raise UsageError(

@@ -37,7 +37,8 @@ def _url_from(args: argparse.Namespace) -> tuple[str, str | None]:
     elif args.config:
         from agent.config import load_config
 
-        http = load_config(args.config).http
+        # only the address and the password file: status needs no MQTT certificates
+        http = load_config(args.config, files=False).http
         host = http.host if http.host not in ("0.0.0.0", "::") else "127.0.0.1"
         base = f"http://{f'[{host}]' if ':' in host else host}:{http.port}/"
         password_file = password_file or http.password_file

@@ -14,21 +14,32 @@ from typing import Annotated
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from agent.config.common import Id, Mqtt, Strict
-from agent.config.document import ConfigError, dedupe, expand_env, read_config_text
-from drivers.yamldoc import parse_yaml, validation_problems
+from agent.config.common import Id, Mqtt, SecretFiles, Strict
+from agent.config.document import (
+    ConfigError,
+    dedupe,
+    expand_env,
+    parse_document,
+    read_config_text,
+    referenced_files,
+)
+from drivers.errors import Problem
+from drivers.yamldoc import YamlDocument, validation_problems
 
 
-class Influx(Strict):
+class Influx(SecretFiles):
     """Where the bridge writes: influxdb-client's v2 write API (InfluxDB 2/3, Cloud,
     1.8+ with its compatibility endpoint, VictoriaMetrics)."""
+
+    secret_fields = ("token_file",)
 
     url: str = Field(pattern=r"^https?://")
     org: str = Field(min_length=1)
     bucket: str = Field(min_length=1)
     #: The API token; write ``token: ${INFLUX_TOKEN}`` to take it from the environment.
     token: str | None = None
-    #: A file holding the token (first line, whitespace stripped); never logged.
+    #: A file holding the token (first line, whitespace stripped); read when the config
+    #: is loaded, never logged.
     token_file: Path | None = None
     verify_tls: bool = True
     #: A CA bundle for a server certificate signed by the plant's own CA.
@@ -121,10 +132,18 @@ def parse_bridge_config(
     text: str, file: str = "", *, env: Mapping[str, str] | None = None
 ) -> BridgeConfig:
     """Validate a bridge config document like the agent's: every problem, with its line."""
-    doc, problems = parse_yaml(text, file)
-    if doc is None:
-        raise ConfigError(problems)
-    problems += expand_env(doc, os.environ if env is None else env)
+    return bridge_config(*parse_document(text, file), env=env)
+
+
+def bridge_config(
+    doc: YamlDocument,
+    problems: list[Problem],
+    *,
+    env: Mapping[str, str] | None = None,
+    files: bool = False,
+) -> BridgeConfig:
+    """The model of a parsed document; with ``files``, also the files it names (secrets)."""
+    problems = problems + expand_env(doc, os.environ if env is None else env)
     config: BridgeConfig | None = None
     try:
         config = BridgeConfig.model_validate(doc.data)
@@ -133,9 +152,18 @@ def parse_bridge_config(
     if problems:
         raise ConfigError(dedupe(problems))
     assert config is not None
+    if files:
+        referenced_files(doc, config)
     return config
 
 
-def load_bridge_config(path: str | Path, *, env: Mapping[str, str] | None = None) -> BridgeConfig:
-    """`energy-agent bridge -c FILE`: read and validate; ConfigError lists every problem."""
-    return parse_bridge_config(read_config_text(path), str(Path(path)), env=env)
+def load_bridge_config(
+    path: str | Path, *, env: Mapping[str, str] | None = None, files: bool = True
+) -> BridgeConfig:
+    """`energy-agent bridge -c FILE`: read and validate; ConfigError lists every problem.
+
+    ``files=False`` checks the document only, not the files it names (they may be
+    another machine's).
+    """
+    doc, problems = parse_document(read_config_text(path), str(Path(path)))
+    return bridge_config(doc, problems, env=env, files=files)

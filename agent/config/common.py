@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+
+from agent.config.secrets import read_secret
 
 #: For pydantic, whose (Rust) regex ``$`` is the end of the text, and for messages.
 ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
@@ -28,6 +30,27 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class SecretFiles(Strict):
+    """A section with fields naming secret files (``secret_fields``), each read once.
+
+    The loader reads them while it checks the config (:mod:`agent.config.secrets`),
+    before any event loop runs; the commands then take them from here. The content
+    is kept out of the model's fields, so no dump, repr or log shows it.
+    """
+
+    secret_fields: ClassVar[tuple[str, ...]] = ()
+    _secrets: dict[str, str] = PrivateAttr(default_factory=dict)
+
+    def secret(self, field: str) -> str | None:
+        """The secret in the file ``field`` names, or None without one; FileRefused if unusable."""
+        path: Path | None = getattr(self, field)
+        if path is None:
+            return None
+        if field not in self._secrets:
+            self._secrets[field] = read_secret(path)
+        return self._secrets[field]
+
+
 class TlsSettings(Strict):
     ca: Path | None = None
     cert: Path | None = None
@@ -40,7 +63,9 @@ class TlsSettings(Strict):
         return self
 
 
-class Mqtt(Strict):
+class Mqtt(SecretFiles):
+    secret_fields = ("password_file",)
+
     host: str = Field(min_length=1)
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
     tls: TlsSettings | None = None

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from agent.config.secrets import file_problems
 from drivers.errors import DocumentError, Problem
-from drivers.yamldoc import YamlDocument
+from drivers.yamldoc import YamlDocument, parse_yaml, read_document
 
 _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -70,11 +71,27 @@ def dedupe(problems: list[Problem]) -> list[Problem]:
 
 
 def read_config_text(path: str | Path) -> str:
-    """The file's text; a missing or unreadable file is a problem, not a traceback."""
-    p = Path(path)
-    try:
-        return p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            [Problem("", f"cannot read the config file: {exc.strerror}", str(p))]
-        ) from None
+    """The file's text; a missing, unreadable, oversized or non-UTF-8 file is a problem.
+
+    Read with the YAML loader's bounds (``drivers.yamldoc.MAX_DOCUMENT_BYTES``, regular
+    files only): ``-c /dev/zero`` or a 100 MB file is refused before it is read.
+    """
+    text, problems = read_document(path, "the config file")
+    if text is None:
+        raise ConfigError(problems)
+    return text
+
+
+def parse_document(text: str, file: str) -> tuple[YamlDocument, list[Problem]]:
+    """The YAML document and its problems so far (duplicate keys); ConfigError if none."""
+    doc, problems = parse_yaml(text, file)
+    if doc is None:
+        raise ConfigError(problems)
+    return doc, problems
+
+
+def referenced_files(doc: YamlDocument, config: Any) -> None:
+    """ConfigError when a file the valid ``config`` names cannot be used (see secrets)."""
+    problems = file_problems(doc, config)
+    if problems:
+        raise ConfigError(dedupe(problems))

@@ -10,23 +10,27 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
-from agent.config.bridge import BridgeConfig
+from agent.config.bridge import BridgeConfig, bridge_config
 from agent.config.bridge import load_bridge_config as load_bridge_config
 from agent.config.bridge import parse_bridge_config as parse_bridge_config
 from agent.config.document import ConfigError as ConfigError
-from agent.config.document import dedupe, expand_env, read_config_text
+from agent.config.document import (
+    dedupe,
+    expand_env,
+    parse_document,
+    read_config_text,
+    referenced_files,
+)
 from agent.config.models import ID_RX, AgentConfig
 from drivers.errors import Problem, ProfileError
 from drivers.profile import ProfileLibrary, locate_problems, unknown_profile_message
 from drivers.quantities import Quantity
-from drivers.yamldoc import YamlDocument, parse_yaml, validation_problems
+from drivers.yamldoc import YamlDocument, validation_problems
 
 
 def parse_config(
@@ -37,10 +41,23 @@ def parse_config(
     profiles: ProfileLibrary | None = None,
 ) -> AgentConfig:
     """Validate a config document; raise ConfigError with every problem."""
-    doc, problems = parse_yaml(text, file)
-    if doc is None:
-        raise ConfigError(problems)
-    problems += expand_env(doc, os.environ if env is None else env)
+    return agent_config(*parse_document(text, file), env=env, profiles=profiles)
+
+
+def agent_config(
+    doc: YamlDocument,
+    problems: list[Problem],
+    *,
+    env: Mapping[str, str] | None = None,
+    profiles: ProfileLibrary | None = None,
+    files: bool = False,
+) -> AgentConfig:
+    """The model of a parsed document; with ``files``, also the files it names (secrets).
+
+    Files are checked once the document is valid: a path in a broken section may
+    not be the one that will be used.
+    """
+    problems = problems + expand_env(doc, os.environ if env is None else env)
     library = profiles or ProfileLibrary()
     config: AgentConfig | None = None
     try:
@@ -51,6 +68,8 @@ def parse_config(
     if problems:
         raise ConfigError(dedupe(problems))
     assert config is not None
+    if files:
+        referenced_files(doc, config)
     return config
 
 
@@ -59,8 +78,11 @@ def load_config(
     *,
     env: Mapping[str, str] | None = None,
     profiles: ProfileLibrary | None = None,
+    files: bool = True,
 ) -> AgentConfig:
-    return parse_config(read_config_text(path), str(Path(path)), env=env, profiles=profiles)
+    """`run -c FILE`: read and validate, and the files it names unless ``files=False``."""
+    doc, problems = parse_document(read_config_text(path), str(Path(path)))
+    return agent_config(doc, problems, env=env, profiles=profiles, files=files)
 
 
 def _items(data: Any, key: str) -> list[tuple[int, dict[str, Any]]]:
@@ -210,30 +232,32 @@ def cross_reference_problems(doc: YamlDocument, library: ProfileLibrary) -> list
     return out
 
 
-class ConfigKind(StrEnum):
-    AGENT = "agent"
-    BRIDGE = "bridge"
-
-
-def config_kind(text: str) -> ConfigKind:
-    """A bridge config has ``influx:`` or ``bridge:`` and no ``devices:``; else it is a gateway's.
-
-    Unreadable YAML counts as a gateway config: its loader reports the syntax error.
-    """
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return ConfigKind.AGENT
-    if isinstance(data, dict) and "devices" not in data and ("influx" in data or "bridge" in data):
-        return ConfigKind.BRIDGE
-    return ConfigKind.AGENT
+def is_bridge_config(data: object) -> bool:
+    """A bridge config has ``influx:`` or ``bridge:`` and no ``devices:``."""
+    return (
+        isinstance(data, dict) and "devices" not in data and ("influx" in data or "bridge" in data)
+    )
 
 
 def load_any_config(
-    path: str | Path, *, env: Mapping[str, str] | None = None
+    path: str | Path, *, env: Mapping[str, str] | None = None, files: bool = True
 ) -> AgentConfig | BridgeConfig:
-    """`check -c FILE`: the gateway's or the bridge's config, told apart by its sections."""
-    text = read_config_text(path)
-    if config_kind(text) is ConfigKind.BRIDGE:
-        return parse_bridge_config(text, str(Path(path)), env=env)
-    return parse_config(text, str(Path(path)), env=env)
+    """`check -c FILE`: the gateway's or the bridge's config, told apart by its sections.
+
+    The same loading as `run` and `bridge` (``files`` included): what passes here
+    starts there.
+    """
+    doc, problems = parse_document(read_config_text(path), str(Path(path)))
+    if is_bridge_config(doc.data):
+        return bridge_config(doc, problems, env=env, files=files)
+    return agent_config(doc, problems, env=env, files=files)
+
+
+def run_refusal(config: AgentConfig) -> str | None:
+    """Why `run` refuses a valid config, or None: `check` warns with the same words."""
+    if config.mqtt is None:
+        return (
+            "`run` needs an `mqtt:` section (host, port, credentials); without one the "
+            "config serves `replay` only"
+        )
+    return None

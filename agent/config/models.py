@@ -25,6 +25,7 @@ from agent.config.common import ID_PATTERN as ID_PATTERN
 from agent.config.common import ID_RX as ID_RX
 from agent.config.common import Id as Id
 from agent.config.common import Mqtt as Mqtt
+from agent.config.common import SecretFiles
 from agent.config.common import Strict as _Strict
 from agent.config.common import TlsSettings as TlsSettings
 from drivers.profile import DeviceKind, PlausibleRange, ReadLimits, RegisterMap
@@ -43,7 +44,9 @@ class Site(_Strict):
     def _known_zone(cls, v: str) -> str:
         try:
             ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            # OSError: "Asia" is a directory of the zone database, a 300-letter name too
+            # long for a file name; both raised past ZoneInfoNotFoundError before.
             raise ValueError(
                 f"unknown time zone '{v}' (use an IANA name such as 'Asia/Shanghai' or "
                 "'Europe/Berlin')"
@@ -125,8 +128,10 @@ class ElectricityFactor(_Strict):
 class GasFactor(_Strict):
     kg_per_m3: Annotated[float, Field(ge=0, le=20)]
     #: Net calorific value in kWh per m3, to report gas in kWh next to electricity.
-    #: 10.81 = 38.931 MJ/m3 (China's NDRC default NCV) / 3.6.
-    kwh_per_m3: Annotated[float, Field(gt=0, le=50)] = 10.81
+    #: 10.81 = 38.931 MJ/m3 (China's NDRC default NCV) / 3.6. At least 0.2 (blast-furnace
+    #: gas is about 0.9): with kg_per_m3 at most 20, a gas record's factor stays within the
+    #: contract's 100 kg/kWh ceiling, so the bridge never refuses it as implausible.
+    kwh_per_m3: Annotated[float, Field(ge=0.2, le=50)] = 10.81
     source: str | None = None
 
 
@@ -282,7 +287,7 @@ class Buffer(_Strict):
     replay_per_s: Annotated[int, Field(ge=10, le=100_000)] = 2000
 
 
-class Http(_Strict):
+class Http(SecretFiles):
     """The gateway's page, /api/state, /events and /metrics.
 
     Loopback by default: the page shows the plant's live load and which meters
@@ -293,12 +298,14 @@ class Http(_Strict):
     behind their own reverse proxy.
     """
 
+    secret_fields = ("password_file",)
+
     listen: str = "127.0.0.1:8080"
     #: Basic-auth user name; used only together with ``password_file``.
     username: str = "energy"
-    #: A file holding the password (first line, surrounding whitespace stripped). The
-    #: password is read at start and never logged; no inline password, so the config
-    #: file can be shown to anyone.
+    #: A file holding the password (the secret-file rule of agent.config.secrets: first
+    #: line, whitespace stripped). Read when the config is loaded and never logged; no
+    #: inline password, so the config file can be shown to anyone.
     password_file: Path | None = None
 
     @field_validator("listen")

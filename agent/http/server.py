@@ -50,12 +50,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from agent.config.models import Http
+from agent.config.secrets import read_secret
 from agent.http import wire
 from agent.http.limits import Gate, GateCollector, Limits, Slot, address_key
 from agent.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from agent.http.metrics import AgentMetrics
 from agent.http.state import StateView, StatusFn
 from agent.http.wire import COMMON_HEADERS, MAX_HEAD, WRITE_TIMEOUT_S, HttpError
+from drivers.errors import FileRefused
 
 log = logging.getLogger(__name__)
 
@@ -102,15 +104,11 @@ def page_html() -> bytes:
 
 
 def read_password(path: Path) -> str:
-    """The first line of ``path``, stripped; OSError with the path (never the content)."""
+    """The project's secret-file rule (agent.config.secrets); OSError never shows the content."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise OSError(f"http.password_file: cannot read {path}: {exc.strerror or exc}") from None
-    line = text.splitlines()[0].strip() if text.strip() else ""
-    if not line:
-        raise OSError(f"http.password_file: {path} is empty")
-    return line
+        return read_secret(path)
+    except FileRefused as exc:
+        raise OSError(f"http.password_file: cannot read {path}: {exc.reason}") from None
 
 
 class BasicAuth:
@@ -185,11 +183,12 @@ class HttpServer:
         """The page of the agent whose snapshot ``status(now_ms)`` returns.
 
         ``metrics`` (the agent's registry) then reads its levels from the same
-        snapshot as the page, and a password is read if the settings name one.
+        snapshot as the page; the password is the one read with the config.
         """
         auth = None
-        if settings.password_file is not None:
-            auth = BasicAuth(settings.username, read_password(settings.password_file))
+        password = settings.secret("password_file")  # read with the config, not on this loop
+        if password is not None:
+            auth = BasicAuth(settings.username, password)
         view = StateView(status)
         if metrics is not None:
             metrics.watch(view.status)

@@ -10,6 +10,10 @@ tests/cases/bridge-config-*/ are the same for the central bridge's config, which
   the loaded config must hold (``${ENV}`` expansion, defaults).
 * ``env`` (optional): ``NAME=value`` lines, the whole environment the config sees;
   without it the environment is empty, so the host's variables never leak in.
+* ``no-files`` (optional, empty): check as ``check --no-files`` does, the document
+  only; the files it names (``/etc/energy-agent/...``) are the target machine's.
+  Without it the named files are checked as ``check`` and ``run`` do, relative
+  paths from inside the case directory.
 
 To add a case: make the directory, write config.yaml, run the loader and check
 that every message names the field and says how to fix it before saving it.
@@ -64,17 +68,18 @@ def test_cases_exist() -> None:
 )
 def test_config_case(case: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(case)
+    files = not (case / "no-files").exists()
     err_file = case / "expected.err"
     if err_file.exists():
         expected = err_file.read_text(encoding="utf-8").splitlines()
         with pytest.raises(ConfigError) as info:
-            load_any_config("config.yaml", env=_env(case))
+            load_any_config("config.yaml", env=_env(case), files=files)
         got = [str(p) for p in info.value.problems]
         assert got == expected, "\n".join(["got:", *got])
         # Every problem points at a line of the file, so an editor can jump to it.
         assert all(p.file == "config.yaml" and p.line for p in info.value.problems)
         return
-    config = load_any_config("config.yaml", env=_env(case))
+    config = load_any_config("config.yaml", env=_env(case), files=files)
     assert case.name.startswith("bridge-") == isinstance(config, BridgeConfig), "wrong model"
     data = config.model_dump(mode="json")
     for line in (case / "expected.ok").read_text(encoding="utf-8").splitlines():
@@ -100,3 +105,21 @@ def test_missing_file_is_a_problem_not_an_oserror(tmp_path: Path) -> None:
     (problem,) = info.value.problems
     assert "cannot read the config file" in str(problem)
     assert "nope.yaml" in str(problem)
+
+
+def test_a_huge_value_still_makes_one_line_messages() -> None:
+    # Messages quote values ("unknown bus '...' (buses: ...)"); found by the fuzz test: a
+    # 300 KB bus id made 300 KB error lines, twice.
+    from agent.config import parse_config
+
+    huge = "x" * 300_000
+    text = (
+        "site: {id: plant-a, timezone: Asia/Shanghai}\ngateway: {id: gw-01}\n"
+        f"buses:\n  - {{id: {huge}, tcp: {{host: 10.0.0.5}}}}\n"
+        "devices:\n  - {id: press-1, bus: line-a, unit: 1, profile: eastron-sdm630}\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "big.yaml", env={})
+    got = [str(p) for p in info.value.problems]
+    assert len(got) == 2 and all(len(line) < 300 for line in got), [g[:300] for g in got]
+    assert got[1].startswith("big.yaml:6: devices[0].bus: unknown bus 'line-a' (buses: xxxx")
