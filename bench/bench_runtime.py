@@ -135,7 +135,9 @@ def as_agent(variant: str, argv: list[str]) -> int:
             async def serve(self, stop: Any) -> None:
                 await stop.wait()
 
-        runtime.HttpServer.for_agent = classmethod(lambda cls, agent, **kw: _NoHttp())  # type: ignore[assignment,method-assign]
+        import agent.cli.run as run_cli
+
+        run_cli.live_page = lambda agent, **kw: _NoHttp()  # type: ignore[assignment]
     if level >= 2:
         sqlite_init = SqliteOutbox.__init__
 

@@ -42,7 +42,7 @@ from agent.runtime.outbox.base import (
     entry_size,
     item_of,
 )
-from agent.runtime.outbox.guard import LANE_MAX_BYTES, StorageGuard, StorageHealth
+from agent.runtime.outbox.guard import LANE_MAX_BYTES, StorageGuard
 from agent.runtime.outbox.memory import MemoryOutbox
 from agent.runtime.outbox.sqlite import SqliteOutbox
 
@@ -60,7 +60,6 @@ __all__ = [
     "SqliteOutbox",
     "Stats",
     "StorageGuard",
-    "StorageHealth",
     "Sync",
     "entry_size",
     "item_of",
