@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent.cli.main import EXIT_OK, UsageError, parse_units
+from agent.cli.common import EXIT_OK, UsageError, parse_units
 from drivers.errors import DocumentError
 from drivers.profile import ProfileLibrary
 from drivers.simulator.plant import FaultSpec, Plant, SimEndpoint, SimMeter, parse_plant
