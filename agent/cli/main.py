@@ -52,10 +52,17 @@ def _usage_errors() -> tuple[type[Exception], ...]:
 
 
 def _named_command(argv: Sequence[str]) -> str | None:
-    """The command ``argv`` names, if it is one; ``energy-agent`` has no option with a value,
-    so it is the first word that is not an option."""
-    word = next((a for a in argv if not a.startswith("-")), None)
-    return word if word in COMMANDS else None
+    """The command ``argv`` names, if it is one and not asked for the top-level help.
+
+    ``energy-agent`` has no option with a value, so the command is the first word
+    that is not an option.
+    """
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            return None  # `energy-agent -h run` shows every command
+        if not arg.startswith("-"):
+            return arg if arg in COMMANDS else None
+    return None
 
 
 def add_command(commands: Commands, name: str) -> None:

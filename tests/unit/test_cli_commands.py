@@ -69,11 +69,12 @@ def test_every_command_answers_help(
     assert "options:" in out
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["-h", "run"], ["-v", "--help", "bridge"]])
 def test_top_level_help_lists_every_command_with_its_line(
-    capsys: pytest.CaptureFixture[str],
+    argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as exit_:
-        main(["--help"])
+        main(argv)
     assert exit_.value.code == 0
     out = capsys.readouterr().out
     for name, parser in sub_parsers(build_parser()).items():
