@@ -7,6 +7,10 @@ is in :mod:`agent.cli.common`. Only the module of the command being run is
 imported: ``bridge`` must load neither Modbus nor numba nor the core, and a
 command starts no slower for the others. ``--help`` imports them all.
 
+A new command: ``agent/cli/<name>.py`` with ``register`` (help on the command and
+every option) and a handler returning an exit code, and ``<name>`` in
+:data:`COMMANDS`; tests/unit/test_cli_commands.py checks both and the help.
+
 Exit codes: 0 success, 1 the job ran but failed (a meter did not answer),
 2 the input is wrong (bad config, bad arguments, unknown profile). A user never
 sees a traceback for their own mistakes; a traceback means a bug in here.
