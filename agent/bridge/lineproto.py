@@ -6,9 +6,9 @@ this module does not rely on that: it escapes every special character it can
 and refuses what cannot be escaped (newlines, a backslash in a tag, non-finite
 numbers), so a future caller with looser input still cannot inject.
 
-Schema (docs/influxdb.md): measurements ``measurements``, ``energy``,
-``intensity``, ``status``; tags ``site``, ``gateway``, ``device``, ``carrier``,
-``quality``, ``window``; fields are the payload's numbers; time is ``ts`` in ms.
+Schema (docs/influxdb.md): each kind's InfluxDB measurement and each field's
+place (tag, field, time, not stored) are the contract's (agent/contract/);
+``site``, ``gateway`` and ``device`` are tags from the topic.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel
 
-from agent.payloads import TopicRef
-from agent.points import PointError, points_of
+from agent.contract.kinds import TopicRef
+from agent.contract.models import MODELS
+from agent.contract.points import PointError
+from agent.ledger.points import written_points
 
 FieldValue = float | int | bool | str
 
@@ -95,15 +97,20 @@ def line(
 
 
 def to_lines(ref: TopicRef, payload: BaseModel) -> list[str]:
-    """The points for one validated payload (an intensity message gives one per window),
-    as :func:`agent.points.points_of` defines them.
+    """The points for one validated payload, as its record's rows say where each field
+    goes (agent/contract/points.py): an intensity message gives one per window; a
+    ledger entry its point and a mark on each older period it covers again
+    (agent/ledger/points.py).
 
     ``null`` numbers are left out rather than written as 0: a missing reading is
     not a zero reading.
     """
+    if not isinstance(payload, MODELS[ref.kind]):
+        raise LineProtocolError(f"no schema for {ref.kind} with {type(payload).__name__}")
+    # Without the optional keys left unset: a ledger entry is hashed as it was sent.
+    data = payload.model_dump(exclude_none=True)
     try:
-        # Without the optional keys left unset: a ledger entry is hashed as it was sent.
-        points = points_of(ref, payload.model_dump(exclude_none=True))
+        points = written_points(ref, data)
     except PointError as exc:
         raise LineProtocolError(str(exc)) from None
     return [line(p.measurement, p.tags, p.fields, p.ts) for p in points]

@@ -40,7 +40,6 @@ from agent.bridge.liveness import Liveness
 from agent.bridge.metrics import BridgeMetrics
 from agent.bridge.validate import Reason, Rejected, Validator
 from agent.config.bridge import BridgeSettings, Influx
-from agent.points import MEASUREMENT
 
 log = logging.getLogger(__name__)
 
@@ -288,7 +287,7 @@ class Writer(threading.Thread):
                     continue
                 item.lines = verdict.lines
                 item.ts_ms = verdict.ts_ms
-                item.measurement = MEASUREMENT[verdict.ref.kind]
+                item.measurement = verdict.ref.kind.spec.measurement
             accepted.append(item)
         if fresh:
             self.metrics.received.inc(fresh)

@@ -9,21 +9,26 @@ import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from agent.cli.main import EXIT_OK, UsageError
+from agent.cli.common import EXIT_OK, Commands, UsageError, add_config_arg
 from agent.config import load_config
+from agent.contract import DEFAULT_PREFIX
 from agent.history import HISTORY_FILE, HistoryError
 from agent.history.reader import require
 from agent.ledger import export
-from agent.payloads import DEFAULT_PREFIX
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("history", help="the gateway's own history of records (export)")
+def register(commands: Commands) -> None:
+    p = commands.add_parser(
+        "history",
+        help="the gateway's own history of records (export)",
+        description="The records the gateway published and its ledger entries, kept in "
+        "state_dir/history.db (docs/ledger.md).",
+    )
     actions = p.add_subparsers(dest="history_command", metavar="ACTION", required=True)
     q = actions.add_parser(
         "export", help="records and ledger entries as JSON lines (verify them with `verify`)"
     )
-    q.add_argument("-c", "--config", required=True, metavar="FILE")
+    add_config_arg(q, "the gateway's config (its state_dir holds the history)")
     q.add_argument("--from", dest="start", metavar="TIME", help="from this time on (see --to)")
     q.add_argument(
         "--to",

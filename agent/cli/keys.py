@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from agent.cli.main import EXIT_OK, UsageError
+from agent.cli.common import EXIT_OK, Commands, UsageError
 from agent.config import load_config
 from agent.ledger import crypto_missing
 
@@ -25,8 +25,14 @@ def _where(q: argparse.ArgumentParser) -> None:
     )
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("keys", help="the gateway's ledger signing key (init, export, rotate)")
+def register(commands: Commands) -> None:
+    p = commands.add_parser(
+        "keys",
+        help="the gateway's ledger signing key (init, export, rotate)",
+        description="The Ed25519 key the gateway signs its ledger with (docs/ledger.md): "
+        "created once under state_dir (0600, it never leaves it), its public half exported "
+        "for the bridge's trust store, rotated by an entry the old key signs.",
+    )
     actions = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     q = actions.add_parser("init", help="create the key under state_dir (mode 0600)")
     _where(q)
@@ -38,7 +44,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     q.set_defaults(handler=run_keys)
     q = actions.add_parser("export", help="print the public key for the bridge's trust store")
     _where(q)
-    q.add_argument("--json", action="store_true", help="one JSON object")
+    q.add_argument("--json", action="store_true", help="one JSON object: gateway, key, key_id")
     q.set_defaults(handler=run_keys)
     q = actions.add_parser(
         "rotate", help="a new key; the next ledger entry announces it, signed by the old one"

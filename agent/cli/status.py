@@ -22,29 +22,33 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from agent.cli.main import EXIT_FAILED, EXIT_OK, UsageError
+from agent.cli.common import EXIT_FAILED, EXIT_OK, Commands, UsageError, add_config_arg
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 
 
-def _kept(doc: dict[str, Any]) -> list[Text]:
-    """The history and the ledger: one line, and the history's size warning if any."""
-    ledger = doc.get("ledger")
-    if ledger is None:
-        return []  # an agent from before the ledger
-    history = ledger["history"]
-    if ledger["on"]:
-        line = Text(
-            f"ledger: entry {ledger['seq']}, periods of {ledger['period_s']} s, "
-            f"key {ledger['key_id']}",
-            style="green",
-        )
-    else:
-        line = Text(f"ledger off: {ledger['reason']}", style="yellow")
-    out = [line]
-    if history.get("warning"):
-        out.append(Text(f"  ! {history['warning']}", style="bold yellow"))
-    return out
+def register(commands: Commands) -> None:
+    p = commands.add_parser(
+        "status",
+        help="the running agent's health and live values",
+        description="Ask the running agent for its state (its /api/state) and show it; exit "
+        "0 when all is well, 1 when it reports a problem or cannot be reached.",
+    )
+    p.add_argument(
+        "--url", help="the agent's page, e.g. http://127.0.0.1:8080/ (default: from -c, or that)"
+    )
+    add_config_arg(p, "take URL and password from a config", required=False)
+    p.add_argument("--user", help="basic-auth user (default: the config's, or 'energy')")
+    p.add_argument("--password-file", metavar="FILE", help="basic-auth password file")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds to wait for the agent",
+    )
+    p.add_argument("--json", action="store_true", help="the /api/state document as JSON")
+    p.set_defaults(handler=run_status)
 
 
 def _url_from(args: argparse.Namespace) -> tuple[str, str | None]:
@@ -117,14 +121,24 @@ def _ago(s: object) -> str:
 
 def render(doc: dict[str, Any]) -> Group:
     """The page's picture as rich renderables: header, alerts, site, demand, devices."""
-    a, site, mqtt, buf = doc["agent"], doc["site"], doc["mqtt"], doc["buffer"]
-    parts: list[Text | Table] = []
+    site = doc["site"]
+    return Group(
+        *_header(doc),
+        _site_table(site),
+        _demand_table(site["demand"]),
+        _devices_table(doc["devices"], (doc.get("history") or {}).get("power_kw", {})),
+    )
+
+
+def _header(doc: dict[str, Any]) -> list[Text]:
+    """Who, whether all is well and every problem, then the link, the disk and the buffer."""
+    a, mqtt, buf = doc["agent"], doc["mqtt"], doc["buffer"]
     health = (
         Text("ALL OK", style="bold green")
         if doc["health"]["state"] == "ok"
         else Text("ATTENTION", style="bold red")
     )
-    parts.append(
+    lines = [
         Text.assemble(
             (f"{a['site_name']}", "bold"),
             f"  site {a['site']} · gateway {a['gateway']} · energy-agent {a['version']}"
@@ -132,17 +146,14 @@ def render(doc: dict[str, Any]) -> Group:
             + "  ",
             health,
         )
-    )
-    for problem in doc["health"]["problems"]:
-        parts.append(Text(f"  ! {problem}", style="bold red"))
-    parts += _kept(doc)
+    ]
+    lines += [Text(f"  ! {problem}", style="bold red") for problem in doc["health"]["problems"]]
     why = f": {mqtt['last_error']}" if mqtt["last_error"] else ""
     link = (
         Text("MQTT connected", style="green")
         if mqtt["connected"]
         else Text(f"MQTT DOWN ({mqtt['broker']}{why})", style="bold red")
     )
-    buffer_style = "bold yellow" if buf["alarm"] else ""
     storage = doc.get("storage") or {"ok": True}
     disk = (
         Text("disk ok", style="green")
@@ -151,22 +162,41 @@ def render(doc: dict[str, Any]) -> Group:
             f"STORAGE FAILING ({storage['unstored']} messages in memory only)", style="bold red"
         )
     )
-    parts.append(
+    waiting = (
+        f"buffer: {buf['depth']} waiting"
+        + (f", oldest {buf['oldest_age_s']:.0f} s" if buf["oldest_age_s"] else "")
+        + (" — GROWING" if buf["growing"] else "")
+    )
+    lines.append(
         Text.assemble(
             link,
             "   ",
             disk,
             "   ",
-            (
-                f"buffer: {buf['depth']} waiting"
-                + (f", oldest {buf['oldest_age_s']:.0f} s" if buf["oldest_age_s"] else "")
-                + (" — GROWING" if buf["growing"] else ""),
-                buffer_style,
-            ),
+            (waiting, "bold yellow" if buf["alarm"] else ""),
             f"   acknowledged: {buf['acked']}",
         )
     )
+    return lines + _ledger(doc.get("ledger"))
 
+
+def _ledger(ledger: dict[str, Any] | None) -> list[Text]:
+    """The ledger in one line, and the history's size warning if there is one."""
+    if ledger is None:
+        return []  # an agent from before the ledger
+    if ledger["on"]:
+        line = Text(
+            f"ledger: entry {ledger['seq']}, periods of {ledger['period_s']} s, "
+            f"key {ledger['key_id']}",
+            style="green",
+        )
+    else:
+        line = Text(f"ledger off: {ledger['reason']}", style="yellow")
+    warning = ledger["history"].get("warning")
+    return [line] + ([Text(f"  ! {warning}", style="bold yellow")] if warning else [])
+
+
+def _site_table(site: dict[str, Any]) -> Table:
     it, hour, today = site["intensity"] or {}, site["intensity_1h"] or {}, site["today"] or {}
     summary = Table(title="site", title_justify="left", show_header=True)
     for col in ("", "value", "unit"):
@@ -184,24 +214,27 @@ def render(doc: dict[str, Any]) -> Group:
     summary.add_row("today: CO₂", _n(today.get("co2_kg"), 1), "kg")
     summary.add_row("today: standard coal", _n(today.get("tce"), 4), "tce")
     summary.add_row("15-min demand now", _n(site["demand"]["now_kw"], 1), "kW")
-    parts.append(summary)
+    return summary
 
-    demand = Table(title="15-minute demand per root meter", title_justify="left")
-    demand.add_column("meter")
-    demand.add_column("now kW", justify="right")
-    demand.add_column("month peak kW", justify="right")
-    demand.add_column("of peak", justify="right")
-    for m in site["demand"]["meters"]:
+
+def _demand_table(demand: dict[str, Any]) -> Table:
+    table = Table(title="15-minute demand per root meter", title_justify="left")
+    table.add_column("meter")
+    table.add_column("now kW", justify="right")
+    table.add_column("month peak kW", justify="right")
+    table.add_column("of peak", justify="right")
+    for m in demand["meters"]:
         share = (
             f"{100 * m['now_kw'] / m['peak_kw']:.0f} %"
             if m["now_kw"] is not None and m["peak_kw"]
             else ""
         )
-        demand.add_row(m["device"], _n(m["now_kw"], 1), _n(m["peak_kw"], 1), share)
-    parts.append(demand)
+        table.add_row(m["device"], _n(m["now_kw"], 1), _n(m["peak_kw"], 1), share)
+    return table
 
-    history = (doc.get("history") or {}).get("power_kw", {})
-    devices = Table(title="devices", title_justify="left")
+
+def _devices_table(devices: list[dict[str, Any]], history: dict[str, Any]) -> Table:
+    table = Table(title="devices", title_justify="left")
     for col, just in (
         ("device", "left"),
         ("status", "left"),
@@ -210,8 +243,8 @@ def render(doc: dict[str, Any]) -> Group:
         ("last 15 min", "left"),
         ("counter", "right"),
     ):
-        devices.add_column(col, justify=just)  # type: ignore[arg-type]
-    for d in doc["devices"]:
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for d in devices:
         if d["state"] == "ok":
             status = Text("OK", style="green")
         elif d["state"] == "error":
@@ -219,7 +252,7 @@ def render(doc: dict[str, Any]) -> Group:
         else:
             status = Text("waiting", style="yellow")
         main = d["main"]
-        devices.add_row(
+        table.add_row(
             ("└ " if d["parent"] else "") + d["id"],
             status,
             _ago(d["age_s"]),
@@ -227,8 +260,7 @@ def render(doc: dict[str, Any]) -> Group:
             _spark(history.get(d["id"], [])),
             "" if main["value"] is None else f"{main['value']:,.2f} {main['unit']}",
         )
-    parts.append(devices)
-    return Group(*parts)
+    return table
 
 
 def run_status(args: argparse.Namespace) -> int:

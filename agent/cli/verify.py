@@ -14,22 +14,28 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from agent.cli.main import EXIT_FAILED, EXIT_OK, UsageError
+from agent.cli.common import EXIT_FAILED, EXIT_OK, Commands, UsageError
 from agent.config import load_config
+from agent.contract import DEFAULT_PREFIX
 from agent.history import HISTORY_FILE, HistoryError
 from agent.history.reader import require
 from agent.ledger import crypto_missing, export
 from agent.ledger.entry import Keyring
 from agent.ledger.export import FAR_FUTURE
 from agent.ledger.verify import RecordIn, Result, verify
-from agent.payloads import DEFAULT_PREFIX
 
 if TYPE_CHECKING:
     from agent.ledger.keys import PublicKey
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("verify", help="check the ledger against the records (history or export)")
+def register(commands: Commands) -> None:
+    p = commands.add_parser(
+        "verify",
+        help="check the ledger against the records (history or export)",
+        description="Exit 0 when every period verifies; 1 naming the first broken period and "
+        "why (record changed, record missing, extra record, entry missing, signature wrong, "
+        "chain broken, key rotation invalid); 2 for a usage error (docs/ledger.md).",
+    )
     p.add_argument("-c", "--config", metavar="FILE", help="the gateway's own history, its keys")
     p.add_argument("--export", type=Path, metavar="FILE", help="an export (history export)")
     p.add_argument(

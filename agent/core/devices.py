@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.config.models import AgentConfig, Device
+from agent.contract.vocab import Carrier
 from agent.core.channels import ChannelKind, ChannelSpec
 from agent.core.snapshot import Snapshot
-from agent.payloads import Carrier
 from drivers.profile import DeviceKind, ProfileLibrary, RegisterMap
 from drivers.quantities import Quantity
 from drivers.registers import DataType

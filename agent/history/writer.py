@@ -37,11 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.contract import TopicRef
 from agent.history import db as hdb
 from agent.history.db import HistoryError
 from agent.history.reader import HistoryReader
 from agent.ledger.canonical import lines_of
-from agent.payloads import TopicRef
 from agent.runtime.throttle import LogThrottle, repeats
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from agent.history import HistoryError, HistoryReader
+from agent.history.db import HistoryError
+from agent.history.reader import HistoryReader
 
 DAY_MS = 86_400_000
 MAX_LIMIT = 5000

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
+from agent.ledger.errors import LedgerKeyError
+
+__all__ = ["INSTALL_HINT", "LedgerKeyError", "crypto_missing"]
+
 #: What to install when the ledger needs `cryptography`.
 INSTALL_HINT = (
     "the ledger needs the Python package `cryptography`: install it with "
     "`pip install 'energy-agent[ledger]'` into the environment energy-agent runs from"
 )
-
-
-class LedgerKeyError(Exception):
-    """A key file is missing, unreadable or not a key; the message names it and the fix.
-
-    Here, not in :mod:`agent.ledger.keys`: callers catch it without `cryptography`."""
 
 
 def crypto_missing() -> str | None:

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from agent.contract import MessageKind, TopicRef
+from agent.contract.points import Point, points_of
 from agent.ledger import jcs
-from agent.payloads import TopicKind, TopicRef
-from agent.points import Point, points_of
 
 #: The key every canonical object carries for its measurement.
 KIND = "kind"
@@ -41,17 +41,17 @@ class Group(StrEnum):
     SITE = "site"
 
 
-def group_of(kind: TopicKind) -> Group | None:
+def group_of(kind: MessageKind) -> Group | None:
     """Which hash a record of ``kind`` belongs to; None for what is not sealed (raw
     measurements, status messages and the ledger's own entries). Any other kind of
     record, including kinds added later, is a site record."""
-    if kind is TopicKind.ENERGY:
+    if kind is MessageKind.ENERGY:
         return Group.ENERGY
     if kind in (
-        TopicKind.MEASUREMENTS,
-        TopicKind.GATEWAY_STATUS,
-        TopicKind.DEVICE_STATUS,
-        TopicKind.LEDGER,
+        MessageKind.MEASUREMENTS,
+        MessageKind.GATEWAY_STATUS,
+        MessageKind.DEVICE_STATUS,
+        MessageKind.LEDGER,
     ):
         return None
     return Group.SITE

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from agent.ledger import LedgerKeyError
+from agent.ledger.errors import LedgerKeyError
 from agent.pki import PkiError, write_atomic
 
 __all__ = ["LedgerKeyError", "PublicKey", "SigningKey"]

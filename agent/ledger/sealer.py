@@ -24,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.contract import MessageKind
 from agent.history.reader import LedgerRow
 from agent.history.writer import History
 from agent.ledger import entry as le
 from agent.ledger import jcs, keys
 from agent.ledger.canonical import Digest, Group, Line, digest, group_of, period_of
-from agent.payloads import TopicKind
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def covers_of(history: History, units: list[tuple[int, int]]) -> list[dict[str, 
     for start, end in units:
         lines: dict[Group, list[Line]] = {Group.ENERGY: [], Group.SITE: []}
         for r in history.reader.between(start, end):
-            group = group_of(TopicKind(r.kind))
+            group = group_of(MessageKind(r.kind))
             if group is None:
                 continue
             key = (r.kind, r.device, r.ts, r.rev)

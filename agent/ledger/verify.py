@@ -30,12 +30,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agent.contract import TopicError, parse_topic
+from agent.contract.models import LedgerModel
+from agent.contract.points import PointError
 from agent.ledger import entry as le
 from agent.ledger.canonical import Digest, Group, Line, digest, group_of, lines_of
 from agent.ledger.entry import Failure, Keyring, Reason
 from agent.ledger.jcs import CanonicalError
-from agent.payloads import LedgerModel, TopicError, parse_topic
-from agent.points import PointError
 
 #: In one period, which failure is reported first: the entry's own (a changed entry's
 #: cover no longer describes the records, nor its hash the next link), then its records.

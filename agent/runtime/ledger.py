@@ -14,15 +14,20 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from agent.config.models import AgentConfig
+from agent.contract import Message, MessageKind, TopicRef, Topics, encode
 from agent.history import HISTORY_FILE, History, HistoryError
 from agent.history.writer import new_record
 from agent.ledger import LedgerKeyError, crypto_missing
-from agent.payloads import Message, Topics, encode, parse_topic
+from agent.ledger.canonical import group_of
 from agent.runtime.outbox import Item, Kind
 from agent.runtime.throttle import LogThrottle, repeats
+from agent.status import HistoryStatus, LedgerStatus
+
+#: The kinds of message the history keeps: every record the ledger seals.
+HISTORY_KINDS = frozenset(k for k in MessageKind if group_of(k) is not None)
 
 if TYPE_CHECKING:
     from agent.ledger.sealer import Sealed, Sealer
@@ -100,10 +105,12 @@ class LedgerJob:
         """Records the agent stored in the outbox: into the history (see History.put)."""
         if not records:
             return
-        prefix = self.topics.prefix
+        site, gateway = self.topics.site, self.topics.gateway
         self.history.put(
             [
-                new_record(parse_topic(m.topic, prefix), m.topic, m.payload, encode(m.payload))
+                new_record(
+                    TopicRef(m.kind, site, gateway, m.device), m.topic, m.payload, encode(m.payload)
+                )
                 for m in records
             ]
         )
@@ -144,7 +151,7 @@ class LedgerJob:
                 log.error("history: cannot prune: %s%s", exc, repeats(n))
 
     def _items(self, sealed: Sequence[Sealed]) -> list[Item]:
-        topic = self.topics.ledger()
+        topic = self.topics.topic(MessageKind.LEDGER)
         self._unmarked += [s.seq for s in sealed]
         return [Item(Kind.LEDGER, topic, s.payload, created_ms=s.sealed_ms) for s in sealed]
 
@@ -161,28 +168,27 @@ class LedgerJob:
 
     # --- what it says ----------------------------------------------------------------------
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> LedgerStatus:
         h = self.history.stats()
         sealer = self.sealer
         last = sealer.last if sealer is not None else None
         key = sealer.key if sealer is not None else None
-        return {
-            "on": sealer is not None,
-            "reason": self.off_reason or None,
-            "seq": None if last is None else last.seq,
-            "sealed_through": None if last is None else last.period_end,
-            "period_s": self.config.ledger.period_s,
-            "key_id": None if key is None else key.public.key_id,
-            # The file of records the ledger covers (agent.history).
-            "history": {
-                "ok": h.ok,
-                "error": h.error,
-                "path": h.path,
-                "used_bytes": h.used_bytes,
-                "max_bytes": h.max_bytes,
-                "oldest_ts": h.oldest_ts,
-                "pending": h.pending,
-                "lost": h.lost,
-                "warning": h.warning,
-            },
-        }
+        return LedgerStatus(
+            on=sealer is not None,
+            reason=self.off_reason or None,
+            seq=None if last is None else last.seq,
+            sealed_through=None if last is None else last.period_end,
+            period_s=self.config.ledger.period_s,
+            key_id=None if key is None else key.public.key_id,
+            history=HistoryStatus(
+                ok=h.ok,
+                error=h.error,
+                path=h.path,
+                used_bytes=h.used_bytes,
+                max_bytes=h.max_bytes,
+                oldest_ts=h.oldest_ts,
+                pending=h.pending,
+                lost=h.lost,
+                warning=h.warning,
+            ),
+        )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from agent.points import Point
+from agent.contract.points import Point
 
 
 class StoreError(Exception):

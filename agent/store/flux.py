@@ -22,7 +22,7 @@ import urllib3
 from influxdb_client.client.influxdb_client import InfluxDBClient
 from influxdb_client.rest import ApiException
 
-from agent.points import Point
+from agent.contract.points import Point
 from agent.store import StoreError, group_points
 
 #: Columns of a Flux row that are not the point's tags.

@@ -17,7 +17,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from agent.points import Point
+from agent.contract.points import Point
 from agent.store import StoreError, group_points
 
 #: Labels VictoriaMetrics may add on ingestion that are not the bridge's tags.

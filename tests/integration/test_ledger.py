@@ -44,11 +44,11 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from agent.contract import MessageKind, encode
+from agent.contract.points import Point
 from agent.ledger import entry as le
 from agent.ledger.entry import Reason
 from agent.ledger.keys import SigningKey
-from agent.payloads import encode
-from agent.points import Point
 from agent.store.victoria import VictoriaMetricsStore
 from tests.conftest import Simulators, free_port
 from tests.integration.bridge_helpers import LOOPBACK, Stack, have_victoria_metrics
@@ -159,7 +159,7 @@ async def synthetic_chain(tmp: Path, publish: Callable[[str, bytes], None]) -> S
     for m in gw.published:
         publish(m.topic, encode(m.payload))
     for e in (entries[0], entries[1], entries[3], forged):
-        publish(gw.topics.ledger(), json.dumps(e).encode())
+        publish(gw.topics.topic(MessageKind.LEDGER), json.dumps(e).encode())
     key = gw.sealer.key
     assert key is not None
     gw.close()

@@ -154,7 +154,7 @@ def test_without_cryptography_the_history_runs_and_the_ledger_is_off_said_once(
         "import logging, json\n"
         "logging.basicConfig(level=logging.INFO)\n"
         "from agent.config import load_config\n"
-        "from agent.payloads import Topics\n"
+        "from agent.contract import Topics\n"
         "from agent.runtime.ledger import LedgerJob\n"
         f"c = load_config({str(cfg)!r})\n"
         "job = LedgerJob(c, Topics('energy/v1', 'plant-a', 'gw-01'))\n"

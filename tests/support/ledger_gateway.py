@@ -12,13 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.history import HISTORY_FILE, History
-from agent.history.writer import new_record
-from agent.ledger import keys
-from agent.ledger.sealer import Sealed, Sealer
-from agent.payloads import (
+from agent.contract import (
     Carrier,
     Message,
+    MessageKind,
     Topics,
     encode,
     energy_payload,
@@ -26,6 +23,10 @@ from agent.payloads import (
     parse_topic,
     window_values,
 )
+from agent.history import HISTORY_FILE, History
+from agent.history.writer import new_record
+from agent.ledger import keys
+from agent.ledger.sealer import Sealed, Sealer
 
 PREFIX = "energy/v1"
 MINUTE = 60_000
@@ -41,7 +42,7 @@ def energy(topics: Topics, device: str, ts: int, kwh: float, quality: str = "mea
         ef_kg_per_kwh=0.5703,
         quality=quality,
     )
-    return Message(topics.energy(device), payload)
+    return topics.message(MessageKind.ENERGY, payload, device)
 
 
 def intensity(topics: Topics, ts: int, kwh: float) -> Message:
@@ -49,7 +50,7 @@ def intensity(topics: Topics, ts: int, kwh: float) -> Message:
         "1m": window_values(kwh, kwh * 0.5703, 3.0, kwh * 0.1229),
         "15m": window_values(kwh * 15, kwh * 15 * 0.5703, 0.0, kwh * 15 * 0.1229),
     }
-    return Message(topics.intensity(), intensity_payload(ts, windows))
+    return topics.message(MessageKind.INTENSITY, intensity_payload(ts, windows))
 
 
 @dataclass

@@ -20,11 +20,12 @@ pytest.importorskip("cryptography")
 from agent.bridge.ledger import LedgerVerifier
 from agent.bridge.metrics import BridgeMetrics
 from agent.config.bridge import BridgeLedger
+from agent.contract import Message, MessageKind, parse_topic
+from agent.contract.points import Point
 from agent.ledger import entry as le
 from agent.ledger import keys
 from agent.ledger.entry import Reason
-from agent.payloads import Message, parse_topic
-from agent.points import Point, points_of
+from agent.ledger.points import written_points
 from tests.support.ledger_gateway import LedgerGateway, energy
 
 MIN = 60_000
@@ -39,7 +40,7 @@ class FakeDb:
         self.reads = 0
 
     def add(self, topic: str, payload: dict[str, Any]) -> None:
-        for p in points_of(parse_topic(topic), payload):
+        for p in written_points(parse_topic(topic), payload):
             same = [
                 r
                 for r in self.rows
@@ -100,7 +101,7 @@ class Rig:
 
     def deliver(self, entry: dict[str, Any]) -> None:
         """The writer wrote the entry and hands it over."""
-        self.db.add(self.gw.topics.ledger(), entry)
+        self.db.add(self.gw.topics.topic(MessageKind.LEDGER), entry)
         self.v.submit(json.dumps(entry).encode())
 
     def run(self, seconds: float) -> None:
@@ -148,7 +149,10 @@ def test_entries_are_verified_after_the_delay_with_their_records(rig: Rig) -> No
 
 def test_a_changed_record_is_read_again_then_counted(rig: Rig) -> None:
     two_periods(rig)
-    rig.db.add(rig.gw.topics.energy("m2"), energy(rig.gw.topics, "m2", T0 + 2 * MIN, 0.401).payload)
+    rig.db.add(
+        rig.gw.topics.topic(MessageKind.ENERGY, "m2"),
+        energy(rig.gw.topics, "m2", T0 + 2 * MIN, 0.401).payload,
+    )
     for e in rig.entries:
         rig.deliver(e)
     rig.run(AFTER + 1)
@@ -165,7 +169,10 @@ def test_a_record_another_bridge_writes_late_is_waited_for(rig: Rig) -> None:
     for e in rig.entries:
         rig.deliver(e)
     rig.run(AFTER + 1)  # missing at the first look
-    rig.db.add(rig.gw.topics.energy("m1"), energy(rig.gw.topics, "m1", T0 + MIN, 0.1).payload)
+    rig.db.add(
+        rig.gw.topics.topic(MessageKind.ENERGY, "m1"),
+        energy(rig.gw.topics, "m1", T0 + MIN, 0.1).payload,
+    )
     rig.run(3 * AFTER)
     assert rig.verdict(rig.entries[1]) == (1, 0, 2)
 
@@ -199,7 +206,7 @@ def test_more_records_than_covered_wait_for_a_newer_entry_before_they_count(rig:
     for e in rig.entries:
         rig.deliver(e)
     # A record appears in the database for that period that the gateway never sent.
-    rig.db.add(t.energy("m9"), energy(t, "m9", T0 + MIN, 9.0).payload)
+    rig.db.add(t.topic(MessageKind.ENERGY, "m9"), energy(t, "m9", T0 + MIN, 9.0).payload)
     rig.run(10 * AFTER)
     assert rig.entries[1]["period_end"] not in rig.verdicts  # it might be a late record
     # The next entry comes and does not cover that period again: an extra record.
@@ -224,7 +231,7 @@ def test_a_missing_entry_and_a_broken_link_are_found(rig: Rig) -> None:
     assert rig.verdict(e[3]) == (0, Reason.ENTRY_MISSING.code, 0)
     # A link checked against the database's hash48 (another bridge had the entry):
     rig.v._gateways["plant-a/gw-01"].hashes.clear()
-    rig.db.add(t.ledger(), e[2])
+    rig.db.add(t.topic(MessageKind.LEDGER), e[2])
     rig.verdicts.clear()
     rig.v.submit(json.dumps(e[3]).encode())
     rig.v._gateways["plant-a/gw-01"].hashes.pop(2, None)

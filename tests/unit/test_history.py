@@ -7,13 +7,13 @@ import json
 import logging
 from pathlib import Path
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
+from agent.contract import Message, Topics, parse_topic
 from agent.history import HISTORY_FILE, History, HistoryReader
 from agent.history.writer import months_before, new_record
-from agent.payloads import Message, Topics, parse_topic
 from tests.support.ledger_gateway import PREFIX, energy, intensity
 
 MIN = 60_000
@@ -23,7 +23,7 @@ TOPICS = Topics(PREFIX, "plant-a", "gw-01")
 
 
 def rec(m: Message):  # type: ignore[no-untyped-def]
-    from agent.payloads import encode
+    from agent.contract import encode
 
     return new_record(parse_topic(m.topic), m.topic, m.payload, encode(m.payload))
 
@@ -177,20 +177,21 @@ def test_the_size_warning_says_when_the_bound_cannot_hold_the_retention(tmp_path
 
 
 def test_the_agents_snapshot_waits_for_records_the_history_holds(tmp_path: Path) -> None:
-    from agent.runtime.agent import Agent
+    """The core's snapshot claims every record it emitted: not while one is only in the
+    history's memory (a crash would lose it from the history for good)."""
+    from agent.runtime.snapshots import CoreSnapshots
+    from agent.runtime.throttle import LogThrottle
 
-    held = SimpleNamespace(held=lambda: 1)
+    held = [1]
     saved: list[Path] = []
-    fake = SimpleNamespace(
+    snapshots = CoreSnapshots(
+        cast(Any, SimpleNamespace(save_snapshot=saved.append)),
+        cast(Any, SimpleNamespace(records_held=lambda: 0)),
+        tmp_path,
         commit=lambda: None,
-        outbox=SimpleNamespace(records_held=lambda: 0),
-        ledger=held,
-        site=SimpleNamespace(save_snapshot=saved.append),
-        state_dir=tmp_path,
+        throttle=LogThrottle(60.0),
+        held_elsewhere=lambda: held[0],
     )
-    assert Agent.snapshot(cast(Agent, fake)) is False
-    assert saved == []
-    held.held = lambda: 0  # type: ignore[attr-defined]
-    fake._snapshot_error = ""
-    assert Agent.snapshot(cast(Agent, fake)) is True
-    assert len(saved) == 1
+    assert snapshots.save() is False and saved == []
+    held[0] = 0
+    assert snapshots.save() is True and len(saved) == 1

@@ -14,10 +14,10 @@ import json
 
 import pytest
 
+from agent.contract import parse_topic
 from agent.ledger import entry as le
 from agent.ledger import jcs
 from agent.ledger.canonical import Group, digest, lines_of
-from agent.payloads import parse_topic
 
 END = 1_750_003_200_000
 

@@ -276,12 +276,8 @@ def test_a_record_deleted_or_added_is_found(sealed: LedgerGateway) -> None:
         reason_of(verify(sealed.entries(), fewer, trust, prefix="energy/v1"))
         is Reason.RECORD_MISSING
     )
-    extra = [
-        *recs,
-        RecordIn(
-            sealed.topics.energy("m9"), energy(sealed.topics, "m9", T0 + 2 * MIN, 1.0).payload
-        ),
-    ]
+    stray = energy(sealed.topics, "m9", T0 + 2 * MIN, 1.0)
+    extra = [*recs, RecordIn(stray.topic, stray.payload)]
     trust = Keyring(keys.known(sealed.state_dir))
     assert (
         reason_of(verify(sealed.entries(), extra, trust, prefix="energy/v1")) is Reason.EXTRA_RECORD

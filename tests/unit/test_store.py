@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
+from agent.contract import Carrier, MessageKind, TopicRef, energy_payload
+from agent.contract.points import Point
 from agent.ledger.canonical import digest, lines_of, lines_of_points
-from agent.payloads import Carrier, TopicKind, TopicRef, energy_payload
-from agent.points import Point
 from agent.store import StoreError
 from agent.store.flux import FluxStore, flux_query
 from agent.store.victoria import export_url, parse_export
@@ -81,7 +81,7 @@ def test_an_export_becomes_the_points_the_bridge_wrote() -> None:
 def test_a_record_read_back_hashes_as_it_was_sealed() -> None:
     """VictoriaMetrics gives interval_s back as 60.0: the canonical form writes 60 either
     way, so the database's copy hashes like the gateway's."""
-    ref = TopicRef(TopicKind.ENERGY, "plant-a", "gw-01", "m1")
+    ref = TopicRef(MessageKind.ENERGY, "plant-a", "gw-01", "m1")
     payload = energy_payload(
         ts=T,
         interval_s=60,
