@@ -160,7 +160,8 @@ def test_without_cryptography_the_history_runs_and_the_ledger_is_off_said_once(
         "job = LedgerJob(c, Topics('energy/v1', 'plant-a', 'gw-01'))\n"
         f"assert job.start({T0}) == []\n"
         f"assert job.tick({T0} + 3_600_000, lambda: None) == []\n"
-        "print(json.dumps(job.status()))\n"
+        "import dataclasses\n"
+        "print(json.dumps(dataclasses.asdict(job.status())))\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, env=_env(None),
