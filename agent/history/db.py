@@ -20,7 +20,6 @@ CREATE TABLE IF NOT EXISTS records (
     rev INTEGER NOT NULL,
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
-    canon TEXT NOT NULL,
     stored_ms INTEGER NOT NULL,
     UNIQUE (kind, device, ts, rev)
 );
@@ -42,7 +41,7 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 #: meta: records with ts at or before this were pruned (retention or size).
 PRUNED_BEFORE = "pruned_before_ms"
 
-RECORD_COLUMNS = "id, kind, device, ts, rev, topic, payload, canon, stored_ms"
+RECORD_COLUMNS = "id, kind, device, ts, rev, topic, payload, stored_ms"
 
 
 class HistoryError(Exception):
@@ -63,15 +62,14 @@ class StoredRecord:
     rev: int
     topic: str
     payload: bytes
-    canon: str
     stored_ms: int
 
     @classmethod
     def of(cls, row: tuple[Any, ...]) -> StoredRecord:
-        rid, kind, device, ts, rev, topic, payload, canon, stored = row
+        rid, kind, device, ts, rev, topic, payload, stored = row
         return cls(
             int(rid), str(kind), str(device), int(ts), int(rev), str(topic),
-            bytes(payload), str(canon), int(stored),
+            bytes(payload), int(stored),
         )  # fmt: skip
 
 

@@ -41,7 +41,6 @@ from agent.contract import TopicRef
 from agent.history import db as hdb
 from agent.history.db import HistoryError
 from agent.history.reader import HistoryReader
-from agent.ledger.canonical import lines_of
 from agent.runtime.throttle import LogThrottle, repeats
 
 log = logging.getLogger(__name__)
@@ -65,12 +64,11 @@ class NewRecord:
     rev: int
     topic: str
     payload: bytes
-    canon: str
 
 
 def new_record(ref: TopicRef, topic: str, payload: Mapping[str, Any], encoded: bytes) -> NewRecord:
-    """A published record as the history keeps it: the bytes sent, and its canonical lines."""
-    lines = sorted(lines_of(ref, payload))
+    """A published record as the history keeps it: its key and the bytes sent (its
+    canonical lines are worked out from them when a period is sealed)."""
     return NewRecord(
         ref.kind.value,
         ref.device or "",
@@ -78,7 +76,6 @@ def new_record(ref: TopicRef, topic: str, payload: Mapping[str, Any], encoded: b
         int(payload.get("rev", 0)),
         topic,
         encoded,
-        "\n".join(line.text for line in lines),
     )
 
 
@@ -226,10 +223,10 @@ class History:
 
     def _insert(self, db: sqlite3.Connection, r: NewRecord) -> None:
         key = (r.kind, r.device, r.ts, r.rev)
-        row = (*key, r.topic, r.payload, r.canon, time.time_ns() // 1_000_000)
+        row = (*key, r.topic, r.payload, time.time_ns() // 1_000_000)
         cur = db.execute(
-            "INSERT OR IGNORE INTO records (kind, device, ts, rev, topic, payload, canon, "
-            "stored_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO records (kind, device, ts, rev, topic, payload, stored_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             row,
         )
         if cur.rowcount == 1:
@@ -245,8 +242,8 @@ class History:
         # keeps); a new row id makes the ledger cover its period again.
         db.execute("DELETE FROM records WHERE kind = ? AND device = ? AND ts = ? AND rev = ?", key)
         db.execute(
-            "INSERT INTO records (kind, device, ts, rev, topic, payload, canon, stored_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO records (kind, device, ts, rev, topic, payload, stored_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             row,
         )
         self.replaced += 1

@@ -51,6 +51,11 @@ def number(x: float | int) -> str:
         raise CanonicalError(f"{x!r} is not a JSON number")
     if x == 0:
         return "0"  # and -0
+    r = repr(x)
+    if "e" not in r and "n" not in r:
+        # Fixed notation (1e-4 <= |x| < 1e16): the same shortest digits as ECMAScript's,
+        # which writes them the same way, only without Python's ".0" on a whole number.
+        return r[:-2] if r.endswith(".0") else r
     sign = "-" if x < 0 else ""
     # repr gives the shortest digits that round-trip, the closest to x when several
     # would: the digits ECMAScript asks for. Only the digits and exponent are used.

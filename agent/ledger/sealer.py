@@ -18,18 +18,19 @@ without two entries of one seq.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.contract import MessageKind
+from agent.contract import MessageKind, TopicRef
 from agent.history.reader import LedgerRow
 from agent.history.writer import History
 from agent.ledger import entry as le
 from agent.ledger import jcs, keys
-from agent.ledger.canonical import Digest, Group, Line, digest, group_of, period_of
+from agent.ledger.canonical import Digest, Group, Line, digest, group_of, lines_of, period_of
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +50,21 @@ class Sealed:
     sealed_ms: int
 
 
-def covers_of(history: History, units: list[tuple[int, int]]) -> list[dict[str, Any]]:
-    """The cover of each period: its records' two digests, as the history holds them now."""
+def covers_of(
+    history: History, site: str, gateway: str, units: list[tuple[int, int]]
+) -> list[dict[str, Any]]:
+    """The cover of each period: its records' two digests, as the history holds them now,
+    hashed from the bytes that were published."""
     out = []
     for start, end in units:
         lines: dict[Group, list[Line]] = {Group.ENERGY: [], Group.SITE: []}
         for r in history.reader.between(start, end):
-            group = group_of(MessageKind(r.kind))
+            kind = MessageKind(r.kind)
+            group = group_of(kind)
             if group is None:
                 continue
-            key = (r.kind, r.device, r.ts, r.rev)
-            lines[group] += [Line(key, text) for text in r.canon.split("\n") if text]
+            ref = TopicRef(kind, site, gateway, r.device or None)
+            lines[group] += lines_of(ref, json.loads(r.payload))
         out.append(cover_json(start, end, digest(lines[Group.ENERGY]), digest(lines[Group.SITE])))
     return out
 
@@ -163,7 +168,7 @@ class Sealer:
             reader = self.history.reader
             late = sorted({self._unit_of(ts) for ts in reader.late_ts(last.upto, start)})
             upto = reader.max_id()
-            covers = covers_of(self.history, [*late, (start, end)])
+            covers = covers_of(self.history, self.site, self.gateway, [*late, (start, end)])
             out.append(
                 self._store(last.seq + 1, start, end, covers, last.hash, upto=upto, now_ms=now_ms)
             )
