@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from agent.config import secrets
 from agent.config.common import Mqtt
-from drivers.errors import FileRefused
+from confdoc.errors import FileRefused
 
 
 class MqttConfigError(ValueError):

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from agent import __version__
-from drivers.errors import DocumentError
+from confdoc.errors import DocumentError
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -27,10 +27,11 @@ from agent.config.document import (
     referenced_files,
 )
 from agent.config.models import ID_RX, AgentConfig
-from drivers.errors import Problem, ProfileError
+from confdoc.errors import Problem
+from confdoc.yamldoc import YamlDocument, validation_problems
+from drivers.errors import ProfileError
 from drivers.profile import ProfileLibrary, locate_problems, unknown_profile_message
 from drivers.quantities import Quantity
-from drivers.yamldoc import YamlDocument, validation_problems
 
 
 def parse_config(

@@ -51,7 +51,7 @@ from agent.http.limits import Gate, GateCollector, Limits, Slot, address_key
 from agent.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from agent.http.metrics import AgentMetrics
 from agent.http.state import StateView, metric_levels
-from drivers.errors import FileRefused
+from confdoc.errors import FileRefused
 
 if TYPE_CHECKING:
     from agent.runtime.agent import Agent
