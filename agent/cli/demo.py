@@ -154,9 +154,6 @@ async def _run_with_view(agent: Agent, console: Console, duration: float | None)
         tg.create_task(view(), name="view")
 
 
-_MAIN = {"gas": (Quantity.GAS_VOLUME_M3, "m³"), "production": (Quantity.OUTPUT_UNITS, "units")}
-
-
 def _render(agent: Agent) -> Group:
     now = time.time() * 1000
     table = Table(expand=False)
@@ -171,13 +168,12 @@ def _render(agent: Agent) -> Group:
         ("last good poll", "right"),
     ):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
-    for dev in agent.config.devices:
+    for resolved in agent.config.resolved(agent.library):
+        dev, main = resolved.device, resolved.main
         st = agent.devices[dev.id]
-        kind = dev.kind.value if dev.kind else "electricity"
-        q, unit = _MAIN.get(kind, (Quantity.ENERGY_IMPORT_KWH, "kWh"))
         values = st.last_values or {}
         power = values.get(Quantity.ACTIVE_POWER_KW)
-        counter = values.get(q)
+        counter = values.get(main) if main is not None and main.is_counter else None
         if st.state == "ok":
             status = Text("OK", style="green")
         elif st.state == "error":
@@ -192,7 +188,7 @@ def _render(agent: Agent) -> Group:
             dev.profile or "inline registers",
             status,
             "" if power is None else f"{power:,.2f}",
-            "" if counter is None else f"{counter:,.2f} {unit}",
+            "" if counter is None else f"{counter:,.2f} {resolved.unit}",
             age,
         )
     link = agent.link.state

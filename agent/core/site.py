@@ -29,7 +29,7 @@ import numpy as np
 from agent.config.models import AgentConfig
 from agent.core import snapshot
 from agent.core.calendar import SiteCalendar
-from agent.core.devices import DeviceChannels, DeviceInfo, SiteError, regmap_of
+from agent.core.devices import DeviceChannels, DeviceInfo, SiteError
 from agent.core.engine import CACHE_DIR, Engine, Records, load_kernel
 from agent.core.factors import EmissionFactors
 from agent.core.records import RecordBuilder
@@ -39,7 +39,7 @@ from agent.payloads import DEFAULT_PREFIX, Message, Topics, measurements_payload
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
 
-__all__ = ["DeviceInfo", "Reading", "SiteCore", "SiteError", "readings_from_rows", "regmap_of"]
+__all__ = ["DeviceInfo", "Reading", "SiteCore", "SiteError", "readings_from_rows"]
 
 
 @dataclass(frozen=True)

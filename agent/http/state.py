@@ -49,13 +49,6 @@ BUFFER_STALE_S = 120.0
 #: Growth over ten seconds that counts as "growing" rather than messages in flight.
 GROWING_MIN = 10
 
-_MAIN_UNIT = {
-    Quantity.ENERGY_IMPORT_KWH: "kWh",
-    Quantity.ACTIVE_POWER_KW: "kW",
-    Quantity.GAS_VOLUME_M3: "m³",
-    Quantity.OUTPUT_UNITS: "units",
-}
-
 
 def _f(x: object, digits: int = 6) -> float | None:
     """JSON-safe number: None for missing, NaN or infinite."""
@@ -191,7 +184,7 @@ def build_state(
                 "main": {
                     "quantity": info.quantity.value,
                     "value": _f(main, 4),
-                    "unit": _MAIN_UNIT.get(info.quantity, ""),
+                    "unit": info.resolved.unit,
                 },
             }
         )

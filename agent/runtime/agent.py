@@ -30,7 +30,7 @@ from agent import __version__
 from agent.config.models import AgentConfig
 from agent.core.channels import RING
 from agent.core.factors import FactorError, parse_live_factor
-from agent.core.site import Reading, SiteCore, regmap_of
+from agent.core.site import Reading, SiteCore
 from agent.core.snapshot import SnapshotError
 from agent.http.metrics import AgentMetrics
 from agent.http.server import HttpServer
@@ -299,10 +299,11 @@ class Agent:
         rng = random.Random()
         for bus in self.config.buses:
             polls = []
-            for dev in self.config.devices:
+            for resolved in self.config.resolved(self.library):
+                dev = resolved.device
                 if dev.bus != bus.id:
                     continue
-                reader = DeviceReader(regmap_of(dev, self.library), dev.unit)
+                reader = DeviceReader(resolved.regmap, dev.unit)
                 cap = max(60.0, 10 * dev.interval_s)
                 polls.append(
                     DevicePoll(
