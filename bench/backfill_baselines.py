@@ -22,14 +22,15 @@ from pathlib import Path
 import numpy as np
 
 from agent.config import load_config
+from agent.contract import Message, MessageKind
 from agent.core.channels import SLOT_MS
 from agent.core.site import SiteCore
-from agent.payloads import Message
 from agent.replay import Backfill, Options, Topic
 from agent.replay.writers import JsonLines
 from drivers.profile import ProfileLibrary
 
 TOPICS = frozenset({Topic.ENERGY, Topic.INTENSITY})
+RECORDS = frozenset({MessageKind.ENERGY, MessageKind.INTENSITY})
 T0 = 1_735_689_600_000
 
 
@@ -44,8 +45,8 @@ def slots(
     for a, e in zip(starts, ends, strict=True):
         out = site.feed_arrays(chans[a:e], ts[a:e], vals[a:e])
         out += site.flush(now_ms=int(ts[e - 1]))
-        yield [m for m in out if m.topic.rsplit("/", 1)[-1] in ("energy", "intensity")]
-    yield [m for m in site.flush() if m.topic.rsplit("/", 1)[-1] in ("energy", "intensity")]
+        yield [m for m in out if m.kind in RECORDS]
+    yield [m for m in site.flush() if m.kind in RECORDS]
 
 
 def main() -> None:

@@ -66,7 +66,7 @@ def free_port() -> int:
 
 
 def records(n: int, base_ms: int) -> list[tuple[str, bytes]]:
-    from agent.payloads import Topics, encode, measurements_payload
+    from agent.contract import MessageKind, Topics, encode, measurements_payload
 
     out = []
     for i in range(n):
@@ -81,7 +81,7 @@ def records(n: int, base_ms: int) -> list[tuple[str, bytes]]:
         }
         out.append(
             (
-                t.measurements(f"m-{i % 200:03d}"),
+                t.topic(MessageKind.MEASUREMENTS, f"m-{i % 200:03d}"),
                 encode(measurements_payload(base_ms + i, i, values)),
             )
         )

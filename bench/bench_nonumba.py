@@ -49,8 +49,8 @@ def child(meters: int, minutes: int, repeat: int) -> dict[str, object]:
     import numpy as np
 
     from agent.config import parse_config
+    from agent.contract import MessageKind, encode
     from agent.core.site import Reading, SiteCore
-    from agent.payloads import encode
     from drivers.profile import ProfileLibrary
     from drivers.simulator.meter import MeterModel
 
@@ -107,7 +107,7 @@ def child(meters: int, minutes: int, repeat: int) -> dict[str, object]:
                 engine.range_sums(np.full(1, end - 15), np.full(1, end))
             cpu = time.process_time() - started
             best = cpu if best is None else min(best, cpu)
-            records = sum(m.topic.endswith("/energy") for m in out)
+            records = sum(m.kind is MessageKind.ENERGY for m in out)
             h = hashlib.sha256()
             for m in out:
                 h.update(m.topic.encode() + b" " + encode(m.payload) + b"\n")

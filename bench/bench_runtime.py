@@ -124,8 +124,8 @@ def as_agent(variant: str, argv: list[str]) -> int:
     """``energy-agent`` with the parts up to ``variant`` replaced (monkeypatched), to see
     what each costs. Only for this benchmark: it reaches into the runtime's internals."""
     import agent.runtime.agent as runtime
+    from agent.contract import Message, MessageKind, measurements_payload
     from agent.core.site import SiteCore
-    from agent.payloads import Message, measurements_payload
     from agent.runtime.outbox import MemoryOutbox, SqliteOutbox
 
     level = VARIANTS.index(variant)
@@ -135,7 +135,9 @@ def as_agent(variant: str, argv: list[str]) -> int:
             async def serve(self, stop: Any) -> None:
                 await stop.wait()
 
-        runtime.HttpServer.for_agent = classmethod(lambda cls, agent, **kw: _NoHttp())  # type: ignore[assignment,method-assign]
+        import agent.cli.run as run_cli
+
+        run_cli.live_page = lambda agent, **kw: _NoHttp()  # type: ignore[assignment]
     if level >= 2:
         sqlite_init = SqliteOutbox.__init__
 
@@ -160,12 +162,8 @@ def as_agent(variant: str, argv: list[str]) -> int:
                 info = self.by_id[r.device]
                 info.seq += 1
                 values = {q.value: v for q, v in r.values.items()}
-                out.append(
-                    Message(
-                        self.topics.measurements(r.device),
-                        measurements_payload(r.ts, info.seq, values),
-                    )
-                )
+                payload = measurements_payload(r.ts, info.seq, values)
+                out.append(self.topics.message(MessageKind.MEASUREMENTS, payload, r.device))
             return out
 
         SiteCore.feed = _feed  # type: ignore[method-assign]
@@ -536,10 +534,10 @@ def prefill_outbox(config_path: Path, minutes: int, end_ms: int) -> tuple[int, d
     store every message it produces in the agent's outbox, as the agent does during an
     outage. Returns (messages, per kind)."""
     from agent.config import load_config
+    from agent.contract import MessageKind, device_status_payload
     from agent.core.site import Reading, SiteCore
-    from agent.payloads import device_status_payload, encode
-    from agent.runtime.agent import _KIND, OUTBOX
-    from agent.runtime.outbox import Item, SqliteOutbox
+    from agent.runtime.agent import OUTBOX
+    from agent.runtime.outbox import Item, SqliteOutbox, item_of
     from drivers.profile import ProfileLibrary
     from drivers.simulator.meter import MeterModel
 
@@ -558,30 +556,15 @@ def prefill_outbox(config_path: Path, minutes: int, end_ms: int) -> tuple[int, d
 
     def store(messages: list[Any]) -> None:
         for m in messages:
-            suffix = m.topic.rsplit("/", 1)[-1]
-            kind = _KIND[suffix]
+            suffix = m.kind.spec.suffix
             counts[suffix] = counts.get(suffix, 0) + 1
-            pending.append(
-                Item(
-                    kind,
-                    m.topic,
-                    encode(m.payload),
-                    retain=suffix == "status",
-                    created_ms=int(m.payload.get("ts", 0)),
-                )
-            )
+            pending.append(item_of(m))
         if len(pending) >= 20_000:
             outbox.put_many(pending)
             pending.clear()
 
-    from agent.payloads import Message
-
-    store(
-        [
-            Message(site.topics.device_status(d.id), device_status_payload("ok", None, start_ms))
-            for d in config.devices
-        ]
-    )
+    status = device_status_payload("ok", None, start_ms)
+    store([site.topics.message(MessageKind.DEVICE_STATUS, status, d.id) for d in config.devices])
     for s in range(minutes * 60):
         ts = start_ms + s * 1000
         readings = []

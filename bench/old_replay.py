@@ -31,9 +31,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from agent.config.models import AgentConfig
+from agent.contract import Message
 from agent.core.channels import SLOT_MS
 from agent.core.site import Reading, SiteCore
-from agent.payloads import Message
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
 
@@ -178,7 +178,7 @@ def replay(
 
     def keep(messages: list[Message]) -> Iterator[Message]:
         for m in messages:
-            if m.topic.rsplit("/", 1)[-1] in wanted:
+            if m.kind in wanted:
                 yield m
 
     # Readings are fed one one-minute slot at a time, so the site windows of each interval

@@ -70,8 +70,8 @@ from agent.bridge.metrics import BridgeMetrics
 from agent.bridge.validate import Reason, Rejected
 from agent.config.bridge import BridgeSettings
 from agent.config.common import Mqtt
+from agent.contract.kinds import subscription_filters
 from agent.mqttclient import MqttConfigError, new_client
-from agent.payloads import TopicKind, subscription_filters
 
 log = logging.getLogger(__name__)
 
@@ -100,15 +100,6 @@ def max_packet_size(max_payload_bytes: int) -> int:
     oversized messages at the publisher, before anything is stored.
     """
     return 2 * max_payload_bytes + _TOPIC_AND_HEADERS
-
-
-MEASUREMENT = {
-    TopicKind.MEASUREMENTS: "measurements",
-    TopicKind.ENERGY: "energy",
-    TopicKind.INTENSITY: "intensity",
-    TopicKind.GATEWAY_STATUS: "status",
-    TopicKind.DEVICE_STATUS: "status",
-}
 
 
 class BridgeSetupError(ValueError):

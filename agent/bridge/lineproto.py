@@ -6,9 +6,9 @@ this module does not rely on that: it escapes every special character it can
 and refuses what cannot be escaped (newlines, a backslash in a tag, non-finite
 numbers), so a future caller with looser input still cannot inject.
 
-Schema (docs/influxdb.md): measurements ``measurements``, ``energy``,
-``intensity``, ``status``; tags ``site``, ``gateway``, ``device``, ``carrier``,
-``quality``, ``window``; fields are the payload's numbers; time is ``ts`` in ms.
+Schema (docs/influxdb.md): each kind's InfluxDB measurement and each field's
+place (tag, field, time, not stored) are the contract's (agent/contract/);
+``site``, ``gateway`` and ``device`` are tags from the topic.
 """
 
 from __future__ import annotations
@@ -19,15 +19,9 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel
 
-from agent.payloads import (
-    DeviceStatusModel,
-    EnergyModel,
-    GatewayStatusModel,
-    IntensityModel,
-    MeasurementsModel,
-    TopicKind,
-    TopicRef,
-)
+from agent.contract.kinds import TopicRef
+from agent.contract.models import MODELS
+from agent.contract.schema import Record, Store
 
 FieldValue = float | int | bool | str
 
@@ -108,58 +102,44 @@ def _base_tags(ref: TopicRef) -> dict[str, str]:
     return tags
 
 
-def _numbers(pairs: Mapping[str, float | None]) -> dict[str, FieldValue]:
-    return {k: v for k, v in pairs.items() if v is not None}
-
-
 def to_lines(ref: TopicRef, payload: BaseModel) -> list[str]:
-    """The points for one validated payload (an intensity message gives one per window).
+    """The points for one validated payload, as its record's rows say where each field
+    goes (agent/contract/records.py): an intensity message gives one per window.
 
     ``null`` numbers are left out rather than written as 0: a missing reading is
     not a zero reading.
     """
-    tags = _base_tags(ref)
-    match ref.kind, payload:
-        case TopicKind.MEASUREMENTS, MeasurementsModel():
-            fields: dict[str, FieldValue] = {"seq": payload.seq}
-            fields.update(_numbers(payload.values))
-            return [line("measurements", tags, fields, payload.ts)]
-        case TopicKind.ENERGY, EnergyModel():
-            tags["carrier"] = payload.carrier.value
-            tags["quality"] = payload.quality
-            fields = {"interval_s": payload.interval_s}
-            fields.update(
-                _numbers(
-                    {
-                        "energy_kwh": payload.energy_kwh,
-                        "co2_kg": payload.co2_kg,
-                        "avg_power_kw": payload.avg_power_kw,
-                        "ef_kg_per_kwh": payload.ef_kg_per_kwh,
-                        "volume_m3": payload.volume_m3,
-                        "units": payload.units,
-                        "unmetered_kwh": payload.unmetered_kwh,
-                    }
-                )
-            )
-            return [line("energy", tags, fields, payload.ts)]
-        case TopicKind.INTENSITY, IntensityModel():
-            out = []
-            for window, w in payload.windows.items():
-                fields = _numbers(
-                    {
-                        "energy_kwh": w.energy_kwh,
-                        "co2_kg": w.co2_kg,
-                        "output_units": w.output_units,
-                        "kwh_per_unit": w.kwh_per_unit,
-                        "kgco2_per_unit": w.kgco2_per_unit,
-                        "intensity_g_per_kwh": w.intensity_g_per_kwh,
-                        "tce": w.tce,
-                    }
-                )
-                out.append(line("intensity", {**tags, "window": window}, fields, payload.ts))
-            return out
-        case TopicKind.GATEWAY_STATUS, GatewayStatusModel():
-            return [line("status", tags, {"up": int(payload.state == "online")}, payload.ts)]
-        case TopicKind.DEVICE_STATUS, DeviceStatusModel():
-            return [line("status", tags, {"up": int(payload.state == "ok")}, payload.ts)]
-    raise LineProtocolError(f"no schema for {ref.kind} with {type(payload).__name__}")
+    spec = ref.kind.spec
+    if not isinstance(payload, MODELS[ref.kind]):
+        raise LineProtocolError(f"no schema for {ref.kind} with {type(payload).__name__}")
+    return _points(spec.measurement, spec.record, payload, _base_tags(ref), None)
+
+
+def _points(
+    measurement: str, record: Record, obj: BaseModel, tags: dict[str, str], ts: int | None
+) -> list[str]:
+    fields: dict[str, FieldValue] = {}
+    out: list[str] = []
+    # A record whose entries are points of their own (intensity's windows) has none itself.
+    own_point = all(f.store is not Store.KEYS_AS_POINTS for f in record.fields)
+    for f in record.fields:
+        value = getattr(obj, f.name)
+        if f.store is Store.TIME:
+            ts = value
+        elif f.store is Store.TAG:
+            tags[f.db_name] = value
+        elif value is None or f.store is Store.NOT_STORED:
+            continue
+        elif f.store is Store.FIELD:
+            fields[f.db_name] = value if f.codes is None else f.codes[value]
+        elif f.store is Store.KEYS_AS_FIELDS:
+            fields.update((k, v) for k, v in value.items() if v is not None)
+        else:  # KEYS_AS_POINTS
+            assert isinstance(f.items, Record)
+            for key, sub in value.items():
+                out += _points(measurement, f.items, sub, {**tags, f.db_name: key}, ts)
+    if ts is None:
+        raise LineProtocolError(f"a {record.name} record without a time")
+    if own_point:
+        out.insert(0, line(measurement, tags, fields, ts))
+    return out

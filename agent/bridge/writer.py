@@ -35,7 +35,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
-from agent.bridge.consumer import MEASUREMENT, BridgeSetupError, Inbound, read_secret
+from agent.bridge.consumer import BridgeSetupError, Inbound, read_secret
 from agent.bridge.liveness import Liveness
 from agent.bridge.metrics import BridgeMetrics
 from agent.bridge.validate import Reason, Rejected, Validator
@@ -284,7 +284,7 @@ class Writer(threading.Thread):
                     continue
                 item.lines = verdict.lines
                 item.ts_ms = verdict.ts_ms
-                item.measurement = MEASUREMENT[verdict.ref.kind]
+                item.measurement = verdict.ref.kind.spec.measurement
             accepted.append(item)
         if fresh:
             self.metrics.received.inc(fresh)

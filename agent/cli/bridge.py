@@ -14,7 +14,7 @@ import signal
 import sys
 from types import FrameType
 
-from agent.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from agent.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
 def run_bridge(args: argparse.Namespace) -> int:

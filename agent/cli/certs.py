@@ -13,7 +13,7 @@ import argparse
 import ipaddress
 from pathlib import Path
 
-from agent.cli.main import EXIT_OK, UsageError
+from agent.cli.common import EXIT_OK, UsageError
 from agent.config.models import ID_RX
 
 #: Where the README's examples keep a gateway's files.

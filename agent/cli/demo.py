@@ -5,8 +5,9 @@ RS-485 line (through a socat pty pair, or a Python one without socat), a gas
 meter and a production counter; a broker on a free loopback port (mosquitto
 when installed, else the in-memory demo broker of agent.demo.minibroker); and the
 agent itself (`run`'s code, with the embedded demo config) publishing to it.
-A live table shows what the agent sees, and the agent's own live page is on a
-free loopback port (printed at start). Ctrl-C stops everything it started.
+A live table shows what the agent sees (its status snapshot, as the page), and
+the agent's own live page is on a free loopback port (printed at start). Ctrl-C
+stops everything it started.
 """
 
 from __future__ import annotations
@@ -28,14 +29,15 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from agent.cli.main import EXIT_OK, UsageError
+from agent.cli.common import EXIT_OK, UsageError
+from agent.cli.run import serve
 from agent.config import parse_config
 from agent.demo.broker import Mosquitto, find_mosquitto
 from agent.demo.minibroker import EmbeddedBroker
 from agent.demo.plant import plant_for
 from agent.runtime.agent import Agent
+from agent.status import ERROR, OK, AgentStatus, WindowFigures
 from drivers.profile import ProfileLibrary
-from drivers.quantities import Quantity
 from drivers.simulator.ptypair import PtyPair
 
 
@@ -99,7 +101,7 @@ async def _demo(
                     "(in memory, not for production; install mosquitto for real use)"
                 )
             agent = Agent(config, library)
-            topics = agent.site.topics
+            about = agent.status().agent
             console.print(
                 f"[bold]energy-agent demo[/bold]: site '{config.site.id}', "
                 f"{len(config.devices)} simulated meters"
@@ -108,12 +110,11 @@ async def _demo(
                 console.print(f"  bus {bus.id}: {bus.endpoint().describe()}")
             console.print(f"  RS-485 line through a {pty.kind} pty pair: {pty.a} <-> {pty.b}")
             console.print(f"  broker: {where}")
-            jit = agent.site.engine.jit
-            why = f" ({jit.reason})" if jit.reason else ""
-            console.print(f"  core: {jit.backend}{why}", markup=False)
+            why = f" ({about.core_reason})" if about.core_reason else ""
+            console.print(f"  core: {about.core}{why}", markup=False)
             console.print(
-                f"  topics: {topics.base}/#  (e.g. mosquitto_sub -h 127.0.0.1 "
-                f"-p {mqtt_port} -t '{topics.base}/#' -v)"
+                f"  topics: {about.topic_base}/#  (e.g. mosquitto_sub -h 127.0.0.1 "
+                f"-p {mqtt_port} -t '{about.topic_base}/#' -v)"
             )
             page = f"http://127.0.0.1:{config.http.port}/"
             console.print(f"  live page: [bold]{page}[/bold]  (JSON: {page}api/state)")
@@ -135,7 +136,7 @@ async def _run_with_view(agent: Agent, console: Console, duration: float | None)
     async def view() -> None:
         deadline = None if duration is None else time.monotonic() + duration
         live = Live(
-            _render(agent),
+            _render(agent.status()),
             console=console,
             refresh_per_second=2,
             auto_refresh=sys.stdout.isatty(),
@@ -145,17 +146,29 @@ async def _run_with_view(agent: Agent, console: Console, duration: float | None)
             while not agent.stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(agent.stop.wait(), 1.0)
-                live.update(_render(agent))
+                live.update(_render(agent.status()))
                 if deadline is not None and time.monotonic() >= deadline:
                     agent.stop.set()
 
-    async with asyncio.TaskGroup() as tg:
-        tg.create_task(agent.run(), name="agent")
-        tg.create_task(view(), name="view")
+    await serve(agent, view)
 
 
-def _render(agent: Agent) -> Group:
-    now = time.time() * 1000
+def _n(v: float | None, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
+def _site_line(w: WindowFigures, today: WindowFigures | None) -> Text:
+    energy, tce = (None, None) if today is None else (today.energy_kwh, today.tce)
+    return Text(
+        f"site, last 15 min: {_n(w.energy_kwh, '.2f')} kWh, {_n(w.co2_kg, '.2f')} kg CO2, "
+        f"{_n(w.intensity_g_per_kwh, '.0f')} g/kWh;  today: {_n(energy, '.1f')} kWh, "
+        f"{_n(tce, '.4f')} tce",
+        style="bold",
+    )
+
+
+def _render(status: AgentStatus) -> Group:
+    """The demo's table: every device of the snapshot, the link, the outbox, the site."""
     table = Table(expand=False)
     for col, just in (
         ("device", "left"),
@@ -168,56 +181,38 @@ def _render(agent: Agent) -> Group:
         ("last good poll", "right"),
     ):
         table.add_column(col, justify=just)  # type: ignore[arg-type]
-    for resolved in agent.config.resolved(agent.library):
-        dev, main = resolved.device, resolved.main
-        st = agent.devices[dev.id]
-        values = st.last_values or {}
-        power = values.get(Quantity.ACTIVE_POWER_KW)
-        counter = values.get(main) if main is not None and main.is_counter else None
-        if st.state == "ok":
-            status = Text("OK", style="green")
-        elif st.state == "error":
-            status = Text(f"ERROR {st.reason}", style="bold red")
+    for d in status.devices:
+        if d.state == OK:
+            state = Text("OK", style="green")
+        elif d.state == ERROR:
+            state = Text(f"ERROR {d.reason or ''}", style="bold red")
         else:
-            status = Text("waiting", style="yellow")
-        age = "never" if st.last_ok_ms is None else f"{(now - st.last_ok_ms) / 1000:.1f} s ago"
+            state = Text("waiting", style="yellow")
+        main = d.main
         table.add_row(
-            dev.id,
-            dev.bus,
-            str(dev.unit),
-            dev.profile or "inline registers",
-            status,
-            "" if power is None else f"{power:,.2f}",
-            "" if counter is None else f"{counter:,.2f} {resolved.unit}",
-            age,
+            d.id,
+            d.bus,
+            str(d.unit),
+            d.meter,
+            state,
+            "" if d.power_kw is None else f"{d.power_kw:,.2f}",
+            "" if main.value is None else f"{main.value:,.2f} {main.unit}",
+            "never" if d.age_s is None else f"{d.age_s:.1f} s ago",
         )
-    link = agent.link.state
+    link = status.link
     mqtt = (
         Text("MQTT connected", style="green")
         if link.connected
-        else Text(f"MQTT DOWN {link.last_error}", style="bold red")
+        else Text(f"MQTT DOWN {link.last_error or ''}", style="bold red")
     )
-    depth = agent.outbox.stats().depth
+    depth = status.outbox.depth
     header = Text.assemble(
         mqtt,
-        f"   outbox: {depth} message{'s' if depth != 1 else ''}   "
-        f"published: {agent.pump.stats.acked}",
+        f"   outbox: {depth} message{'s' if depth != 1 else ''}   published: {status.outbox.acked}",
     )
     parts: list[Text | Table] = [header]
-    latest = agent.site.latest_intensity
-    if latest is not None:
-        w = latest["windows"]["15m"]  # type: ignore[index]
-        today = latest["windows"]["today"]  # type: ignore[index]
-        g = w["intensity_g_per_kwh"]
-        grams = "n/a" if g is None else f"{g:.0f}"
-        parts.append(
-            Text(
-                f"site, last 15 min: {w['energy_kwh']:.2f} kWh, {w['co2_kg']:.2f} kg CO2, "
-                f"{grams} g/kWh;  today: {today['energy_kwh']:.1f} kWh, "
-                f"{today['tce']:.4f} tce",
-                style="bold",
-            )
-        )
+    if status.site.intensity is not None:
+        parts.append(_site_line(status.site.intensity, status.site.today))
     parts.append(table)
     return Group(*parts)
 

@@ -9,7 +9,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
-from agent.cli.main import EXIT_OK, EXIT_USAGE, UsageError
+from agent.cli.common import EXIT_OK, EXIT_USAGE, UsageError
 from agent.config import ConfigError
 from agent.config.load import load_any_config, run_refusal
 from agent.config.models import AgentConfig, BridgeConfig

@@ -14,16 +14,20 @@ import sys
 from collections.abc import Callable, Sequence
 
 from agent import __version__
+
+# Re-exported: what the commands share lives in agent.cli.common (they never import main).
+from agent.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError, parse_units
 from confdoc.errors import DocumentError
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """A wrong argument; the message says which and how to fix it."""
-
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "UsageError",
+    "build_parser",
+    "main",
+    "parse_units",
+]
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -170,23 +174,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_units(text: str) -> list[int]:
-    """``1-4,7`` -> [1, 2, 3, 4, 7]; every id 0..255."""
-    units: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        lo, sep, hi = part.partition("-")
-        try:
-            a = int(lo)
-            b = int(hi) if sep else a
-        except ValueError:
-            raise UsageError(f"--units: '{part}' is not a unit id or range like 1-5") from None
-        if not (0 <= a <= b <= 255):
-            raise UsageError(f"--units: '{part}' must lie within 0..255, low to high")
-        units.extend(range(a, b + 1))
-    return sorted(set(units))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -217,8 +204,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # `python -m agent.cli.main` runs this file as __main__, a second copy of the module;
-    # the commands raise agent.cli.main.UsageError, which only that copy's main() catches.
-    from agent.cli.main import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

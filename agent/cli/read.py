@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from agent.cli.main import EXIT_FAILED, EXIT_OK, UsageError, parse_units
+from agent.cli.common import EXIT_FAILED, EXIT_OK, UsageError, parse_units
 from drivers.decode import decode_value
 from drivers.errors import ModbusTimeout, RetryableError, TransportError
 from drivers.profile import Profile, ProfileLibrary, SerialDefaults

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent.cli.main import EXIT_FAILED, EXIT_OK, UsageError
+from agent.cli.common import EXIT_FAILED, EXIT_OK, UsageError
 from agent.config import load_config
 from agent.config.models import AgentConfig
 from agent.core.engine import CACHE_DIR, load_kernel

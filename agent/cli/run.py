@@ -1,4 +1,11 @@
-"""`run -c FILE`: the main job on a gateway, until SIGTERM or Ctrl-C."""
+"""`run -c FILE`: the main job on a gateway, until SIGTERM or Ctrl-C.
+
+Two things run side by side in one TaskGroup: the :class:`Agent` (polls, core,
+outbox, MQTT) and its live page (:class:`HttpServer`: /, /api/state, /events,
+/metrics), which knows the agent only by its status snapshot (``agent.status``).
+The page never keeps the agent from working: a port it cannot bind is logged
+and the agent goes on without it. The demo runs the same pair (:func:`serve`).
+"""
 
 from __future__ import annotations
 
@@ -8,10 +15,14 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
 
-from agent.cli.main import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from agent.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from agent.config import load_config
 from agent.config.load import run_refusal
+from agent.http.limits import Limits
+from agent.http.server import TICK_S, HttpServer
 from agent.mqttclient import MqttConfigError
 from agent.runtime.agent import Agent
 from drivers.profile import ProfileLibrary
@@ -46,4 +57,40 @@ async def _main(agent: Agent) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, agent.stop.set)
-    await agent.run()
+    await serve(agent)
+
+
+def live_page(agent: Agent, *, tick_s: float = TICK_S, limits: Limits | None = None) -> HttpServer:
+    """The agent's page: its ``http:`` settings, fed from its status, with its metrics.
+
+    The password file was read with the config (``run_refusal`` said if it cannot be).
+    """
+    return HttpServer.for_status(
+        agent.config.http, agent.status, agent.metrics, tick_s=tick_s, limits=limits
+    )
+
+
+async def serve(agent: Agent, *also: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """The agent and its live page (and ``also``, e.g. the demo's table) until ``agent.stop``.
+
+    An error of the agent is raised as itself, not wrapped in the TaskGroup's
+    ExceptionGroup, so that ``run`` says it the way it says any other.
+    """
+    page = live_page(agent)
+
+    async def agent_job() -> None:
+        try:
+            await agent.run()
+        finally:
+            agent.stop.set()  # the page and the others end with the agent
+
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(agent_job(), name="agent")
+            tg.create_task(page.serve(agent.stop), name="http")
+            for job in also:
+                tg.create_task(job(), name=job.__name__)
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise

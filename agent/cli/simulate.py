@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent.cli.main import EXIT_OK, UsageError, parse_units
+from agent.cli.common import EXIT_OK, UsageError, parse_units
 from confdoc.errors import DocumentError
 from confdoc.yamldoc import read_document
 from drivers.profile import ProfileLibrary

@@ -22,7 +22,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from agent.cli.main import EXIT_FAILED, EXIT_OK, UsageError
+from agent.cli.common import EXIT_FAILED, EXIT_OK, UsageError
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -97,14 +97,24 @@ def _ago(s: object) -> str:
 
 def render(doc: dict[str, Any]) -> Group:
     """The page's picture as rich renderables: header, alerts, site, demand, devices."""
-    a, site, mqtt, buf = doc["agent"], doc["site"], doc["mqtt"], doc["buffer"]
-    parts: list[Text | Table] = []
+    site = doc["site"]
+    return Group(
+        *_header(doc),
+        _site_table(site),
+        _demand_table(site["demand"]),
+        _devices_table(doc["devices"], (doc.get("history") or {}).get("power_kw", {})),
+    )
+
+
+def _header(doc: dict[str, Any]) -> list[Text]:
+    """Who, whether all is well and every problem, then the link, the disk and the buffer."""
+    a, mqtt, buf = doc["agent"], doc["mqtt"], doc["buffer"]
     health = (
         Text("ALL OK", style="bold green")
         if doc["health"]["state"] == "ok"
         else Text("ATTENTION", style="bold red")
     )
-    parts.append(
+    lines = [
         Text.assemble(
             (f"{a['site_name']}", "bold"),
             f"  site {a['site']} · gateway {a['gateway']} · energy-agent {a['version']}"
@@ -112,16 +122,14 @@ def render(doc: dict[str, Any]) -> Group:
             + "  ",
             health,
         )
-    )
-    for problem in doc["health"]["problems"]:
-        parts.append(Text(f"  ! {problem}", style="bold red"))
+    ]
+    lines += [Text(f"  ! {problem}", style="bold red") for problem in doc["health"]["problems"]]
     why = f": {mqtt['last_error']}" if mqtt["last_error"] else ""
     link = (
         Text("MQTT connected", style="green")
         if mqtt["connected"]
         else Text(f"MQTT DOWN ({mqtt['broker']}{why})", style="bold red")
     )
-    buffer_style = "bold yellow" if buf["alarm"] else ""
     storage = doc.get("storage") or {"ok": True}
     disk = (
         Text("disk ok", style="green")
@@ -130,22 +138,25 @@ def render(doc: dict[str, Any]) -> Group:
             f"STORAGE FAILING ({storage['unstored']} messages in memory only)", style="bold red"
         )
     )
-    parts.append(
+    waiting = (
+        f"buffer: {buf['depth']} waiting"
+        + (f", oldest {buf['oldest_age_s']:.0f} s" if buf["oldest_age_s"] else "")
+        + (" — GROWING" if buf["growing"] else "")
+    )
+    lines.append(
         Text.assemble(
             link,
             "   ",
             disk,
             "   ",
-            (
-                f"buffer: {buf['depth']} waiting"
-                + (f", oldest {buf['oldest_age_s']:.0f} s" if buf["oldest_age_s"] else "")
-                + (" — GROWING" if buf["growing"] else ""),
-                buffer_style,
-            ),
+            (waiting, "bold yellow" if buf["alarm"] else ""),
             f"   acknowledged: {buf['acked']}",
         )
     )
+    return lines
 
+
+def _site_table(site: dict[str, Any]) -> Table:
     it, hour, today = site["intensity"] or {}, site["intensity_1h"] or {}, site["today"] or {}
     summary = Table(title="site", title_justify="left", show_header=True)
     for col in ("", "value", "unit"):
@@ -163,24 +174,27 @@ def render(doc: dict[str, Any]) -> Group:
     summary.add_row("today: CO₂", _n(today.get("co2_kg"), 1), "kg")
     summary.add_row("today: standard coal", _n(today.get("tce"), 4), "tce")
     summary.add_row("15-min demand now", _n(site["demand"]["now_kw"], 1), "kW")
-    parts.append(summary)
+    return summary
 
-    demand = Table(title="15-minute demand per root meter", title_justify="left")
-    demand.add_column("meter")
-    demand.add_column("now kW", justify="right")
-    demand.add_column("month peak kW", justify="right")
-    demand.add_column("of peak", justify="right")
-    for m in site["demand"]["meters"]:
+
+def _demand_table(demand: dict[str, Any]) -> Table:
+    table = Table(title="15-minute demand per root meter", title_justify="left")
+    table.add_column("meter")
+    table.add_column("now kW", justify="right")
+    table.add_column("month peak kW", justify="right")
+    table.add_column("of peak", justify="right")
+    for m in demand["meters"]:
         share = (
             f"{100 * m['now_kw'] / m['peak_kw']:.0f} %"
             if m["now_kw"] is not None and m["peak_kw"]
             else ""
         )
-        demand.add_row(m["device"], _n(m["now_kw"], 1), _n(m["peak_kw"], 1), share)
-    parts.append(demand)
+        table.add_row(m["device"], _n(m["now_kw"], 1), _n(m["peak_kw"], 1), share)
+    return table
 
-    history = (doc.get("history") or {}).get("power_kw", {})
-    devices = Table(title="devices", title_justify="left")
+
+def _devices_table(devices: list[dict[str, Any]], history: dict[str, Any]) -> Table:
+    table = Table(title="devices", title_justify="left")
     for col, just in (
         ("device", "left"),
         ("status", "left"),
@@ -189,8 +203,8 @@ def render(doc: dict[str, Any]) -> Group:
         ("last 15 min", "left"),
         ("counter", "right"),
     ):
-        devices.add_column(col, justify=just)  # type: ignore[arg-type]
-    for d in doc["devices"]:
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for d in devices:
         if d["state"] == "ok":
             status = Text("OK", style="green")
         elif d["state"] == "error":
@@ -198,7 +212,7 @@ def render(doc: dict[str, Any]) -> Group:
         else:
             status = Text("waiting", style="yellow")
         main = d["main"]
-        devices.add_row(
+        table.add_row(
             ("└ " if d["parent"] else "") + d["id"],
             status,
             _ago(d["age_s"]),
@@ -206,8 +220,7 @@ def render(doc: dict[str, Any]) -> Group:
             _spark(history.get(d["id"], [])),
             "" if main["value"] is None else f"{main['value']:,.2f} {main['unit']}",
         )
-    parts.append(devices)
-    return Group(*parts)
+    return table
 
 
 def run_status(args: argparse.Namespace) -> int:

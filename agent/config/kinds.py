@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from agent.payloads import Carrier
+from agent.contract.vocab import Carrier
 from drivers.profile import DeviceKind, Profile
 from drivers.quantities import Quantity
 

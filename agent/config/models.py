@@ -30,7 +30,7 @@ from agent.config.common import SecretFiles
 from agent.config.common import Strict as _Strict
 from agent.config.common import TlsSettings as TlsSettings
 from agent.config.kinds import CARRIER, UNIT, kind_of, main_quantity
-from agent.payloads import Carrier
+from agent.contract.vocab import Carrier
 from drivers.profile import DeviceKind, PlausibleRange, ProfileLibrary, ReadLimits, RegisterMap
 from drivers.quantities import Quantity
 from drivers.registers import RatioRegister, RegisterSpec

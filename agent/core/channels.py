@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from enum import IntEnum, IntFlag, StrEnum
+from enum import IntEnum, IntFlag
+
+from agent.contract.vocab import Quality
 
 #: One slot of the grid, in milliseconds.
 SLOT_MS = 60_000
@@ -59,17 +61,9 @@ class Flag(IntFlag):
     PARTIAL = 8
 
 
-class Quality(StrEnum):
-    MEASURED = "measured"
-    INTEGRATED = "integrated"
-    INTERPOLATED = "interpolated"
-    GAP = "gap"
-    RESET = "reset"
-    PARTIAL = "partial"
-
-
 def quality_of(flags: int, kind: ChannelKind) -> Quality:
-    """The single word a record carries; the most serious condition wins."""
+    """The single word a record carries (the contract's :class:`Quality`); the most
+    serious condition wins."""
     if flags & Flag.RESET:
         return Quality.RESET
     if flags & Flag.PARTIAL:

@@ -20,9 +20,9 @@ import numpy as np
 
 from agent.config.kinds import nothing_to_count
 from agent.config.models import AgentConfig, Device, ResolvedDevice
+from agent.contract.vocab import Carrier
 from agent.core.channels import ChannelKind, ChannelSpec
 from agent.core.snapshot import Snapshot
-from agent.payloads import Carrier
 from drivers.profile import DeviceKind, ProfileLibrary
 from drivers.quantities import Quantity
 from drivers.registers import DataType

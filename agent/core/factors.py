@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from agent.config.models import Carbon
+from agent.contract.vocab import Carrier
 from agent.core.calendar import SiteCalendar
-from agent.payloads import Carrier
 
 #: The largest plausible grid factor (kg CO2/kWh): coal-only grids are ~1.2.
 LIVE_MAX_KG_PER_KWH = 5.0

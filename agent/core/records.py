@@ -3,8 +3,8 @@
 An interval's ``energy`` record from a device's native energy (kWh, m3, units)
 and the emission factor of that interval; a parent's unmetered energy once the
 tree knows it; the site's ``intensity`` record from its window totals. The
-payload shapes themselves (rounding, field names) are the contract's, in
-:mod:`agent.payloads`.
+payload shapes themselves (rounding, field names, key order) are the contract's,
+in :mod:`agent.contract`.
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.config.models import AgentConfig
+from agent.contract.build import energy_payload, intensity_payload, opt, window_values
+from agent.contract.vocab import Carrier
 from agent.core.channels import quality_of
 from agent.core.devices import DeviceInfo
 from agent.core.factors import EmissionFactors
 from agent.core.windows import Totals
-from agent.payloads import Carrier, energy_payload, intensity_payload, opt, window_values
 
 
 class RecordBuilder:
@@ -41,32 +42,24 @@ class RecordBuilder:
         the interval's factor."""
         start = end - self.interval_s * 1000
         factor = self.factors.at(info.carrier, start, end).value
-        common: dict[str, Any] = {
+        values: dict[str, Any] = {
             "ts": end,
             "interval_s": self.interval_s,
             "carrier": info.carrier,
             "quality": quality_of(flags, info.channel_kind).value,
+            "energy_kwh": kwh,
         }
-        if info.carrier is Carrier.ELECTRICITY:
-            return energy_payload(
-                **common,
-                energy_kwh=kwh,
-                co2_kg=native * factor,
-                ef_kg_per_kwh=factor,
-                has_children=has_children,
-            )
+        if info.carrier is Carrier.PRODUCTION:
+            values.update(co2_kg=0.0, ef_kg_per_kwh=None, units=native)
+            return energy_payload(**values)
+        values["co2_kg"] = native * factor
         if info.carrier is Carrier.NATURAL_GAS:
-            return energy_payload(
-                **common,
-                energy_kwh=kwh,
-                co2_kg=native * factor,
-                ef_kg_per_kwh=factor / self.kwh_per_m3,
-                volume_m3=native,
-                has_children=has_children,
-            )
-        return energy_payload(
-            **common, energy_kwh=kwh, co2_kg=0.0, ef_kg_per_kwh=None, units=native
-        )
+            values.update(ef_kg_per_kwh=factor / self.kwh_per_m3, volume_m3=native)
+        else:
+            values["ef_kg_per_kwh"] = factor
+        if has_children:
+            values["unmetered_kwh"] = None  # until the children's energy is known
+        return energy_payload(**values)
 
     @staticmethod
     def set_unmetered(payload: dict[str, Any], kwh: float | None) -> None:

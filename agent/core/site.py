@@ -27,6 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from agent.config.models import AgentConfig
+from agent.contract.build import measurements_payload
+from agent.contract.kinds import Message, MessageKind, Topics
+from agent.contract.vocab import DEFAULT_PREFIX
 from agent.core import snapshot
 from agent.core.calendar import SiteCalendar
 from agent.core.devices import DeviceChannels, DeviceInfo, SiteError
@@ -35,7 +38,6 @@ from agent.core.factors import EmissionFactors
 from agent.core.records import RecordBuilder
 from agent.core.tree import MeterTree
 from agent.core.windows import SiteWindows
-from agent.payloads import DEFAULT_PREFIX, Message, Topics, measurements_payload
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
 
@@ -125,17 +127,13 @@ class SiteCore:
             info = self.by_id[r.device]
             if measurements:
                 info.seq += 1
-                out.append(
-                    Message(
-                        self.topics.measurements(r.device),
-                        measurements_payload(
-                            r.ts,
-                            info.seq,
-                            {q.value: v for q, v in r.values.items()},
-                            [q.value for q in r.implausible],
-                        ),
-                    )
+                payload = measurements_payload(
+                    r.ts,
+                    info.seq,
+                    {q.value: v for q, v in r.values.items()},
+                    [q.value for q in r.implausible],
                 )
+                out.append(self.topics.message(MessageKind.MEASUREMENTS, payload, r.device))
             if info.quantity in r.values:
                 v = r.values[info.quantity]
                 chans.append(info.channel)
@@ -191,7 +189,7 @@ class SiteCore:
             )
             self.windows.expect(end)
             if not self.tree.closed(i, end, kwh, payload):
-                out.append(Message(self.topics.energy(info.device.id), payload))
+                out.append(self.topics.message(MessageKind.ENERGY, payload, info.device.id))
         return out
 
     def _may_deliver(self, i: int, end: int) -> bool:
@@ -204,7 +202,8 @@ class SiteCore:
         out: list[Message] = []
         for r in self.tree.release(final=final, older_than=older_than):
             self.records.set_unmetered(r.payload, r.unmetered_kwh)
-            out.append(Message(self.topics.energy(self.devices[r.device].device.id), r.payload))
+            device = self.devices[r.device].device.id
+            out.append(self.topics.message(MessageKind.ENERGY, r.payload, device))
         return out
 
     def _intensity_messages(self, upto: int | None) -> list[Message]:
@@ -212,7 +211,7 @@ class SiteCore:
         out = []
         for end in self.windows.due(upto):
             payload = self.records.intensity(end, self.windows.at(end))
-            out.append(Message(self.topics.intensity(), payload))
+            out.append(self.topics.message(MessageKind.INTENSITY, payload))
             self.latest_intensity = payload
         return out
 

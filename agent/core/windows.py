@@ -8,9 +8,8 @@ all of it. CO2 is each slot's energy times the emission factor of its interval
 and carrier, written into a ring of weights beside the engine's. This part also
 knows which interval ends still wait for their ``intensity`` record.
 
-The window names are the contract's (``agent.payloads.WINDOWS``; a test ties
-them). When the contract module arrives, it owns the names and this module keeps
-each one's span.
+The window names are the contract's (:class:`agent.contract.vocab.Window`);
+this module keeps each rolling one's length and computes the calendar ones.
 """
 
 from __future__ import annotations
@@ -22,20 +21,18 @@ from typing import Any
 
 import numpy as np
 
+from agent.contract.vocab import Carrier, Window
 from agent.core.calendar import SiteCalendar
 from agent.core.channels import RING, SLOT_MS
 from agent.core.devices import SiteWeights
 from agent.core.engine import Engine
 from agent.core.factors import EmissionFactors
 from agent.core.snapshot import Snapshot
-from agent.payloads import Carrier
 
-#: Rolling windows: name, and length in one-minute slots.
-ROLLING = (("1m", 1), ("15m", 15), ("1h", 60), ("24h", 1440))
-#: Calendar windows, in the site's time zone.
-CALENDAR = ("today", "month")
-#: Every window of an ``intensity`` record, in the order it lists them.
-WINDOW_NAMES = (*(name for name, _ in ROLLING), *CALENDAR)
+#: Rolling windows: length in one-minute slots, by name.
+ROLLING = {Window.MIN_1: 1, Window.MIN_15: 15, Window.HOUR_1: 60, Window.HOUR_24: 1440}
+#: Calendar windows, in the site's time zone: from local midnight, from the month's start.
+CALENDAR = (Window.TODAY, Window.MONTH)
 #: Finished days are kept this many days back (a month, and margin).
 KEEP_DAYS = 62
 
@@ -103,16 +100,16 @@ class SiteWindows:
             self._finish_day(self._today)
         self._today = day
         day_start = self.calendar.day_start_ms(day) // SLOT_MS
-        firsts = [t - w for _, w in ROLLING] + [day_start]
+        firsts = [t - w for w in ROLLING.values()] + [day_start]
         totals = self._totals(firsts, [t] * len(firsts))
-        windows = {name: tot for (name, _), tot in zip(ROLLING, totals, strict=False)}
+        windows: dict[str, Totals] = dict(zip(ROLLING, totals, strict=False))
         today = totals[-1]
         month = Totals()
         for d, tot in self._days.items():
             if (d.year, d.month) == (day.year, day.month) and d < day:
                 month = month + tot
-        windows["today"] = today
-        windows["month"] = month + today
+        windows[Window.TODAY] = today
+        windows[Window.MONTH] = month + today
         if end_ms == self._day_end_ms(day):
             # This record closes the local day: its `today` is the whole day. Kept now,
             # while the ring still holds all of a 25-hour day; an interval later it may not.

@@ -7,9 +7,9 @@ Two kinds of series, for two reasons:
   :meth:`AgentMetrics.poll` and :meth:`AgentMetrics.core_scan`. A histogram
   cannot be rebuilt later from the runtime's bounded latency lists.
 * Levels (buffer depth, age of the oldest buffered record, messages published,
-  the MQTT link) are *read at scrape time* from the runtime's own counters by
-  a custom collector, so there is one source of truth and nothing to keep in
-  step.
+  the MQTT link) are *read at scrape time* from the agent's status snapshot
+  (:class:`agent.status.AgentStatus`, the one the page shows) by a custom
+  collector, so there is one source of truth and nothing to keep in step.
 
 No module-level state: every :class:`AgentMetrics` owns its
 :class:`~prometheus_client.CollectorRegistry`, so two agents in one process (the
@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
+
+from agent.status import OK, AgentStatus, DeviceStatus, LinkStatus, OutboxStatus, StorageStatus
 
 #: Prometheus text exposition format 0.0.4 (what every scraper accepts).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -36,12 +37,6 @@ POLL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0)
 # One pass of the core for one poll: tens of microseconds when nothing closes, a few
 # ms when an interval closes and the site windows are recomputed.
 CORE_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
-
-
-class Levels(Protocol):
-    """What the scrape-time collector reads; the runtime's :class:`Agent` has it all."""
-
-    def metric_levels(self) -> Mapping[str, object]: ...
 
 
 class AgentMetrics:
@@ -95,11 +90,11 @@ class AgentMetrics:
 
     # --- read at scrape time -------------------------------------------------------------
 
-    def watch(self, levels: Callable[[], Mapping[str, object]]) -> None:
-        """Read gauge levels from ``levels()`` on every scrape (see :class:`LevelCollector`)."""
+    def watch(self, status: Callable[[], AgentStatus]) -> None:
+        """Read gauge levels from ``status()`` on every scrape (see :class:`LevelCollector`)."""
         if self._levels is not None:
             self.registry.unregister(self._levels)  # one source of levels at a time
-        self._levels = LevelCollector(levels)
+        self._levels = LevelCollector(status)
         self.registry.register(self._levels)
 
     def exposition(self) -> bytes:
@@ -109,123 +104,121 @@ class AgentMetrics:
 class LevelCollector(Collector):
     """Gauges and counters the runtime already keeps, read when Prometheus scrapes.
 
-    ``levels()`` returns plain numbers (see :func:`agent.http.state.metric_levels`);
-    a missing key is simply not exported, so a half-started agent still answers.
+    ``status()`` is the agent's latest snapshot (the live page's, at most a tick
+    old); a level that is unknown (free space of an unreadable disk, the age of a
+    device never read) is simply not exported.
     """
 
-    def __init__(self, levels: Callable[[], Mapping[str, object]]) -> None:
-        self._levels = levels
+    def __init__(self, status: Callable[[], AgentStatus]) -> None:
+        self._status = status
 
     def describe(self) -> Iterable[Metric]:
         return []  # unknown until read; keeps registration from calling collect()
 
     def collect(self) -> Iterable[Metric]:
-        lv = self._levels()
-        now = time.time()
+        s = self._status()
+        yield from _buffer(s.outbox, time.time())
+        yield from _storage(s.storage)
+        yield from _mqtt(s.outbox, s.link)
+        yield from _devices(s.devices)
+        yield _gauge(
+            "energy_agent_uptime_seconds", "Seconds since the agent started", s.agent.uptime_s
+        )
 
-        def gauge(name: str, doc: str, key: str) -> Iterable[Metric]:
-            v = lv.get(key)
-            if isinstance(v, int | float):
-                yield GaugeMetricFamily(name, doc, value=float(v))
 
-        def counter(name: str, doc: str, key: str) -> Iterable[Metric]:
-            v = lv.get(key)
-            if isinstance(v, int | float):
-                yield CounterMetricFamily(name, doc, value=float(v))
+def _gauge(name: str, doc: str, value: float) -> Metric:
+    return GaugeMetricFamily(name, doc, value=float(value))
 
-        yield from gauge(
-            "energy_agent_buffer_depth", "Messages waiting in the outbox", "buffer_depth"
-        )
-        yield from gauge(
-            "energy_agent_buffer_bytes", "Payload bytes waiting in the outbox", "buffer_bytes"
-        )
-        oldest = lv.get("buffer_oldest_ms")
-        age = GaugeMetricFamily(
-            "energy_agent_buffer_oldest_age_seconds",
-            "Age of the oldest record in the outbox (0 when it is empty)",
-        )
-        age.add_metric([], max(0.0, now - oldest / 1000) if isinstance(oldest, int) else 0.0)
-        yield age
-        dropped = lv.get("buffer_dropped")
-        if isinstance(dropped, Mapping):
-            fam = CounterMetricFamily(
-                "energy_agent_buffer_dropped",
-                "Messages dropped because the outbox was full, per kind",
-                labels=["kind"],
-            )
-            for kind, n in sorted(dropped.items()):
-                fam.add_metric([str(kind)], float(n))
-            yield fam
-        yield from gauge(
-            "energy_agent_storage_ok",
-            "1 when the outbox can write to state_dir, 0 while the disk refuses (full, failing)",
-            "storage_ok",
-        )
-        yield from counter(
-            "energy_agent_storage_failures",
-            "Outbox write transactions the disk refused",
-            "storage_failures",
-        )
-        yield from gauge(
+
+def _counter(name: str, doc: str, value: float) -> Metric:
+    return CounterMetricFamily(name, doc, value=float(value))
+
+
+def _per_kind(name: str, doc: str, counts: Mapping[str, int]) -> Metric:
+    fam = CounterMetricFamily(name, doc, labels=["kind"])
+    for kind, n in sorted(counts.items()):
+        fam.add_metric([kind], float(n))
+    return fam
+
+
+def _buffer(ob: OutboxStatus, now: float) -> Iterable[Metric]:
+    yield _gauge("energy_agent_buffer_depth", "Messages waiting in the outbox", ob.depth)
+    yield _gauge("energy_agent_buffer_bytes", "Payload bytes waiting in the outbox", ob.bytes)
+    yield _gauge(
+        "energy_agent_buffer_oldest_age_seconds",
+        "Age of the oldest record in the outbox (0 when it is empty)",
+        0.0 if ob.oldest_ms is None else max(0.0, now - ob.oldest_ms / 1000),
+    )
+    yield _per_kind(
+        "energy_agent_buffer_dropped",
+        "Messages dropped because the outbox was full, per kind",
+        ob.dropped,
+    )
+
+
+def _storage(st: StorageStatus) -> Iterable[Metric]:
+    yield _gauge(
+        "energy_agent_storage_ok",
+        "1 when the outbox can write to state_dir, 0 while the disk refuses (full, failing)",
+        1 if st.ok else 0,
+    )
+    yield _counter(
+        "energy_agent_storage_failures",
+        "Outbox write transactions the disk refused",
+        st.failures,
+    )
+    if st.free_bytes is not None:
+        yield _gauge(
             "energy_agent_storage_free_bytes",
             "Free space in state_dir (absent when unknown)",
-            "storage_free_bytes",
+            st.free_bytes,
         )
-        yield from gauge(
-            "energy_agent_unstored_messages",
-            "Messages held in memory only: the disk refused them and the broker has not "
-            "acknowledged them yet",
-            "unstored",
-        )
-        lost = lv.get("lost")
-        if isinstance(lost, Mapping):
-            lost_fam = CounterMetricFamily(
-                "energy_agent_messages_lost",
-                "Messages neither stored nor sent: memory was full while the disk refused "
-                "writes, or the agent exited so, per kind",
-                labels=["kind"],
-            )
-            for kind, n in sorted(lost.items()):
-                lost_fam.add_metric([str(kind)], float(n))
-            yield lost_fam
-        yield from counter(
-            "energy_agent_messages_published",
-            "Messages handed to the MQTT client (including retries)",
-            "published",
-        )
-        yield from counter(
-            "energy_agent_messages_acked", "Messages the broker acknowledged (QoS 1)", "acked"
-        )
-        yield from counter(
-            "energy_agent_messages_refused", "Messages the broker refused", "refused"
-        )
-        yield from gauge(
-            "energy_agent_mqtt_connected", "1 when the MQTT link is up", "mqtt_connected"
-        )
-        yield from counter(
-            "energy_agent_mqtt_disconnects", "Times the MQTT link went down", "mqtt_disconnects"
-        )
-        up = lv.get("device_up")
-        if isinstance(up, Mapping):
-            up_fam = GaugeMetricFamily(
-                "energy_agent_device_up",
-                "1 when the device's last poll succeeded, 0 on error or before the first",
-                labels=["device"],
-            )
-            for dev, ok in up.items():
-                up_fam.add_metric([str(dev)], 1.0 if ok else 0.0)
-            yield up_fam
-        ages = lv.get("device_age_s")
-        if isinstance(ages, Mapping):
-            age_fam = GaugeMetricFamily(
-                "energy_agent_device_last_ok_age_seconds",
-                "Seconds since the device's last good poll (absent before the first)",
-                labels=["device"],
-            )
-            for dev, a in ages.items():
-                if isinstance(a, int | float):
-                    age_fam.add_metric([str(dev)], float(a))
-            yield age_fam
-        yield from gauge(
-            "energy_agent_uptime_seconds", "Seconds since the agent started", "uptime_s"
-        )
+    yield _gauge(
+        "energy_agent_unstored_messages",
+        "Messages held in memory only: the disk refused them and the broker has not "
+        "acknowledged them yet",
+        st.unstored,
+    )
+    yield _per_kind(
+        "energy_agent_messages_lost",
+        "Messages neither stored nor sent: memory was full while the disk refused "
+        "writes, or the agent exited so, per kind",
+        st.lost,
+    )
+
+
+def _mqtt(ob: OutboxStatus, link: LinkStatus) -> Iterable[Metric]:
+    yield _counter(
+        "energy_agent_messages_published",
+        "Messages handed to the MQTT client (including retries)",
+        ob.published,
+    )
+    yield _counter(
+        "energy_agent_messages_acked", "Messages the broker acknowledged (QoS 1)", ob.acked
+    )
+    yield _counter("energy_agent_messages_refused", "Messages the broker refused", ob.refused)
+    yield _gauge(
+        "energy_agent_mqtt_connected", "1 when the MQTT link is up", 1 if link.connected else 0
+    )
+    yield _counter(
+        "energy_agent_mqtt_disconnects", "Times the MQTT link went down", link.disconnects
+    )
+
+
+def _devices(devices: Iterable[DeviceStatus]) -> Iterable[Metric]:
+    up = GaugeMetricFamily(
+        "energy_agent_device_up",
+        "1 when the device's last poll succeeded, 0 on error or before the first",
+        labels=["device"],
+    )
+    age = GaugeMetricFamily(
+        "energy_agent_device_last_ok_age_seconds",
+        "Seconds since the device's last good poll (absent before the first)",
+        labels=["device"],
+    )
+    for d in devices:
+        up.add_metric([d.id], 1.0 if d.state == OK else 0.0)
+        if d.age_s is not None:
+            age.add_metric([d.id], d.age_s)
+    yield up
+    yield age

@@ -23,8 +23,13 @@ What "written carefully" means here:
   which lasts until the viewer leaves or the agent stops.
 * Basic auth (when ``http.password_file`` is set) on every route, compared in
   constant time; the Authorization header and the password are never logged.
-* The state document is built once per tick and shared by every viewer (see
-  :class:`agent.http.state.StateView`); viewers never trigger Modbus traffic.
+* The state document is built once per tick from the agent's status snapshot
+  and shared by every viewer (see :class:`agent.http.state.StateView`); viewers
+  never trigger Modbus traffic.
+
+The server knows the agent only as a function that returns its status
+(:class:`agent.status.AgentStatus`): ``agent.cli.run`` creates both and runs
+them side by side.
 """
 
 from __future__ import annotations
@@ -42,29 +47,20 @@ import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from agent.config.models import Http
 from agent.config.secrets import read_secret
+from agent.http import wire
 from agent.http.limits import Gate, GateCollector, Limits, Slot, address_key
 from agent.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from agent.http.metrics import AgentMetrics
-from agent.http.state import StateView, metric_levels
+from agent.http.state import StateView, StatusFn
+from agent.http.wire import COMMON_HEADERS, MAX_HEAD, WRITE_TIMEOUT_S, HttpError
 from confdoc.errors import FileRefused
-
-if TYPE_CHECKING:
-    from agent.runtime.agent import Agent
 
 log = logging.getLogger(__name__)
 
-MAX_HEAD = 8192
-MAX_HEADERS = 64
-WRITE_TIMEOUT_S = 10.0
-#: How long a refusal (4xx, 503) may take to write; the client has not earned more.
-REFUSAL_WRITE_TIMEOUT_S = 1.0
-#: How long a closed connection may take to flush before it is aborted.
-CLOSE_TIMEOUT_S = 1.0
 #: Connections accepted per turn of the event loop: under a flood, a smaller batch lets
 #: the Modbus polls in the same loop run between batches.
 ACCEPT_BATCH = 16
@@ -75,28 +71,6 @@ TICK_S = 1.0
 #: What EventSource waits before reconnecting after the stream drops (ms).
 RETRY_MS = 2000
 
-_REASONS = {
-    200: "OK",
-    204: "No Content",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    413: "Content Too Large",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    503: "Service Unavailable",
-    505: "HTTP Version Not Supported",
-}
-
-#: Security headers for every answer: the page loads nothing from anywhere else.
-_COMMON = (
-    ("Cache-Control", "no-store"),
-    ("X-Content-Type-Options", "nosniff"),
-    ("Referrer-Policy", "no-referrer"),
-    ("X-Frame-Options", "DENY"),
-)
 _PAGE_CSP = (
     "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
     "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
@@ -109,10 +83,19 @@ _ALLOW = (("Allow", "GET, HEAD"),)
 _CHALLENGE = (("WWW-Authenticate", 'Basic realm="energy-agent", charset="UTF-8"'),)
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, message: str = "") -> None:
-        super().__init__(message or _REASONS.get(status, ""))
-        self.status = status
+def refusal(
+    method: str, path: str, headers: dict[str, str], auth: BasicAuth | None
+) -> HttpError | None:
+    """Why a complete request is refused before it is admitted, if it is."""
+    if path not in ROUTES:
+        return HttpError(404, "not found")
+    if method not in ("GET", "HEAD"):
+        return HttpError(405, "only GET and HEAD", _ALLOW)
+    if headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers:
+        return HttpError(413, "no request body on GET")
+    if auth is not None and not auth.check(headers.get("authorization")):
+        return HttpError(401, "authentication required", _CHALLENGE)
+    return None
 
 
 def page_html() -> bytes:
@@ -188,18 +171,28 @@ class HttpServer:
         self.port = settings.port
 
     @classmethod
-    def for_agent(
-        cls, agent: Agent, *, tick_s: float = TICK_S, limits: Limits | None = None
+    def for_status(
+        cls,
+        settings: Http,
+        status: StatusFn,
+        metrics: AgentMetrics | None = None,
+        *,
+        tick_s: float = TICK_S,
+        limits: Limits | None = None,
     ) -> HttpServer:
-        """The server for ``agent``: its http settings, its metrics, a password if set."""
-        settings = agent.config.http
+        """The page of the agent whose snapshot ``status(now_ms)`` returns.
+
+        ``metrics`` (the agent's registry) then reads its levels from the same
+        snapshot as the page; the password is the one read with the config.
+        """
         auth = None
         password = settings.secret("password_file")  # read with the config, not on this loop
         if password is not None:
             auth = BasicAuth(settings.username, password)
-        view = StateView(agent)
-        agent.metrics.watch(lambda: metric_levels(view.current()))
-        return cls(settings, view, agent.metrics, auth=auth, tick_s=tick_s, limits=limits)
+        view = StateView(status)
+        if metrics is not None:
+            metrics.watch(view.status)
+        return cls(settings, view, metrics, auth=auth, tick_s=tick_s, limits=limits)
 
     @property
     def url(self) -> str:
@@ -216,7 +209,7 @@ class HttpServer:
         for warning in self.settings.warnings():
             log.warning("%s", warning)
         self.view.refresh()
-        self._frame = self._event_frame(self.view.current())
+        self._frame = wire.event_frame(self.view.current())
         self._server = await asyncio.start_server(
             self._accept,
             self.settings.host,
@@ -287,14 +280,9 @@ class HttpServer:
             except Exception:  # a bug in the view must not stop the page
                 log.exception("building the live state failed")
                 continue
-            self._frame = self._event_frame(doc)
+            self._frame = wire.event_frame(doc)
             tick, self._tick = self._tick, asyncio.Event()
             tick.set()
-
-    @staticmethod
-    def _event_frame(doc: dict[str, Any]) -> bytes:
-        data = json.dumps(doc, separators=(",", ":"), allow_nan=False)
-        return f"event: state\ndata: {data}\n\n".encode()
 
     # --- connections ----------------------------------------------------------------------
 
@@ -314,119 +302,35 @@ class HttpServer:
             pass  # the server is closing, or a flood needed this pending slot
         except Exception:
             log.exception("HTTP request failed")
-            await self._send_quietly(writer, 500, b"internal error\n")
+            await wire.refuse_quietly(writer, 500, b"internal error\n")
         finally:
             self.gate.leave(slot)
             self._clients.discard(task)
-            await self._close(writer)
-
-    @staticmethod
-    async def _close(writer: asyncio.StreamWriter) -> None:
-        """Close; abort if the peer does not take the rest within ``CLOSE_TIMEOUT_S``.
-
-        A plain close waits for the send buffer to drain, for ever if the peer
-        stopped reading: the socket would outlive its slot.
-        """
-        writer.close()
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await writer.wait_closed()
-        except (OSError, TimeoutError, asyncio.CancelledError):
-            writer.transport.abort()
-
-    async def _send_quietly(self, writer: asyncio.StreamWriter, status: int, body: bytes) -> None:
-        with contextlib.suppress(Exception):
-            await self._refuse(writer, status, body)
-
-    async def _refuse(
-        self,
-        writer: asyncio.StreamWriter,
-        status: int,
-        body: bytes,
-        *,
-        extra: tuple[tuple[str, str], ...] = (),
-        head_only: bool = False,
-    ) -> None:
-        await self._respond(
-            writer,
-            status,
-            body,
-            "text/plain; charset=utf-8",
-            extra=extra,
-            head_only=head_only,
-            write_s=REFUSAL_WRITE_TIMEOUT_S,
-        )
-
-    async def _read_head(
-        self, reader: asyncio.StreamReader
-    ) -> tuple[str, str, str, dict[str, str]]:
-        try:
-            async with asyncio.timeout(self.limits.head_timeout_s):
-                head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.LimitOverrunError:
-            raise HttpError(431) from None
-        except TimeoutError:
-            raise HttpError(408) from None
-        if len(head) > MAX_HEAD:
-            raise HttpError(431)
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3:
-            raise HttpError(400, "malformed request line")
-        method, target, version = parts
-        if not version.startswith("HTTP/1."):
-            raise HttpError(505)
-        headers: dict[str, str] = {}
-        fields = [x for x in lines[1:] if x]
-        if len(fields) > MAX_HEADERS:
-            raise HttpError(431)
-        for line in fields:
-            name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip():
-                raise HttpError(400, "malformed header")
-            headers[name.lower()] = value.strip()
-        return method, target, version, headers
-
-    def _check(self, method: str, path: str, headers: dict[str, str]) -> HttpError | None:
-        """Why a complete request is refused before it is admitted, if it is."""
-        if path not in ROUTES:
-            return HttpError(404, "not found")
-        if method not in ("GET", "HEAD"):
-            return HttpError(405, "only GET and HEAD")
-        if headers.get("content-length", "0") not in ("", "0") or "transfer-encoding" in headers:
-            return HttpError(413, "no request body on GET")
-        if self.auth is not None and not self.auth.check(headers.get("authorization")):
-            return HttpError(401, "authentication required")
-        return None
+            await wire.close(writer)
 
     async def _handle(
         self, slot: Slot, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         try:
-            method, target, _version, headers = await self._read_head(reader)
+            method, target, _version, headers = await wire.read_head(
+                reader, self.limits.head_timeout_s
+            )
         except HttpError as exc:
-            await self._refuse(writer, exc.status, f"{exc}\n".encode())
+            await wire.refuse_with(writer, exc)
             return
         except asyncio.IncompleteReadError:
             return  # connection closed before a full request: nothing to answer
         head_only = method == "HEAD"
         url = urlsplit(target)
         path = url.path
-        refusal = self._check(method, path, headers)
-        if refusal is None and (reason := self.gate.admit(slot)) is not None:
-            refusal = HttpError(503, reason)
-        if refusal is not None:
-            extra = {405: _ALLOW, 401: _CHALLENGE}.get(refusal.status, ())
-            await self._refuse(
-                writer,
-                refusal.status,
-                f"{refusal}\n".encode(),
-                extra=extra,
-                head_only=head_only,
-            )
+        refused = refusal(method, path, headers, self.auth)
+        if refused is None and (reason := self.gate.admit(slot)) is not None:
+            refused = HttpError(503, reason)
+        if refused is not None:
+            await wire.refuse_with(writer, refused, head_only=head_only)
             return
         if path in ("/", "/index.html"):
-            await self._respond(
+            await wire.respond(
                 writer,
                 200,
                 self._page,
@@ -439,47 +343,23 @@ class HttpServer:
             history = query.get("history", ["0"])[-1] not in ("0", "", "false", "no")
             doc = self.view.with_history() if history else self.view.current()
             body = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
-            await self._respond(
+            await wire.respond(
                 writer, 200, body, "application/json; charset=utf-8", head_only=head_only
             )
         elif path == "/metrics":
             body = self.metrics.exposition() if self.metrics is not None else b""
-            await self._respond(writer, 200, body, METRICS_TYPE, head_only=head_only)
+            await wire.respond(writer, 200, body, METRICS_TYPE, head_only=head_only)
         else:
             await self._stream(slot, writer, head_only=head_only)
-
-    async def _respond(
-        self,
-        writer: asyncio.StreamWriter,
-        status: int,
-        body: bytes,
-        content_type: str,
-        *,
-        extra: tuple[tuple[str, str], ...] = (),
-        head_only: bool = False,
-        write_s: float = WRITE_TIMEOUT_S,
-    ) -> None:
-        lines = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}"]
-        lines += [f"{k}: {v}" for k, v in (*_COMMON, *extra)]
-        lines += [
-            f"Content-Type: {content_type}",
-            f"Content-Length: {len(body)}",
-            "Connection: close",
-        ]
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-        if not head_only:
-            writer.write(body)
-        async with asyncio.timeout(write_s):  # no task per call, unlike wait_for
-            await writer.drain()
 
     async def _stream(self, slot: Slot, writer: asyncio.StreamWriter, *, head_only: bool) -> None:
         """Server-sent events: the state document as ``event: state`` once per tick."""
         if not head_only and (reason := self.gate.open_stream(slot)) is not None:
-            await self._refuse(writer, 503, f"{reason}\n".encode())
+            await wire.refuse(writer, 503, f"{reason}\n".encode())
             return
         head = (
             "HTTP/1.1 200 OK\r\n"
-            + "".join(f"{k}: {v}\r\n" for k, v in _COMMON)
+            + "".join(f"{k}: {v}\r\n" for k, v in COMMON_HEADERS)
             + "Content-Type: text/event-stream; charset=utf-8\r\n"
             "X-Accel-Buffering: no\r\n"
             "Connection: close\r\n\r\n"

@@ -29,9 +29,9 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from agent.config.models import AgentConfig
+from agent.contract.kinds import Message, MessageKind
 from agent.core.channels import SLOT_MS
 from agent.core.site import Reading, SiteCore
-from agent.payloads import Message
 from agent.replay import sources as src_mod
 from agent.replay.reorder import Batch, Reorder
 from agent.replay.rows import NQ, QUANTITIES, BadRow, Chunk, ReplayInputError, Vocabulary
@@ -46,9 +46,11 @@ KEEP_BAD = 10_000
 
 
 class Topic(StrEnum):
-    MEASUREMENTS = "measurements"
-    ENERGY = "energy"
-    INTENSITY = "intensity"
+    """What `replay --topics` chooses from: the kinds the core publishes."""
+
+    MEASUREMENTS = MessageKind.MEASUREMENTS.value
+    ENERGY = MessageKind.ENERGY.value
+    INTENSITY = MessageKind.INTENSITY.value
 
 
 class Reader(StrEnum):
@@ -135,7 +137,7 @@ class Backfill:
             {s.index: str(s.path) for s in self.sources},
             {s.index: s.row_unit for s in self.sources},
         )
-        self._wanted = {t.value for t in self.options.topics}
+        self._wanted = {MessageKind(t) for t in self.options.topics}
         self._done_bytes = 0
         self._open: list[_Open] = []
 
@@ -225,10 +227,9 @@ class Backfill:
                 yield out
 
     def _keep(self, messages: list[Message]) -> list[Message]:
-        out = [m for m in messages if m.topic.rsplit("/", 1)[-1] in self._wanted]
+        out = [m for m in messages if m.kind in self._wanted]
         for m in out:
-            kind = m.topic.rsplit("/", 1)[-1]
-            self.stats.messages[kind] = self.stats.messages.get(kind, 0) + 1
+            self.stats.messages[m.kind] = self.stats.messages.get(m.kind, 0) + 1
         return out
 
     def _feed(self, b: Batch) -> Iterator[list[Message]]:

@@ -30,12 +30,11 @@ import time
 from pathlib import Path
 
 from agent.config.models import AgentConfig
-from agent.payloads import Message, encode
 from agent.replay.pipeline import Backfill
 from agent.replay.report import Bar
 from agent.replay.rows import ReplayError, ReplayInputError
 from agent.runtime.mqtt import MqttLink, Pump
-from agent.runtime.outbox import Item, Kind, OutboxError, SqliteOutbox
+from agent.runtime.outbox import Item, OutboxError, SqliteOutbox, item_of
 
 OUTBOX = "backfill-outbox.db"
 FINGERPRINT = "backfill:fingerprint"
@@ -47,7 +46,6 @@ STORE_BATCH = 2000
 #: The producer waits while the outbox holds more than this: a backfill is bounded by
 #: the broker's pace, not by the disk, and never reaches the outbox's drop policy.
 HIGH_WATER = 20_000
-_KIND = {"measurements": Kind.MEASUREMENT, "energy": Kind.ENERGY, "intensity": Kind.INTENSITY}
 
 
 class Interrupted(ReplayError):
@@ -184,7 +182,7 @@ class _Publisher:
             for m in messages:
                 n += 1
                 if n > self.skip:
-                    items.append(_item(m))
+                    items.append(item_of(m))
             if len(items) >= STORE_BATCH:
                 self._store(items, n)
                 items = []
@@ -200,8 +198,3 @@ class _Publisher:
         self.stored = max(n, self.skip)
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self.pump.wake.set)
-
-
-def _item(m: Message) -> Item:
-    kind = _KIND[m.topic.rsplit("/", 1)[-1]]
-    return Item(kind, m.topic, encode(m.payload), created_ms=int(m.payload["ts"]))

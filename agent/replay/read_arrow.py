@@ -22,37 +22,15 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from agent.replay.arrow_columns import numpy_of, ts_columns
 from agent.replay.assemble import Decoded, long_chunk, wide_chunk
 from agent.replay.rows import MISSING, BadRow, Chunk, ReplayInputError, Vocabulary, parse_value
 from agent.replay.sources import Container, Shape, Source, first_undecodable
-from agent.replay.timestamps import Kind, TsState, classify_many
+from agent.replay.timestamps import Kind, TsState
 
 BLOCK_BYTES = 4 << 20
 PARQUET_BATCH = 65_536
 _DICT = pa.dictionary(pa.int32(), pa.string())
-
-
-def parquet_names(path: object) -> list[str]:
-    try:
-        return list(pq.ParquetFile(str(path)).schema_arrow.names)
-    except (pa.ArrowException, OSError) as exc:
-        raise ReplayInputError(f"cannot read {path} as Parquet: {exc}") from None
-
-
-def parquet_first_ts(src: Source, state: TsState) -> int | None:
-    f = pq.ParquetFile(str(src.path))
-    if f.metadata.num_rows == 0:
-        return None
-    for batch in f.iter_batches(batch_size=16, columns=[_ts_name(src)]):
-        kinds, ints, decs = _ts_columns(batch.column(0))
-        ms = state.finish(kinds, ints, decs)
-        good = ms[kinds != Kind.BAD]
-        return int(good[0]) if good.size else None
-    return None
-
-
-def _ts_name(src: Source) -> str:
-    return next(n for n in src.names if n.strip().lower() == "ts")
 
 
 def chunks(
@@ -144,56 +122,12 @@ def _parquet(
 # --- columns ------------------------------------------------------------------------------
 
 
-def _numpy(arr: pa.Array, fill: object) -> np.ndarray:
-    return np.asarray(pc.fill_null(arr, fill).to_numpy(zero_copy_only=False))
-
-
-def _ts_columns(col: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(kinds, ints, decs) of a timestamp column of any Arrow type."""
-    n = len(col)
-    kinds = np.zeros(n, dtype=np.int8)
-    ints = np.zeros(n, dtype=np.int64)
-    decs = np.zeros(n, dtype=np.float64)
-    valid = ~_numpy(col.is_null(), True)
-    t = col.type
-    if pa.types.is_integer(t):
-        ints[:] = _numpy(col.cast(pa.int64()), 0)
-        kinds[valid] = Kind.INT
-    elif pa.types.is_floating(t):
-        decs[:] = _numpy(col.cast(pa.float64()), np.nan)
-        kinds[valid & np.isfinite(decs)] = Kind.DEC
-    elif pa.types.is_timestamp(t):
-        ints[:] = _numpy(pc.cast(col, pa.timestamp("ms", t.tz), safe=False).cast(pa.int64()), 0)
-        kinds[valid] = Kind.UTC if t.tz is not None else Kind.NAIVE
-    elif pa.types.is_string(t) or pa.types.is_large_string(t):
-        return _ts_strings(col, valid)
-    else:
-        return classify_many([None if v is None else str(v) for v in col.to_pylist()])
-    return kinds, ints, decs
-
-
-def _ts_strings(col: pa.Array, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    n = len(col)
-    for target, kind in (
-        (pa.int64(), Kind.INT),
-        (pa.timestamp("ms"), Kind.NAIVE),
-        (pa.timestamp("ms", "UTC"), Kind.UTC),
-    ):
-        try:
-            cast = pc.cast(col, target)
-        except pa.ArrowInvalid:
-            continue
-        kinds = np.where(valid, kind, Kind.BAD).astype(np.int8)
-        return kinds, _numpy(cast.cast(pa.int64()), 0), np.zeros(n)
-    return classify_many(col.to_pylist())
-
-
 def _values(col: pa.Array, wide: bool) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
     """(values with NaN for "not available", cell holds a reading, row -> why bad)."""
-    null = _numpy(col.is_null(), True)
+    null = numpy_of(col.is_null(), True)
     bad: dict[int, str] = {}
     try:
-        values = _numpy(pc.cast(col, pa.float64()), np.nan)
+        values = numpy_of(pc.cast(col, pa.float64()), np.nan)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         texts = col.cast(pa.string()).to_pylist()
         values = np.full(len(texts), np.nan)
@@ -220,7 +154,7 @@ def _decode(
 ) -> tuple[Chunk, list[BadRow]]:
     names = [n.strip().lower() for n in batch.schema.names]
     col = {n: batch.column(i) for i, n in enumerate(names)}
-    kinds, ints, decs = _ts_columns(col["ts"])
+    kinds, ints, decs = ts_columns(col["ts"])
 
     def text(name: str, i: int) -> str:
         v = col[name][i].as_py()
@@ -254,6 +188,6 @@ def _codes(col: pa.Array, code: Callable[[str | None], int]) -> np.ndarray:
         col = pc.dictionary_encode(col)
     dictionary = col.dictionary.to_pylist()
     table = np.array([code(t) for t in dictionary] + [-1], dtype=np.int64)
-    idx = _numpy(col.indices.cast(pa.int64()), len(dictionary))
+    idx = numpy_of(col.indices.cast(pa.int64()), len(dictionary))
     out: np.ndarray = table[idx]
     return out

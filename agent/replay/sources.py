@@ -125,7 +125,7 @@ def describe(index: int, path: Path, vocab: Vocabulary, tz: ZoneInfo) -> Source:
     size = path.stat().st_size
     if head.startswith(PARQUET_MAGIC):
         try:
-            from agent.replay.read_arrow import parquet_first_ts, parquet_names
+            from agent.replay.arrow_columns import parquet_first_ts, parquet_names
         except ImportError:
             raise ReplayInputError(
                 f"{path}: reading Parquet needs pyarrow: pip install 'energy-agent[backfill]'"
@@ -134,7 +134,8 @@ def describe(index: int, path: Path, vocab: Vocabulary, tz: ZoneInfo) -> Source:
         names = parquet_names(path)
         src = Source(index, path, Container.PARQUET, False, Shape.LONG, names, size)
         _shape(src, vocab)
-        src.first_ts = parquet_first_ts(src, TsState(tz))
+        ts_column = next(n for n in names if n.strip().lower() == "ts")
+        src.first_ts = parquet_first_ts(path, ts_column, TsState(tz))
         return src
     compressed = head.startswith(GZIP_MAGIC)
     try:

@@ -3,8 +3,8 @@
 JSON lines are exactly the bytes `replay` printed before it streamed:
 ``{"topic": ..., "payload": ...}``, compact, one per line. Parquet is for
 analysis: one row per energy record, per intensity window and per measured
-value, in the columns of the database schema (docs/influxdb.md), written a row
-group at a time so memory stays bounded.
+value, in the columns of the database schema (docs/influxdb.md; the columns are
+the contract's fields), written a row group at a time so memory stays bounded.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ import json
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from agent.payloads import ENERGY_NUMBERS, Message
+from agent.contract.kinds import KINDS, Message, MessageKind
+from agent.contract.schema import JsonType, Record, Store
+from agent.replay.pipeline import Topic
 from agent.replay.rows import ReplayInputError
 
 
@@ -40,17 +42,31 @@ class JsonLines:
             self.out.close()
 
 
-_ENERGY = ENERGY_NUMBERS
-_WINDOW = (
-    "output_units",
-    "kwh_per_unit",
-    "kgco2_per_unit",
-    "intensity_g_per_kwh",
-    "tce",
-)
-_TEXT = ("kind", "site", "gateway", "device", "window", "carrier", "quality", "quantity")
-_INTS = ("seq", "interval_s")
-_FLOATS = (*_ENERGY, *_WINDOW, "value")
+def _records() -> list[Record]:
+    """The records `replay` writes, and the records of their points."""
+    out = []
+    for topic in Topic:
+        record = KINDS[MessageKind(topic)].record
+        out.append(record)
+        out += [f.items for f in record.fields if isinstance(f.items, Record)]
+    return out
+
+
+def _columns(*types: JsonType, store: Store = Store.FIELD) -> tuple[str, ...]:
+    """The records' fields of these types stored as ``store``, once each, in order."""
+    return tuple(
+        dict.fromkeys(
+            f.db_name for r in _records() for f in r.fields if f.store is store and f.type in types
+        )
+    )
+
+
+#: A point's own tags (an intensity point's window) come before the record's (carrier).
+_KEY_TAGS = _columns(JsonType.OBJECT, store=Store.KEYS_AS_POINTS)
+_TAGS = _columns(JsonType.STRING, store=Store.TAG)
+_TEXT = ("kind", "site", "gateway", "device", *_KEY_TAGS, *_TAGS, "quantity")
+_INTS = _columns(JsonType.INTEGER)
+_FLOATS = (*_columns(JsonType.NUMBER), "value")
 ROW_GROUP = 65_536
 
 
@@ -84,18 +100,16 @@ class ParquetOut:
 
     def write(self, messages: list[Message]) -> None:
         for m in messages:
-            parts = m.topic.rsplit("/", 2)
-            kind = parts[-1]
             p = m.payload
-            base = {"ts": p["ts"], "kind": kind, "site": self.site, "gateway": self.gateway}
-            if kind == "intensity":
+            base = {"ts": p["ts"], "kind": m.kind.value, "site": self.site, "gateway": self.gateway}
+            if m.kind is MessageKind.INTENSITY:
                 for window, values in p["windows"].items():
                     self._row(**base, window=window, **values)
-            elif kind == "energy":
-                self._row(**base, device=parts[-2], **{k: v for k, v in p.items() if k != "ts"})
+            elif m.kind is MessageKind.ENERGY:
+                self._row(**base, device=m.device, **{k: v for k, v in p.items() if k != "ts"})
             else:
                 for q, v in p["values"].items():
-                    self._row(**base, device=parts[-2], seq=p["seq"], quantity=q, value=v)
+                    self._row(**base, device=m.device, seq=p["seq"], quantity=q, value=v)
         if len(self._rows["ts"]) >= ROW_GROUP:
             self._flush()
 

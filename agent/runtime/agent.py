@@ -20,41 +20,38 @@ import logging
 import math
 import random
 import time
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from agent import __version__
 from agent.config.models import AgentConfig
+from agent.contract.build import device_status_payload, encode, gateway_status_payload
+from agent.contract.kinds import Message, MessageKind, Topics
+from agent.contract.vocab import Carrier
 from agent.core.channels import RING
-from agent.core.factors import FactorError, parse_live_factor
+from agent.core.factors import EmissionFactors, FactorError, parse_live_factor
 from agent.core.site import Reading, SiteCore
-from agent.core.snapshot import SnapshotError
 from agent.http.metrics import AgentMetrics
-from agent.http.server import HttpServer
-from agent.payloads import (
-    Carrier,
-    Message,
-    device_status_payload,
-    encode,
-    gateway_status_payload,
-)
+from agent.runtime.devices import DeviceState
 from agent.runtime.lowmem import release_compiler_pages
 from agent.runtime.mqtt import MqttLink, Pump
 from agent.runtime.outbox import (
     LANE_MAX_BYTES,
-    RECORDS,
     Item,
-    Kind,
     Outbox,
     SqliteOutbox,
     StorageGuard,
+    item_of,
 )
-from agent.runtime.scheduler import Backoff, BusPoller, DevicePoll, Values
+from agent.runtime.scheduler import Backoff, BusPoller, DevicePoll, ResultFn, Values
+from agent.runtime.snapshots import SEQ_MARK, SNAPSHOT, CoreSnapshots
+from agent.runtime.status import StatusSource, status_line
 from agent.runtime.throttle import LogThrottle, repeats
 from agent.sdnotify import Notifier, State
+from agent.status import AgentStatus
 from drivers.errors import TransportError
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
@@ -63,41 +60,57 @@ from drivers.transport import Framing, ModbusTransport
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT = "core-snapshot.npz"
-#: Outbox marks holding each device's last measurement seq.
-SEQ_MARK = "seq:"
+__all__ = ["SEQ_MARK", "SNAPSHOT", "Agent", "DeviceState"]
+
 #: How long a poll's messages may wait to share an outbox transaction with others.
 COMMIT_DELAY_S = 0.01
 OUTBOX = "outbox.db"
-
-_KIND = {
-    "measurements": Kind.MEASUREMENT,
-    "energy": Kind.ENERGY,
-    "intensity": Kind.INTENSITY,
-    "status": Kind.STATUS,
-}
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass
-class DeviceState:
-    """What the page, `status` and the retained status topic show for a device."""
+def open_outbox(config: AgentConfig, outbox: Outbox | None) -> StorageGuard:
+    """The SQLite outbox in ``state_dir`` (or ``outbox``, in tests) behind its storage guard.
 
-    state: str = "unknown"  # "ok" | "error"
-    error: str | None = None
-    reason: str = ""
-    last_ok_ms: int | None = None
-    polls: int = 0
-    failures: int = 0
-    last_values: Values | None = None
-    #: The last retained status message stored for this device (sent again on reconnect).
-    status: Message | None = None
+    What the disk refuses is held in memory, at most ``LANE_MAX_BYTES`` (see the
+    guard); a disk that is full at the start is opened later.
+    """
+    state_dir = Path(config.state_dir)
+    max_bytes = int(config.buffer.max_mb * 1024 * 1024)
+    memory_bytes = min(LANE_MAX_BYTES, max_bytes)
+    if outbox is not None:
+        return StorageGuard(outbox, state_dir, memory_bytes=memory_bytes)
+    return StorageGuard.opening(
+        lambda: SqliteOutbox(state_dir / OUTBOX, max_bytes), state_dir, memory_bytes=memory_bytes
+    )
+
+
+def mqtt_link(config: AgentConfig, topics: Topics) -> MqttLink:
+    """The broker link, with the gateway's retained status as its will and birth."""
+    assert config.mqtt is not None  # checked by the Agent
+
+    def gateway_status(state: Literal["online", "offline"]) -> tuple[str, bytes]:
+        topic = topics.topic(MessageKind.GATEWAY_STATUS)
+        return topic, encode(gateway_status_payload(state, now_ms(), __version__))
+
+    return MqttLink(
+        config.mqtt,
+        client_id=config.mqtt.client_id or f"energy-agent-{config.site.id}-{config.gateway.id}",
+        will=gateway_status("offline"),
+        birth=lambda: gateway_status("online"),
+    )
 
 
 class Agent:
+    """One gateway's polls, core, outbox and broker link; ``run`` until ``stop`` is set.
+
+    What it shows is :meth:`status` (an :class:`~agent.status.AgentStatus`); the
+    views (page, /metrics, ``status``, the demo) render that and nothing else of
+    it. The live page's server is not the agent's: ``agent.cli.run`` runs both.
+    """
+
     def __init__(
         self, config: AgentConfig, library: ProfileLibrary, *, outbox: Outbox | None = None
     ) -> None:
@@ -107,45 +120,18 @@ class Agent:
         self.library = library
         self.state_dir = Path(config.state_dir)
         self.site = SiteCore(config, library)
-        max_bytes = int(config.buffer.max_mb * 1024 * 1024)
-        # What the disk refuses is held in memory, at most LANE_MAX_BYTES (see the guard).
-        memory_bytes = min(LANE_MAX_BYTES, max_bytes)
-        if outbox is None:  # opened later if the disk is full now
-            self.outbox = StorageGuard.opening(
-                lambda: SqliteOutbox(self.state_dir / OUTBOX, max_bytes),
-                self.state_dir,
-                memory_bytes=memory_bytes,
-            )
-        else:
-            self.outbox = StorageGuard(outbox, self.state_dir, memory_bytes=memory_bytes)
+        self.outbox = open_outbox(config, outbox)
         self.devices = {d.id: DeviceState() for d in config.devices}
-        topics = self.site.topics
-        self.link = MqttLink(
-            config.mqtt,
-            client_id=config.mqtt.client_id or f"energy-agent-{config.site.id}-{config.gateway.id}",
-            will=(
-                topics.status(),
-                encode(gateway_status_payload("offline", now_ms(), __version__)),
-            ),
-            birth=lambda: (
-                topics.status(),
-                encode(gateway_status_payload("online", now_ms(), __version__)),
-            ),
-        )
+        self.link = mqtt_link(config, self.site.topics)
         self.pump = Pump(self.outbox, self.link, rate_per_s=config.buffer.replay_per_s)
         self.link.on_connected = self._restate
+        self.on_live_factor = LiveFactorInput(self.site.factors).receive
         live = config.carbon.electricity.live
         if live is not None:
             self.link.subscriptions[live.topic] = self.on_live_factor
         self.pollers: list[BusPoller] = []
         self.stop = asyncio.Event()
         self.started_ms = now_ms()
-        #: Energy records were stored since the last snapshot (see ``_housekeeping``).
-        self._closed_since_snapshot = False
-        #: A device answered for the first time since the last snapshot: its counter's
-        #: starting point must be on disk, or a kill -9 before the next snapshot loses
-        #: the energy from there to the restart.
-        self._new_baseline = False
         #: Messages waiting for the next outbox transaction (see ``commit``).
         self._pending: list[Item] = []
         #: Devices whose measurement seq moved since the last commit.
@@ -153,31 +139,37 @@ class Agent:
         self._commit_at: asyncio.TimerHandle | None = None
         #: One log line per cause a minute (a device's, the snapshot's), however often it recurs.
         self._log_throttle = LogThrottle(60.0)
+        self.snapshots = CoreSnapshots(
+            self.site, self.outbox, self.state_dir, commit=self.commit, throttle=self._log_throttle
+        )
         #: /metrics: poll latency and errors, core time, fed below as they happen.
         self.metrics = AgentMetrics({d.id: d.bus for d in config.devices})
-        #: The snapshot's last failure, if it has not been written since.
-        self._snapshot_error = ""
         #: Messages that were neither stored nor sent when the job ended (exit 1 if any).
         self.lost_at_exit = 0
+        self._status = StatusSource(self)
+
+    def status(self, now_ms: int | None = None) -> AgentStatus:
+        """What every view shows: devices, link, outbox, storage, the site, the health."""
+        return self._status(now_ms)
+
+    @property
+    def _closed_since_snapshot(self) -> bool:
+        """Energy records were stored since the last snapshot (see ``_housekeeping``)."""
+        return self.snapshots.closed_since
+
+    @_closed_since_snapshot.setter
+    def _closed_since_snapshot(self, value: bool) -> None:
+        self.snapshots.closed_since = value
 
     # --- results of polls --------------------------------------------------------------
 
-    def _store(self, messages: list[Message], retain_status: bool = False) -> None:
+    def _store(self, messages: list[Message]) -> None:
         if not messages:
             return
         items = []
         for m in messages:
-            kind = _KIND[m.topic.rsplit("/", 1)[-1]]
-            self._closed_since_snapshot |= kind is Kind.ENERGY
-            items.append(
-                Item(
-                    kind,
-                    m.topic,
-                    encode(m.payload),
-                    retain=kind is Kind.STATUS or retain_status,
-                    created_ms=int(m.payload.get("ts", 0)),
-                )
-            )
+            self._closed_since_snapshot |= m.kind is MessageKind.ENERGY
+            items.append(item_of(m))
         self._pending += items
         if self._commit_at is None:
             try:
@@ -230,9 +222,10 @@ class Agent:
             if st.state != "error" or st.error != text:
                 if (n := self._log_throttle.due((poll.device_id, error.detail))) is not None:
                     log.warning("device %s: %s%s", poll.device_id, text, repeats(n))
-                st.status = Message(
-                    self.site.topics.device_status(poll.device_id),
+                st.status = self.site.topics.message(
+                    MessageKind.DEVICE_STATUS,
                     device_status_payload("error", text, ts),
+                    poll.device_id,
                 )
                 messages.append(st.status)
             st.state, st.error, st.reason = "error", text, error.reason
@@ -244,14 +237,13 @@ class Agent:
                     and (n := self._log_throttle.due(poll.device_id)) is not None
                 ):
                     log.info("device %s: answering again%s", poll.device_id, repeats(n))
-                st.status = Message(
-                    self.site.topics.device_status(poll.device_id),
-                    device_status_payload("ok", None, ts),
+                st.status = self.site.topics.message(
+                    MessageKind.DEVICE_STATUS, device_status_payload("ok", None, ts), poll.device_id
                 )
                 messages.append(st.status)
             st.state, st.error, st.reason = "ok", None, ""
             if st.last_ok_ms is None:
-                self._new_baseline = True
+                self.snapshots.new_baseline = True
             st.last_ok_ms = ts
             st.last_values = values
             self._seq_moved.add(poll.device_id)
@@ -259,32 +251,6 @@ class Agent:
             messages += self.site.feed([Reading(poll.device_id, ts, values, tuple(implausible))])
             self.metrics.core_scan(time.perf_counter() - started)
         self._store(messages)
-
-    #: A rejected live factor is logged at most once per this many seconds (a publisher
-    #: gone wrong repeats itself every few seconds); the next line counts the rest.
-    FACTOR_LOG_EVERY_S = 60.0
-    _factor_logged_at = -math.inf
-    _factor_unlogged = 0
-
-    def on_live_factor(self, payload: bytes) -> None:
-        """A live grid factor (see :func:`parse_live_factor` for the two accepted shapes).
-
-        Anything else is logged and ignored: the static or scheduled factor stays in force,
-        and a wrong factor must never reach a record silently.
-        """
-        try:
-            live = parse_live_factor(payload, now_ms())
-        except FactorError as exc:
-            now = time.monotonic()
-            if now - self._factor_logged_at < self.FACTOR_LOG_EVERY_S:
-                self._factor_unlogged += 1
-                return
-            more = self._factor_unlogged
-            tail = f"; {more} more ignored since the last such line" if more else ""
-            log.warning("live emission factor ignored: %s%s", exc, tail)
-            self._factor_logged_at, self._factor_unlogged = now, 0
-            return
-        self.site.factors.update_live(Carrier.ELECTRICITY, live.kg_per_kwh, live.ts_ms)
 
     def _restate(self) -> None:
         """At every connect, the devices' retained statuses again (the gateway's is the
@@ -294,35 +260,6 @@ class Agent:
         self._store([st.status for st in self.devices.values() if st.status is not None])
 
     # --- the job -----------------------------------------------------------------------
-
-    def _build_pollers(self, transports: dict[str, ModbusTransport]) -> None:
-        rng = random.Random()
-        for bus in self.config.buses:
-            polls = []
-            for resolved in self.config.resolved(self.library):
-                dev = resolved.device
-                if dev.bus != bus.id:
-                    continue
-                reader = DeviceReader(resolved.regmap, dev.unit)
-                cap = max(60.0, 10 * dev.interval_s)
-                polls.append(
-                    DevicePoll(
-                        dev.id,
-                        reader,
-                        dev.interval_s,
-                        Backoff(base_s=dev.interval_s, cap_s=cap, rng=rng),
-                    )
-                )
-            if polls:
-                self.pollers.append(
-                    BusPoller(
-                        bus.id,
-                        transports[bus.id],
-                        polls,
-                        self.on_result,
-                        serial=bus.framing is not Framing.TCP,
-                    )
-                )
 
     async def _housekeeping(self, notifier: Notifier) -> None:
         last_snapshot = time.monotonic()
@@ -339,7 +276,7 @@ class Agent:
                 self.pump.wake.set()
             # systemd's watchdog: pinged from the event loop, so a hung loop stops the pings.
             if time.monotonic() - last_ping >= min(notifier.watchdog_s or 10.0, 10.0):
-                notifier.notify(State.WATCHDOG, status=self._status_line())
+                notifier.notify(State.WATCHDOG, status=status_line(self.status()))
                 last_ping = time.monotonic()
             # Also right after intervals closed: a restart after kill -9 must continue from
             # a state that has emitted exactly what the outbox holds, or it emits those
@@ -347,96 +284,18 @@ class Agent:
             # start the counters afresh and lose the energy of the downtime). And once a
             # device has its first reading.
             due = time.monotonic() - last_snapshot >= 60
-            if (self._closed_since_snapshot or self._new_baseline or due) and self.snapshot():
+            if (self.snapshots.due or due) and self.snapshot():
                 last_snapshot = time.monotonic()
 
     def snapshot(self) -> bool:
-        """Save the core's state unless a record it emitted exists only in memory; True if saved.
-
-        The snapshot says which intervals were emitted, so their records must be on
-        disk first, or a restart after kill -9 would never emit them. While the disk
-        refuses writes a record may be held in memory (the outbox's guard): then the
-        snapshot waits until the record is stored or the broker acknowledged it (one
-        that is up does so within milliseconds). Written past such a record, a crash
-        would lose it for good; held back, a crash restarts from the older snapshot
-        and the core derives those intervals again from the meters' counters (the
-        downtime spread evenly, marked interpolated), so no energy is lost. The
-        price: a record that reached the broker from memory may come again from the
-        restarted core with other (interpolated) numbers, if the disk took no
-        snapshot after it; the sum over the intervals is the same. A record that
-        memory itself had to drop (full, with the broker away for days) no longer
-        holds the snapshot back: it is lost, and said and counted when it goes.
-
-        Held back or refused by the disk, the snapshot keeps its reasons
-        (``_closed_since_snapshot``, ``_new_baseline``) and the housekeeping tries
-        again every second.
-        """
-        self.commit()
-        if self.outbox.records_held():
-            return False
-        try:
-            self.site.save_snapshot(self.state_dir / SNAPSHOT)
-        except OSError as exc:
-            self._snapshot_error = f"cannot write the core snapshot in {self.state_dir}: {exc}"
-            if (n := self._log_throttle.due(self._snapshot_error)) is not None:
-                log.error("%s; trying again every second%s", self._snapshot_error, repeats(n))
-            return False
-        if self._snapshot_error:
-            log.warning("core snapshot written again in %s", self.state_dir)
-            self._snapshot_error = ""
-        self._closed_since_snapshot = self._new_baseline = False
-        return True
-
-    def _warm_up(self) -> None:
-        """Compile (or load from numba's cache) the core's kernels before the first poll.
-
-        Otherwise the first reading and the first interval close compile them on the
-        event loop, and every bus stands still for seconds on a gateway's first start.
-        Only reads: an empty feed, and window sums over empty slot ranges.
-        """
-        started = time.perf_counter()
-        # LLVM's pages are released after each kernel, not only at the end: the peak
-        # RSS of a start is then one kernel's load, not all of them (160 -> 140 MB).
-        release_compiler_pages()
-        self.site.feed([])
-        release_compiler_pages()
-        engine = self.site.engine
-        engine.range_sums([0], [0])
-        release_compiler_pages()
-        engine.weighted_range_sums(self.site.group, np.zeros((2, RING)), [0], [0])
-        log.debug("core kernels ready in %.1f s", time.perf_counter() - started)
-        if (slow := engine.jit.warning()) is not None:
-            log.warning("%s", slow)  # once per start: why numba is not used, how to get it
-        release_compiler_pages()
-
-    def _status_line(self) -> str:
-        ok = sum(st.state == "ok" for st in self.devices.values())
-        line = f"polling {len(self.devices)} devices ({ok} ok), outbox {self.outbox.stats().depth}"
-        h = self.outbox.health()
-        if not h.ok:
-            line += (
-                f"; STORAGE FAILING in {h.directory}: {h.error}, "
-                f"{h.unstored} messages in memory only"
-            )
-        return line
+        """Save the core's state now if no record exists only in memory (see CoreSnapshots)."""
+        return self.snapshots.save()
 
     async def run(self) -> None:
+        """Poll, publish and keep the snapshot until ``stop`` is set; then leave cleanly."""
         notifier = Notifier()
-        path = self.state_dir / SNAPSHOT
-        try:
-            if self.site.load_snapshot(path):
-                log.info("continuing counters from %s", path)
-            for name, seq in self.outbox.marks().items():
-                info = self.site.by_id.get(name.removeprefix(SEQ_MARK))
-                if name.startswith(SEQ_MARK) and info is not None:
-                    info.seq = max(info.seq, seq)
-        except SnapshotError as exc:
-            # A damaged snapshot must not keep the gateway down: keep it for inspection and
-            # start the counters afresh (the first interval is then marked partial).
-            aside = path.with_name(path.name + ".corrupt")
-            path.replace(aside)
-            log.error("%s; moved to %s, starting the core afresh", exc, aside)
-        self._warm_up()
+        self.snapshots.restore()
+        warm_up(self.site)
         self.link.start()
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -445,59 +304,127 @@ class Agent:
                     transports[bus.id] = await stack.enter_async_context(
                         ModbusTransport(bus.endpoint(), bus.timing(), name=bus.id)
                     )
-                self._build_pollers(transports)
+                self.pollers = build_pollers(self.config, self.library, transports, self.on_result)
                 pump = asyncio.create_task(self.pump.run(), name="mqtt-pump")
                 try:
                     async with asyncio.TaskGroup() as tg:
                         for poller in self.pollers:
                             tg.create_task(poller.run(self.stop), name=f"bus-{poller.bus_id}")
                         tg.create_task(self._housekeeping(notifier), name="housekeeping")
-                        # The live page, /api/state, /events, /metrics; ends when stop is set.
-                        tg.create_task(HttpServer.for_agent(self).serve(self.stop), name="http")
-                        notifier.notify(State.READY, status=self._status_line())
+                        notifier.notify(State.READY, status=status_line(self.status()))
                 finally:
                     notifier.notify(State.STOPPING, status="stopping: draining the outbox")
-                    # Polls have finished: publish what they produced, then leave cleanly.
-                    self._store(self.site.flush(now_ms()))
-                    self.snapshot()
-                    drained = await self.pump.drain(
-                        5.0, wait_for_link=self.outbox.health().unstored > 0
-                    )
-                    # What memory holds and could not send is said by _close_outbox.
-                    stored = self.outbox.stats().depth - self.outbox.health().unstored
-                    if not drained and stored:
-                        log.warning(
-                            "stopping with %d messages in the outbox; they are sent "
-                            "after the next start",
-                            stored,
-                        )
-                    pump.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await pump
-                    self.pump.flush_acks()
+                    await self._drain(pump)
         finally:
             await self.link.stop(
                 final=(
-                    self.site.topics.status(),
+                    self.site.topics.topic(MessageKind.GATEWAY_STATUS),
                     encode(gateway_status_payload("offline", now_ms(), __version__)),
                 )
             )
-            self._close_outbox()
+            self.lost_at_exit = self.snapshots.close()
 
-    def _close_outbox(self) -> None:
-        """The last word on a full disk: store what memory holds if the disk takes it now,
-        then the snapshot the drain or the store allowed, then count what is lost."""
-        self.outbox.retry(force=True)
-        if self._closed_since_snapshot or self._new_baseline:
-            self.snapshot()
-        self.outbox.close()
-        lost = self.outbox.lost_at_close
-        self.lost_at_exit = sum(lost.values())
-        records = sum(lost[k] for k in RECORDS)
-        if records:
-            log.error(
-                "%d of them are records: the core's snapshot was not written past them, so "
-                "the next start derives those intervals again from the meters' counters "
-                "(marked interpolated)",
-                records,
+    async def _drain(self, pump: asyncio.Task[None]) -> None:
+        """Polls have finished: publish what they produced, then stop the pump."""
+        self._store(self.site.flush(now_ms()))
+        self.snapshot()
+        drained = await self.pump.drain(5.0, wait_for_link=self.outbox.health().unstored > 0)
+        # What memory holds and could not send is said when the outbox closes.
+        stored = self.outbox.stats().depth - self.outbox.health().unstored
+        if not drained and stored:
+            log.warning(
+                "stopping with %d messages in the outbox; they are sent after the next start",
+                stored,
             )
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+        self.pump.flush_acks()
+
+
+class LiveFactorInput:
+    """Live grid factors from the broker (see :func:`parse_live_factor` for the shapes).
+
+    Anything else is logged and ignored: the static or scheduled factor stays in
+    force, and a wrong factor must never reach a record silently.
+    """
+
+    #: A rejected live factor is logged at most once per this many seconds (a publisher
+    #: gone wrong repeats itself every few seconds); the next line counts the rest.
+    LOG_EVERY_S = 60.0
+
+    def __init__(self, factors: EmissionFactors) -> None:
+        self.factors = factors
+        self._logged_at = -math.inf
+        self._unlogged = 0
+
+    def receive(self, payload: bytes) -> None:
+        try:
+            live = parse_live_factor(payload, now_ms())
+        except FactorError as exc:
+            now = time.monotonic()
+            if now - self._logged_at < self.LOG_EVERY_S:
+                self._unlogged += 1
+                return
+            more = self._unlogged
+            tail = f"; {more} more ignored since the last such line" if more else ""
+            log.warning("live emission factor ignored: %s%s", exc, tail)
+            self._logged_at, self._unlogged = now, 0
+            return
+        self.factors.update_live(Carrier.ELECTRICITY, live.kg_per_kwh, live.ts_ms)
+
+
+def build_pollers(
+    config: AgentConfig,
+    library: ProfileLibrary,
+    transports: Mapping[str, ModbusTransport],
+    on_result: ResultFn,
+) -> list[BusPoller]:
+    """One poller per bus with devices, each device backing off on its own when it fails."""
+    rng = random.Random()
+    pollers = []
+    for bus in config.buses:
+        polls = [
+            DevicePoll(
+                dev.id,
+                DeviceReader(resolved.regmap, dev.unit),
+                dev.interval_s,
+                Backoff(base_s=dev.interval_s, cap_s=max(60.0, 10 * dev.interval_s), rng=rng),
+            )
+            for dev, resolved in zip(config.devices, config.resolved(library), strict=True)
+            if dev.bus == bus.id
+        ]
+        if polls:
+            pollers.append(
+                BusPoller(
+                    bus.id,
+                    transports[bus.id],
+                    polls,
+                    on_result,
+                    serial=bus.framing is not Framing.TCP,
+                )
+            )
+    return pollers
+
+
+def warm_up(site: SiteCore) -> None:
+    """Compile (or load from numba's cache) the core's kernels before the first poll.
+
+    Otherwise the first reading and the first interval close compile them on the
+    event loop, and every bus stands still for seconds on a gateway's first start.
+    Only reads: an empty feed, and window sums over empty slot ranges.
+    """
+    started = time.perf_counter()
+    # LLVM's pages are released after each kernel, not only at the end: the peak
+    # RSS of a start is then one kernel's load, not all of them (160 -> 140 MB).
+    release_compiler_pages()
+    site.feed([])
+    release_compiler_pages()
+    engine = site.engine
+    engine.range_sums([0], [0])
+    release_compiler_pages()
+    engine.weighted_range_sums(site.group, np.zeros((2, RING)), [0], [0])
+    log.debug("core kernels ready in %.1f s", time.perf_counter() - started)
+    if (slow := engine.jit.warning()) is not None:
+        log.warning("%s", slow)  # once per start: why numba is not used, how to get it
+    release_compiler_pages()

@@ -37,9 +37,10 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.payloads import (
+from agent.contract import (
     Carrier,
     Message,
+    MessageKind,
     Topics,
     device_status_payload,
     encode,
@@ -381,11 +382,13 @@ def recorded_stream(now_ms: int, *, sites: int = 2, minutes: int = 3) -> list[Me
     for s in range(sites):
         t = Topics(PREFIX, f"plant-{s}", "gw-01")
         t0 = now_ms - minutes * 60_000
-        out.append(Message(t.status(), gateway_status_payload("online", t0, "1.0.0")))
-        out.append(Message(t.device_status("press-1"), device_status_payload("ok", None, t0)))
         out.append(
-            Message(t.device_status("boiler"), device_status_payload("error", "timeout", t0 + 1))
+            t.message(MessageKind.GATEWAY_STATUS, gateway_status_payload("online", t0, "1.0.0"))
         )
+        ok = device_status_payload("ok", None, t0)
+        out.append(t.message(MessageKind.DEVICE_STATUS, ok, "press-1"))
+        failed = device_status_payload("error", "timeout", t0 + 1)
+        out.append(t.message(MessageKind.DEVICE_STATUS, failed, "boiler"))
         for m in range(minutes):
             end = t0 + (m + 1) * 60_000
             for k in range(3):
@@ -396,10 +399,11 @@ def recorded_stream(now_ms: int, *, sites: int = 2, minutes: int = 3) -> list[Me
                     "power_factor": None,
                     "energy_import_kwh": 1000.0 + m * 0.21 + k * 0.07,
                 }
-                out.append(Message(t.measurements("press-1"), measurements_payload(ts, k, values)))
+                poll = measurements_payload(ts, k, values)
+                out.append(t.message(MessageKind.MEASUREMENTS, poll, "press-1"))
             out.append(
-                Message(
-                    t.energy("press-1"),
+                t.message(
+                    MessageKind.ENERGY,
                     energy_payload(
                         ts=end,
                         interval_s=60,
@@ -409,13 +413,13 @@ def recorded_stream(now_ms: int, *, sites: int = 2, minutes: int = 3) -> list[Me
                         ef_kg_per_kwh=0.5703,
                         quality="measured",
                         unmetered_kwh=0.01,
-                        has_children=True,
                     ),
+                    "press-1",
                 )
             )
             out.append(
-                Message(
-                    t.energy("boiler"),
+                t.message(
+                    MessageKind.ENERGY,
                     energy_payload(
                         ts=end,
                         interval_s=60,
@@ -426,11 +430,12 @@ def recorded_stream(now_ms: int, *, sites: int = 2, minutes: int = 3) -> list[Me
                         quality="interpolated",
                         volume_m3=0.1,
                     ),
+                    "boiler",
                 )
             )
             out.append(
-                Message(
-                    t.energy("line-a-count"),
+                t.message(
+                    MessageKind.ENERGY,
                     energy_payload(
                         ts=end,
                         interval_s=60,
@@ -441,6 +446,7 @@ def recorded_stream(now_ms: int, *, sites: int = 2, minutes: int = 3) -> list[Me
                         quality="measured",
                         units=float(m + 3),
                     ),
+                    "line-a-count",
                 )
             )
             windows = {
@@ -448,7 +454,7 @@ def recorded_stream(now_ms: int, *, sites: int = 2, minutes: int = 3) -> list[Me
                 "15m": window_values(3.1, 1.77, 0.0, 0.38),
                 "today": window_values(0.0, 0.0, 0.0, 0.0),
             }
-            out.append(Message(t.intensity(), intensity_payload(end, windows)))
+            out.append(t.message(MessageKind.INTENSITY, intensity_payload(end, windows)))
     return out
 
 
@@ -587,10 +593,6 @@ def many_measurements(base_ms: int, n: int, *, start: int = 0, devices: int = 25
             "active_power_kw": i / 10,
             "energy_import_kwh": 1000 + i / 1000,
         }
-        out.append(
-            Message(
-                t.measurements(f"m-{i % devices:02d}"),
-                measurements_payload(base_ms + i, i, values),
-            )
-        )
+        poll = measurements_payload(base_ms + i, i, values)
+        out.append(t.message(MessageKind.MEASUREMENTS, poll, f"m-{i % devices:02d}"))
     return out

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.payloads import Message
+from agent.contract import Message
 from tests.conftest import Cli
 from tests.integration.bridge_helpers import (
     LOOPBACK,
@@ -87,7 +87,7 @@ def _reference(cli: Cli, csv: Path, config: Path) -> list[Message]:
         "replay", str(csv), "-c", str(config), "--topics", "energy,intensity", timeout=120
     )
     assert result.returncode == 0, str(result)
-    return [Message(**json.loads(line)) for line in result.stdout.splitlines()]
+    return [Message.from_json_line(json.loads(line)) for line in result.stdout.splitlines()]
 
 
 def _allow_history(config: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.payloads import Message, measurements_payload
+from agent.contract import MessageKind, Topics, measurements_payload
 from tests.conftest import Cli
 from tests.integration.bridge_helpers import (
     PREFIX,
@@ -186,9 +186,8 @@ async def test_hostile_payloads_are_dead_lettered_and_nothing_is_written(stack: 
 
     # Still running, and still writing: a good record after all that lands.
     assert bridge.alive()
-    good = Message(
-        f"{PREFIX}/plant-0/gw-01/press-1/measurements",
-        measurements_payload(now, 7, {"active_power_kw": 3.5}),
+    good = Topics(PREFIX, "plant-0", "gw-01").message(
+        MessageKind.MEASUREMENTS, measurements_payload(now, 7, {"active_power_kw": 3.5}), "press-1"
     )
     await pub.publish_all(wire([good]))
     await wait_until(

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.payloads import Message, Topics, encode, measurements_payload
+from agent.contract import Message, MessageKind, Topics, encode, measurements_payload
 from tests.conftest import Cli
 from tests.integration.bridge_helpers import (
     PREFIX,
@@ -69,9 +69,21 @@ def mixed_traffic(now_ms: int, valid: int, rejects: int) -> tuple[list[Message],
     for i in range(rejects):
         if i % 2:
             payload = measurements_payload(now_ms - 40 * DAY_MS + i, i, {"active_power_kw": 1.5})
-            bad.append((skewed.measurements(f"m-{i % 7}"), encode(payload), "ts_out_of_window"))
+            bad.append(
+                (
+                    skewed.topic(MessageKind.MEASUREMENTS, f"m-{i % 7}"),
+                    encode(payload),
+                    "ts_out_of_window",
+                )
+            )
         else:
-            bad.append((garbage.measurements(f"m-{i % 5}"), f"garbage #{i}".encode(), "not_json"))
+            bad.append(
+                (
+                    garbage.topic(MessageKind.MEASUREMENTS, f"m-{i % 5}"),
+                    f"garbage #{i}".encode(),
+                    "not_json",
+                )
+            )
     return good, bad
 
 

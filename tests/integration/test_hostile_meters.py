@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from agent.payloads import MeasurementsModel
+from agent.contract.models import MeasurementsModel
 from drivers.errors import MalformedResponse, ModbusTimeout, TransportError
 from drivers.image import RegisterImage
 from drivers.profile import ProfileLibrary

@@ -31,16 +31,13 @@ import pytest_asyncio
 from pydantic import BaseModel
 
 from agent import __version__
-from agent.payloads import (
-    Carrier,
+from agent.contract import Carrier, encode, energy_payload, measurements_payload
+from agent.contract.models import (
     DeviceStatusModel,
     EnergyModel,
     GatewayStatusModel,
     IntensityModel,
     MeasurementsModel,
-    encode,
-    energy_payload,
-    measurements_payload,
 )
 from agent.runtime.outbox import Item, Kind, SqliteOutbox
 from drivers.simulator.meter import Faults

@@ -17,15 +17,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from agent.bridge.validate import Accepted, Limits, Validator, check_strict
-from agent.payloads import (
-    Carrier,
-    EnergyModel,
-    MeasurementsModel,
-    encode,
-    energy_payload,
-    measurements_payload,
-)
-from agent.plausible import SEQ_MAX, TS_MIN_MS, VALUE_RANGES, energy_ranges
+from agent.contract import Carrier, encode, energy_payload, energy_ranges, measurements_payload
+from agent.contract.models import EnergyModel, MeasurementsModel
+from agent.contract.plausible import SEQ_MAX, TS_MIN_MS, VALUE_RANGES
 
 NOW = 1_750_000_000_000
 LIMITS = Limits(max_payload_bytes=4096, max_past_s=86400, max_future_s=300)

@@ -23,17 +23,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.bridge.validate import Accepted, Limits, Reason, Rejected, Validator
-from agent.payloads import (
+from agent.contract import (
+    WINDOW_RANGES,
     WINDOWS,
     Carrier,
     device_status_payload,
     energy_payload,
+    energy_ranges,
     gateway_status_payload,
     intensity_payload,
     measurements_payload,
     window_values,
 )
-from agent.plausible import SEQ_MAX, TS_MIN_MS, VALUE_RANGES, WINDOW_RANGES, energy_ranges
+from agent.contract.plausible import SEQ_MAX, TS_MIN_MS, VALUE_RANGES
 
 NOW = 1_750_000_000_000
 LIMITS = Limits(max_payload_bytes=256 * 1024, max_past_s=31 * 86400, max_future_s=300)
@@ -79,18 +81,22 @@ def valid_payload(draw: st.DrawFn) -> dict[str, Any]:
         ceiling = energy_ranges(interval)["energy_kwh"][1]
         kwh = draw(st.floats(0, ceiling))
         ef = draw(st.floats(0, 10) | st.none())
+        carrier = draw(st.sampled_from(list(Carrier)))
+        quality = draw(st.sampled_from(["measured", "gap", "reset", "partial"]))
+        # The optional numbers of a gas meter, a production counter, a meter with children.
+        volume, units = draw(st.floats(0, 1e6)), draw(st.floats(0, 1e6))
+        unmetered, parent = draw(st.floats(-kwh, kwh)), draw(st.booleans())
         return energy_payload(
             ts=ts,
             interval_s=interval,
-            carrier=draw(st.sampled_from(list(Carrier))),
+            carrier=carrier,
             energy_kwh=kwh,
             co2_kg=kwh * (ef or 0.0),
             ef_kg_per_kwh=ef,
-            quality=draw(st.sampled_from(["measured", "gap", "reset", "partial"])),
-            volume_m3=draw(st.floats(0, 1e6)),
-            units=draw(st.floats(0, 1e6)),
-            unmetered_kwh=draw(st.floats(-kwh, kwh)),
-            has_children=draw(st.booleans()),
+            quality=quality,
+            **({"volume_m3": volume} if carrier is Carrier.NATURAL_GAS else {}),
+            **({"units": units} if carrier is Carrier.PRODUCTION else {}),
+            **({"unmetered_kwh": unmetered} if parent else {}),
         )
     if kind == "intensity":
         names = draw(st.lists(st.sampled_from(WINDOWS), unique=True))

@@ -14,17 +14,13 @@ from agent.bridge.lineproto import (
     line,
     to_lines,
 )
-from agent.payloads import (
-    Carrier,
+from agent.contract import Carrier, MessageKind, TopicRef, energy_payload, window_values
+from agent.contract.models import (
     DeviceStatusModel,
     EnergyModel,
     GatewayStatusModel,
     IntensityModel,
     MeasurementsModel,
-    TopicKind,
-    TopicRef,
-    energy_payload,
-    window_values,
 )
 
 # An unescaped separator: a , = or space not preceded by a backslash.
@@ -141,14 +137,14 @@ def _split(point: str) -> list[str]:
     return re.split(r"(?<!\\) ", point)
 
 
-REF = TopicRef(TopicKind.ENERGY, "plant-a", "gw-01", "press-1")
+REF = TopicRef(MessageKind.ENERGY, "plant-a", "gw-01", "press-1")
 
 
 def test_measurements_leave_nulls_out_and_keep_seq_as_integer() -> None:
     model = MeasurementsModel.model_validate(
         {"ts": 5, "seq": 9, "values": {"active_power_kw": 1.25, "power_factor": None}}
     )
-    ref = TopicRef(TopicKind.MEASUREMENTS, "plant-a", "gw-01", "press-1")
+    ref = TopicRef(MessageKind.MEASUREMENTS, "plant-a", "gw-01", "press-1")
     assert to_lines(ref, model) == [
         "measurements,device=press-1,gateway=gw-01,site=plant-a seq=9i,active_power_kw=1.25 5"
     ]
@@ -180,7 +176,7 @@ def test_intensity_is_one_point_per_window_with_null_ratios_left_out() -> None:
             "windows": {"1m": window_values(1.0, 0.5, 0.0, 0.1), "1h": window_values(2, 1, 4, 0.2)},
         }
     )
-    ref = TopicRef(TopicKind.INTENSITY, "plant-a", "gw-01")
+    ref = TopicRef(MessageKind.INTENSITY, "plant-a", "gw-01")
     first, second = to_lines(ref, model)
     assert first.startswith("intensity,gateway=gw-01,site=plant-a,window=1m ")
     assert "kwh_per_unit" not in first
@@ -191,10 +187,10 @@ def test_intensity_is_one_point_per_window_with_null_ratios_left_out() -> None:
 def test_status_is_a_number() -> None:
     gw = GatewayStatusModel.model_validate({"state": "offline", "ts": 3, "version": "1"})
     dev = DeviceStatusModel.model_validate({"state": "ok", "error": None, "ts": 4})
-    assert to_lines(TopicRef(TopicKind.GATEWAY_STATUS, "s", "g"), gw) == [
+    assert to_lines(TopicRef(MessageKind.GATEWAY_STATUS, "s", "g"), gw) == [
         "status,gateway=g,site=s up=0i 3"
     ]
-    assert to_lines(TopicRef(TopicKind.DEVICE_STATUS, "s", "g", "d"), dev) == [
+    assert to_lines(TopicRef(MessageKind.DEVICE_STATUS, "s", "g", "d"), dev) == [
         "status,device=d,gateway=g,site=s up=1i 4"
     ]
 

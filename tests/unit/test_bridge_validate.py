@@ -7,17 +7,18 @@ import json
 import pytest
 
 from agent.bridge.validate import Accepted, Limits, Reason, Rejected, check
-from agent.payloads import (
+from agent.contract import (
+    WINDOW_RANGES,
     WINDOWS,
+    MessageKind,
     TopicError,
-    TopicKind,
     TopicRef,
     encode,
     measurements_payload,
     parse_topic,
     subscription_filters,
 )
-from agent.plausible import TS_MIN_MS, VALUE_RANGES, WINDOW_RANGES
+from agent.contract.plausible import TS_MIN_MS, VALUE_RANGES
 from drivers.quantities import PLAUSIBLE, Quantity
 
 NOW = 1_750_000_000_000
@@ -187,13 +188,13 @@ def test_a_good_message_of_every_kind_is_accepted() -> None:
 @pytest.mark.parametrize(
     ("topic", "ref"),
     [
-        ("energy/v1/s/g/status", TopicRef(TopicKind.GATEWAY_STATUS, "s", "g")),
-        ("energy/v1/s/g/intensity", TopicRef(TopicKind.INTENSITY, "s", "g")),
-        ("energy/v1/s/g/d/status", TopicRef(TopicKind.DEVICE_STATUS, "s", "g", "d")),
-        ("energy/v1/s/g/d/measurements", TopicRef(TopicKind.MEASUREMENTS, "s", "g", "d")),
-        ("energy/v1/s/g/d/energy", TopicRef(TopicKind.ENERGY, "s", "g", "d")),
+        ("energy/v1/s/g/status", TopicRef(MessageKind.GATEWAY_STATUS, "s", "g")),
+        ("energy/v1/s/g/intensity", TopicRef(MessageKind.INTENSITY, "s", "g")),
+        ("energy/v1/s/g/d/status", TopicRef(MessageKind.DEVICE_STATUS, "s", "g", "d")),
+        ("energy/v1/s/g/d/measurements", TopicRef(MessageKind.MEASUREMENTS, "s", "g", "d")),
+        ("energy/v1/s/g/d/energy", TopicRef(MessageKind.ENERGY, "s", "g", "d")),
         # A device may be called like a leaf; the depth tells them apart.
-        ("energy/v1/s/g/intensity/energy", TopicRef(TopicKind.ENERGY, "s", "g", "intensity")),
+        ("energy/v1/s/g/intensity/energy", TopicRef(MessageKind.ENERGY, "s", "g", "intensity")),
     ],
 )
 def test_parse_topic(topic: str, ref: TopicRef) -> None:
@@ -201,7 +202,7 @@ def test_parse_topic(topic: str, ref: TopicRef) -> None:
 
 
 def test_parse_topic_with_another_prefix() -> None:
-    assert parse_topic("plant/x/s/g/status", "plant/x").kind is TopicKind.GATEWAY_STATUS
+    assert parse_topic("plant/x/s/g/status", "plant/x").kind is MessageKind.GATEWAY_STATUS
     with pytest.raises(TopicError):
         parse_topic("energy/v1/s/g/status", "plant/x")
 

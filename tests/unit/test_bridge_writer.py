@@ -211,7 +211,7 @@ def test_receive_maximum_defaults_to_two_batches() -> None:
 
 def test_messages_are_validated_in_the_writer_and_rejects_dead_lettered() -> None:
     from agent.bridge.validate import Limits, Validator
-    from agent.payloads import encode, measurements_payload
+    from agent.contract import encode, measurements_payload
 
     now = time.time_ns() // 1_000_000
     h = Harness(batch_size=3, flush_interval_ms=50)

@@ -9,19 +9,18 @@ their own, with numbers worked out by hand.
 from __future__ import annotations
 
 import re
-import typing
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from agent.contract import WINDOWS
 from agent.core import kernel
 from agent.core.channels import DEMAND_SLOTS, RING, SLOT_MS, ChannelKind, ChannelSpec, Event, Flag
 from agent.core.engine import Engine
 from agent.core.snapshot import Snapshot, SnapshotError
 from agent.core.tree import MeterTree, Released
-from agent.core.windows import ROLLING, WINDOW_NAMES
-from agent.payloads import WINDOWS, IntensityModel
+from agent.core.windows import CALENDAR, ROLLING
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC, on every interval boundary
@@ -48,13 +47,12 @@ def test_kernel_columns_are_distinct() -> None:
         assert sorted(cols) == list(range(width)), prefix
 
 
-def test_window_names_are_one_list() -> None:
-    """The core's windows, the contract's list and the model's accepted keys agree."""
-    key_type = typing.get_type_hints(IntensityModel)["windows"]
-    assert WINDOW_NAMES == WINDOWS
-    assert typing.get_args(typing.get_args(key_type)[0]) == WINDOWS
+def test_the_core_computes_the_contracts_windows() -> None:
+    """Each of the contract's windows, in its order, is one the core computes: rolling
+    ones by their length, calendar ones by the site's calendar."""
+    assert (*ROLLING, *CALENDAR) == WINDOWS
     # the ring holds the longest rolling window and a whole 25-hour local day
-    assert max(n for _, n in ROLLING) <= RING and RING >= 25 * 60
+    assert max(ROLLING.values()) <= RING and RING >= 25 * 60
 
 
 # Indexing the kernel's state columns: engine.I[...], self.F[...], k.I_..., kernel.F_...

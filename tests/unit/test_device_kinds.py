@@ -14,9 +14,9 @@ import yaml
 
 from agent.config import ConfigError, parse_config
 from agent.config.models import AgentConfig
+from agent.contract.vocab import Carrier
 from agent.core.channels import ChannelKind
 from agent.core.devices import DeviceChannels, SiteError
-from agent.payloads import Carrier
 from drivers.profile import DeviceKind, ProfileLibrary
 from drivers.quantities import Quantity
 

@@ -8,9 +8,9 @@ import pytest
 from pydantic import ValidationError
 
 from agent.config.models import Carbon, ElectricityFactor, FactorRule, GasFactor, LiveFactor
+from agent.contract import Carrier
 from agent.core.calendar import SiteCalendar
 from agent.core.factors import EmissionFactors
-from agent.payloads import Carrier
 
 EL = Carrier.ELECTRICITY
 MIN = 60_000

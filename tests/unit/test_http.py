@@ -15,78 +15,22 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.cli.main import main as cli_main
+from agent.cli.run import live_page
 from agent.config import parse_config
 from agent.config.models import Http
-from agent.core.engine import load_kernel
 from agent.http.limits import Limits
 from agent.http.server import BasicAuth, HttpServer
 from agent.runtime.agent import Agent
 from agent.runtime.outbox import MemoryOutbox
-from agent.runtime.scheduler import DevicePoll
-from drivers.errors import ModbusTimeout
-from drivers.profile import ProfileLibrary
-from drivers.quantities import Quantity
+from tests.support.agents import CONFIG, LIBRARY, MIN, T0, make_agent
 
-load_kernel()  # numba's default cache, before a config's state_dir could redirect it
-LIBRARY = ProfileLibrary()
-MIN = 60_000
-T0 = 1_700_000_000_000 // MIN * MIN  # a whole minute
 PASSWORD = "s3cret-Pa55"
-
-CONFIG = """
-site: {id: plant-t, timezone: UTC, name: "Test plant"}
-gateway: {id: gw-t}
-buses: [{id: bus-1, tcp: {host: 127.0.0.1, port: 1}}]
-devices:
-  - {id: main, bus: bus-1, unit: 1, profile: eastron-sdm630}
-  - {id: sub, bus: bus-1, unit: 2, profile: eastron-sdm630, parent: main}
-  - {id: spare, bus: bus-1, unit: 3, profile: eastron-sdm630}
-  - id: parts
-    bus: bus-1
-    unit: 9
-    kind: production
-    registers: [{quantity: output_units, table: holding, address: 0, type: uint32}]
-mqtt: {host: 127.0.0.1, port: 1}
-state_dir: STATE
-http: {listen: "127.0.0.1:0"}
-"""
-
-
-def _poll(device: str) -> DevicePoll:
-    return cast(DevicePoll, SimpleNamespace(device_id=device))
-
-
-def make_agent(tmp_path: Path, minutes: int = 20) -> Agent:
-    """An agent fed ``minutes`` of 10-second polls: main 120 kW, sub 40 kW, 6 parts/min."""
-    config = parse_config(CONFIG.replace("STATE", str(tmp_path)), "t.yaml", profiles=LIBRARY)
-    agent = Agent(config, LIBRARY, outbox=MemoryOutbox(10_000_000))
-    for k in range(minutes * 6 + 1):
-        ts = T0 + k * 10_000
-        h = k * 10 / 3600
-        agent.on_result(
-            _poll("main"),
-            ts,
-            {Quantity.ENERGY_IMPORT_KWH: 1000 + 120 * h, Quantity.ACTIVE_POWER_KW: 120.0},
-            None,
-            0.02,
-        )
-        agent.on_result(
-            _poll("sub"),
-            ts,
-            {Quantity.ENERGY_IMPORT_KWH: 500 + 40 * h, Quantity.ACTIVE_POWER_KW: 40.0},
-            None,
-            0.03,
-        )
-        agent.on_result(_poll("parts"), ts, {Quantity.OUTPUT_UNITS: float(k)}, None, 0.01)
-    agent.on_result(_poll("spare"), T0, None, ModbusTimeout("unit 3: no answer in 0.5 s"), 0.5)
-    return agent
 
 
 @pytest.fixture
@@ -96,7 +40,7 @@ def agent(tmp_path: Path) -> Agent:
 
 @pytest.fixture
 async def server(agent: Agent) -> AsyncIterator[HttpServer]:
-    srv = HttpServer.for_agent(agent, tick_s=0.1)
+    srv = live_page(agent, tick_s=0.1)
     async with srv:
         yield srv
 
@@ -172,7 +116,7 @@ async def test_malformed_and_oversized_requests(server: HttpServer) -> None:
 
 
 async def test_a_silent_client_is_dropped(agent: Agent) -> None:
-    async with HttpServer.for_agent(agent, tick_s=0.1, limits=Limits(head_timeout_s=0.2)) as srv:
+    async with live_page(agent, tick_s=0.1, limits=Limits(head_timeout_s=0.2)) as srv:
         status, _, _ = await request(srv.port, "GET / HTTP/1.1\r\n")  # never finishes
         assert status == 408
 
@@ -238,7 +182,7 @@ async def test_state_with_history(agent: Agent) -> None:
     last = agent.devices["main"].last_ok_ms
     assert last is not None
     # a tick long enough that only our own refresh (at the data's time) counts
-    async with HttpServer.for_agent(agent, tick_s=3600) as srv:
+    async with live_page(agent, tick_s=3600) as srv:
         srv.view.refresh(last + 500)
         _, _, body = await request(srv.port, get("/api/state?history=1"))
     doc = json.loads(body)
@@ -252,7 +196,7 @@ async def test_state_with_history(agent: Agent) -> None:
 async def test_sparkline_history_is_thinned_and_15_minutes(agent: Agent) -> None:
     from agent.http.state import StateView
 
-    view = StateView(agent)
+    view = StateView(agent.status)
     last = agent.devices["main"].last_ok_ms
     assert last is not None
     for k in range(2000):  # one poll a second for 2000 s
@@ -280,7 +224,7 @@ async def test_basic_auth(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
     )
     config = parse_config(config_text, "t.yaml", profiles=LIBRARY)
     agent = Agent(config, LIBRARY, outbox=MemoryOutbox(1_000_000))
-    async with HttpServer.for_agent(agent, tick_s=0.1) as srv:
+    async with live_page(agent, tick_s=0.1) as srv:
         for path in ("/", "/api/state", "/metrics", "/events"):
             status, headers, _ = await request(srv.port, get(path))
             assert status == 401, path
@@ -345,7 +289,7 @@ async def test_events_stream_frames(server: HttpServer) -> None:
 
 
 async def test_close_ends_open_streams(agent: Agent) -> None:
-    srv = HttpServer.for_agent(agent, tick_s=0.1)
+    srv = live_page(agent, tick_s=0.1)
     await srv.start()
     reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
     writer.write(get("/events").encode())
@@ -357,7 +301,7 @@ async def test_close_ends_open_streams(agent: Agent) -> None:
 
 
 async def test_serve_survives_a_busy_port(agent: Agent, caplog: pytest.LogCaptureFixture) -> None:
-    async with HttpServer.for_agent(agent) as first:
+    async with live_page(agent) as first:
         settings = Http(listen=f"127.0.0.1:{first.port}")
         second = HttpServer(settings, first.view, first.metrics)
         stop = asyncio.Event()

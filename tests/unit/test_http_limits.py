@@ -22,7 +22,7 @@ from agent.http.limits import HEAD_TIMEOUT_S, Gate, Limits, Slot, address_key
 from agent.http.server import BasicAuth, HttpServer
 from agent.http.state import StateView
 from agent.runtime.agent import Agent
-from tests.unit.test_http import make_agent
+from tests.support.agents import make_agent
 
 PASSWORD = "s3cret-Pa55"
 AUTH = "Authorization: Basic " + base64.b64encode(f"energy:{PASSWORD}".encode()).decode()
@@ -150,7 +150,7 @@ async def serve(agent: Agent, limits: Limits, password: bool) -> HttpServer:
     auth = BasicAuth("energy", PASSWORD) if password else None
     srv = HttpServer(
         Http(listen="127.0.0.1:0"),
-        StateView(agent),
+        StateView(agent.status),
         agent.metrics,
         auth=auth,
         tick_s=0.1,

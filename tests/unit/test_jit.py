@@ -25,14 +25,13 @@ from hypothesis import HealthCheck, given, settings
 
 from agent.config import parse_config
 from agent.config.models import AgentConfig
+from agent.contract import encode
 from agent.core import kernel
 from agent.core.channels import RING
 from agent.core.engine import Engine
 from agent.core.jit import ENV, Backend, JitSettingError, choose
 from agent.core.site import Reading, SiteCore
-from agent.http.state import build_state
-from agent.payloads import encode
-from agent.runtime.agent import Agent
+from agent.runtime.agent import Agent, warm_up
 from agent.runtime.outbox import MemoryOutbox
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
@@ -192,20 +191,20 @@ def test_the_agent_warns_once_with_the_reason_and_says_so_on_its_state(
 ) -> None:
     config = parse_config(CONFIG.replace("STATE", str(tmp_path)), "t.yaml", profiles=LIBRARY)
     agent = Agent(config, LIBRARY, outbox=MemoryOutbox(1_000_000))
-    assert build_state(agent)["agent"]["core"] == "numba"
+    assert agent.status().agent.core == "numba"
     numba_site = agent.site
     agent.site = _python_site(config, python_kernel)
     with caplog.at_level(logging.WARNING):
-        agent._warm_up()
+        warm_up(agent.site)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     message = warnings[0].getMessage()
     assert "runs without numba (ENERGY_AGENT_NUMBA=off)" in message
     assert "identical" in message and f"unset {ENV}" in message
-    assert build_state(agent)["agent"]["core"] == "python"
+    assert agent.status().agent.core == "python"
 
     caplog.clear()
     agent.site = numba_site
     with caplog.at_level(logging.WARNING):
-        agent._warm_up()
+        warm_up(agent.site)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]

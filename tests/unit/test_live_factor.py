@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.config import parse_config
+from agent.contract import Carrier
 from agent.core.engine import load_kernel
 from agent.core.factors import (
     LIVE_MAX_KG_PER_KWH,
@@ -22,7 +23,6 @@ from agent.core.factors import (
     LiveValue,
     parse_live_factor,
 )
-from agent.payloads import Carrier
 from agent.runtime.agent import Agent
 from agent.runtime.outbox import MemoryOutbox
 from drivers.profile import ProfileLibrary

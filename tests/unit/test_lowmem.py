@@ -49,7 +49,7 @@ def test_rss_drops_and_the_kernels_still_give_the_same_numbers(tmp_path: Path) -
         import re
         from pathlib import Path
         from agent.config.load import load_config
-        from agent.payloads import encode
+        from agent.contract import encode
         from agent.replay import Backfill
         from agent.runtime.lowmem import release_compiler_pages
         from drivers.profile import ProfileLibrary

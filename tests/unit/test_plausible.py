@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from agent.config.models import AgentConfig
+from agent.contract.models import MeasurementsModel
 from agent.core.engine import load_kernel
 from agent.core.site import Reading, SiteCore
-from agent.payloads import MeasurementsModel
 from drivers.decode import encode_value
 from drivers.fake import FakeTransport
 from drivers.image import RegisterImage

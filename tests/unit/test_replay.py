@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agent.config.models import AgentConfig
+from agent.contract import Message
 from agent.core.engine import load_kernel
-from agent.payloads import Message
 from agent.replay import Backfill, Options, Reader, ReplayInputError, Topic, parse_ts
 from agent.replay.rows import BadRow
 from drivers.profile import ProfileLibrary

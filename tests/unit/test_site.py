@@ -22,11 +22,12 @@ import numpy as np
 import pytest
 
 from agent.config.models import AgentConfig
+from agent.contract import Message
+from agent.contract.models import EnergyModel, IntensityModel, MeasurementsModel
 from agent.core import snapshot
 from agent.core.calendar import SiteCalendar
 from agent.core.engine import load_kernel
 from agent.core.site import Reading, SiteCore
-from agent.payloads import EnergyModel, IntensityModel, MeasurementsModel, Message
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
 

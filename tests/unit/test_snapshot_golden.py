@@ -25,11 +25,11 @@ import pytest
 
 from agent.config import load_config
 from agent.config.models import AgentConfig
+from agent.contract import Message, encode
 from agent.core.channels import ChannelKind, ChannelSpec, Event
 from agent.core.engine import Closed, Engine, load_kernel
 from agent.core.site import Reading, SiteCore
 from agent.core.snapshot import Snapshot
-from agent.payloads import Message, encode
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
 

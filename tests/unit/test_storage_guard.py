@@ -19,10 +19,11 @@ import pytest
 from agent.cli.status import render
 from agent.config import parse_config
 from agent.core.engine import load_kernel
-from agent.http.state import build_state, metric_levels
+from agent.http.state import state_document
 from agent.runtime.agent import SNAPSHOT, Agent
 from agent.runtime.outbox import Item, Kind, SqliteOutbox, StorageGuard
 from agent.runtime.scheduler import DevicePoll
+from agent.runtime.status import status_line
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
 
@@ -122,13 +123,13 @@ def test_memory_is_bounded_measurements_go_first_and_records_loudly(
     guard.put_many([item(Kind.MEASUREMENT, f"m{i:02}") for i in range(10)])
     h = guard.health()
     assert h.unstored == 10 and h.unstored_records == 4  # 4 records, the 6 newest measurements
-    assert h.lost[Kind.MEASUREMENT] == 4 and h.lost[Kind.ENERGY] == 0
+    assert h.lost["measurement"] == 4 and h.lost["energy"] == 0
     assert not [r for r in caplog.records if "dropped" in r.getMessage()]
     with caplog.at_level(logging.ERROR):
         guard.put_many([item(Kind.ENERGY, f"e{i:02}") for i in range(4, 12)])
     h = guard.health()
-    assert h.lost[Kind.MEASUREMENT] == 10  # every measurement went before any record
-    assert h.lost[Kind.ENERGY] == 2 and h.unstored == 10
+    assert h.lost["measurement"] == 10  # every measurement went before any record
+    assert h.lost["energy"] == 2 and h.unstored == 10
     dropped = [r for r in caplog.records if "dropped" in r.getMessage()]
     assert dropped and all(r.levelno == logging.ERROR for r in dropped)
     assert dropped[0].getMessage() == (
@@ -179,7 +180,7 @@ def test_close_stores_what_memory_holds_or_says_what_is_lost(
     with caplog.at_level(logging.ERROR):
         guard.close()  # never raises
     assert sum(guard.lost_at_close.values()) == 4
-    assert guard.health().lost[Kind.ENERGY] == 1
+    assert guard.health().lost["energy"] == 1
     text = caplog.records[-1].getMessage()
     assert text.startswith("exiting with 4 messages neither stored nor acknowledged")
     assert "measurement 3, energy 1" in text and "database or disk is full" in text
@@ -268,12 +269,13 @@ def test_a_failing_disk_is_in_the_state_the_metrics_and_status(tmp_path: Path) -
     agent = Agent(config, LIBRARY, outbox=disk)
     agent.link.state.connected = True
     _feed(agent, range(0, 30, 10))
-    doc = build_state(agent)
+    doc = state_document(agent.status())
     assert not [p for p in doc["health"]["problems"] if "storage" in p]
     assert doc["storage"]["ok"] is True
     full(disk)
     agent.outbox.put_many([item(Kind.MEASUREMENT, "m1"), item(Kind.ENERGY, "e1")])
-    doc = build_state(agent)
+    status = agent.status()
+    doc = state_document(status)
     assert doc["health"]["state"] == "degraded"
     (problem,) = [p for p in doc["health"]["problems"] if "storage" in p]
     assert problem.startswith(f"storage failing: cannot write the outbox in {tmp_path} (")
@@ -281,15 +283,14 @@ def test_a_failing_disk_is_in_the_state_the_metrics_and_status(tmp_path: Path) -
     st = doc["storage"]
     assert (st["ok"], st["unstored"], st["unstored_records"], st["failures"]) == (False, 2, 1, 1)
     assert st["memory_max_bytes"] == 16 * 2**20
-    levels = metric_levels(doc)
-    assert (levels["storage_ok"], levels["unstored"], levels["storage_failures"]) == (0, 2, 1)
-    agent.metrics.watch(lambda: metric_levels(build_state(agent)))
+    assert (status.storage.ok, status.storage.unstored, status.storage.failures) == (False, 2, 1)
+    agent.metrics.watch(agent.status)
     text = agent.metrics.exposition().decode()
     assert "energy_agent_storage_ok 0.0" in text
     assert "energy_agent_unstored_messages 2.0" in text
     assert "energy_agent_storage_failures_total 1.0" in text
     assert 'energy_agent_messages_lost_total{kind="energy"} 0.0' in text
-    assert "STORAGE FAILING" in agent._status_line()
+    assert "STORAGE FAILING" in status_line(status)
     from rich.console import Console
 
     console = Console(width=200, record=True)

@@ -30,6 +30,7 @@ disk has room again, and reports the fault (``guard.py``).
 
 from agent.runtime.outbox.base import (
     DROP_ORDER,
+    OF_KIND,
     RECORDS,
     Entry,
     Item,
@@ -39,14 +40,16 @@ from agent.runtime.outbox.base import (
     Stats,
     Sync,
     entry_size,
+    item_of,
 )
-from agent.runtime.outbox.guard import LANE_MAX_BYTES, StorageGuard, StorageHealth
+from agent.runtime.outbox.guard import LANE_MAX_BYTES, StorageGuard
 from agent.runtime.outbox.memory import MemoryOutbox
 from agent.runtime.outbox.sqlite import SqliteOutbox
 
 __all__ = [
     "DROP_ORDER",
     "LANE_MAX_BYTES",
+    "OF_KIND",
     "RECORDS",
     "Entry",
     "Item",
@@ -57,7 +60,7 @@ __all__ = [
     "SqliteOutbox",
     "Stats",
     "StorageGuard",
-    "StorageHealth",
     "Sync",
     "entry_size",
+    "item_of",
 ]

@@ -9,6 +9,9 @@ from enum import Enum, IntEnum
 from pathlib import Path
 from typing import Protocol
 
+from agent.contract.build import encode
+from agent.contract.kinds import KINDS, Message, MessageKind
+
 log = logging.getLogger("agent.runtime.outbox")
 
 
@@ -26,7 +29,10 @@ class OutboxError(Exception):
 
 
 class Kind(IntEnum):
-    """What a message is; decides what is dropped first when the outbox is full."""
+    """What a message is; decides what is dropped first when the outbox is full.
+
+    One member per :class:`agent.contract.kinds.OutboxClass`, by name: the contract
+    says which class each kind of message is (:data:`OF_KIND`)."""
 
     MEASUREMENT = 0
     INTENSITY = 1
@@ -45,6 +51,9 @@ class Sync(Enum):
     SOON = "soon"  #: with the next fsync, at most ``sync_interval_s`` later
     NEVER = "never"  #: whenever the next fsync happens (a lost delete only re-sends)
 
+
+#: The outbox kind of each of the contract's message kinds.
+OF_KIND: Mapping[MessageKind, Kind] = {k: Kind[s.outbox.name] for k, s in KINDS.items()}
 
 #: Kinds that are records: never reordered, and on disk (fsync) before ``put`` returns.
 RECORDS = (Kind.INTENSITY, Kind.STATUS, Kind.ENERGY)
@@ -78,6 +87,17 @@ class Item:
     payload: bytes
     retain: bool = False
     created_ms: int = 0
+
+
+def item_of(message: Message) -> Item:
+    """A built message as it is stored: its kind says its outbox kind and retain flag."""
+    return Item(
+        OF_KIND[message.kind],
+        message.topic,
+        encode(message.payload),
+        retain=message.kind.spec.retained,
+        created_ms=int(message.payload["ts"]),
+    )
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,6 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from agent.runtime.outbox.base import (
@@ -58,6 +57,7 @@ from agent.runtime.outbox.base import (
     is_fresh,
 )
 from agent.runtime.outbox.memory import MemoryOutbox
+from agent.status import StorageStatus
 
 log = logging.getLogger("agent.runtime.outbox")
 
@@ -73,28 +73,6 @@ RETRY_S = 1.0
 MOVE_CHUNK = 500
 #: A fault that lasts is said again this often (and whenever its cause changes).
 LOG_EVERY_S = 60.0
-
-
-@dataclass(frozen=True)
-class StorageHealth:
-    """Whether the outbox can write, and what that costs while it cannot."""
-
-    ok: bool
-    #: SQLite's words for the last failure, while failing.
-    error: str | None
-    #: When the current failure began (Unix ms).
-    since_ms: int | None
-    directory: str | None
-    free_bytes: int | None
-    #: Messages that exist only in memory: neither on the disk nor acknowledged yet.
-    unstored: int
-    unstored_records: int
-    unstored_bytes: int
-    memory_max_bytes: int
-    #: Write transactions the disk refused since the start.
-    failures: int
-    #: Messages gone for good: neither stored nor sent (memory full, or at the exit).
-    lost: dict[Kind, int]
 
 
 def human_bytes(n: int | None) -> str:
@@ -248,7 +226,7 @@ class StorageGuard:
 
     def _log_fault(self, began: bool) -> None:
         h = self.health()
-        lost = sum(h.lost.values())
+        lost = h.lost_total
         log.error(
             "%s the outbox in %s (%s free): %s; %s held in memory (%d records), "
             "sent from there while the broker is up and stored when the disk has room; at "
@@ -361,9 +339,9 @@ class StorageGuard:
         depth = max(0, disk.depth - len(self._unaccepted)) + lane.depth
         return Stats(depth, disk.bytes + lane.bytes, oldest, disk.dropped)
 
-    def health(self) -> StorageHealth:
+    def health(self) -> StorageStatus:
         lane = self.lane.stats()
-        return StorageHealth(
+        return StorageStatus(
             ok=self._error is None,
             error=None if self._error is None else self._error.reason,
             since_ms=self._since_ms,
@@ -374,7 +352,7 @@ class StorageGuard:
             unstored_bytes=lane.bytes,
             memory_max_bytes=self.lane.max_bytes,
             failures=self.failures,
-            lost={k: lane.dropped[k] + self.lost_at_close[k] for k in Kind},
+            lost={k.name.lower(): lane.dropped[k] + self.lost_at_close[k] for k in Kind},
         )
 
     def close(self) -> None:

@@ -5,18 +5,19 @@ The bridge refuses a message holding a number outside its range (reason
 publisher, and once written it poisons every sum over it. The ranges are
 generous on purpose, "impossible" rather than "unusual" (the gateway's profiles
 null the unusual), and docs/influxdb.md gives each one with its reason. The
-payload models (:mod:`agent.payloads`) and the bridge's fast path read these
-same tables, so there is one definition.
+record tables (:mod:`agent.contract.records`) give each number its range from
+these constants; the models and the bridge's fast path read those tables.
 
 Pure data: the bridge imports it, so it imports nothing but the vocabulary.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 
+from agent.contract.vocab import Window
 from drivers.quantities import Quantity
 
 #: 100 GW: four times the largest power station on earth (Three Gorges, 22.5 GW).
@@ -54,9 +55,55 @@ SEQ_MAX = 2**53
 #: timestamp" to VictoriaMetrics, which would file the point under its own clock.
 TS_MIN_MS = 946_684_800_000
 #: The longest span each intensity window covers: 25 h on a DST day, 31 days + 1 h.
-WINDOW_HOURS = {"1m": 1 / 60, "15m": 0.25, "1h": 1.0, "24h": 24.0, "today": 25.0, "month": 745.0}
+WINDOW_HOURS: Mapping[str, float] = MappingProxyType(
+    {
+        Window.MIN_1: 1 / 60,
+        Window.MIN_15: 0.25,
+        Window.HOUR_1: 1.0,
+        Window.HOUR_24: 24.0,
+        Window.TODAY: 25.0,
+        Window.MONTH: 745.0,
+    }
+)
 
 Range = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class PerHour:
+    """A bound that grows with the time a record covers: ``sign * (rate * hours) * factor``.
+
+    In that order, so each bound is the same float it always was (``e = POWER_MAX_KW * h``,
+    then ``e * EF_MAX_KG_PER_KWH``): a value on the edge is accepted as before.
+    """
+
+    rate: float
+    factor: float = 1.0
+    sign: float = 1.0
+
+    def at(self, hours: float) -> float:
+        return self.sign * (self.rate * hours * self.factor)
+
+    def __neg__(self) -> PerHour:
+        return PerHour(self.rate, self.factor, -self.sign)
+
+
+#: A number's plausible range: fixed ends, or ends that scale with the record's span.
+Bounds = tuple[float | PerHour, float | PerHour]
+
+
+def resolve(bounds: Bounds, hours: float | None) -> Range:
+    """The range of a record covering ``hours`` (None: a record without a span)."""
+    return _end(bounds[0], hours), _end(bounds[1], hours)
+
+
+def _end(bound: float | PerHour, hours: float | None) -> float:
+    if not isinstance(bound, PerHour):
+        return bound
+    if hours is None:
+        raise ValueError("a per-hour bound needs the record's span")
+    return bound.at(hours)
+
 
 _V: Range = (0.0, VOLTAGE_MAX_V)
 _A: Range = (-CURRENT_MAX_A, CURRENT_MAX_A)
@@ -87,45 +134,6 @@ def _value_range(q: Quantity) -> Range:
 
 #: Every canonical quantity and its plausible range: the only keys ``values`` may have.
 VALUE_RANGES: Mapping[str, Range] = MappingProxyType({q.value: _value_range(q) for q in Quantity})
-
-
-@functools.lru_cache(maxsize=64)
-def energy_ranges(interval_s: int) -> Mapping[str, Range]:
-    """An energy record's ranges scale with its interval (an average power, not a total)."""
-    h = interval_s / 3600
-    e = POWER_MAX_KW * h
-    return MappingProxyType(
-        {
-            "energy_kwh": (0.0, e),
-            "co2_kg": (0.0, e * EF_MAX_KG_PER_KWH),
-            "avg_power_kw": (0.0, POWER_MAX_KW),
-            "ef_kg_per_kwh": (0.0, EF_MAX_KG_PER_KWH),
-            "volume_m3": (0.0, GAS_FLOW_MAX_M3_H * h),
-            "units": (0.0, UNITS_MAX_PER_H * h),
-            # own minus children: negative when children over-read, never beyond the ceiling
-            "unmetered_kwh": (-e, e),
-        }
-    )
-
-
-def _window_ranges(h: float) -> Mapping[str, Range]:
-    e = POWER_MAX_KW * h
-    return MappingProxyType(
-        {
-            "energy_kwh": (0.0, e),
-            "co2_kg": (0.0, e * EF_MAX_KG_PER_KWH),
-            "output_units": (0.0, UNITS_MAX_PER_H * h),
-            "kwh_per_unit": (0.0, PER_UNIT_MAX),
-            "kgco2_per_unit": (0.0, PER_UNIT_MAX),
-            "intensity_g_per_kwh": (0.0, INTENSITY_MAX_G_PER_KWH),
-            "tce": (0.0, e * TCE_MAX_T_PER_KWH),
-        }
-    )
-
-
-WINDOW_RANGES: Mapping[str, Mapping[str, Range]] = MappingProxyType(
-    {w: _window_ranges(h) for w, h in WINDOW_HOURS.items()}
-)
 
 
 def outside(where: str, value: float, bounds: Range) -> str | None:

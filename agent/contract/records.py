@@ -1,0 +1,291 @@
+"""Every record of the contract, field by field: the one table to edit.
+
+A row's order is the payload's key order and the order the bridge writes the
+fields in. Adding a field to a record is adding its row here (and a test of the
+producer that fills it in); the builders, models, the bridge, Telegraf and the
+docs follow (agent/contract/__init__.py; tests/unit/contract/test_contract_one_edit.py
+does it for an ``export_kwh``).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from types import MappingProxyType
+
+from annotated_types import Interval
+
+from agent.contract.plausible import (
+    EF_MAX_KG_PER_KWH,
+    GAS_FLOW_MAX_M3_H,
+    INTENSITY_MAX_G_PER_KWH,
+    PER_UNIT_MAX,
+    POWER_MAX_KW,
+    SEQ_MAX,
+    TCE_MAX_T_PER_KWH,
+    UNITS_MAX_PER_H,
+    VALUE_RANGES,
+    WINDOW_HOURS,
+    PerHour,
+    Range,
+)
+from agent.contract.schema import Field, JsonType, Record, Store
+from agent.contract.vocab import QUANTITY_VOCAB, WINDOW_VOCAB, Carrier, Quality
+
+INTEGER, NUMBER, STRING = JsonType.INTEGER, JsonType.NUMBER, JsonType.STRING
+OBJECT, ARRAY = JsonType.OBJECT, JsonType.ARRAY
+
+#: The largest ``ts``: far inside int64, and a float64 holds every such integer.
+TS_MAX_MS = 10**14
+
+#: An interval's energy at the power ceiling: the scale of every per-hour bound.
+_E = PerHour(POWER_MAX_KW)
+
+TS = Field(
+    "ts",
+    INTEGER,
+    "Unix ms, UTC; an energy or intensity record's is its interval's end",
+    unit="ms",
+    store=Store.TIME,
+    limits=Interval(ge=0, le=TS_MAX_MS),
+)
+
+GATEWAY_STATUS = Record(
+    "gateway status",
+    (
+        Field(
+            "state",
+            STRING,
+            "`offline` is also the gateway's last will",
+            choices=("online", "offline"),
+            column="up",
+            codes=MappingProxyType({"online": 1, "offline": 0}),
+        ),
+        TS,
+        Field("version", STRING, "the agent's version", store=Store.NOT_STORED),
+    ),
+)
+
+DEVICE_STATUS = Record(
+    "device status",
+    (
+        Field(
+            "state",
+            STRING,
+            "whether the last poll was answered",
+            choices=("ok", "error"),
+            column="up",
+            codes=MappingProxyType({"ok": 1, "error": 0}),
+        ),
+        Field(
+            "error",
+            STRING,
+            "why the last poll failed",
+            nullable=True,
+            store=Store.NOT_STORED,
+        ),
+        TS,
+    ),
+)
+
+MEASUREMENTS = Record(
+    "measurements",
+    (
+        TS,
+        Field(
+            "seq",
+            INTEGER,
+            "the device's poll counter: a gap is a lost poll",
+            limits=Interval(ge=0, le=SEQ_MAX),
+        ),
+        Field(
+            "values",
+            OBJECT,
+            "what the meter read; null: not available or implausible",
+            keys=QUANTITY_VOCAB,
+            items=NUMBER,
+            items_nullable=True,
+            key_ranges=VALUE_RANGES,
+            store=Store.KEYS_AS_FIELDS,
+        ),
+        Field(
+            "implausible",
+            ARRAY,
+            "the quantities nulled for a reading outside their plausible range",
+            when="a value outside its plausible range was nulled",
+            keys=QUANTITY_VOCAB,
+            items=STRING,
+            store=Store.NOT_STORED,
+        ),
+    ),
+)
+
+ENERGY = Record(
+    "energy",
+    (
+        TS,
+        Field(
+            "interval_s",
+            INTEGER,
+            "the interval's length",
+            unit="s",
+            limits=Interval(gt=0, le=86400),
+        ),
+        Field(
+            "carrier",
+            STRING,
+            "what the device meters",
+            choices=tuple(c.value for c in Carrier),
+            store=Store.TAG,
+        ),
+        Field(
+            "energy_kwh",
+            NUMBER,
+            "energy in the interval (gas: its energy content; production: 0)",
+            unit="kWh",
+            plausible=(0.0, _E),
+        ),
+        Field(
+            "co2_kg",
+            NUMBER,
+            "CO2 of that energy at the interval's emission factor",
+            unit="kg",
+            plausible=(0.0, PerHour(POWER_MAX_KW, EF_MAX_KG_PER_KWH)),
+        ),
+        Field(
+            "avg_power_kw",
+            NUMBER,
+            "energy_kwh over the interval",
+            unit="kW",
+            plausible=(0.0, POWER_MAX_KW),
+        ),
+        Field(
+            "ef_kg_per_kwh",
+            NUMBER,
+            "the emission factor used; null for production",
+            unit="kg/kWh",
+            nullable=True,
+            plausible=(0.0, EF_MAX_KG_PER_KWH),
+        ),
+        Field(
+            "quality",
+            STRING,
+            "how the number came about (docs/core.md)",
+            choices=tuple(q.value for q in Quality),
+            store=Store.TAG,
+        ),
+        Field(
+            "volume_m3",
+            NUMBER,
+            "gas volume in the interval",
+            unit="m3",
+            nullable=True,
+            when="natural gas",
+            plausible=(0.0, PerHour(GAS_FLOW_MAX_M3_H)),
+        ),
+        Field(
+            "units",
+            NUMBER,
+            "units produced in the interval",
+            nullable=True,
+            when="production",
+            plausible=(0.0, PerHour(UNITS_MAX_PER_H)),
+        ),
+        Field(
+            "unmetered_kwh",
+            NUMBER,
+            "own energy minus the children's; null until they all reported",
+            unit="kWh",
+            nullable=True,
+            when="a meter with children",
+            plausible=(-_E, _E),
+        ),
+    ),
+    span="interval_s",
+)
+
+WINDOW = Record(
+    "intensity window",
+    (
+        Field(
+            "energy_kwh",
+            NUMBER,
+            "the root meters' energy (electricity and gas)",
+            unit="kWh",
+            plausible=(0.0, _E),
+        ),
+        Field(
+            "co2_kg",
+            NUMBER,
+            "its CO2, each interval at its own factor",
+            unit="kg",
+            plausible=(0.0, PerHour(POWER_MAX_KW, EF_MAX_KG_PER_KWH)),
+        ),
+        Field(
+            "output_units",
+            NUMBER,
+            "units produced",
+            plausible=(0.0, PerHour(UNITS_MAX_PER_H)),
+        ),
+        Field(
+            "kwh_per_unit",
+            NUMBER,
+            "energy per unit; null without output",
+            unit="kWh",
+            nullable=True,
+            plausible=(0.0, PER_UNIT_MAX),
+        ),
+        Field(
+            "kgco2_per_unit",
+            NUMBER,
+            "CO2 per unit; null without output",
+            unit="kg",
+            nullable=True,
+            plausible=(0.0, PER_UNIT_MAX),
+        ),
+        Field(
+            "intensity_g_per_kwh",
+            NUMBER,
+            "CO2 per kWh; null without energy",
+            unit="g/kWh",
+            nullable=True,
+            plausible=(0.0, INTENSITY_MAX_G_PER_KWH),
+        ),
+        Field(
+            "tce",
+            NUMBER,
+            "tonnes of standard coal equivalent",
+            unit="t",
+            plausible=(0.0, PerHour(POWER_MAX_KW, TCE_MAX_T_PER_KWH)),
+        ),
+    ),
+)
+
+INTENSITY = Record(
+    "intensity",
+    (
+        TS,
+        Field(
+            "windows",
+            OBJECT,
+            "the site's rolling and calendar windows, root meters only",
+            keys=WINDOW_VOCAB,
+            items=WINDOW,
+            key_hours=WINDOW_HOURS,
+            store=Store.KEYS_AS_POINTS,
+            column="window",
+        ),
+    ),
+)
+
+
+@functools.lru_cache(maxsize=64)
+def energy_ranges(interval_s: int) -> Mapping[str, Range]:
+    """An energy record's ranges scale with its interval (an average power, not a total)."""
+    return ENERGY.ranges_at(interval_s / 3600)
+
+
+#: Each window's ranges, by window name.
+WINDOW_RANGES: Mapping[str, Mapping[str, Range]] = MappingProxyType(
+    {w: WINDOW.ranges_at(h) for w, h in WINDOW_HOURS.items()}
+)

@@ -1,0 +1,132 @@
+"""The core's snapshot on disk: what a start continues from, and when it may be written.
+
+The snapshot says which intervals the core has emitted, so it is only as good
+as the outbox behind it: written past a record that is not on disk, a restart
+after ``kill -9`` would never emit that record; written too rarely, a restart
+emits intervals again with other numbers. The rules for both are here, apart
+from the agent's data path (:mod:`agent.runtime.agent`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from agent.core.site import SiteCore
+from agent.core.snapshot import SnapshotError
+from agent.runtime.outbox import RECORDS, StorageGuard
+from agent.runtime.throttle import LogThrottle, repeats
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT = "core-snapshot.npz"
+#: Outbox marks holding each device's last measurement seq.
+SEQ_MARK = "seq:"
+
+
+class CoreSnapshots:
+    """Loads the snapshot at start, writes it when due and allowed, says what is lost at exit."""
+
+    def __init__(
+        self,
+        site: SiteCore,
+        outbox: StorageGuard,
+        state_dir: Path,
+        *,
+        commit: Callable[[], None],
+        throttle: LogThrottle,
+    ) -> None:
+        self.site = site
+        self.outbox = outbox
+        self.path = state_dir / SNAPSHOT
+        self._commit = commit
+        self._log_throttle = throttle
+        #: Energy records were stored since the last snapshot.
+        self.closed_since = False
+        #: A device answered for the first time since the last snapshot: its counter's
+        #: starting point must be on disk, or a kill -9 before the next snapshot loses
+        #: the energy from there to the restart.
+        self.new_baseline = False
+        #: The last failure to write, if it has not been written since.
+        self.error = ""
+
+    @property
+    def due(self) -> bool:
+        """Something happened that a restart must not repeat or lose (see the flags)."""
+        return self.closed_since or self.new_baseline
+
+    def restore(self) -> None:
+        """Continue the core from the snapshot, and each device's seq from the outbox."""
+        try:
+            if self.site.load_snapshot(self.path):
+                log.info("continuing counters from %s", self.path)
+            for name, seq in self.outbox.marks().items():
+                info = self.site.by_id.get(name.removeprefix(SEQ_MARK))
+                if name.startswith(SEQ_MARK) and info is not None:
+                    info.seq = max(info.seq, seq)
+        except SnapshotError as exc:
+            # A damaged snapshot must not keep the gateway down: keep it for inspection and
+            # start the counters afresh (the first interval is then marked partial).
+            aside = self.path.with_name(self.path.name + ".corrupt")
+            self.path.replace(aside)
+            log.error("%s; moved to %s, starting the core afresh", exc, aside)
+
+    def save(self) -> bool:
+        """Save the core's state unless a record it emitted exists only in memory; True if saved.
+
+        The snapshot says which intervals were emitted, so their records must be on
+        disk first, or a restart after kill -9 would never emit them. While the disk
+        refuses writes a record may be held in memory (the outbox's guard): then the
+        snapshot waits until the record is stored or the broker acknowledged it (one
+        that is up does so within milliseconds). Written past such a record, a crash
+        would lose it for good; held back, a crash restarts from the older snapshot
+        and the core derives those intervals again from the meters' counters (the
+        downtime spread evenly, marked interpolated), so no energy is lost. The
+        price: a record that reached the broker from memory may come again from the
+        restarted core with other (interpolated) numbers, if the disk took no
+        snapshot after it; the sum over the intervals is the same. A record that
+        memory itself had to drop (full, with the broker away for days) no longer
+        holds the snapshot back: it is lost, and said and counted when it goes.
+
+        Held back or refused by the disk, the snapshot keeps its reasons
+        (``closed_since``, ``new_baseline``) and the housekeeping tries again
+        every second.
+        """
+        self._commit()
+        if self.outbox.records_held():
+            return False
+        directory = self.path.parent
+        try:
+            self.site.save_snapshot(self.path)
+        except OSError as exc:
+            self.error = f"cannot write the core snapshot in {directory}: {exc}"
+            if (n := self._log_throttle.due(self.error)) is not None:
+                log.error("%s; trying again every second%s", self.error, repeats(n))
+            return False
+        if self.error:
+            log.warning("core snapshot written again in %s", directory)
+            self.error = ""
+        self.closed_since = self.new_baseline = False
+        return True
+
+    def close(self) -> int:
+        """The last word on a full disk: store what memory holds if the disk takes it now,
+        then the snapshot the drain or the store allowed, then count what is lost.
+
+        Returns the number of messages that were neither stored nor sent.
+        """
+        self.outbox.retry(force=True)
+        if self.due:
+            self.save()
+        self.outbox.close()
+        lost = self.outbox.lost_at_close
+        records = sum(lost[k] for k in RECORDS)
+        if records:
+            log.error(
+                "%d of them are records: the core's snapshot was not written past them, so "
+                "the next start derives those intervals again from the meters' counters "
+                "(marked interpolated)",
+                records,
+            )
+        return sum(lost.values())
