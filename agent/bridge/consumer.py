@@ -39,7 +39,8 @@ be queued after paho's reconnect emptied its queue and go out on the new one.
 While the network thread runs that call only appends to a deque and writes a
 byte to a non-blocking socket pair (taking paho's ``_callback_mutex`` for an
 instant, which paho never holds while calling back), so it cannot wait for a
-thread that waits for us. Without the network thread paho would write and call
+thread that waits for us (:func:`agent.paho_compat.queue_pubacks`; its test
+holds paho's callback locks while calling it). Without the network thread paho would write and call
 back synchronously, into ``_lock``: so :meth:`Consumer.stop` refuses further
 acknowledgements before it stops the loop.
 """
@@ -49,7 +50,6 @@ from __future__ import annotations
 import json
 import logging
 import socket
-import struct
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -58,7 +58,6 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.client import PUBACK
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -72,11 +71,9 @@ from agent.config.bridge import BridgeSettings
 from agent.config.common import Mqtt
 from agent.contract.kinds import subscription_filters
 from agent.mqttclient import MqttConfigError, new_client
+from agent.paho_compat import queue_pubacks, raw_topic
 
 log = logging.getLogger(__name__)
-
-#: A PUBACK's fixed header (type, remaining length 2) above its 16-bit packet id.
-_PUBACK_HEAD = PUBACK << 24 | 2 << 16
 
 #: The liveness probe unsubscribes from this filter, which no bridge ever subscribes to.
 PROBE_FILTER = "energy-bridge/liveness-probe"
@@ -147,22 +144,6 @@ def dead_letter_payload(topic: str, payload: bytes, rejected: Rejected, client_i
         },
         separators=(",", ":"),
     ).encode()
-
-
-def queue_pubacks(client: paho.Client, mids: list[int]) -> None:
-    """Every PUBACK of a batch in one write, instead of paho's one wake-up and send each.
-
-    paho has no public call for this; its packet queue takes any bytes, and a
-    v5 PUBACK without reason code or properties is four bytes (0x40, 2, mid).
-    A client without that queue (another paho major) gets paho's own acks.
-    """
-    queue = getattr(client, "_packet_queue", None)
-    if queue is None or len(mids) == 1:
-        for mid in mids:
-            client.ack(mid, 1)
-        return
-    packet = struct.pack(f"!{len(mids)}I", *[_PUBACK_HEAD | mid for mid in mids])
-    queue(PUBACK, packet, 0, 0)
 
 
 class Consumer:
@@ -319,7 +300,7 @@ class Consumer:
             self.metrics.received.inc()
             bad = Rejected(Reason.BAD_TOPIC, "topic is not UTF-8")
             payload = bytes(msg.payload)
-            self.reject(repr(msg._topic), payload, msg.mid, msg.qos, self._generation, bad)
+            self.reject(raw_topic(msg), payload, msg.mid, msg.qos, self._generation, bad)
             return
         self.sink(
             Inbound(msg.mid, msg.qos, self._generation, time.monotonic(), topic, bytes(msg.payload))

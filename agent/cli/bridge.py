@@ -14,7 +14,25 @@ import signal
 import sys
 from types import FrameType
 
-from agent.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from agent.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Commands, add_config_arg
+
+
+def register(commands: Commands) -> None:
+    p = commands.add_parser(
+        "bridge",
+        help="central MQTT -> InfluxDB writer (shared subscription)",
+        description="Subscribe to the gateways' records through a shared subscription, "
+        "validate them, write them to InfluxDB and acknowledge each only once it is written. "
+        "Runs until SIGTERM or Ctrl-C.",
+    )
+    add_config_arg(p, "the bridge's config file (mqtt, influx and bridge sections)")
+    p.add_argument(
+        "--client-id",
+        metavar="ID",
+        help="MQTT client id (default: mqtt.client_id, else energy-bridge-HOST-GROUP); "
+        "keep it stable: the broker keeps unacknowledged messages under it",
+    )
+    p.set_defaults(handler=run_bridge)
 
 
 def run_bridge(args: argparse.Namespace) -> int:

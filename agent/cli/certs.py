@@ -13,7 +13,7 @@ import argparse
 import ipaddress
 from pathlib import Path
 
-from agent.cli.common import EXIT_OK, UsageError
+from agent.cli.common import EXIT_OK, Commands, UsageError
 from agent.config.models import ID_RX
 
 #: Where the README's examples keep a gateway's files.
@@ -25,13 +25,25 @@ INSTALL_HINT = (
 )
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("certs", help="pilot CA, broker and gateway certificates for MQTT over TLS")
+def register(commands: Commands) -> None:
+    p = commands.add_parser(
+        "certs",
+        help="pilot CA, broker and gateway certificates for MQTT over TLS",
+        description="A small CA for a pilot: create it (init), then the broker's certificate "
+        "(server) and one per gateway or service (client). A gateway's identity SITE/NAME is "
+        "its MQTT username, which the shipped broker ACL is built on.",
+    )
     certs = p.add_subparsers(dest="certs_command", metavar="ACTION", required=True)
 
     def common(q: argparse.ArgumentParser, days: int) -> None:
         q.add_argument("--dir", required=True, type=Path, help="where the CA and certificates live")
-        q.add_argument("--days", type=int, default=days, help=f"validity (default {days})")
+        q.add_argument(
+            "--days",
+            type=int,
+            default=days,
+            metavar="N",
+            help=f"validity in days (default {days})",
+        )
         q.add_argument("--force", action="store_true", help="replace existing files")
         q.set_defaults(handler=run_certs)
 

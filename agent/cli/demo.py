@@ -29,7 +29,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from agent.cli.common import EXIT_OK, UsageError
+from agent.cli.common import EXIT_OK, Commands, UsageError
 from agent.cli.run import serve
 from agent.config import parse_config
 from agent.demo.broker import Mosquitto, find_mosquitto
@@ -47,6 +47,27 @@ class BrokerChoice(StrEnum):
     AUTO = "auto"
     MOSQUITTO = "mosquitto"
     EMBEDDED = "embedded"
+
+
+def register(commands: Commands) -> None:
+    p = commands.add_parser(
+        "demo",
+        help="simulated plant read live, nothing to configure",
+        description="Start simulated meters, a broker and the agent itself on loopback, and "
+        "show what the agent sees. Ctrl-C stops everything it started.",
+    )
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
+    p.add_argument(
+        "--no-rtu", action="store_true", help="do not use a socat serial pair (a Python one)"
+    )
+    p.add_argument(
+        "--broker",
+        choices=[b.value for b in BrokerChoice],
+        default=BrokerChoice.AUTO.value,
+        help="MQTT broker to start: mosquitto when installed, else a built-in demo broker "
+        "(default auto)",
+    )
+    p.set_defaults(handler=run_demo)
 
 
 def free_port() -> int:

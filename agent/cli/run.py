@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from agent.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from agent.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Commands, add_config_arg
 from agent.config import load_config
 from agent.config.load import run_refusal
 from agent.http.limits import Limits
@@ -26,6 +26,18 @@ from agent.http.server import TICK_S, HttpServer
 from agent.mqttclient import MqttConfigError
 from agent.runtime.agent import Agent
 from drivers.profile import ProfileLibrary
+
+
+def register(commands: Commands) -> None:
+    p = commands.add_parser(
+        "run",
+        help="the main job on a gateway: poll, compute, publish",
+        description="Poll the config's meters, compute energy, CO2 and carbon intensity, "
+        "buffer every record and publish it over MQTT; serve the live page. Runs until "
+        "SIGTERM or Ctrl-C.",
+    )
+    add_config_arg(p, "the agent's config file (see `energy-agent check`)")
+    p.set_defaults(handler=run_agent)
 
 
 def run_agent(args: argparse.Namespace) -> int:

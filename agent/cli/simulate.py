@@ -10,7 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-from agent.cli.common import EXIT_OK, UsageError, parse_units
+from agent.cli.common import (
+    EXIT_OK,
+    Commands,
+    UsageError,
+    add_config_arg,
+    add_endpoint_args,
+    parse_units,
+)
 from confdoc.errors import DocumentError
 from confdoc.yamldoc import read_document
 from drivers.profile import ProfileLibrary
@@ -24,6 +31,59 @@ _FAULT_KEYS = {
     "reset": "reset_after_s",
     "delay": "delay_s",
 }
+
+
+def register(commands: Commands) -> None:
+    p = commands.add_parser(
+        "simulate",
+        help="serve simulated meters over Modbus TCP or RTU",
+        description="Serve simulated meters of the built-in profiles until Ctrl-C (or "
+        "--duration): one endpoint from the options, or every endpoint of a plant file.",
+    )
+    add_config_arg(p, "plant file: endpoints and meters", required=False)
+    add_endpoint_args(p, required=False)
+    p.add_argument("--profile", metavar="ID", help="profile of the simulated meters")
+    p.add_argument(
+        "--units",
+        metavar="IDS",
+        help="unit ids, e.g. 1 or 1-4 or 1,3,7 (default: the profile's unit id)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        default=1,
+        help="random seed: the same seed, the same readings and faults (the next units "
+        "count up from it; default 1)",
+    )
+    p.add_argument(
+        "--load-kw",
+        type=float,
+        default=20.0,
+        metavar="KW",
+        help="typical active power in kW (default 20)",
+    )
+    p.add_argument(
+        "--near-wrap",
+        type=float,
+        metavar="UNITS",
+        help="start integer counters this far below their wrap point",
+    )
+    p.add_argument(
+        "--freeze",
+        action="store_true",
+        help="freeze time: values stay constant (for exact comparisons)",
+    )
+    p.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="UNIT:KIND[=VALUE]",
+        help="inject a fault: timeout, exception=CODE, garbage, reset=SECONDS, "
+        "delay=SECONDS (probabilities as timeout=0.3)",
+    )
+    p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this many seconds")
+    p.set_defaults(handler=run_simulate)
 
 
 def parse_faults(items: list[str], units: list[int]) -> dict[int, FaultSpec]:

@@ -22,9 +22,33 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from agent.cli.common import EXIT_FAILED, EXIT_OK, UsageError
+from agent.cli.common import EXIT_FAILED, EXIT_OK, Commands, UsageError, add_config_arg
 
 BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def register(commands: Commands) -> None:
+    p = commands.add_parser(
+        "status",
+        help="the running agent's health and live values",
+        description="Ask the running agent for its state (its /api/state) and show it; exit "
+        "0 when all is well, 1 when it reports a problem or cannot be reached.",
+    )
+    p.add_argument(
+        "--url", help="the agent's page, e.g. http://127.0.0.1:8080/ (default: from -c, or that)"
+    )
+    add_config_arg(p, "take URL and password from a config", required=False)
+    p.add_argument("--user", help="basic-auth user (default: the config's, or 'energy')")
+    p.add_argument("--password-file", metavar="FILE", help="basic-auth password file")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds to wait for the agent",
+    )
+    p.add_argument("--json", action="store_true", help="the /api/state document as JSON")
+    p.set_defaults(handler=run_status)
 
 
 def _url_from(args: argparse.Namespace) -> tuple[str, str | None]:

@@ -1,4 +1,4 @@
-"""The buffered paho client (agent.mqttclient) against a real mosquitto: a burst of
+"""The buffered paho client (agent.paho_compat) against a real mosquitto: a burst of
 packets read in big chunks arrives whole, in order and at once, with nothing left
 waiting in the buffer for traffic that never comes."""
 
@@ -15,7 +15,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.config.common import Mqtt
-from agent.mqttclient import BufferedClient, new_client
+from agent.mqttclient import new_client
+from agent.paho_compat import BufferedClient
 from tests.conftest import free_port
 from tests.integration.mqtt_helpers import Broker, have_mosquitto, wait_until
 

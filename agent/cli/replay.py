@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from agent.cli.common import EXIT_FAILED, EXIT_OK, UsageError
+from agent.cli.common import EXIT_FAILED, EXIT_OK, Commands, UsageError, add_config_arg
 from agent.config import load_config
 from agent.config.models import AgentConfig
 from agent.core.engine import CACHE_DIR, load_kernel
@@ -23,8 +23,8 @@ _SPAN = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|sec|m|min|h)?\s*")
 _UNIT_MS = {"ms": 1, "s": 1000, "sec": 1000, "m": 60_000, "min": 60_000, "h": 3_600_000}
 
 
-def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
+def register(commands: Commands) -> None:
+    p = commands.add_parser(
         "replay",
         help="recorded readings (CSV, Parquet) through the core: JSON lines, Parquet, or MQTT",
         description="Backfill: meter logs through the same core as `run`, streamed. Inputs are "
@@ -32,11 +32,13 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "device.quantity), CSV (gzip too) or Parquet.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="files or directories")
-    p.add_argument("-c", "--config", required=True, metavar="FILE")
+    add_config_arg(p, "the agent's config: the site, devices and factors to compute with")
     p.add_argument(
         "--topics",
         default="measurements,energy,intensity",
-        help="which records to produce (comma-separated; default all)",
+        metavar="KINDS",
+        help="which records to produce, comma-separated: measurements, energy, intensity "
+        "(default all)",
     )
     p.add_argument(
         "--out",

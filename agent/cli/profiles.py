@@ -1,53 +1,27 @@
-"""Commands that only look at files: `check`, `profiles`, `schema`."""
+"""`profiles`: the built-in meter profiles, as a table or JSON."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 from rich.console import Console
 from rich.table import Table
 
-from agent.cli.common import EXIT_OK, EXIT_USAGE, UsageError
-from agent.config import ConfigError
-from agent.config.load import load_any_config, run_refusal
-from agent.config.models import AgentConfig, BridgeConfig
+from agent.cli.common import EXIT_OK, Commands
 from drivers.profile import Profile, ProfileLibrary
 
 
-def run_check(args: argparse.Namespace) -> int:
-    """Load the config as `run` or `bridge` would, the files it names included."""
-    try:
-        config = load_any_config(args.config, files=not args.no_files)
-    except ConfigError as exc:
-        n = len(exc.problems)
-        for problem in exc.problems:
-            print(f"error: {problem}", file=sys.stderr)
-        print(
-            f"{args.config}: {n} problem{'s' if n != 1 else ''}; nothing was started",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    if isinstance(config, BridgeConfig):
-        b = config.bridge
-        print(
-            f"{args.config}: OK — bridge config, group {b.group}, batches of {b.batch_size} "
-            f"points to {config.influx.url} bucket {config.influx.bucket}"
-        )
-        return EXIT_OK
-    buses = {d.bus for d in config.devices}
-    print(
-        f"{args.config}: OK — site {config.site.id}, gateway {config.gateway.id}, "
-        f"{len(config.devices)} device{'s' if len(config.devices) != 1 else ''} on "
-        f"{len(buses)} bus{'es' if len(buses) != 1 else ''}"
+def register(commands: Commands) -> None:
+    p = commands.add_parser(
+        "profiles",
+        help="list built-in meter profiles",
+        description="The meter profiles shipped with energy-agent; with an id, that "
+        "profile's registers (address, type, word order, scale).",
     )
-    for warning in config.http.warnings():
-        print(f"warning: {warning}", file=sys.stderr)
-    refusal = run_refusal(config)
-    if refusal:
-        print(f"warning: {args.config}: {refusal}", file=sys.stderr)
-    return EXIT_OK
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.add_argument("id", nargs="?", help="show one profile's registers")
+    p.set_defaults(handler=run_profiles)
 
 
 def profile_summary(p: Profile) -> dict[str, object]:
@@ -115,15 +89,3 @@ def _print_profile(p: Profile) -> None:
             ",".join(r.ratios),
         )
     console.print(table)
-
-
-def run_schema(args: argparse.Namespace) -> int:
-    model = BridgeConfig if args.bridge else AgentConfig
-    schema = model.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "energy-agent bridge config" if args.bridge else "energy-agent config"
-    print(json.dumps(schema, indent=2))
-    return EXIT_OK
-
-
-__all__ = ["UsageError", "run_check", "run_profiles", "run_schema"]
