@@ -4,6 +4,11 @@ Unknown keys are errors everywhere: a misspelt ``intreval_s`` silently taking
 its default is how a plant ends up polling once a minute for a year.
 Cross-references (bus names, profiles, parents) are checked in
 :mod:`agent.config.load`, which can report all of them at once with lines.
+
+What a device is (kind, carrier, register map, the quantity that counts it)
+needs its profile, so it is not a field: :meth:`AgentConfig.resolved` works it
+out once per profile library, by the rules of :mod:`agent.config.kinds`, and
+every part of the agent reads that answer.
 """
 
 from __future__ import annotations
