@@ -1,8 +1,9 @@
 """A config's devices as the core counts them: one channel each, a carrier, a share of the site.
 
-Device ``i`` of the config is counted on channel ``i`` of the engine: its main
-counter (``energy_import_kwh``, ``gas_volume_m3``, ``output_units``) or, for an
-electricity meter without one, its ``active_power_kw``, integrated. The register
+Device ``i`` of the config is counted on channel ``i`` of the engine, reading the
+quantity the config resolved as its main one (:mod:`agent.config.kinds`: its main
+counter or, for an electricity meter without one, its ``active_power_kw``,
+integrated); the core takes that answer and never works it out again. The register
 behind it decides how the channel is corrected (wrap range, resolution); the
 device's limits decide what is a glitch. :class:`SiteWeights` turns per-channel
 sums in native units into the site's kWh, CO2, units and kgce: root meters only,
@@ -17,24 +18,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.config.models import AgentConfig, Device
+from agent.config.kinds import nothing_to_count
+from agent.config.models import AgentConfig, Device, ResolvedDevice
 from agent.contract.vocab import Carrier
 from agent.core.channels import ChannelKind, ChannelSpec
 from agent.core.snapshot import Snapshot
-from drivers.profile import DeviceKind, ProfileLibrary, RegisterMap
+from drivers.profile import DeviceKind, ProfileLibrary
 from drivers.quantities import Quantity
 from drivers.registers import DataType
 
-_MAIN = {
-    DeviceKind.ELECTRICITY: Quantity.ENERGY_IMPORT_KWH,
-    DeviceKind.GAS: Quantity.GAS_VOLUME_M3,
-    DeviceKind.PRODUCTION: Quantity.OUTPUT_UNITS,
-}
-_CARRIER = {
-    DeviceKind.ELECTRICITY: Carrier.ELECTRICITY,
-    DeviceKind.GAS: Carrier.NATURAL_GAS,
-    DeviceKind.PRODUCTION: Carrier.PRODUCTION,
-}
 #: Weight groups for CO2 windows: one emission-factor row per carrier.
 _GROUP = {Carrier.ELECTRICITY: 0, Carrier.NATURAL_GAS: 1, Carrier.PRODUCTION: -1}
 
@@ -45,57 +37,44 @@ class SiteError(ValueError):
 
 @dataclass
 class DeviceInfo:
-    device: Device
-    kind: DeviceKind
-    carrier: Carrier
+    """A device on its channel: what it is (resolved by the config) and where it is counted."""
+
+    resolved: ResolvedDevice
     channel: int
     channel_kind: ChannelKind
+    #: What its channel reads: the resolved main quantity.
     quantity: Quantity
     #: The last ``seq`` of its measurements messages (they count from 1 per device).
     seq: int = 0
 
+    @property
+    def device(self) -> Device:
+        return self.resolved.device
 
-def regmap_of(device: Device, library: ProfileLibrary) -> RegisterMap:
-    if device.profile is not None:
-        return library.get(device.profile)
-    regmap = device.inline_map()
-    assert regmap is not None  # the config model guarantees a profile or registers
-    return regmap
+    @property
+    def kind(self) -> DeviceKind:
+        return self.resolved.kind
 
-
-def device_kind(device: Device, library: ProfileLibrary) -> DeviceKind:
-    if device.kind is not None:
-        return device.kind
-    if device.profile is not None:
-        return library.get(device.profile).kind
-    return DeviceKind.ELECTRICITY
+    @property
+    def carrier(self) -> Carrier:
+        return self.resolved.carrier
 
 
-def channel_spec(
-    device: Device, regmap: RegisterMap, kind: DeviceKind, max_gap_s: float
-) -> tuple[ChannelSpec, Quantity]:
+def channel_spec(dev: ResolvedDevice, max_gap_s: float) -> tuple[ChannelSpec, Quantity]:
     """The channel that counts this device's main flow, and the quantity it reads."""
-    main = _MAIN[kind]
-    reg = regmap.spec(main)
+    device, main = dev.device, dev.main
+    if main is None:
+        why = nothing_to_count(dev.kind, dev.regmap.quantities)
+        raise SiteError(f"device '{device.id}': {why}")
     gap = max(max_gap_s, 3 * device.interval_s)
-    rate = {
-        DeviceKind.ELECTRICITY: device.max_power_kw,
-        DeviceKind.GAS: device.max_flow_m3_h,
-        DeviceKind.PRODUCTION: device.max_units_per_h,
-    }[kind]
-    if reg is None:
-        if kind is DeviceKind.ELECTRICITY and regmap.spec(Quantity.ACTIVE_POWER_KW) is not None:
-            spec = ChannelSpec(
-                f"{device.id}/{Quantity.ACTIVE_POWER_KW.value}",
-                ChannelKind.POWER,
-                max_rate_per_h=rate or math.inf,
-                max_gap_s=gap,
-            )
-            return spec, Quantity.ACTIVE_POWER_KW
-        raise SiteError(
-            f"device '{device.id}' has no {main.value} register"
-            + (" and no active_power_kw" if kind is DeviceKind.ELECTRICITY else "")
+    rate = dev.max_rate_per_h or math.inf
+    if not main.is_counter:  # an electricity meter counted by its power
+        spec = ChannelSpec(
+            f"{device.id}/{main.value}", ChannelKind.POWER, max_rate_per_h=rate, max_gap_s=gap
         )
+        return spec, main
+    reg = dev.regmap.spec(main)
+    assert reg is not None  # the main quantity is one of its registers
     wrap = 0.0
     tol_abs = tol_rel = 0.0
     if reg.type is DataType.FLOAT32:
@@ -111,7 +90,7 @@ def channel_spec(
         f"{device.id}/{main.value}",
         ChannelKind.COUNTER,
         wrap=wrap,
-        max_rate_per_h=rate or math.inf,
+        max_rate_per_h=rate,
         tol_abs=tol_abs,
         tol_rel=tol_rel,
         max_gap_s=gap,
@@ -162,14 +141,13 @@ class DeviceChannels:
         self.specs: list[ChannelSpec] = []
         #: Per channel: tracks 15-minute demand (electricity).
         self.demand: list[bool] = []
-        for dev in config.devices:
-            kind = device_kind(dev, library)
-            spec, quantity = channel_spec(dev, regmap_of(dev, library), kind, config.core.max_gap_s)
-            info = DeviceInfo(dev, kind, _CARRIER[kind], len(self.specs), spec.kind, quantity)
+        for dev in config.resolved(library):
+            spec, quantity = channel_spec(dev, config.core.max_gap_s)
+            info = DeviceInfo(dev, len(self.specs), spec.kind, quantity)
             self.specs.append(spec)
-            self.demand.append(kind is DeviceKind.ELECTRICITY)
+            self.demand.append(dev.kind is DeviceKind.ELECTRICITY)
             self.devices.append(info)
-            self.by_id[dev.id] = info
+            self.by_id[dev.device.id] = info
         self.weights = SiteWeights.of(self.devices, config)
 
     def index(self, device_id: str) -> int:
