@@ -216,6 +216,8 @@ class HistoryStatus:
     used_bytes: int | None
     max_bytes: int
     oldest_ts: int | None
+    #: Records with ts at or before this were pruned (age or size); None: none yet.
+    pruned_before: int | None
     #: Records held in memory because the disk refuses them.
     pending: int
     #: Records published but dropped from that memory (the disk refused for too long).

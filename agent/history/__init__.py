@@ -11,14 +11,13 @@ it. Writes are the agent's (:class:`History`); everyone else reads
 
 from agent.history.db import HISTORY_FILE, HistoryError, StoredRecord
 from agent.history.reader import HistoryReader, Page
-from agent.history.writer import History, HistoryStats
+from agent.history.writer import History
 
 __all__ = [
     "HISTORY_FILE",
     "History",
     "HistoryError",
     "HistoryReader",
-    "HistoryStats",
     "Page",
     "StoredRecord",
 ]

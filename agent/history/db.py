@@ -54,22 +54,30 @@ class HistoryError(Exception):
 
 
 @dataclass(frozen=True)
-class StoredRecord:
-    id: int
+class NewRecord:
+    """A record as published, to be stored: its key and the bytes sent."""
+
     kind: str
     device: str
     ts: int
     rev: int
     topic: str
     payload: bytes
-    stored_ms: int
+
+
+@dataclass(frozen=True)
+class StoredRecord(NewRecord):
+    """A record as stored: its row id (the order it was stored in) and when."""
+
+    id: int = 0
+    stored_ms: int = 0
 
     @classmethod
     def of(cls, row: tuple[Any, ...]) -> StoredRecord:
         rid, kind, device, ts, rev, topic, payload, stored = row
         return cls(
-            int(rid), str(kind), str(device), int(ts), int(rev), str(topic),
-            bytes(payload), int(stored),
+            str(kind), str(device), int(ts), int(rev), str(topic), bytes(payload),
+            id=int(rid), stored_ms=int(stored),
         )  # fmt: skip
 
 

@@ -33,15 +33,15 @@ import math
 import sqlite3
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from agent.contract import TopicRef
 from agent.history import db as hdb
-from agent.history.db import HistoryError
+from agent.history.db import HistoryError, NewRecord
 from agent.history.reader import HistoryReader
 from agent.runtime.throttle import LogThrottle, repeats
+from agent.status import HistoryStatus
 
 log = logging.getLogger(__name__)
 
@@ -56,16 +56,6 @@ PRUNE_TO = 0.9
 DAY_MS = 86_400_000
 
 
-@dataclass(frozen=True)
-class NewRecord:
-    kind: str
-    device: str
-    ts: int
-    rev: int
-    topic: str
-    payload: bytes
-
-
 def new_record(ref: TopicRef, topic: str, payload: Mapping[str, Any], encoded: bytes) -> NewRecord:
     """A published record as the history keeps it: its key and the bytes sent (its
     canonical lines are worked out from them when a period is sealed)."""
@@ -77,22 +67,6 @@ def new_record(ref: TopicRef, topic: str, payload: Mapping[str, Any], encoded: b
         topic,
         encoded,
     )
-
-
-@dataclass(frozen=True)
-class HistoryStats:
-    ok: bool
-    error: str | None
-    path: str
-    used_bytes: int | None
-    max_bytes: int
-    oldest_ts: int | None
-    pruned_before: int | None
-    pending: int
-    lost: int
-    replaced: int
-    #: A sentence when the history is near its size bound or cannot hold its retention.
-    warning: str | None
 
 
 def months_before(ts_ms: int, months: int) -> int:
@@ -344,7 +318,7 @@ class History:
                 )
         return None
 
-    def stats(self) -> HistoryStats:
+    def stats(self) -> HistoryStatus:
         oldest = pruned = None
         if self._db is not None:
             try:
@@ -352,7 +326,7 @@ class History:
                 pruned = self.reader.pruned_before()
             except HistoryError:
                 pass  # the failure is the error below, or shows at the next write
-        return HistoryStats(
+        return HistoryStatus(
             ok=self._error is None,
             error=self._error,
             path=str(self.path),
@@ -362,6 +336,5 @@ class History:
             pruned_before=pruned,
             pending=len(self._pending),
             lost=self.lost,
-            replaced=self.replaced,
             warning=self._warning,
         )

@@ -24,7 +24,7 @@ from agent.ledger import LedgerKeyError, crypto_missing
 from agent.ledger.canonical import group_of
 from agent.runtime.outbox import Item, Kind
 from agent.runtime.throttle import LogThrottle, repeats
-from agent.status import HistoryStatus, LedgerStatus
+from agent.status import LedgerStatus
 
 #: The kinds of message the history keeps: every record the ledger seals.
 HISTORY_KINDS = frozenset(k for k in MessageKind if group_of(k) is not None)
@@ -169,7 +169,6 @@ class LedgerJob:
     # --- what it says ----------------------------------------------------------------------
 
     def status(self) -> LedgerStatus:
-        h = self.history.stats()
         sealer = self.sealer
         last = sealer.last if sealer is not None else None
         key = sealer.key if sealer is not None else None
@@ -180,15 +179,5 @@ class LedgerJob:
             sealed_through=None if last is None else last.period_end,
             period_s=self.config.ledger.period_s,
             key_id=None if key is None else key.public.key_id,
-            history=HistoryStatus(
-                ok=h.ok,
-                error=h.error,
-                path=h.path,
-                used_bytes=h.used_bytes,
-                max_bytes=h.max_bytes,
-                oldest_ts=h.oldest_ts,
-                pending=h.pending,
-                lost=h.lost,
-                warning=h.warning,
-            ),
+            history=self.history.stats(),
         )

@@ -166,7 +166,8 @@ async def synthetic_chain(tmp: Path, publish: Callable[[str, bytes], None]) -> S
     return key
 
 
-async def bridge_scenario(tmp: Path, cli: Any, stack: Stack, sims: Simulators) -> dict[str, Any]:
+async def gateway(tmp: Path, cli: Any, sims: Simulators, broker_port: int) -> Path:
+    """Two simulated meters and the config of a gateway reading them, its key made."""
     sim = await sims.start(
         sims.tcp_endpoint(), {1: "eastron-sdm630", 2: "schneider-iem3255"}, frozen=False
     )
@@ -175,11 +176,16 @@ async def bridge_scenario(tmp: Path, cli: Any, stack: Stack, sims: Simulators) -
         tmp,
         buses=buses,
         devices=devices,
-        mqtt={"host": LOOPBACK, "port": stack.mqtt_port},
+        mqtt={"host": LOOPBACK, "port": broker_port},
         core=CORE,
         ledger=LEDGER,
     )
     await cli_ok(cli, "keys", "init", "-c", str(config))
+    return config
+
+
+async def bridge_scenario(tmp: Path, cli: Any, stack: Stack, sims: Simulators) -> dict[str, Any]:
+    config = await gateway(tmp, cli, sims, stack.mqtt_port)
     exported = json.loads(await cli_ok(cli, "keys", "export", "-c", str(config), "--json"))
     publisher = stack.publisher()
     sent: list[tuple[str, bytes]] = []
@@ -288,19 +294,7 @@ async def kill_scenario(tmp: Path, cli: Any, sims: Simulators) -> dict[str, Any]
     sub = await Subscriber(
         broker.port, "ledger-watch", topic=f"energy/v1/{SITE}/{GW}/ledger"
     ).start()
-    sim = await sims.start(
-        sims.tcp_endpoint(), {1: "eastron-sdm630", 2: "schneider-iem3255"}, frozen=False
-    )
-    buses, devices = meters(sim)
-    config = agent_config(
-        tmp,
-        buses=buses,
-        devices=devices,
-        mqtt={"host": LOOPBACK, "port": broker.port},
-        core=CORE,
-        ledger=LEDGER,
-    )
-    await cli_ok(cli, "keys", "init", "-c", str(config))
+    config = await gateway(tmp, cli, sims, broker.port)
     agents: list[AgentProcess] = []
 
     def start(n: int) -> AgentProcess:

@@ -226,7 +226,7 @@ async def test_basic_auth(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
     config = parse_config(config_text, "t.yaml", profiles=LIBRARY)
     agent = Agent(config, LIBRARY, outbox=MemoryOutbox(1_000_000))
     async with live_page(agent, tick_s=0.1) as srv:
-        for path in ("/", "/api/state", "/metrics", "/events"):
+        for path in ("/", "/api/state", "/api/history", "/metrics", "/events"):
             status, headers, _ = await request(srv.port, get(path))
             assert status == 401, path
             assert headers["www-authenticate"].startswith('Basic realm="energy-agent"')
@@ -234,6 +234,8 @@ async def test_basic_auth(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
             assert (await request(srv.port, get("/api/state", bad)))[0] == 401
         status, _, body = await request(srv.port, get("/api/state", _basic("plant", PASSWORD)))
         assert status == 200 and json.loads(body)["agent"]["site"] == "plant-t"
+        status, _, body = await request(srv.port, get("/api/history", _basic("plant", PASSWORD)))
+        assert status == 200 and json.loads(body)["records"] == []
     assert PASSWORD not in caplog.text
     assert base64.b64encode(f"plant:{PASSWORD}".encode()).decode() not in caplog.text
 
@@ -429,21 +431,6 @@ async def test_history_refuses_a_wrong_query_with_the_reason(
     status, _, body = await request(server.port, get(f"/api/history?{query}"))
     assert status == 400
     assert says in json.loads(body)["error"]
-
-
-async def test_history_needs_the_password_like_every_route(tmp_path: Path) -> None:
-    pw = tmp_path / "http.pass"
-    pw.write_text(PASSWORD + "\n")
-    config_text = CONFIG.replace("STATE", str(tmp_path)).replace(
-        'http: {listen: "127.0.0.1:0"}',
-        f'http: {{listen: "127.0.0.1:0", username: plant, password_file: "{pw}"}}',
-    )
-    config = parse_config(config_text, "t.yaml", profiles=LIBRARY)
-    agent = Agent(config, LIBRARY, outbox=MemoryOutbox(1_000_000))
-    async with live_page(agent, tick_s=0.1) as srv:
-        assert (await request(srv.port, get("/api/history")))[0] == 401
-        status, _, body = await request(srv.port, get("/api/history", _basic("plant", PASSWORD)))
-        assert status == 200 and json.loads(body)["records"] == []
 
 
 async def test_state_says_the_ledger_is_off_without_a_key(server: HttpServer, agent: Agent) -> None:

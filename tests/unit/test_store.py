@@ -51,13 +51,7 @@ def test_the_export_request_asks_for_start_exclusive_end_inclusive() -> None:
 
 
 def test_an_export_becomes_the_points_the_bridge_wrote() -> None:
-    labels = {
-        "site": "plant-a",
-        "gateway": "gw-01",
-        "device": "m1",
-        "carrier": "electricity",
-        "quality": "measured",
-    }
+    labels = LABELS
     body = "\n".join(
         json.dumps({"metric": {"__name__": f"energy_{f}", **labels}, "values": v, "timestamps": ts})
         for f, v, ts in (
@@ -91,13 +85,7 @@ def test_a_record_read_back_hashes_as_it_was_sealed() -> None:
         ef_kg_per_kwh=0.5703,
         quality="measured",
     )
-    labels = {
-        "site": "plant-a",
-        "gateway": "gw-01",
-        "device": "m1",
-        "carrier": "electricity",
-        "quality": "measured",
-    }
+    labels = LABELS
     body = "\n".join(
         json.dumps(
             {
