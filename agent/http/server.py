@@ -1,7 +1,8 @@
-"""A small asyncio HTTP/1.1 server for the gateway: four GET routes and one SSE stream.
+"""A small asyncio HTTP/1.1 server for the gateway: five GET routes and one SSE stream.
 
 Why not a web framework: the gateway serves one static page, one JSON
-document, one event stream and the Prometheus text, to a handful of viewers,
+document, pages of its history, one event stream and the Prometheus text, to a
+handful of viewers,
 inside the agent's own event loop. A framework (and its ASGI server) would be
 the largest dependency of the agent for ~300 lines of plain asyncio, and
 would add its own loop, threads or workers to a process whose timing matters.
@@ -137,7 +138,7 @@ class BasicAuth:
 
 
 class HttpServer:
-    """The gateway's page, /api/state, /events and /metrics for one running agent.
+    """The gateway's page, /api/state, /api/history, /events and /metrics for one agent.
 
     ``async with HttpServer(...)`` listens and ticks (state once a second, sent to
     every event stream); leaving it closes the listener and every stream.
