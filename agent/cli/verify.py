@@ -104,7 +104,7 @@ def _verify_export(path: Path, keyring: Keyring) -> Result:
     h = data.header
     return verify(
         data.entries,
-        data.records,
+        data.records(),
         keyring,
         prefix=str(h.get("prefix") or DEFAULT_PREFIX),
         span=(h.get("from"), h.get("to")),
@@ -124,21 +124,22 @@ def _verify_history(config_path: str) -> tuple[Result, str]:
     if not trusted:
         raise UsageError(f"no ledger keys recorded in {state / keys.PUBLIC_FILE} (keys init)")
     path = state / HISTORY_FILE
+    prefix = config.mqtt.prefix if config.mqtt is not None else DEFAULT_PREFIX
     try:
         reader = require(path)
         try:
             last = reader.last_entry()
             upto = last.upto if last is not None else 0
-            records = [
+            # A page at a time: months of records never in memory at once.
+            records = (
                 RecordIn(r.topic, json.loads(r.payload), r.id > upto)
                 for r in reader.iter_records(-FAR_FUTURE, FAR_FUTURE)
-            ]
+            )
             entries = [row.entry for row in reader.entries()]
             pruned = reader.pruned_before()
+            result = verify(entries, records, Keyring(trusted), prefix=prefix, pruned_before=pruned)
         finally:
             reader.close()
     except HistoryError as exc:
         raise UsageError(str(exc)) from None
-    prefix = config.mqtt.prefix if config.mqtt is not None else DEFAULT_PREFIX
-    result = verify(entries, records, Keyring(trusted), prefix=prefix, pruned_before=pruned)
     return result, str(path)

@@ -83,9 +83,17 @@ def write(
 
 @dataclass
 class Export:
+    """An export's header and entries (small), read at once; its records are read by
+    :meth:`records`, a line at a time (an export of months does not fit in memory)."""
+
+    path: Path
     header: dict[str, Any]
     entries: list[dict[str, Any]] = field(default_factory=list)
-    records: list[RecordIn] = field(default_factory=list)
+
+    def records(self) -> Iterator[RecordIn]:
+        for _, obj in _lines(self.path):
+            if obj["type"] == "record":
+                yield RecordIn(str(obj.get("topic")), obj["payload"], bool(obj.get("pending")))
 
 
 def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -107,19 +115,18 @@ def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def read(path: Path) -> Export:
+    """The header and the entries; every line checked for its shape (ExportError)."""
     export: Export | None = None
     for n, obj in _lines(path):
         kind = obj["type"]
         if export is None:
             if kind != "export":
                 raise ExportError(f"{path}:{n}: the first line must be the export's header")
-            export = Export(obj)
+            export = Export(path, obj)
         elif kind == "ledger" and isinstance(obj.get("entry"), dict):
             export.entries.append(obj["entry"])
         elif kind == "record" and isinstance(obj.get("payload"), dict):
-            export.records.append(
-                RecordIn(str(obj.get("topic")), obj["payload"], bool(obj.get("pending")))
-            )
+            continue
         else:
             raise ExportError(f"{path}:{n}: unknown line type {str(kind)[:40]!r}")
     if export is None:

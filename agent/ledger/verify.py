@@ -24,13 +24,13 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from agent.contract import TopicError, parse_topic
+from agent.contract import TopicError, TopicRef, parse_topic
 from agent.contract.models import LedgerModel
 from agent.contract.points import PointError
 from agent.ledger import entry as le
@@ -232,13 +232,8 @@ def verify(
             return units[i]
         return None
 
-    lines: dict[tuple[int, int], dict[Group, list[Line]]] = defaultdict(
-        lambda: {g: [] for g in Group}
-    )
+    tally = _Tally(newest, result, in_span)
     stray: dict[int, int] = defaultdict(int)
-    #: Periods with a record stored after the last entry: the next entry covers them
-    #: again (a late or replaced record), so the present cover is not the last word.
-    in_flux: set[tuple[int, int]] = set()
     for r in records:
         try:
             ref = parse_topic(r.topic, prefix)
@@ -249,18 +244,10 @@ def verify(
             continue
         ts = int(r.payload["ts"])
         unit = unit_of(ts)
-        if r.pending:
+        if unit is not None:
+            tally.add(unit, group, ref, r)
+        elif r.pending:
             result.pending += 1
-            if unit is not None:
-                in_flux.add(unit)
-        elif unit is not None:
-            if in_span(unit):
-                try:
-                    lines[unit][group] += lines_of(ref, r.payload)
-                except (PointError, CanonicalError) as exc:
-                    bad = f"a {ref.kind.value} record at {ts} is not one: {exc}"
-                    failure = Failure(Reason.RECORD_CHANGED, bad)
-                    result.broken.append(Broken(unit[0], unit[1], newest[unit][1], failure))
         elif ts > chain_end:
             result.unsealed += 1
         elif ts <= chain_start:
@@ -274,19 +261,83 @@ def verify(
                 Failure(Reason.EXTRA_RECORD, f"{n} record(s) at {ts} in no period an entry covers"),
             )
         )  # fmt: skip
-    for unit in units:
-        if not in_span(unit) or unit in in_flux:
-            continue
-        cover, seq = newest[unit]
-        found = lines.get(unit, {g: [] for g in Group})
-        result.periods += 1
+    tally.finish(units)
+    return result
+
+
+Unit = tuple[int, int]
+
+
+class _Tally:
+    """The records of one period at a time, as they come in time order (a history, an
+    export), compared with the period's newest cover when the next period begins: a
+    verification of months holds one period's lines, not all of them."""
+
+    def __init__(
+        self,
+        newest: Mapping[Unit, tuple[Mapping[str, Any], int]],
+        result: Result,
+        in_span: Callable[[Unit], bool],
+    ) -> None:
+        self.newest = newest
+        self.result = result
+        self.in_span = in_span
+        self.unit: Unit | None = None
+        self.lines: dict[Group, list[Line]] = {g: [] for g in Group}
+        #: The open period has a record stored after the last entry: the next entry
+        #: covers it again (a late or replaced record), so its cover is not the last word.
+        self.in_flux = False
+        self.closed: set[Unit] = set()
+
+    def add(self, unit: Unit, group: Group, ref: TopicRef, r: RecordIn) -> None:
+        if unit != self.unit:
+            self._close()
+            if unit in self.closed:
+                self._broken(unit, Reason.EXTRA_RECORD, "a record out of time order")
+                return
+            self.unit = unit
+        if r.pending:
+            self.result.pending += 1
+            self.in_flux = True
+            return
+        if not self.in_span(unit):
+            return
+        try:
+            self.lines[group] += lines_of(ref, r.payload)
+        except (PointError, CanonicalError) as exc:
+            bad = f"a {ref.kind.value} record at {r.payload.get('ts')} is not one: {exc}"
+            self._broken(unit, Reason.RECORD_CHANGED, bad)
+
+    def _broken(self, unit: Unit, reason: Reason, detail: str) -> None:
+        seq = self.newest[unit][1]
+        self.result.broken.append(Broken(unit[0], unit[1], seq, Failure(reason, detail)))
+
+    def _close(self) -> None:
+        unit = self.unit
+        if unit is not None:
+            if self.in_span(unit) and not self.in_flux:
+                self._compare(unit)
+            self.closed.add(unit)
+        self.unit = None
+        self.lines = {g: [] for g in Group}
+        self.in_flux = False
+
+    def _compare(self, unit: Unit) -> None:
+        cover, seq = self.newest[unit]
+        self.result.periods += 1
         for group in Group:
-            got = digest(found[group])
-            result.records += got.records
+            got = digest(self.lines[group])
+            self.result.records += got.records
             mismatch = compare(group, cover[group.value], got)
             if mismatch is not None:
-                result.broken.append(Broken(unit[0], unit[1], seq, mismatch))
-    return result
+                self.result.broken.append(Broken(unit[0], unit[1], seq, mismatch))
+
+    def finish(self, units: Iterable[Unit]) -> None:
+        """The last period, and every period no record came for (its cover may count some)."""
+        self._close()
+        for unit in units:
+            if unit not in self.closed and self.in_span(unit):
+                self._compare(unit)
 
 
 def compare(group: Group, claimed: Mapping[str, Any], got: Digest) -> Failure | None:
