@@ -35,10 +35,11 @@ def register(commands: Commands) -> None:
     add_config_arg(p, "the agent's config: the site, devices and factors to compute with")
     p.add_argument(
         "--topics",
-        default="measurements,energy,intensity",
+        default=",".join(t.value for t in Topic),
         metavar="KINDS",
-        help="which records to produce, comma-separated: measurements, energy, intensity "
-        "(default all)",
+        help="which messages to produce, comma-separated: "
+        + ", ".join(t.value for t in Topic)
+        + " (default all)",
     )
     p.add_argument(
         "--out",
@@ -101,7 +102,7 @@ def _topics(text: str) -> frozenset[Topic]:
             f"--topics '{text}': choose from {', '.join(t.value for t in Topic)}"
         ) from None
     if not topics:
-        raise UsageError("--topics: name at least one of measurements, energy, intensity")
+        raise UsageError(f"--topics: name at least one of {', '.join(t.value for t in Topic)}")
     return topics
 
 

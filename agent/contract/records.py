@@ -23,6 +23,7 @@ from agent.contract.plausible import (
     POWER_MAX_KW,
     SEQ_MAX,
     TCE_MAX_T_PER_KWH,
+    UNITS_COUNTER_MAX,
     UNITS_MAX_PER_H,
     VALUE_RANGES,
     WINDOW_HOURS,
@@ -30,7 +31,8 @@ from agent.contract.plausible import (
     Range,
 )
 from agent.contract.schema import Field, JsonType, Record, Store
-from agent.contract.vocab import QUANTITY_VOCAB, WINDOW_VOCAB, Carrier, Quality
+from agent.contract.vocab import QUANTITY_VOCAB, WINDOW_VOCAB, Carrier, Correction, Quality
+from drivers.quantities import Quantity
 
 INTEGER, NUMBER, STRING = JsonType.INTEGER, JsonType.NUMBER, JsonType.STRING
 OBJECT, ARRAY = JsonType.OBJECT, JsonType.ARRAY
@@ -274,6 +276,52 @@ INTENSITY = Record(
             key_hours=WINDOW_HOURS,
             store=Store.KEYS_AS_POINTS,
             column="window",
+        ),
+    ),
+)
+
+
+#: What the core counts a device by (its channel): the quantity of an event's value.
+COUNTED = (
+    Quantity.ENERGY_IMPORT_KWH,
+    Quantity.ENERGY_EXPORT_KWH,
+    Quantity.GAS_VOLUME_M3,
+    Quantity.OUTPUT_UNITS,
+    Quantity.ACTIVE_POWER_KW,
+)
+
+EVENTS = Record(
+    "events",
+    (
+        Field(
+            "ts",
+            INTEGER,
+            "Unix ms, UTC: the reading's; a reset's or rebaseline's, the new baseline's",
+            unit="ms",
+            store=Store.TIME,
+            limits=Interval(ge=0, le=TS_MAX_MS),
+        ),
+        Field(
+            "event",
+            STRING,
+            "what the core did (docs/core.md, corrections)",
+            choices=tuple(c.value for c in Correction),
+            store=Store.TAG,
+        ),
+        Field(
+            "quantity",
+            STRING,
+            "what the device is counted by: the unit of `value`",
+            choices=tuple(q.value for q in COUNTED),
+            store=Store.TAG,
+        ),
+        Field(
+            "value",
+            NUMBER,
+            "the reading (reset, rebaseline: the new baseline); null outside the "
+            "quantity's plausible range",
+            nullable=True,
+            plausible=(-POWER_MAX_KW, UNITS_COUNTER_MAX),
         ),
     ),
 )

@@ -27,13 +27,14 @@ from pathlib import Path
 import numpy as np
 
 from agent.config.models import AgentConfig
-from agent.contract.build import measurements_payload
+from agent.contract.build import event_payload, measurements_payload
 from agent.contract.kinds import Message, MessageKind, Topics
 from agent.contract.vocab import DEFAULT_PREFIX
 from agent.core import snapshot
 from agent.core.calendar import SiteCalendar
+from agent.core.channels import CORRECTION, Event
 from agent.core.devices import DeviceChannels, DeviceInfo, SiteError, regmap_of
-from agent.core.engine import CACHE_DIR, Engine, Records, load_kernel
+from agent.core.engine import CACHE_DIR, Engine, Events, Records, load_kernel
 from agent.core.factors import EmissionFactors
 from agent.core.records import RecordBuilder
 from agent.core.tree import MeterTree
@@ -151,7 +152,8 @@ class SiteCore:
         if ts.size:
             self._cover_months(int(ts.min()), int(ts.max()))
         closed = self.engine.feed(chans, ts, vals)
-        out = self._energy_messages(closed.records)
+        out = self._event_messages(closed.events)
+        out += self._energy_messages(closed.records)
         out += self._release_held(final=False)
         out += self._intensity_messages(self.engine.complete_end())
         return out
@@ -169,6 +171,17 @@ class SiteCore:
         return out
 
     # --- output --------------------------------------------------------------------------
+
+    def _event_messages(self, ev: Events) -> list[Message]:
+        """One ``events`` message per correction, in the order the core made them."""
+        out: list[Message] = []
+        for c, ts, code, value in zip(
+            ev.channel.tolist(), ev.ts.tolist(), ev.event.tolist(), ev.value.tolist(), strict=True
+        ):
+            info = self.devices[c]  # device i is counted on channel i
+            payload = event_payload(ts, CORRECTION[Event(code)], info.quantity.value, value)
+            out.append(self.topics.message(MessageKind.EVENTS, payload, info.device.id))
+        return out
 
     def _energy_messages(self, rec: Records) -> list[Message]:
         """One record per closed interval, in (end, device) order; a parent's is held."""

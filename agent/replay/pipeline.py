@@ -51,6 +51,7 @@ class Topic(StrEnum):
     MEASUREMENTS = MessageKind.MEASUREMENTS.value
     ENERGY = MessageKind.ENERGY.value
     INTENSITY = MessageKind.INTENSITY.value
+    EVENTS = MessageKind.EVENTS.value
 
 
 class Reader(StrEnum):

@@ -65,6 +65,8 @@ __all__ = ["SEQ_MARK", "SNAPSHOT", "Agent", "DeviceState"]
 #: How long a poll's messages may wait to share an outbox transaction with others.
 COMMIT_DELAY_S = 0.01
 OUTBOX = "outbox.db"
+#: Messages that a restart from an older snapshot would make again, differently.
+_CLOSING = (MessageKind.ENERGY, MessageKind.EVENTS)
 
 
 def now_ms() -> int:
@@ -168,7 +170,8 @@ class Agent:
             return
         items = []
         for m in messages:
-            self._closed_since_snapshot |= m.kind is MessageKind.ENERGY
+            # An event moved a counter's reference (a rebaseline) like a closed interval.
+            self._closed_since_snapshot |= m.kind in _CLOSING
             items.append(item_of(m))
         self._pending += items
         if self._commit_at is None:

@@ -209,7 +209,7 @@ def test_parse_topic_with_another_prefix() -> None:
 
 def test_subscription_filters_cover_exactly_the_contract() -> None:
     filters = subscription_filters("energy/v1")
-    assert len(filters) == len(set(filters)) == 5
+    assert len(filters) == len(set(filters)) == 6
     assert all(f.startswith("energy/v1/+/+/") for f in filters)
 
 
