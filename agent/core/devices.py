@@ -4,26 +4,29 @@ Device ``i`` of the config is counted on channel ``i`` of the engine: its main
 counter (``energy_import_kwh``, ``gas_volume_m3``, ``output_units``) or, for an
 electricity meter without one, its ``active_power_kw``, integrated. The register
 behind it decides how the channel is corrected (wrap range, resolution); the
-device's limits decide what is a glitch. :class:`SiteWeights` turns per-channel
+device's limits decide what is a glitch (:mod:`agent.config.limits`: its own, its
+profile's rating, or its carrier's default). Both follow the transformer ratios
+read from the meter (:meth:`DeviceChannels.limit`). :class:`SiteWeights` turns per-channel
 sums in native units into the site's kWh, CO2, units and kgce: root meters only,
 so no flow is counted twice.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from agent.config.limits import ChannelLimit, channel_limit, device_kind
+from agent.config.limits import regmap_of as regmap_of
 from agent.config.models import AgentConfig, Device
 from agent.contract.vocab import Carrier
 from agent.core.channels import ChannelKind, ChannelSpec
 from agent.core.snapshot import Snapshot
 from drivers.profile import DeviceKind, ProfileLibrary, RegisterMap
 from drivers.quantities import Quantity
-from drivers.registers import DataType
+from drivers.registers import DataType, RegisterSpec
 
 _MAIN = {
     DeviceKind.ELECTRICITY: Quantity.ENERGY_IMPORT_KWH,
@@ -53,50 +56,34 @@ class DeviceInfo:
     quantity: Quantity
     #: The last ``seq`` of its measurements messages (they count from 1 per device).
     seq: int = 0
-
-
-def regmap_of(device: Device, library: ProfileLibrary) -> RegisterMap:
-    if device.profile is not None:
-        return library.get(device.profile)
-    regmap = device.inline_map()
-    assert regmap is not None  # the config model guarantees a profile or registers
-    return regmap
-
-
-def device_kind(device: Device, library: ProfileLibrary) -> DeviceKind:
-    if device.kind is not None:
-        return device.kind
-    if device.profile is not None:
-        return library.get(device.profile).kind
-    return DeviceKind.ELECTRICITY
+    #: Its register map and the register its channel reads (limits and wrap follow them).
+    regmap: RegisterMap | None = None
+    register: RegisterSpec | None = None
 
 
 def channel_spec(
     device: Device, regmap: RegisterMap, kind: DeviceKind, max_gap_s: float
-) -> tuple[ChannelSpec, Quantity]:
-    """The channel that counts this device's main flow, and the quantity it reads."""
+) -> tuple[ChannelSpec, Quantity, RegisterSpec]:
+    """The channel that counts this device's main flow, the quantity and the register it
+    reads. Its limit and wrap range are those before the meter's ratios are read."""
     main = _MAIN[kind]
     reg = regmap.spec(main)
     gap = max(max_gap_s, 3 * device.interval_s)
-    rate = {
-        DeviceKind.ELECTRICITY: device.max_power_kw,
-        DeviceKind.GAS: device.max_flow_m3_h,
-        DeviceKind.PRODUCTION: device.max_units_per_h,
-    }[kind]
     if reg is None:
-        if kind is DeviceKind.ELECTRICITY and regmap.spec(Quantity.ACTIVE_POWER_KW) is not None:
+        power = regmap.spec(Quantity.ACTIVE_POWER_KW)
+        if kind is DeviceKind.ELECTRICITY and power is not None:
+            limit = channel_limit(device, regmap, kind, power, None)
             spec = ChannelSpec(
                 f"{device.id}/{Quantity.ACTIVE_POWER_KW.value}",
                 ChannelKind.POWER,
-                max_rate_per_h=rate or math.inf,
+                max_rate_per_h=limit.max_rate_per_h,
                 max_gap_s=gap,
             )
-            return spec, Quantity.ACTIVE_POWER_KW
+            return spec, Quantity.ACTIVE_POWER_KW, power
         raise SiteError(
             f"device '{device.id}' has no {main.value} register"
             + (" and no active_power_kw" if kind is DeviceKind.ELECTRICITY else "")
         )
-    wrap = 0.0
     tol_abs = tol_rel = 0.0
     if reg.type is DataType.FLOAT32:
         tol_rel = 2.0**-22  # two float32 steps: quantisation is not a glitch
@@ -104,19 +91,17 @@ def channel_spec(
         tol_rel = 2.0**-50
     else:
         tol_abs = abs(reg.scale)
-        if not reg.type.is_signed:
-            # Ratio-scaled counters are taken at ratio 1 here (see the closing note).
-            wrap = float(1 << reg.type.bits) * abs(reg.scale)
+    limit = channel_limit(device, regmap, kind, reg, None)
     spec = ChannelSpec(
         f"{device.id}/{main.value}",
         ChannelKind.COUNTER,
-        wrap=wrap,
-        max_rate_per_h=rate or math.inf,
+        wrap=limit.wrap,
+        max_rate_per_h=limit.max_rate_per_h,
         tol_abs=tol_abs,
         tol_rel=tol_rel,
         max_gap_s=gap,
     )
-    return spec, main
+    return spec, main, reg
 
 
 @dataclass(frozen=True)
@@ -164,8 +149,11 @@ class DeviceChannels:
         self.demand: list[bool] = []
         for dev in config.devices:
             kind = device_kind(dev, library)
-            spec, quantity = channel_spec(dev, regmap_of(dev, library), kind, config.core.max_gap_s)
-            info = DeviceInfo(dev, kind, _CARRIER[kind], len(self.specs), spec.kind, quantity)
+            regmap = regmap_of(dev, library)
+            spec, quantity, reg = channel_spec(dev, regmap, kind, config.core.max_gap_s)
+            info = DeviceInfo(
+                dev, kind, _CARRIER[kind], len(self.specs), spec.kind, quantity, 0, regmap, reg
+            )
             self.specs.append(spec)
             self.demand.append(kind is DeviceKind.ELECTRICITY)
             self.devices.append(info)
@@ -174,6 +162,14 @@ class DeviceChannels:
 
     def index(self, device_id: str) -> int:
         return self.by_id[device_id].channel
+
+    def limit(self, info: DeviceInfo, ratios: Mapping[str, float] | None) -> ChannelLimit:
+        """The glitch limit and wrap range of a device's channel with these ratios read."""
+        assert info.regmap is not None and info.register is not None  # set in __init__
+        limit = channel_limit(info.device, info.regmap, info.kind, info.register, ratios)
+        if info.channel_kind.is_power:
+            return ChannelLimit(limit.max_rate_per_h, limit.source, 0.0)  # power never wraps
+        return limit
 
     def parents(self) -> list[int | None]:
         """Per device, the index of its parent meter (None: a root)."""

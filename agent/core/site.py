@@ -20,12 +20,13 @@ interval, not per reading, so it may be plain Python.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from agent.config.limits import ChannelLimit
 from agent.config.models import AgentConfig
 from agent.contract.build import event_payload, measurements_payload
 from agent.contract.kinds import Message, MessageKind, Topics
@@ -117,6 +118,15 @@ class SiteCore:
         hi += 40 * 86_400_000
         self.engine.set_months(self.calendar.month_starts_between(lo, hi))
         self._months_covered = (lo, hi)
+
+    def set_ratios(self, device_id: str, ratios: Mapping[str, float]) -> ChannelLimit:
+        """The transformer ratios just read from a device's meter: its counter's glitch
+        limit and wrap range follow them from its next reading on (docs/core.md)."""
+        info = self.by_id[device_id]
+        limit = self.channels.limit(info, ratios)
+        self.engine.set_limit(info.channel, limit.max_rate_per_h)
+        self.engine.set_wrap(info.channel, limit.wrap)
+        return limit
 
     def feed(self, readings: Sequence[Reading], *, measurements: bool = True) -> list[Message]:
         """Polls in time order per device; returns every message they cause, in order."""

@@ -138,6 +138,8 @@ class Agent:
         self._pending: list[Item] = []
         #: Devices whose measurement seq moved since the last commit.
         self._seq_moved: set[str] = set()
+        #: Per device, the transformer ratios its counter's limits were last set for.
+        self._ratios: dict[str, dict[str, float]] = {}
         self._commit_at: asyncio.TimerHandle | None = None
         #: One log line per cause a minute (a device's, the snapshot's), however often it recurs.
         self._log_throttle = LogThrottle(60.0)
@@ -214,6 +216,7 @@ class Agent:
         error: TransportError | None,
         seconds: float,
         implausible: Collection[Quantity] = (),
+        ratios: Mapping[str, float] | None = None,
     ) -> None:
         st = self.devices[poll.device_id]
         st.polls += 1
@@ -250,6 +253,11 @@ class Agent:
             st.last_ok_ms = ts
             st.last_values = values
             self._seq_moved.add(poll.device_id)
+            if ratios and self._ratios.get(poll.device_id) != ratios:
+                # Read now (at the first poll, then hourly): the counter's wrap range and
+                # glitch limit follow a changed PT or CT before its reading is counted.
+                self._ratios[poll.device_id] = dict(ratios)
+                self.site.set_ratios(poll.device_id, ratios)
             started = time.perf_counter()
             messages += self.site.feed([Reading(poll.device_id, ts, values, tuple(implausible))])
             self.metrics.core_scan(time.perf_counter() - started)

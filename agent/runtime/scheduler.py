@@ -27,10 +27,19 @@ from drivers.reader import DeviceReader
 from drivers.transport import Transport
 
 Values = dict[Quantity, float | None]
-#: (poll, ts, values, error, seconds, implausible): the values outside their plausible
-#: range are None in ``values`` and listed, as read, in ``implausible``.
+#: (poll, ts, values, error, seconds, implausible, ratios): the values outside their
+#: plausible range are None in ``values`` and listed, as read, in ``implausible``;
+#: ``ratios`` are the transformer ratios the values were scaled with (empty: none).
 ResultFn = Callable[
-    ["DevicePoll", int, Values | None, TransportError | None, float, Mapping[Quantity, float]],
+    [
+        "DevicePoll",
+        int,
+        Values | None,
+        TransportError | None,
+        float,
+        Mapping[Quantity, float],
+        Mapping[str, float],
+    ],
     None,
 ]
 
@@ -165,7 +174,7 @@ class BusPoller:
         except TransportError as exc:
             now = self.clock()
             p.schedule_after_failure(now)
-            self.on_result(p, self.wall_ms(), None, exc, now - started, {})
+            self.on_result(p, self.wall_ms(), None, exc, now - started, {}, {})
             return
         # The reading's time is when its values arrived, not when the poll was due: on a
         # TCP bus the request may have queued behind another unit's timeout (pymodbus
@@ -177,4 +186,4 @@ class BusPoller:
         if len(self.latencies) > 1000:
             del self.latencies[:500]
         p.schedule_after_success(now)
-        self.on_result(p, ts, sample.values, None, now - started, sample.implausible)
+        self.on_result(p, ts, sample.values, None, now - started, sample.implausible, sample.ratios)

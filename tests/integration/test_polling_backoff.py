@@ -81,6 +81,7 @@ async def test_a_flaky_meter_keeps_its_rate_and_a_dead_one_backs_off(
         error: TransportError | None,
         seconds: float,
         implausible: Mapping[Quantity, float],
+        ratios: Mapping[str, float],
     ) -> None:
         attempts[poll.device_id] += 1
         answers[poll.device_id] += error is None
