@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent import paho_compat
 from agent.config import secrets
 from agent.config.common import Mqtt
-from drivers.errors import FileRefused
+from confdoc.errors import FileRefused
 
 
 class MqttConfigError(ValueError):

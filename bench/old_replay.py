@@ -33,7 +33,7 @@ import numpy as np
 from agent.config.models import AgentConfig
 from agent.contract import Message
 from agent.core.channels import SLOT_MS
-from agent.core.site import Reading, SiteCore, regmap_of
+from agent.core.site import Reading, SiteCore
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
 
@@ -93,7 +93,7 @@ def read_rows(
     path: Path, config: AgentConfig, library: ProfileLibrary
 ) -> tuple[list[Row], list[BadRow]]:
     tz = ZoneInfo(config.site.timezone)
-    quantities = {d.id: set(regmap_of(d, library).quantities) for d in config.devices}
+    quantities = {d.device.id: set(d.regmap.quantities) for d in config.resolved(library)}
     rows: list[Row] = []
     bad: list[BadRow] = []
     seen: dict[tuple[str, Quantity, int], int] = {}

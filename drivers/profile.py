@@ -28,16 +28,17 @@ from pydantic import (
     model_validator,
 )
 
-from drivers.errors import Problem, ProfileError
-from drivers.quantities import PLAUSIBLE, Quantity
-from drivers.registers import Address, DataType, RatioRegister, RegisterSpec, Table
-from drivers.yamldoc import (
+from confdoc.errors import Problem
+from confdoc.yamldoc import (
     YamlDocument,
     format_path,
     parse_yaml,
     read_document,
     validation_problems,
 )
+from drivers.errors import ProfileError
+from drivers.quantities import PLAUSIBLE, Quantity
+from drivers.registers import Address, DataType, RatioRegister, RegisterSpec, Table
 
 PROFILE_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)+$")
 

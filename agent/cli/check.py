@@ -7,13 +7,7 @@ import sys
 
 from agent.cli.common import EXIT_OK, EXIT_USAGE, Commands, add_config_arg
 from agent.config import ConfigError
-from agent.config.limits import (
-    LimitSource,
-    carrier_default_warning,
-    device_kind,
-    limit_source,
-    regmap_of,
-)
+from agent.config.limits import LimitSource, carrier_default_warning, limit_source
 from agent.config.load import load_any_config, run_refusal
 from agent.config.models import AgentConfig, BridgeConfig
 from drivers.profile import ProfileLibrary
@@ -73,10 +67,8 @@ def run_check(args: argparse.Namespace) -> int:
 def limit_warnings(config: AgentConfig) -> list[str]:
     """Devices whose counter has only its carrier's default glitch limit (docs/core.md):
     a garbage value is caught, one a thousand times too high may not be."""
-    library = ProfileLibrary()
-    out = []
-    for device in config.devices:
-        kind = device_kind(device, library)
-        if limit_source(device, regmap_of(device, library), kind) is LimitSource.CARRIER:
-            out.append(carrier_default_warning(device, kind))
-    return out
+    return [
+        carrier_default_warning(dev)
+        for dev in config.resolved(ProfileLibrary())
+        if limit_source(dev) is LimitSource.CARRIER
+    ]

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 
 from agent import __version__
 from agent.cli.common import EXIT_OK, EXIT_USAGE, Commands, Handler, UsageError
-from drivers.errors import DocumentError
+from confdoc.errors import DocumentError
 
 #: Every command, in the order ``energy-agent --help`` lists them: agent/cli/<name>.py each.
 COMMANDS = (

@@ -18,11 +18,11 @@ from agent.cli.common import (
     add_endpoint_args,
     parse_units,
 )
-from drivers.errors import DocumentError
+from confdoc.errors import DocumentError
+from confdoc.yamldoc import read_document
 from drivers.profile import ProfileLibrary
 from drivers.simulator.plant import FaultSpec, Plant, SimEndpoint, SimMeter, parse_plant
 from drivers.simulator.server import SimulatorServer
-from drivers.yamldoc import read_document
 
 _FAULT_KEYS = {
     "timeout": "timeout",

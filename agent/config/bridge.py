@@ -23,8 +23,8 @@ from agent.config.document import (
     read_config_text,
     referenced_files,
 )
-from drivers.errors import Problem
-from drivers.yamldoc import YamlDocument, validation_problems
+from confdoc.errors import Problem
+from confdoc.yamldoc import YamlDocument, validation_problems
 
 
 class Influx(SecretFiles):

@@ -2,8 +2,8 @@
 
 Both loaders (the gateway's :mod:`agent.config.load` and the bridge's
 :mod:`agent.config.bridge`) use this module; it needs only the generic YAML
-document and problem types (``drivers.yamldoc``, ``drivers.errors``: PyYAML and
-pydantic, no Modbus), so the bridge can load its config without the drivers.
+document and problem types (:mod:`confdoc`: PyYAML and pydantic, no Modbus), so
+the bridge can load its config without the drivers.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.config.secrets import file_problems
-from drivers.errors import DocumentError, Problem
-from drivers.yamldoc import YamlDocument, parse_yaml, read_document
+from confdoc.errors import DocumentError, Problem
+from confdoc.yamldoc import YamlDocument, parse_yaml, read_document
 
 _ENV = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -73,7 +73,7 @@ def dedupe(problems: list[Problem]) -> list[Problem]:
 def read_config_text(path: str | Path) -> str:
     """The file's text; a missing, unreadable, oversized or non-UTF-8 file is a problem.
 
-    Read with the YAML loader's bounds (``drivers.yamldoc.MAX_DOCUMENT_BYTES``, regular
+    Read with the YAML loader's bounds (``confdoc.yamldoc.MAX_DOCUMENT_BYTES``, regular
     files only): ``-c /dev/zero`` or a 100 MB file is refused before it is read.
     """
     text, problems = read_document(path, "the config file")

@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from agent.config.models import Device
-from drivers.profile import DeviceKind, Profile, ProfileLibrary, RegisterMap
+from agent.config.models import ResolvedDevice
+from drivers.profile import DeviceKind, Profile
 from drivers.registers import RegisterSpec
 
 
@@ -72,33 +72,6 @@ class ChannelLimit:
     wrap: float
 
 
-def regmap_of(device: Device, library: ProfileLibrary) -> RegisterMap:
-    """The device's register map: its profile's, or its inline registers'."""
-    if device.profile is not None:
-        return library.get(device.profile)
-    regmap = device.inline_map()
-    assert regmap is not None  # the config model guarantees a profile or registers
-    return regmap
-
-
-def device_kind(device: Device, library: ProfileLibrary) -> DeviceKind:
-    """What the device meters: its own ``kind``, else its profile's, else electricity."""
-    if device.kind is not None:
-        return device.kind
-    if device.profile is not None:
-        return library.get(device.profile).kind
-    return DeviceKind.ELECTRICITY
-
-
-def own_limit(device: Device, kind: DeviceKind) -> float | None:
-    """The device's ``max_power_kw`` (or its carrier's equivalent), if set."""
-    return {
-        DeviceKind.ELECTRICITY: device.max_power_kw,
-        DeviceKind.GAS: device.max_flow_m3_h,
-        DeviceKind.PRODUCTION: device.max_units_per_h,
-    }[kind]
-
-
 def ratio_product(spec: RegisterSpec, ratios: Mapping[str, float] | None) -> float | None:
     """The product of the register's ratios as read (1 without any); None while one of
     them has not been read (``ratios`` None: not yet, or never, as in ``replay``)."""
@@ -111,45 +84,42 @@ def ratio_product(spec: RegisterSpec, ratios: Mapping[str, float] | None) -> flo
     return product
 
 
-def limit_source(device: Device, regmap: RegisterMap, kind: DeviceKind) -> LimitSource:
+def limit_source(dev: ResolvedDevice) -> LimitSource:
     """Where the limit of a device's channel comes from once its meter answers."""
-    if own_limit(device, kind) is not None:
+    if dev.max_rate_per_h is not None:
         return LimitSource.CONFIG
-    if isinstance(regmap, Profile) and regmap.ratings is not None:
+    if isinstance(dev.regmap, Profile) and dev.regmap.ratings is not None:
         return LimitSource.RATINGS
     return LimitSource.CARRIER
 
 
-def channel_limit(
-    device: Device,
-    regmap: RegisterMap,
-    kind: DeviceKind,
-    spec: RegisterSpec,
-    ratios: Mapping[str, float] | None,
-) -> ChannelLimit:
-    """The limit and wrap range of the channel that reads ``spec``, with ``ratios`` as read
+def channel_limit(dev: ResolvedDevice, ratios: Mapping[str, float] | None) -> ChannelLimit:
+    """The limit and wrap range of the channel that counts ``dev``, with ``ratios`` as read
     from the meter (None: not read). A rating scaled by ratios not read yet cannot be
     used: until they are, the carrier default applies."""
+    assert dev.main is not None  # a loaded config counts every device
+    spec = dev.regmap.spec(dev.main)
+    assert spec is not None  # the main quantity is one of its registers
     product = ratio_product(spec, ratios)
     wrap = 0.0
     if not (spec.type.is_float or spec.type.is_signed) and product is not None:
         wrap = float(1 << spec.type.bits) * abs(spec.scale) * product
-    own = own_limit(device, kind)
+    own = dev.max_rate_per_h
     if own is not None:
         return ChannelLimit(own, LimitSource.CONFIG, wrap)
-    ratings = regmap.ratings if isinstance(regmap, Profile) else None
+    ratings = dev.regmap.ratings if isinstance(dev.regmap, Profile) else None
     if ratings is not None and product is not None:
         return ChannelLimit(RATING_MARGIN * ratings.max_per_h * product, LimitSource.RATINGS, wrap)
-    return ChannelLimit(CARRIER_DEFAULT[kind], LimitSource.CARRIER, wrap)
+    return ChannelLimit(CARRIER_DEFAULT[dev.kind], LimitSource.CARRIER, wrap)
 
 
-def carrier_default_warning(device: Device, kind: DeviceKind) -> str:
+def carrier_default_warning(dev: ResolvedDevice) -> str:
     """What ``check`` says of a device whose limit is only its carrier's default."""
-    key, unit = OVERRIDE_KEY[kind]
-    default = CARRIER_DEFAULT[kind]
-    why = "its profile gives no rating" if device.profile else "it has inline registers"
+    key, unit = OVERRIDE_KEY[dev.kind]
+    default = CARRIER_DEFAULT[dev.kind]
+    why = "its profile gives no rating" if dev.device.profile else "it has inline registers"
     return (
-        f"device '{device.id}': its glitch limit is only the {kind.value} default, "
+        f"device '{dev.device.id}': its glitch limit is only the {dev.kind.value} default, "
         f"{default:,.0f} {unit} ({why}); set {key} to the most this meter measures, "
         "or a value a thousand times too high is counted (docs/core.md)"
     )
@@ -163,9 +133,6 @@ __all__ = [
     "LimitSource",
     "carrier_default_warning",
     "channel_limit",
-    "device_kind",
     "limit_source",
-    "own_limit",
     "ratio_product",
-    "regmap_of",
 ]

@@ -26,11 +26,19 @@ from agent.config.document import (
     read_config_text,
     referenced_files,
 )
+from agent.config.kinds import kind_of, nothing_to_count
 from agent.config.models import ID_RX, AgentConfig
-from drivers.errors import Problem, ProfileError
-from drivers.profile import ProfileLibrary, locate_problems, unknown_profile_message
+from confdoc.errors import Problem
+from confdoc.yamldoc import YamlDocument, validation_problems
+from drivers.errors import ProfileError
+from drivers.profile import (
+    DeviceKind,
+    Profile,
+    ProfileLibrary,
+    locate_problems,
+    unknown_profile_message,
+)
 from drivers.quantities import Quantity
-from drivers.yamldoc import YamlDocument, validation_problems
 
 
 def parse_config(
@@ -92,20 +100,7 @@ def _items(data: Any, key: str) -> list[tuple[int, dict[str, Any]]]:
     return [(i, d) for i, d in enumerate(seq) if isinstance(d, dict)]
 
 
-_COUNTED = {
-    "electricity": (Quantity.ENERGY_IMPORT_KWH, Quantity.ACTIVE_POWER_KW),
-    "gas": (Quantity.GAS_VOLUME_M3,),
-    "production": (Quantity.OUTPUT_UNITS,),
-}
-
-
-def _nothing_to_count(kind: object, quantities: set[Quantity]) -> str | None:
-    """The core counts a device by its main counter (or power); say so if it has neither."""
-    wanted = _COUNTED.get(str(kind))
-    if wanted is None or any(q in quantities for q in wanted):
-        return None
-    names = " or ".join(q.value for q in wanted)
-    return f"a {kind} device needs a {names} register to be counted"
+_KINDS = {k.value: k for k in DeviceKind}
 
 
 def _once(
@@ -148,88 +143,126 @@ def cross_reference_problems(doc: YamlDocument, library: ProfileLibrary) -> list
         if isinstance(bus, str) and ID_RX.match(bus) and bus not in bus_ids:
             known = ", ".join(sorted(bus_ids)) or "none defined"
             out.append(doc.problem(("devices", i, "bus"), f"unknown bus '{bus}' (buses: {known})"))
-        unit = dev.get("unit")
-        if isinstance(bus, str) and isinstance(unit, int) and not isinstance(unit, bool):
-            if (bus, unit) in units:
-                out.append(
-                    doc.problem(
-                        ("devices", i, "unit"),
-                        f"unit {unit} on bus '{bus}' is already "
-                        f"devices[{units[(bus, unit)]}]; each meter needs its own"
-                        " unit id",
-                    )
-                )
-            units.setdefault((bus, unit), i)
-            if bus in serial_buses and not 1 <= unit <= 247:
-                out.append(
-                    doc.problem(
-                        ("devices", i, "unit"), f"unit {unit} is not a valid RTU address (1..247)"
-                    )
-                )
+        out += _unit_problems(doc, i, dev, units, serial_buses)
         profile = dev.get("profile")
         if isinstance(profile, str):
-            if profile not in known_profiles:
-                out.append(
-                    doc.problem(
-                        ("devices", i, "profile"), unknown_profile_message(profile, known_profiles)
-                    )
-                )
-            else:
-                try:
-                    prof = library.get(profile)
-                    kind = dev.get("kind", prof.kind.value)
-                    missing = _nothing_to_count(kind, set(prof.quantities))
-                    if missing:
-                        out.append(doc.problem(("devices", i, "profile"), missing))
-                except ProfileError as exc:
-                    out.append(
-                        doc.problem(
-                            ("devices", i, "profile"),
-                            f"built-in profile '{profile}' is broken: {exc}",
-                        )
-                    )
+            out += _profile_problems(doc, i, dev, library, known_profiles)
         regs = dev.get("registers")
         if isinstance(regs, list) and profile is None:
-            named = set()
-            for r in regs:
-                if isinstance(r, dict) and r.get("quantity") in Quantity.__members__.values():
-                    named.add(Quantity(r["quantity"]))
-            missing = _nothing_to_count(dev.get("kind", "electricity"), named)
-            if missing and named:
-                out.append(doc.problem(("devices", i, "registers"), missing))
+            out += _inline_problems(doc, i, dev, regs)
         parent = dev.get("parent")
         if isinstance(parent, str) and isinstance(did, str):
             parents[did] = parent
     for i, dev in devices:
-        did, parent = dev.get("id"), dev.get("parent")
-        if not isinstance(parent, str) or not isinstance(did, str):
-            continue
-        if parent == did:
-            out.append(doc.problem(("devices", i, "parent"), "a device cannot be its own parent"))
-        elif parent not in dev_ids:
-            out.append(
-                doc.problem(
-                    ("devices", i, "parent"),
-                    f"unknown parent '{parent}' (it must be the id of another device)",
-                )
-            )
-        else:
-            chain = [did]
-            cur: str | None = parent
-            while cur is not None and cur not in chain:
-                chain.append(cur)
-                cur = parents.get(cur)
-            # Report the devices on a loop; one whose chain only runs into a loop
-            # elsewhere is not wrong itself, and is fixed when that loop is.
-            if cur == did:
-                out.append(
-                    doc.problem(
-                        ("devices", i, "parent"),
-                        f"parent chain of '{did}' loops back to itself "
-                        f"({' -> '.join([*chain, did])}); a meter tree must end at a root",
-                    )
-                )
+        out += _parent_problems(doc, i, dev, dev_ids, parents)
     return out
+
+
+def _unit_problems(
+    doc: YamlDocument,
+    i: int,
+    dev: dict[str, Any],
+    units: dict[tuple[str, int], int],
+    serial_buses: set[str],
+) -> list[Problem]:
+    """A unit id taken twice on one bus, or out of range on a serial line; ``units`` learns it."""
+    bus, unit = dev.get("bus"), dev.get("unit")
+    if not isinstance(bus, str) or not isinstance(unit, int) or isinstance(unit, bool):
+        return []
+    out = []
+    if (bus, unit) in units:
+        out.append(
+            doc.problem(
+                ("devices", i, "unit"),
+                f"unit {unit} on bus '{bus}' is already "
+                f"devices[{units[(bus, unit)]}]; each meter needs its own"
+                " unit id",
+            )
+        )
+    units.setdefault((bus, unit), i)
+    if bus in serial_buses and not 1 <= unit <= 247:
+        out.append(
+            doc.problem(("devices", i, "unit"), f"unit {unit} is not a valid RTU address (1..247)")
+        )
+    return out
+
+
+def _profile_problems(
+    doc: YamlDocument, i: int, dev: dict[str, Any], library: ProfileLibrary, known: list[str]
+) -> list[Problem]:
+    """The device's profile is unknown or broken, or nothing in it counts the device."""
+    profile = dev["profile"]
+    at = ("devices", i, "profile")
+    if profile not in known:
+        return [doc.problem(at, unknown_profile_message(profile, known))]
+    try:
+        prof = library.get(profile)
+    except ProfileError as exc:
+        return [doc.problem(at, f"built-in profile '{profile}' is broken: {exc}")]
+    return _uncounted(doc, at, dev, prof, set(prof.quantities))
+
+
+def _inline_problems(
+    doc: YamlDocument, i: int, dev: dict[str, Any], regs: list[Any]
+) -> list[Problem]:
+    """Nothing in the inline registers counts the device (the model judges each register)."""
+    named = set()
+    for r in regs:
+        if isinstance(r, dict) and r.get("quantity") in Quantity.__members__.values():
+            named.add(Quantity(r["quantity"]))
+    if not named:
+        return []
+    return _uncounted(doc, ("devices", i, "registers"), dev, None, named)
+
+
+def _uncounted(
+    doc: YamlDocument,
+    at: tuple[str | int, ...],
+    dev: dict[str, Any],
+    profile: Profile | None,
+    quantities: set[Quantity],
+) -> list[Problem]:
+    """The rule of :mod:`agent.config.kinds`, on raw data: a problem if nothing counts ``dev``."""
+    declared = dev.get("kind")
+    if declared is not None and not (isinstance(declared, str) and declared in _KINDS):
+        return []  # the model says what is wrong with the kind
+    kind = kind_of(None if declared is None else _KINDS[declared], profile)
+    missing = nothing_to_count(kind, quantities)
+    return [doc.problem(at, missing)] if missing else []
+
+
+def _parent_problems(
+    doc: YamlDocument, i: int, dev: dict[str, Any], dev_ids: dict[str, int], parents: dict[str, str]
+) -> list[Problem]:
+    """The parent is the device itself, unknown, or on a loop back to the device."""
+    did, parent = dev.get("id"), dev.get("parent")
+    if not isinstance(parent, str) or not isinstance(did, str):
+        return []
+    if parent == did:
+        return [doc.problem(("devices", i, "parent"), "a device cannot be its own parent")]
+    if parent not in dev_ids:
+        return [
+            doc.problem(
+                ("devices", i, "parent"),
+                f"unknown parent '{parent}' (it must be the id of another device)",
+            )
+        ]
+    chain = [did]
+    cur: str | None = parent
+    while cur is not None and cur not in chain:
+        chain.append(cur)
+        cur = parents.get(cur)
+    # Report the devices on a loop; one whose chain only runs into a loop
+    # elsewhere is not wrong itself, and is fixed when that loop is.
+    if cur != did:
+        return []
+    return [
+        doc.problem(
+            ("devices", i, "parent"),
+            f"parent chain of '{did}' loops back to itself "
+            f"({' -> '.join([*chain, did])}); a meter tree must end at a root",
+        )
+    ]
 
 
 def is_bridge_config(data: object) -> bool:

@@ -4,17 +4,23 @@ Unknown keys are errors everywhere: a misspelt ``intreval_s`` silently taking
 its default is how a plant ends up polling once a minute for a year.
 Cross-references (bus names, profiles, parents) are checked in
 :mod:`agent.config.load`, which can report all of them at once with lines.
+
+What a device is (kind, carrier, register map, the quantity that counts it)
+needs its profile, so it is not a field: :meth:`AgentConfig.resolved` works it
+out once per profile library, by the rules of :mod:`agent.config.kinds`, and
+every part of the agent reads that answer.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 # The bridge's models and the shared ones live apart, importable without drivers;
 # their names stay importable from here.
@@ -28,7 +34,9 @@ from agent.config.common import Mqtt as Mqtt
 from agent.config.common import SecretFiles
 from agent.config.common import Strict as _Strict
 from agent.config.common import TlsSettings as TlsSettings
-from drivers.profile import DeviceKind, PlausibleRange, ReadLimits, RegisterMap
+from agent.config.kinds import CARRIER, UNIT, kind_of, main_quantity
+from agent.contract.vocab import Carrier
+from drivers.profile import DeviceKind, PlausibleRange, ProfileLibrary, ReadLimits, RegisterMap
 from drivers.quantities import Quantity
 from drivers.registers import RatioRegister, RegisterSpec
 from drivers.transport import Endpoint, Framing, Timing
@@ -274,6 +282,46 @@ class Device(_Strict):
             plausible=self.plausible or {},
         )
 
+    def resolve(self, library: ProfileLibrary) -> ResolvedDevice:
+        """This device with its profile's answers filled in (see :mod:`agent.config.kinds`)."""
+        profile = library.get(self.profile) if self.profile is not None else None
+        regmap = profile if profile is not None else self.inline_map()
+        assert regmap is not None  # the model guarantees a profile or registers
+        kind = kind_of(self.kind, profile)
+        return ResolvedDevice(self, kind, regmap, main_quantity(kind, regmap.quantities))
+
+
+@dataclass(frozen=True)
+class ResolvedDevice:
+    """A device as the agent counts and shows it: decided once, after profiles are read."""
+
+    device: Device
+    kind: DeviceKind
+    #: Its registers: the profile's, or the inline ones.
+    regmap: RegisterMap
+    #: What counts it (:data:`agent.config.kinds.COUNTED_BY`); None when nothing does,
+    #: which the loader refuses, so a loaded config has one for every device.
+    main: Quantity | None
+
+    @property
+    def carrier(self) -> Carrier:
+        return CARRIER[self.kind]
+
+    @property
+    def unit(self) -> str:
+        """The unit its main quantity is shown in."""
+        return UNIT[self.main] if self.main is not None else ""
+
+    @property
+    def max_rate_per_h(self) -> float | None:
+        """Its glitch limit (``max_power_kw``, ``max_flow_m3_h``, ``max_units_per_h``)."""
+        d = self.device
+        return {
+            DeviceKind.ELECTRICITY: d.max_power_kw,
+            DeviceKind.GAS: d.max_flow_m3_h,
+            DeviceKind.PRODUCTION: d.max_units_per_h,
+        }[self.kind]
+
 
 class Publish(_Strict):
     energy_interval_s: Literal[60, 300, 900, 1800, 3600] = 60
@@ -368,6 +416,14 @@ class AgentConfig(_Strict):
     state_dir: Path = Path("/var/lib/energy-agent")
     buffer: Buffer = Buffer()
     http: Http = Http()
+    #: The devices resolved with one profile library: (library, devices).
+    _resolved: tuple[ProfileLibrary, tuple[ResolvedDevice, ...]] | None = PrivateAttr(None)
+
+    def resolved(self, library: ProfileLibrary) -> tuple[ResolvedDevice, ...]:
+        """Every device with its profile's answers, in config order; worked out once."""
+        if self._resolved is None or self._resolved[0] is not library:
+            self._resolved = (library, tuple(d.resolve(library) for d in self.devices))
+        return self._resolved[1]
 
     def bus(self, bus_id: str) -> Bus:
         for b in self.buses:

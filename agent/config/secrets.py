@@ -23,9 +23,9 @@ import ssl
 from pathlib import Path
 from typing import Any
 
-from drivers.errors import FileRefused, Problem
-from drivers.files import read_bounded
-from drivers.yamldoc import YamlDocument
+from confdoc.errors import FileRefused, Problem
+from confdoc.files import read_bounded
+from confdoc.yamldoc import YamlDocument
 
 #: A password or token is one short line; 64 KiB is room for any, and never a disk image.
 SECRET_LIMIT = 64 * 1024

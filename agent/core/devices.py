@@ -1,12 +1,13 @@
 """A config's devices as the core counts them: one channel each, a carrier, a share of the site.
 
-Device ``i`` of the config is counted on channel ``i`` of the engine: its main
-counter (``energy_import_kwh``, ``gas_volume_m3``, ``output_units``) or, for an
-electricity meter without one, its ``active_power_kw``, integrated. The register
+Device ``i`` of the config is counted on channel ``i`` of the engine, reading the
+quantity the config resolved as its main one (:mod:`agent.config.kinds`: its main
+counter or, for an electricity meter without one, its ``active_power_kw``,
+integrated); the core takes that answer and never works it out again. The register
 behind it decides how the channel is corrected (wrap range, resolution); the
-device's limits decide what is a glitch (:mod:`agent.config.limits`: its own, its
-profile's rating, or its carrier's default). Both follow the transformer ratios
-read from the meter (:meth:`DeviceChannels.limit`). :class:`SiteWeights` turns per-channel
+device's limit decides what is a glitch (:mod:`agent.config.limits`: its own, its
+profile's rating, or its carrier's default). Both follow the transformer ratios read
+from the meter (:meth:`DeviceChannels.limit`). :class:`SiteWeights` turns per-channel
 sums in native units into the site's kWh, CO2, units and kgce: root meters only,
 so no flow is counted twice.
 """
@@ -18,26 +19,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.config.limits import ChannelLimit, channel_limit, device_kind
-from agent.config.limits import regmap_of as regmap_of
-from agent.config.models import AgentConfig, Device
+from agent.config.kinds import nothing_to_count
+from agent.config.limits import ChannelLimit, channel_limit
+from agent.config.models import AgentConfig, Device, ResolvedDevice
 from agent.contract.vocab import Carrier
 from agent.core.channels import ChannelKind, ChannelSpec
 from agent.core.snapshot import Snapshot
-from drivers.profile import DeviceKind, ProfileLibrary, RegisterMap
+from drivers.profile import DeviceKind, ProfileLibrary
 from drivers.quantities import Quantity
-from drivers.registers import DataType, RegisterSpec
+from drivers.registers import DataType
 
-_MAIN = {
-    DeviceKind.ELECTRICITY: Quantity.ENERGY_IMPORT_KWH,
-    DeviceKind.GAS: Quantity.GAS_VOLUME_M3,
-    DeviceKind.PRODUCTION: Quantity.OUTPUT_UNITS,
-}
-_CARRIER = {
-    DeviceKind.ELECTRICITY: Carrier.ELECTRICITY,
-    DeviceKind.GAS: Carrier.NATURAL_GAS,
-    DeviceKind.PRODUCTION: Carrier.PRODUCTION,
-}
 #: Weight groups for CO2 windows: one emission-factor row per carrier.
 _GROUP = {Carrier.ELECTRICITY: 0, Carrier.NATURAL_GAS: 1, Carrier.PRODUCTION: -1}
 
@@ -48,42 +39,48 @@ class SiteError(ValueError):
 
 @dataclass
 class DeviceInfo:
-    device: Device
-    kind: DeviceKind
-    carrier: Carrier
+    """A device on its channel: what it is (resolved by the config) and where it is counted."""
+
+    resolved: ResolvedDevice
     channel: int
     channel_kind: ChannelKind
+    #: What its channel reads: the resolved main quantity.
     quantity: Quantity
     #: The last ``seq`` of its measurements messages (they count from 1 per device).
     seq: int = 0
-    #: Its register map and the register its channel reads (limits and wrap follow them).
-    regmap: RegisterMap | None = None
-    register: RegisterSpec | None = None
+
+    @property
+    def device(self) -> Device:
+        return self.resolved.device
+
+    @property
+    def kind(self) -> DeviceKind:
+        return self.resolved.kind
+
+    @property
+    def carrier(self) -> Carrier:
+        return self.resolved.carrier
 
 
-def channel_spec(
-    device: Device, regmap: RegisterMap, kind: DeviceKind, max_gap_s: float
-) -> tuple[ChannelSpec, Quantity, RegisterSpec]:
-    """The channel that counts this device's main flow, the quantity and the register it
-    reads. Its limit and wrap range are those before the meter's ratios are read."""
-    main = _MAIN[kind]
-    reg = regmap.spec(main)
+def channel_spec(dev: ResolvedDevice, max_gap_s: float) -> tuple[ChannelSpec, Quantity]:
+    """The channel that counts this device's main flow, and the quantity it reads. Its
+    limit and wrap range are those before the meter's ratios are read."""
+    device, main = dev.device, dev.main
+    if main is None:
+        why = nothing_to_count(dev.kind, dev.regmap.quantities)
+        raise SiteError(f"device '{device.id}': {why}")
     gap = max(max_gap_s, 3 * device.interval_s)
-    if reg is None:
-        power = regmap.spec(Quantity.ACTIVE_POWER_KW)
-        if kind is DeviceKind.ELECTRICITY and power is not None:
-            limit = channel_limit(device, regmap, kind, power, None)
-            spec = ChannelSpec(
-                f"{device.id}/{Quantity.ACTIVE_POWER_KW.value}",
-                ChannelKind.POWER,
-                max_rate_per_h=limit.max_rate_per_h,
-                max_gap_s=gap,
-            )
-            return spec, Quantity.ACTIVE_POWER_KW, power
-        raise SiteError(
-            f"device '{device.id}' has no {main.value} register"
-            + (" and no active_power_kw" if kind is DeviceKind.ELECTRICITY else "")
+    limit = channel_limit(dev, None)
+    if not main.is_counter:  # an electricity meter counted by its power
+        spec = ChannelSpec(
+            f"{device.id}/{main.value}",
+            ChannelKind.POWER,
+            max_rate_per_h=limit.max_rate_per_h,
+            max_gap_s=gap,
         )
+        return spec, main
+    reg = dev.regmap.spec(main)
+    assert reg is not None  # the main quantity is one of its registers
     tol_abs = tol_rel = 0.0
     if reg.type is DataType.FLOAT32:
         tol_rel = 2.0**-22  # two float32 steps: quantisation is not a glitch
@@ -91,7 +88,6 @@ def channel_spec(
         tol_rel = 2.0**-50
     else:
         tol_abs = abs(reg.scale)
-    limit = channel_limit(device, regmap, kind, reg, None)
     spec = ChannelSpec(
         f"{device.id}/{main.value}",
         ChannelKind.COUNTER,
@@ -101,7 +97,7 @@ def channel_spec(
         tol_rel=tol_rel,
         max_gap_s=gap,
     )
-    return spec, main, reg
+    return spec, main
 
 
 @dataclass(frozen=True)
@@ -147,17 +143,13 @@ class DeviceChannels:
         self.specs: list[ChannelSpec] = []
         #: Per channel: tracks 15-minute demand (electricity).
         self.demand: list[bool] = []
-        for dev in config.devices:
-            kind = device_kind(dev, library)
-            regmap = regmap_of(dev, library)
-            spec, quantity, reg = channel_spec(dev, regmap, kind, config.core.max_gap_s)
-            info = DeviceInfo(
-                dev, kind, _CARRIER[kind], len(self.specs), spec.kind, quantity, 0, regmap, reg
-            )
+        for dev in config.resolved(library):
+            spec, quantity = channel_spec(dev, config.core.max_gap_s)
+            info = DeviceInfo(dev, len(self.specs), spec.kind, quantity)
             self.specs.append(spec)
-            self.demand.append(kind is DeviceKind.ELECTRICITY)
+            self.demand.append(dev.kind is DeviceKind.ELECTRICITY)
             self.devices.append(info)
-            self.by_id[dev.id] = info
+            self.by_id[dev.device.id] = info
         self.weights = SiteWeights.of(self.devices, config)
 
     def index(self, device_id: str) -> int:
@@ -165,8 +157,7 @@ class DeviceChannels:
 
     def limit(self, info: DeviceInfo, ratios: Mapping[str, float] | None) -> ChannelLimit:
         """The glitch limit and wrap range of a device's channel with these ratios read."""
-        assert info.regmap is not None and info.register is not None  # set in __init__
-        limit = channel_limit(info.device, info.regmap, info.kind, info.register, ratios)
+        limit = channel_limit(info.resolved, ratios)
         if info.channel_kind.is_power:
             return ChannelLimit(limit.max_rate_per_h, limit.source, 0.0)  # power never wraps
         return limit

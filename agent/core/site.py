@@ -34,7 +34,7 @@ from agent.contract.vocab import DEFAULT_PREFIX
 from agent.core import snapshot
 from agent.core.calendar import SiteCalendar
 from agent.core.channels import CORRECTION, Event
-from agent.core.devices import DeviceChannels, DeviceInfo, SiteError, regmap_of
+from agent.core.devices import DeviceChannels, DeviceInfo, SiteError
 from agent.core.engine import CACHE_DIR, Engine, Events, Records, load_kernel
 from agent.core.factors import EmissionFactors
 from agent.core.records import RecordBuilder
@@ -43,7 +43,7 @@ from agent.core.windows import SiteWindows
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
 
-__all__ = ["DeviceInfo", "Reading", "SiteCore", "SiteError", "readings_from_rows", "regmap_of"]
+__all__ = ["DeviceInfo", "Reading", "SiteCore", "SiteError", "readings_from_rows"]
 
 
 @dataclass(frozen=True)

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from agent.config.models import AgentConfig, Device
+from agent.config.models import AgentConfig, ResolvedDevice
 from drivers.profile import DeviceKind, ProfileLibrary
 from drivers.simulator.plant import Plant, SimEndpoint, SimMeter
 from drivers.transport import Framing
 
 
-def _meter(dev: Device, library: ProfileLibrary, seed: int) -> SimMeter:
-    kind = dev.kind
-    if kind is None and dev.profile is not None:
-        kind = library.get(dev.profile).kind
-    kind = kind or DeviceKind.ELECTRICITY
+def _meter(resolved: ResolvedDevice, seed: int) -> SimMeter:
+    dev, kind = resolved.device, resolved.kind
     # A plausible load: a third of the meter's rated maximum, or flows for gas and parts.
     if kind is DeviceKind.GAS:
         load = 35.0  # m3/h
@@ -44,8 +41,8 @@ def plant_for(
     endpoints = []
     for i, bus in enumerate(config.buses):
         meters = [
-            _meter(dev, library, seed=100 * i + j)
-            for j, dev in enumerate(d for d in config.devices if d.bus == bus.id)
+            _meter(dev, seed=100 * i + j)
+            for j, dev in enumerate(d for d in config.resolved(library) if d.device.bus == bus.id)
         ]
         if not meters:
             continue

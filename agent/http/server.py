@@ -57,7 +57,7 @@ from agent.http.metrics import CONTENT_TYPE as METRICS_TYPE
 from agent.http.metrics import AgentMetrics
 from agent.http.state import StateView, StatusFn
 from agent.http.wire import COMMON_HEADERS, MAX_HEAD, WRITE_TIMEOUT_S, HttpError
-from drivers.errors import FileRefused
+from confdoc.errors import FileRefused
 
 log = logging.getLogger(__name__)
 

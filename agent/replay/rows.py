@@ -16,7 +16,7 @@ from enum import StrEnum
 import numpy as np
 
 from agent.config.models import AgentConfig
-from agent.core.site import SiteCore, regmap_of
+from agent.core.site import SiteCore
 from agent.replay.timestamps import MS_BEYOND
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
@@ -89,8 +89,8 @@ class Vocabulary:
         self.devices = [d.id for d in config.devices]
         self.device_index = {d: i for i, d in enumerate(self.devices)}
         self.allowed = np.zeros((len(self.devices), NQ), dtype=bool)
-        for i, d in enumerate(config.devices):
-            for q in regmap_of(d, library).quantities:
+        for i, d in enumerate(config.resolved(library)):
+            for q in d.regmap.quantities:
                 self.allowed[i, _Q_INDEX[q.value]] = True
         n_keys = len(self.devices) * NQ
         #: Per key: the core channel it feeds, or -1 (not the device's main quantity).

@@ -33,7 +33,7 @@ from agent.contract.kinds import Message, MessageKind, Topics
 from agent.contract.vocab import Carrier
 from agent.core.channels import RING
 from agent.core.factors import EmissionFactors, FactorError, parse_live_factor
-from agent.core.site import Reading, SiteCore, regmap_of
+from agent.core.site import Reading, SiteCore
 from agent.http.metrics import AgentMetrics
 from agent.runtime.devices import DeviceState
 from agent.runtime.lowmem import release_compiler_pages
@@ -398,11 +398,11 @@ def build_pollers(
         polls = [
             DevicePoll(
                 dev.id,
-                DeviceReader(regmap_of(dev, library), dev.unit),
+                DeviceReader(resolved.regmap, dev.unit),
                 dev.interval_s,
                 Backoff(base_s=dev.interval_s, cap_s=max(60.0, 10 * dev.interval_s), rng=rng),
             )
-            for dev in config.devices
+            for dev, resolved in zip(config.devices, config.resolved(library), strict=True)
             if dev.bus == bus.id
         ]
         if polls:

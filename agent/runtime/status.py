@@ -71,12 +71,6 @@ GROWING_MIN = 10
 TREND_MS = 10_000
 TREND_MIN_MS = 5_000
 
-_MAIN_UNIT = {
-    Quantity.ENERGY_IMPORT_KWH: "kWh",
-    Quantity.ACTIVE_POWER_KW: "kW",
-    Quantity.GAS_VOLUME_M3: "m³",
-    Quantity.OUTPUT_UNITS: "units",
-}
 _WINDOW_NUMBERS = (
     "energy_kwh",
     "co2_kg",
@@ -243,9 +237,7 @@ def _device(info: DeviceInfo, st: DeviceState, now: int) -> DeviceStatus:
             if info.kind is DeviceKind.ELECTRICITY
             else None
         ),
-        main=MainReading(
-            info.quantity.value, _num(values.get(info.quantity)), _MAIN_UNIT.get(info.quantity, "")
-        ),
+        main=MainReading(info.quantity.value, _num(values.get(info.quantity)), info.resolved.unit),
         values={q.value: v for q, v in values.items()},
     )
 

@@ -11,7 +11,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from drivers.errors import Problem, ProfileError
+from confdoc.errors import Problem
+from confdoc.yamldoc import parse_yaml, validation_problems
+from drivers.errors import ProfileError
 from drivers.profile import (
     DeviceKind,
     ProfileLibrary,
@@ -23,7 +25,6 @@ from drivers.registers import RatioRegister, RegisterSpec
 from drivers.simulator.meter import Faults, MeterModel
 from drivers.simulator.server import Clock, SimulatedDevice, SimulatorServer
 from drivers.transport import Endpoint, Framing
-from drivers.yamldoc import parse_yaml, validation_problems
 
 
 class _Strict(BaseModel):

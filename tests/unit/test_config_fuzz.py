@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agent.config import parse_bridge_config, parse_config
-from drivers.errors import DocumentError
+from confdoc.errors import DocumentError
+from confdoc.yamldoc import decode_document
 from drivers.profile import ProfileLibrary, parse_profile
-from drivers.yamldoc import decode_document
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ProfileLibrary()

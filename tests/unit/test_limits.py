@@ -15,14 +15,11 @@ from agent.config.limits import (
     ChannelLimit,
     LimitSource,
     channel_limit,
-    device_kind,
     limit_source,
-    regmap_of,
 )
 from agent.config.models import AgentConfig
 from agent.core.site import SiteCore
 from drivers.profile import DeviceKind, ProfileLibrary
-from drivers.quantities import Quantity
 
 LIBRARY = ProfileLibrary()
 CONFIG = """
@@ -50,17 +47,8 @@ def config() -> AgentConfig:
 
 
 def limit(device_id: str, ratios: dict[str, float] | None) -> ChannelLimit:
-    device = next(d for d in config().devices if d.id == device_id)
-    regmap = regmap_of(device, LIBRARY)
-    kind = device_kind(device, LIBRARY)
-    main = {
-        DeviceKind.ELECTRICITY: Quantity.ENERGY_IMPORT_KWH,
-        DeviceKind.GAS: Quantity.GAS_VOLUME_M3,
-        DeviceKind.PRODUCTION: Quantity.OUTPUT_UNITS,
-    }[kind]
-    spec = regmap.spec(main) or regmap.spec(Quantity.ACTIVE_POWER_KW)
-    assert spec is not None
-    return channel_limit(device, regmap, kind, spec, ratios)
+    (dev,) = [d for d in config().resolved(LIBRARY) if d.device.id == device_id]
+    return channel_limit(dev, ratios)
 
 
 def test_the_carrier_defaults() -> None:
@@ -111,10 +99,7 @@ def test_which_limit_applies(
 
 def test_check_names_the_limit_that_will_apply() -> None:
     """What ``check`` reports: ratings count as the limit, the ratios come at run time."""
-    cfg = config()
-    sources = {
-        d.id: limit_source(d, regmap_of(d, LIBRARY), device_kind(d, LIBRARY)) for d in cfg.devices
-    }
+    sources = {d.device.id: limit_source(d) for d in config().resolved(LIBRARY)}
     assert sources == {
         "adl": LimitSource.RATINGS,
         "adl-own": LimitSource.CONFIG,

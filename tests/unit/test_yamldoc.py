@@ -8,8 +8,8 @@ import pytest
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from drivers import yamldoc
-from drivers.yamldoc import format_path, model_problems, parse_yaml
+from confdoc import yamldoc
+from confdoc.yamldoc import format_path, model_problems, parse_yaml
 
 
 def doc(text: str):  # type: ignore[no-untyped-def]
@@ -348,3 +348,23 @@ def test_long_messages_stay_short() -> None:
     d = doc(f"name: x\nitems: [{{port: {'9' * 300}.5}}]\n")
     _, problems = model_problems(d, _Outer)
     assert len(problems[0].message) < 150, problems[0].message
+
+
+def test_confdoc_stands_alone() -> None:
+    """Configs and profiles both build on confdoc, so it may import neither drivers nor agent:
+    checked in a fresh interpreter, after a document is parsed and a file refused."""
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys\n"
+        "from confdoc.yamldoc import parse_yaml, read_document\n"
+        "parse_yaml('a: 1\\n', 'x.yaml')\n"
+        "read_document('/nonexistent/x.yaml')\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    modules = json.loads(out.stdout)
+    assert "confdoc.yamldoc" in modules
+    assert [m for m in modules if m.split(".")[0] in ("agent", "drivers")] == []

@@ -75,7 +75,7 @@ print("export_kwh everywhere")
 
 def _tree(dest: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".mypy_cache", ".pytest_cache")
-    for top in ("agent", "drivers", "tests", "docs", "deploy"):
+    for top in ("agent", "confdoc", "drivers", "tests", "docs", "deploy"):
         shutil.copytree(ROOT / top, dest / top, ignore=ignore)
     for name in ("README.md", "pyproject.toml"):
         shutil.copy(ROOT / name, dest / name)

@@ -24,8 +24,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from drivers.errors import FileRefused, Problem
-from drivers.files import read_bounded, size_text
+from confdoc.errors import FileRefused, Problem
+from confdoc.files import read_bounded, size_text
 
 Path = tuple[str | int, ...]
 

@@ -9,8 +9,8 @@ accept regular files only, open non-blocking (a FIFO swapped in after the
 ``stat`` cannot block either, and ``fstat`` on the open file sees it), and read
 at most ``limit + 1`` bytes, whatever the size claimed.
 
-Kept in ``drivers`` because the YAML loader here needs it and ``drivers`` never
-imports ``agent``; the agent's secret reader builds on it.
+Here because the YAML loader beside it reads every config and profile with it;
+the agent's secret reader builds on it too.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import os
 import stat
 from pathlib import Path
 
-from drivers.errors import FileRefused
+from confdoc.errors import FileRefused
 
 _KINDS = (
     (stat.S_ISDIR, "a directory"),
