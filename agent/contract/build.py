@@ -155,13 +155,17 @@ def energy_payload(**given: Any) -> dict[str, Any]:
     return build(ENERGY, given)
 
 
-def event_payload(ts: int, event: Correction, quantity: str, value: float) -> dict[str, Any]:
-    """One correction of a device's readings. A value outside its quantity's range (a
-    garbage 3.4e38 in a replayed log) is null, as in a measurements payload: the bridge
-    would refuse the whole message for it, and the event is the evidence."""
+def event_payload(
+    ts: int, event: Correction, quantity: str, value: float, limit_per_h: float
+) -> dict[str, Any]:
+    """One correction of a device's readings, with the glitch limit it was judged by. A
+    value outside its quantity's range (a garbage 3.4e38 in a replayed log) is null, as
+    in a measurements payload: the bridge would refuse the whole message for it, and
+    the event is the evidence (the limit, always there, keeps it a point)."""
     lo, hi = VALUE_RANGES[quantity]
     shown = value if lo <= value <= hi else None
-    return build(EVENTS, {"ts": ts, "event": event, "quantity": quantity, "value": shown})
+    given = {"ts": ts, "event": event, "quantity": quantity, "value": shown}
+    return build(EVENTS, {**given, "limit_per_h": limit_per_h})
 
 
 def window_values(energy_kwh: float, co2_kg: float, units: float, kgce: float) -> dict[str, Any]:

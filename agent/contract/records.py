@@ -281,6 +281,8 @@ INTENSITY = Record(
 )
 
 
+#: The largest glitch limit a config may set (``max_power_kw`` and its kin, le=1e15).
+LIMIT_MAX_PER_H = 1e15
 #: What the core counts a device by (its channel): the quantity of an event's value.
 COUNTED = (
     Quantity.ENERGY_IMPORT_KWH,
@@ -322,6 +324,12 @@ EVENTS = Record(
             "quantity's plausible range",
             nullable=True,
             plausible=(-POWER_MAX_KW, UNITS_COUNTER_MAX),
+        ),
+        Field(
+            "limit_per_h",
+            NUMBER,
+            "the glitch limit in force: the quantity's unit per hour (kW for kWh and for power)",
+            plausible=(0.0, LIMIT_MAX_PER_H),
         ),
     ),
 )

@@ -189,7 +189,8 @@ class SiteCore:
             ev.channel.tolist(), ev.ts.tolist(), ev.event.tolist(), ev.value.tolist(), strict=True
         ):
             info = self.devices[c]  # device i is counted on channel i
-            payload = event_payload(ts, CORRECTION[Event(code)], info.quantity.value, value)
+            correction, limit = CORRECTION[Event(code)], self.engine.max_rate(c)
+            payload = event_payload(ts, correction, info.quantity.value, value, limit)
             out.append(self.topics.message(MessageKind.EVENTS, payload, info.device.id))
         return out
 

@@ -491,7 +491,7 @@ def expected_points(messages: Iterable[Message]) -> set[Point]:
                 add("energy", tags, fields, p["ts"])
             elif leaf == "events":
                 tags |= {"event": p["event"], "quantity": p["quantity"]}
-                add("events", tags, {"value": p["value"]}, p["ts"])
+                add("events", tags, {"value": p["value"], "limit_per_h": p["limit_per_h"]}, p["ts"])
     return out
 
 

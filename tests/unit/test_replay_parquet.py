@@ -46,6 +46,7 @@ COLUMNS = [
     "intensity_g_per_kwh",
     "tce",
     "value",
+    "limit_per_h",
 ]
 
 
@@ -101,7 +102,13 @@ def test_each_event_is_a_row(tmp_path: Path) -> None:
         Message.from_json_line(
             {
                 "topic": "energy/v1/plant-a/gw-01/m1/events",
-                "payload": {"ts": ts, "event": e, "quantity": "energy_import_kwh", "value": v},
+                "payload": {
+                    "ts": ts,
+                    "event": e,
+                    "quantity": "energy_import_kwh",
+                    "value": v,
+                    "limit_per_h": 20.7,
+                },
             }
         )
         for ts, e, v in [(1704067200000, "glitch", 0.0), (1704067260000, "reset", None)]
@@ -109,6 +116,7 @@ def test_each_event_is_a_row(tmp_path: Path) -> None:
     got = [{k: v for k, v in r.items() if k != "ts"} for r in rows(tmp_path, ms)]
     base = {"kind": "events", "site": "plant-a", "gateway": "gw-01", "device": "m1"}
     assert got == [
-        {**base, "event": "glitch", "quantity": "energy_import_kwh", "value": 0.0},
-        {**base, "event": "reset", "quantity": "energy_import_kwh"},
+        {**base, "event": "glitch", "quantity": "energy_import_kwh", "value": 0.0}
+        | {"limit_per_h": 20.7},
+        {**base, "event": "reset", "quantity": "energy_import_kwh", "limit_per_h": 20.7},
     ]
