@@ -9,6 +9,7 @@ does it for an ``export_kwh``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -295,13 +296,8 @@ COUNTED = (
 EVENTS = Record(
     "events",
     (
-        Field(
-            "ts",
-            INTEGER,
-            "Unix ms, UTC: the reading's; a reset's or rebaseline's, the new baseline's",
-            unit="ms",
-            store=Store.TIME,
-            limits=Interval(ge=0, le=TS_MAX_MS),
+        dataclasses.replace(
+            TS, meaning="Unix ms, UTC: the reading's; a reset's or rebaseline's, the new baseline's"
         ),
         Field(
             "event",
