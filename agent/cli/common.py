@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
+    from drivers.endpoint import Endpoint
     from drivers.profile import SerialDefaults
-    from drivers.transport import Endpoint
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -80,8 +80,8 @@ def endpoint_from_args(args: argparse.Namespace, serial: SerialDefaults | None =
 
     drivers is imported here, not at the top: see the module's note.
     """
+    from drivers.endpoint import Endpoint, Framing
     from drivers.profile import SerialDefaults
-    from drivers.transport import Endpoint, Framing
 
     serial = serial or SerialDefaults()
     if args.rtu:

@@ -36,10 +36,10 @@ from agent.config.common import Strict as _Strict
 from agent.config.common import TlsSettings as TlsSettings
 from agent.config.kinds import CARRIER, UNIT, kind_of, main_quantity
 from agent.contract.vocab import Carrier
+from drivers.endpoint import Endpoint, Framing, Timing
 from drivers.profile import DeviceKind, PlausibleRange, ProfileLibrary, ReadLimits, RegisterMap
 from drivers.quantities import Quantity
 from drivers.registers import RatioRegister, RegisterSpec
-from drivers.transport import Endpoint, Framing, Timing
 
 
 class Site(_Strict):

@@ -21,10 +21,10 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from drivers.endpoint import Transport
 from drivers.errors import TransportError
 from drivers.quantities import Quantity
 from drivers.reader import DeviceReader
-from drivers.transport import Transport
 
 Values = dict[Quantity, float | None]
 #: (poll, ts, values, error, seconds, implausible, ratios): the values outside their
