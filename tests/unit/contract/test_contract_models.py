@@ -48,6 +48,13 @@ VALID: dict[MessageKind, dict[str, Any]] = {
             }
         },
     },
+    MessageKind.EVENTS: {
+        "ts": TS,
+        "event": "glitch",
+        "quantity": "energy_import_kwh",
+        "value": 0.0,
+        "limit_per_h": 110.4,
+    },
 }
 ROWS = [(k, f) for k, spec in KINDS.items() for f in spec.record.fields]
 
