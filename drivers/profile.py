@@ -96,6 +96,74 @@ class ReadLimits(_Strict):
     unreadable: tuple[Hole, ...] = ()
 
 
+_Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class Ratings(_Strict):
+    """The largest flow the maker rates the meter for, from its datasheet, with the source.
+
+    The agent derives the glitch limit of the meter's counter from it (docs/core.md,
+    "Which limit applies"): a step the meter cannot have measured is a glitch.
+    Electricity: ``phases`` x ``voltage_v`` (nominal, phase to neutral) x
+    ``max_current_a`` (Imax per phase), or ``max_power_kw``; gas: ``max_flow_m3_h``
+    (Qmax). Where the counter's register is scaled by ratio registers (PT, CT),
+    these are the meter's own (secondary-side) ratings: the ratios read from the
+    meter scale them like the counter.
+    """
+
+    phases: Literal[1, 3] | None = None
+    voltage_v: _Positive | None = None
+    max_current_a: _Positive | None = None
+    max_power_kw: _Positive | None = None
+    max_flow_m3_h: _Positive | None = None
+    source: Source
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _one_rating(self) -> Ratings:
+        vi = {"phases": self.phases, "voltage_v": self.voltage_v}
+        vi["max_current_a"] = self.max_current_a
+        missing = [name for name, v in vi.items() if v is None]
+        if 0 < len(missing) < len(vi):
+            raise ValueError(
+                f"{' and '.join(missing)} missing: give phases, voltage_v and max_current_a "
+                "together"
+            )
+        forms = [not missing, self.max_power_kw is not None]
+        forms.append(self.max_flow_m3_h is not None)
+        if sum(forms) != 1:
+            raise ValueError(
+                "give one rating: phases, voltage_v and max_current_a, or max_power_kw "
+                "(electricity), or max_flow_m3_h (gas)"
+            )
+        return self
+
+    @property
+    def kind(self) -> DeviceKind:
+        """What the rating is of: electric power or a gas flow."""
+        return DeviceKind.GAS if self.max_flow_m3_h is not None else DeviceKind.ELECTRICITY
+
+    @property
+    def max_per_h(self) -> float:
+        """The rated maximum in the counter's unit per hour (kW, m3/h)."""
+        if self.max_flow_m3_h is not None:
+            return self.max_flow_m3_h
+        if self.max_power_kw is not None:
+            return self.max_power_kw
+        assert self.phases and self.voltage_v and self.max_current_a  # _one_rating
+        return self.phases * self.voltage_v * self.max_current_a / 1000.0
+
+
+#: What a rating of the wrong kind is told, by the profile's kind.
+_RATING_FOR = {
+    DeviceKind.ELECTRICITY: "ratings: an electricity meter is rated by phases, voltage_v and "
+    "max_current_a, or max_power_kw (max_flow_m3_h is a gas meter's)",
+    DeviceKind.GAS: "ratings: a gas meter is rated by max_flow_m3_h",
+    DeviceKind.PRODUCTION: "ratings: a production counter has no rating (it counts whatever "
+    "the plant counts); give the device max_units_per_h in the config instead",
+}
+
+
 class Probe(_Strict):
     """How `scan` recognises this meter: a quantity whose value must fall in a range."""
 
@@ -208,11 +276,15 @@ class Profile(RegisterMap):
     serial: SerialDefaults = SerialDefaults()
     default_unit: Annotated[int, Field(ge=1, le=247)] = 1
     probe: Probe | None = None
+    #: The maker's rated maximum, where a datasheet gives it (the default glitch limit).
+    ratings: Ratings | None = None
 
     @model_validator(mode="after")
     def _probe_known(self, info: ValidationInfo) -> Profile:
         if self.probe is not None and self.spec(self.probe.quantity) is None:
             raise ValueError(f"probe.quantity: '{self.probe.quantity.value}' is not in registers")
+        if self.ratings is not None and self.ratings.kind is not self.kind:
+            raise ValueError(_RATING_FOR[self.kind])
         expected = (info.context or {}).get("expected_id")
         if expected and self.id != expected:
             raise ValueError(f"id: '{self.id}' must match the file name '{expected}.yaml'")
@@ -231,7 +303,7 @@ def parse_profile(text: str, file: str, expected_id: str | None = None) -> Profi
 
 
 _PREFIX = re.compile(
-    r"^((?:registers\[\d+\])|(?:ratios\.\w+)|(?:plausible\.\w+)|id|probe\.quantity)"
+    r"^((?:registers\[\d+\])|(?:ratios\.\w+)|(?:plausible\.\w+)|id|probe\.quantity|ratings)"
     r"(?: \([a-z0-9_]+\))?: "
 )
 
@@ -314,6 +386,7 @@ __all__ = [
     "Probe",
     "Profile",
     "ProfileLibrary",
+    "Ratings",
     "ReadLimits",
     "RegisterMap",
     "SerialDefaults",

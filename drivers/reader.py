@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from drivers.decode import BlockDecoder, DecodeError, Value
@@ -40,6 +40,9 @@ class Sample:
     values: dict[Quantity, Value]
     #: The values outside their plausible range, as the meter gave them.
     implausible: dict[Quantity, float] = field(default_factory=dict)
+    #: The transformer ratios the values were scaled with (read now or cached): a
+    #: counter's wrap range and glitch limit follow them. Not to be modified.
+    ratios: Mapping[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -114,7 +117,7 @@ class DeviceReader:
                     implausible[q] = v
                     v = None
                 out[q] = v
-        return Sample(out, implausible)
+        return Sample(out, implausible, self._ratios)
 
     async def _run(
         self, transport: Transport, step: _Step, ratios: dict[str, float] | None

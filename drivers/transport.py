@@ -23,11 +23,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
+from drivers.endpoint import Endpoint, Framing, Timing, Transport
 from drivers.errors import (
     RETRYABLE_CODES,
     ConnectionLost,
@@ -41,53 +40,10 @@ from drivers.errors import (
 from drivers.frames import FrameGuard
 from drivers.registers import FunctionCode
 
+#: A frozen default: one second per request, one retry, no pause.
+DEFAULT_TIMING = Timing()
 
-class Transport(Protocol):
-    """Reads registers; the interface the reader, scanner and agent depend on."""
-
-    name: str
-
-    async def read(self, unit: int, fc: FunctionCode, address: int, count: int) -> list[int]: ...
-
-    async def close(self) -> None: ...
-
-
-class Framing(StrEnum):
-    TCP = "tcp"  # Modbus TCP (MBAP header)
-    RTU = "rtu"  # RTU on a local serial device
-    RTU_OVER_TCP = "rtu_over_tcp"  # RTU frames through a TCP socket (serial device server)
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where a bus is. ``host``/``port`` for the TCP framings, ``device`` for RTU."""
-
-    framing: Framing
-    host: str = ""
-    port: int = 502
-    device: str = ""
-    baudrate: int = 9600
-    parity: str = "N"
-    stopbits: int = 1
-    bytesize: int = 8
-
-    def describe(self) -> str:
-        if self.framing is Framing.RTU:
-            return f"{self.device} {self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"
-        prefix = "rtu+tcp://" if self.framing is Framing.RTU_OVER_TCP else "tcp://"
-        return f"{prefix}{self.host}:{self.port}"
-
-    @property
-    def is_serial(self) -> bool:
-        return self.framing is not Framing.TCP
-
-
-@dataclass(frozen=True)
-class Timing:
-    timeout_s: float = 1.0
-    retries: int = 1
-    #: Pause between the end of one exchange and the next request on a serial line.
-    inter_frame_delay_s: float = 0.0
+__all__ = ["Endpoint", "Framing", "ModbusTransport", "Timing", "Transport"]
 
 
 class ModbusTransport:
@@ -98,7 +54,7 @@ class ModbusTransport:
     parallel. A serial bus is additionally serialised here, with the frame gap.
     """
 
-    def __init__(self, endpoint: Endpoint, timing: Timing = Timing(), name: str = "") -> None:
+    def __init__(self, endpoint: Endpoint, timing: Timing = DEFAULT_TIMING, name: str = "") -> None:
         self.endpoint = endpoint
         self.timing = timing
         self.name = name or endpoint.describe()

@@ -7,8 +7,10 @@ import sys
 
 from agent.cli.common import EXIT_OK, EXIT_USAGE, Commands, add_config_arg
 from agent.config import ConfigError
+from agent.config.limits import LimitSource, carrier_default_warning, limit_source
 from agent.config.load import load_any_config, run_refusal
-from agent.config.models import BridgeConfig
+from agent.config.models import AgentConfig, BridgeConfig
+from drivers.profile import ProfileLibrary
 
 
 def register(commands: Commands) -> None:
@@ -54,9 +56,19 @@ def run_check(args: argparse.Namespace) -> int:
         f"{len(config.devices)} device{'s' if len(config.devices) != 1 else ''} on "
         f"{len(buses)} bus{'es' if len(buses) != 1 else ''}"
     )
-    for warning in config.http.warnings():
+    for warning in [*config.http.warnings(), *limit_warnings(config)]:
         print(f"warning: {warning}", file=sys.stderr)
     refusal = run_refusal(config)
     if refusal:
         print(f"warning: {args.config}: {refusal}", file=sys.stderr)
     return EXIT_OK
+
+
+def limit_warnings(config: AgentConfig) -> list[str]:
+    """Devices whose counter has only its carrier's default glitch limit (docs/core.md):
+    a garbage value is caught, one a thousand times too high may not be."""
+    return [
+        carrier_default_warning(dev)
+        for dev in config.resolved(ProfileLibrary())
+        if limit_source(dev) is LimitSource.CARRIER
+    ]

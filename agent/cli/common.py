@@ -6,7 +6,8 @@ command imports it, ``bridge`` included, so nothing here may load Modbus, the
 core or a network client at import time.
 
 Exit codes: 0 success, 1 the job ran but failed (a meter did not answer),
-2 the input is wrong (bad config, bad arguments, unknown profile).
+2 the input is wrong (bad config, bad arguments, unknown profile), 3 the job ran
+and produced nothing (``replay``: no record came out of the readings).
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
 if TYPE_CHECKING:
+    from drivers.endpoint import Endpoint
     from drivers.profile import SerialDefaults
-    from drivers.transport import Endpoint
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_NOTHING = 3
 
 #: What ``set_defaults(handler=...)`` names: the parsed arguments in, the exit code out.
 Handler: TypeAlias = Callable[[argparse.Namespace], int]
@@ -78,8 +80,8 @@ def endpoint_from_args(args: argparse.Namespace, serial: SerialDefaults | None =
 
     drivers is imported here, not at the top: see the module's note.
     """
+    from drivers.endpoint import Endpoint, Framing
     from drivers.profile import SerialDefaults
-    from drivers.transport import Endpoint, Framing
 
     serial = serial or SerialDefaults()
     if args.rtu:

@@ -8,12 +8,19 @@ import sys
 import time
 from pathlib import Path
 
-from agent.cli.common import EXIT_FAILED, EXIT_OK, Commands, UsageError, add_config_arg
+from agent.cli.common import (
+    EXIT_FAILED,
+    EXIT_NOTHING,
+    EXIT_OK,
+    Commands,
+    UsageError,
+    add_config_arg,
+)
 from agent.config import load_config
 from agent.config.models import AgentConfig
 from agent.core.engine import CACHE_DIR, load_kernel
 from agent.replay import Backfill, Options, Reader, ReplayError, Topic
-from agent.replay.report import Bar, bad_rows, counts_line, summary
+from agent.replay.report import Bar, bad_rows, nothing_out, summary
 from agent.replay.writers import JsonLines, ParquetOut, Writer
 from drivers.profile import ProfileLibrary
 
@@ -35,10 +42,11 @@ def register(commands: Commands) -> None:
     add_config_arg(p, "the agent's config: the site, devices and factors to compute with")
     p.add_argument(
         "--topics",
-        default="measurements,energy,intensity",
+        default=",".join(t.value for t in Topic),
         metavar="KINDS",
-        help="which records to produce, comma-separated: measurements, energy, intensity "
-        "(default all)",
+        help="which messages to produce, comma-separated: "
+        + ", ".join(t.value for t in Topic)
+        + " (default all)",
     )
     p.add_argument(
         "--out",
@@ -78,7 +86,14 @@ def register(commands: Commands) -> None:
         "--progress",
         choices=["auto", "on", "off"],
         default="auto",
-        help="progress bar and summary on stderr (auto: when stderr is a terminal)",
+        help="progress bar on stderr, and the time taken in the summary (auto: when stderr "
+        "is a terminal)",
+    )
+    p.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no summary line on stderr (rows read, skipped and why, written per topic); "
+        "bad rows, notes and the reason for exit code 3 are still said",
     )
     p.add_argument(
         "--reader", choices=[r.value for r in Reader], default="auto", help=argparse.SUPPRESS
@@ -101,7 +116,7 @@ def _topics(text: str) -> frozenset[Topic]:
             f"--topics '{text}': choose from {', '.join(t.value for t in Topic)}"
         ) from None
     if not topics:
-        raise UsageError("--topics: name at least one of measurements, energy, intensity")
+        raise UsageError(f"--topics: name at least one of {', '.join(t.value for t in Topic)}")
     return topics
 
 
@@ -159,15 +174,16 @@ def run_replay(args: argparse.Namespace) -> int:
     if snapshot is not None:
         backfill.site.save_snapshot(snapshot)
     bad_rows(backfill, sys.stderr)
-    if backfill.stats.bad:
-        label = args.inputs[0] if len(backfill.sources) == 1 else f"{len(backfill.sources)} files"
-        print(counts_line(backfill, label), file=sys.stderr)
     for note in backfill.notes:
         print(f"note: {note}", file=sys.stderr)
-    if show:
-        print(summary(backfill, time.monotonic() - started), file=sys.stderr)
+    if not args.quiet:
+        took = time.monotonic() - started if show else None
+        print(summary(backfill, took), file=sys.stderr)
     if snapshot is not None:
         print(f"core snapshot written to {snapshot}: `run` continues from it", file=sys.stderr)
+    if (why := nothing_out(backfill)) is not None:
+        print(f"energy-agent replay: {why}", file=sys.stderr)
+        return EXIT_NOTHING
     return EXIT_OK
 
 

@@ -36,10 +36,10 @@ from agent.config.common import Strict as _Strict
 from agent.config.common import TlsSettings as TlsSettings
 from agent.config.kinds import CARRIER, UNIT, kind_of, main_quantity
 from agent.contract.vocab import Carrier
+from drivers.endpoint import Endpoint, Framing, Timing
 from drivers.profile import DeviceKind, PlausibleRange, ProfileLibrary, ReadLimits, RegisterMap
 from drivers.quantities import Quantity
 from drivers.registers import RatioRegister, RegisterSpec
-from drivers.transport import Endpoint, Framing, Timing
 
 
 class Site(_Strict):
@@ -248,10 +248,12 @@ class Device(_Strict):
     plausible: dict[Quantity, PlausibleRange] | None = None
     kind: DeviceKind | None = None
     interval_s: Annotated[float, Field(gt=0, le=86400)] = 1.0
-    max_power_kw: Annotated[float, Field(gt=0)] | None = None
+    #: The glitch limit (docs/core.md, "Which limit applies"); finite: a device always
+    #: has one, and every ``events`` message carries it.
+    max_power_kw: Annotated[float, Field(gt=0, le=1e15, allow_inf_nan=False)] | None = None
     #: Glitch limits for gas and production counters (the equivalent of max_power_kw).
-    max_flow_m3_h: Annotated[float, Field(gt=0)] | None = None
-    max_units_per_h: Annotated[float, Field(gt=0)] | None = None
+    max_flow_m3_h: Annotated[float, Field(gt=0, le=1e15, allow_inf_nan=False)] | None = None
+    max_units_per_h: Annotated[float, Field(gt=0, le=1e15, allow_inf_nan=False)] | None = None
     parent: Id | None = None
     name: str | None = None
 

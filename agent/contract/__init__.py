@@ -26,6 +26,7 @@ from agent.contract.build import (
     device_status_payload,
     encode,
     energy_payload,
+    event_payload,
     gateway_status_payload,
     intensity_payload,
     measurements_payload,
@@ -48,7 +49,16 @@ from agent.contract.kinds import (
     subscription_filters,
 )
 from agent.contract.records import WINDOW_RANGES, energy_ranges
-from agent.contract.vocab import DEFAULT_PREFIX, ID, ID_RX, WINDOWS, Carrier, Quality, Window
+from agent.contract.vocab import (
+    DEFAULT_PREFIX,
+    ID,
+    ID_RX,
+    WINDOWS,
+    Carrier,
+    Correction,
+    Quality,
+    Window,
+)
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -59,6 +69,7 @@ __all__ = [
     "WINDOWS",
     "WINDOW_RANGES",
     "Carrier",
+    "Correction",
     "KindSpec",
     "Message",
     "MessageKind",
@@ -74,6 +85,7 @@ __all__ = [
     "encode",
     "energy_payload",
     "energy_ranges",
+    "event_payload",
     "gateway_status_payload",
     "intensity_payload",
     "measurements_payload",

@@ -19,11 +19,13 @@ from agent.contract.plausible import VALUE_RANGES
 from agent.contract.records import (
     DEVICE_STATUS,
     ENERGY,
+    EVENTS,
     GATEWAY_STATUS,
     INTENSITY,
     WINDOW,
 )
 from agent.contract.schema import JsonType, Record
+from agent.contract.vocab import Correction
 
 #: Published numbers are rounded to 1e-9 of their unit (a micro-watt-hour of energy):
 #: far below any meter's resolution, and no 0.5999999999999943 in a report.
@@ -151,6 +153,19 @@ def energy_payload(**given: Any) -> dict[str, Any]:
     ``ENERGY``); ``avg_power_kw`` is worked out from the energy and the interval."""
     given["avg_power_kw"] = given["energy_kwh"] * 3600.0 / given["interval_s"]
     return build(ENERGY, given)
+
+
+def event_payload(
+    ts: int, event: Correction, quantity: str, value: float, limit_per_h: float
+) -> dict[str, Any]:
+    """One correction of a device's readings, with the glitch limit it was judged by. A
+    value outside its quantity's range (a garbage 3.4e38 in a replayed log) is null, as
+    in a measurements payload: the bridge would refuse the whole message for it, and
+    the event is the evidence (the limit, always there, keeps it a point)."""
+    lo, hi = VALUE_RANGES[quantity]
+    shown = value if lo <= value <= hi else None
+    given = {"ts": ts, "event": event, "quantity": quantity, "value": shown}
+    return build(EVENTS, {**given, "limit_per_h": limit_per_h})
 
 
 def window_values(energy_kwh: float, co2_kg: float, units: float, kgce: float) -> dict[str, Any]:

@@ -25,6 +25,7 @@ class MessageKind(StrEnum):
     MEASUREMENTS = "measurements"
     ENERGY = "energy"
     INTENSITY = "intensity"
+    EVENTS = "events"
     LEDGER = "ledger"
 
     @property
@@ -123,6 +124,16 @@ KINDS: Mapping[MessageKind, KindSpec] = MappingProxyType(
             OutboxClass.INTENSITY,
             published="one per closed interval, for the site",
             point="site publication and window",
+        ),
+        MessageKind.EVENTS: KindSpec(
+            "events",
+            Scope.DEVICE,
+            records.EVENTS,
+            "events",
+            # Kept like energy records: they are the audit trail of what the numbers omit.
+            OutboxClass.ENERGY,
+            published="one per correction of a device's readings (wrap, glitch, reset, rebaseline)",
+            point="correction (`ts` = the reading's, or the new baseline's)",
         ),
         MessageKind.LEDGER: KindSpec(
             "ledger",

@@ -9,6 +9,7 @@ does it for an ``export_kwh``).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -23,6 +24,7 @@ from agent.contract.plausible import (
     POWER_MAX_KW,
     SEQ_MAX,
     TCE_MAX_T_PER_KWH,
+    UNITS_COUNTER_MAX,
     UNITS_MAX_PER_H,
     VALUE_RANGES,
     WINDOW_HOURS,
@@ -30,7 +32,8 @@ from agent.contract.plausible import (
     Range,
 )
 from agent.contract.schema import Field, JsonType, Record, Store
-from agent.contract.vocab import ID, QUANTITY_VOCAB, WINDOW_VOCAB, Carrier, Quality
+from agent.contract.vocab import ID, QUANTITY_VOCAB, WINDOW_VOCAB, Carrier, Correction, Quality
+from drivers.quantities import Quantity
 
 INTEGER, NUMBER, STRING = JsonType.INTEGER, JsonType.NUMBER, JsonType.STRING
 OBJECT, ARRAY = JsonType.OBJECT, JsonType.ARRAY
@@ -274,6 +277,55 @@ INTENSITY = Record(
             key_hours=WINDOW_HOURS,
             store=Store.KEYS_AS_POINTS,
             column="window",
+        ),
+    ),
+)
+
+
+#: The largest glitch limit a config may set (``max_power_kw`` and its kin, le=1e15).
+LIMIT_MAX_PER_H = 1e15
+#: What the core counts a device by (its channel): the quantity of an event's value.
+COUNTED = (
+    Quantity.ENERGY_IMPORT_KWH,
+    Quantity.ENERGY_EXPORT_KWH,
+    Quantity.GAS_VOLUME_M3,
+    Quantity.OUTPUT_UNITS,
+    Quantity.ACTIVE_POWER_KW,
+)
+
+EVENTS = Record(
+    "events",
+    (
+        dataclasses.replace(
+            TS, meaning="Unix ms, UTC: the reading's; a reset's or rebaseline's, the new baseline's"
+        ),
+        Field(
+            "event",
+            STRING,
+            "what the core did (docs/core.md, corrections)",
+            choices=tuple(c.value for c in Correction),
+            store=Store.TAG,
+        ),
+        Field(
+            "quantity",
+            STRING,
+            "what the device is counted by: the unit of `value`",
+            choices=tuple(q.value for q in COUNTED),
+            store=Store.TAG,
+        ),
+        Field(
+            "value",
+            NUMBER,
+            "the reading (reset, rebaseline: the new baseline); null outside the "
+            "quantity's plausible range",
+            nullable=True,
+            plausible=(-POWER_MAX_KW, UNITS_COUNTER_MAX),
+        ),
+        Field(
+            "limit_per_h",
+            NUMBER,
+            "the glitch limit in force: the quantity's unit per hour (kW for kWh and for power)",
+            plausible=(0.0, LIMIT_MAX_PER_H),
         ),
     ),
 )

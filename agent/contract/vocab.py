@@ -37,6 +37,20 @@ class Quality(StrEnum):
     PARTIAL = "partial"
 
 
+class Correction(StrEnum):
+    """What the core did to a device's readings, one ``events`` message each (docs/core.md,
+    "Corrections"); the core's ``Event`` names the same four."""
+
+    #: An unsigned integer counter passed the top of its range and started again.
+    WRAP = "wrap"
+    #: A reading rejected: a decrease that is no wrap, or a step beyond the glitch limit.
+    GLITCH = "glitch"
+    #: A new baseline below the last accepted reading (a reset, a replaced meter).
+    RESET = "reset"
+    #: A new baseline above it (a jump the limit did not allow, confirmed by what followed).
+    REBASELINE = "rebaseline"
+
+
 class Window(StrEnum):
     """The windows of an intensity record, in the order it lists them. The core keeps
     each one's length (agent/core/windows.py), the plausible ranges each one's

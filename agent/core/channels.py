@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
-from agent.contract.vocab import Quality
+from agent.contract.vocab import Correction, Quality
 
 #: One slot of the grid, in milliseconds.
 SLOT_MS = 60_000
@@ -94,6 +94,13 @@ class Event(IntEnum):
 
 
 N_EVENTS = len(Event)
+#: The events reported one row each, as the contract names them (``events`` messages).
+CORRECTION = {
+    Event.WRAP: Correction.WRAP,
+    Event.GLITCH: Correction.GLITCH,
+    Event.RESET: Correction.RESET,
+    Event.REBASELINE: Correction.REBASELINE,
+}
 
 
 @dataclass(frozen=True)

@@ -5,20 +5,22 @@ quantity the config resolved as its main one (:mod:`agent.config.kinds`: its mai
 counter or, for an electricity meter without one, its ``active_power_kw``,
 integrated); the core takes that answer and never works it out again. The register
 behind it decides how the channel is corrected (wrap range, resolution); the
-device's limits decide what is a glitch. :class:`SiteWeights` turns per-channel
+device's limit decides what is a glitch (:mod:`agent.config.limits`: its own, its
+profile's rating, or its carrier's default). Both follow the transformer ratios read
+from the meter (:meth:`DeviceChannels.limit`). :class:`SiteWeights` turns per-channel
 sums in native units into the site's kWh, CO2, units and kgce: root meters only,
 so no flow is counted twice.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
 from agent.config.kinds import nothing_to_count
+from agent.config.limits import ChannelLimit, channel_limit
 from agent.config.models import AgentConfig, Device, ResolvedDevice
 from agent.contract.vocab import Carrier
 from agent.core.channels import ChannelKind, ChannelSpec
@@ -61,21 +63,24 @@ class DeviceInfo:
 
 
 def channel_spec(dev: ResolvedDevice, max_gap_s: float) -> tuple[ChannelSpec, Quantity]:
-    """The channel that counts this device's main flow, and the quantity it reads."""
+    """The channel that counts this device's main flow, and the quantity it reads. Its
+    limit and wrap range are those before the meter's ratios are read."""
     device, main = dev.device, dev.main
     if main is None:
         why = nothing_to_count(dev.kind, dev.regmap.quantities)
         raise SiteError(f"device '{device.id}': {why}")
     gap = max(max_gap_s, 3 * device.interval_s)
-    rate = dev.max_rate_per_h or math.inf
+    limit = channel_limit(dev, None)
     if not main.is_counter:  # an electricity meter counted by its power
         spec = ChannelSpec(
-            f"{device.id}/{main.value}", ChannelKind.POWER, max_rate_per_h=rate, max_gap_s=gap
+            f"{device.id}/{main.value}",
+            ChannelKind.POWER,
+            max_rate_per_h=limit.max_rate_per_h,
+            max_gap_s=gap,
         )
         return spec, main
     reg = dev.regmap.spec(main)
     assert reg is not None  # the main quantity is one of its registers
-    wrap = 0.0
     tol_abs = tol_rel = 0.0
     if reg.type is DataType.FLOAT32:
         tol_rel = 2.0**-22  # two float32 steps: quantisation is not a glitch
@@ -83,14 +88,11 @@ def channel_spec(dev: ResolvedDevice, max_gap_s: float) -> tuple[ChannelSpec, Qu
         tol_rel = 2.0**-50
     else:
         tol_abs = abs(reg.scale)
-        if not reg.type.is_signed:
-            # Ratio-scaled counters are taken at ratio 1 here (see the closing note).
-            wrap = float(1 << reg.type.bits) * abs(reg.scale)
     spec = ChannelSpec(
         f"{device.id}/{main.value}",
         ChannelKind.COUNTER,
-        wrap=wrap,
-        max_rate_per_h=rate,
+        wrap=limit.wrap,
+        max_rate_per_h=limit.max_rate_per_h,
         tol_abs=tol_abs,
         tol_rel=tol_rel,
         max_gap_s=gap,
@@ -152,6 +154,13 @@ class DeviceChannels:
 
     def index(self, device_id: str) -> int:
         return self.by_id[device_id].channel
+
+    def limit(self, info: DeviceInfo, ratios: Mapping[str, float] | None) -> ChannelLimit:
+        """The glitch limit and wrap range of a device's channel with these ratios read."""
+        limit = channel_limit(info.resolved, ratios)
+        if info.channel_kind.is_power:
+            return ChannelLimit(limit.max_rate_per_h, limit.source, 0.0)  # power never wraps
+        return limit
 
     def parents(self) -> list[int | None]:
         """Per device, the index of its parent meter (None: a root)."""

@@ -20,20 +20,22 @@ interval, not per reading, so it may be plain Python.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from agent.config.limits import ChannelLimit
 from agent.config.models import AgentConfig
-from agent.contract.build import measurements_payload
+from agent.contract.build import event_payload, measurements_payload
 from agent.contract.kinds import Message, MessageKind, Topics
 from agent.contract.vocab import DEFAULT_PREFIX
 from agent.core import snapshot
 from agent.core.calendar import SiteCalendar
+from agent.core.channels import CORRECTION, Event
 from agent.core.devices import DeviceChannels, DeviceInfo, SiteError
-from agent.core.engine import CACHE_DIR, Engine, Records, load_kernel
+from agent.core.engine import CACHE_DIR, Engine, Events, Records, load_kernel
 from agent.core.factors import EmissionFactors
 from agent.core.records import RecordBuilder
 from agent.core.tree import MeterTree
@@ -117,6 +119,15 @@ class SiteCore:
         self.engine.set_months(self.calendar.month_starts_between(lo, hi))
         self._months_covered = (lo, hi)
 
+    def set_ratios(self, device_id: str, ratios: Mapping[str, float]) -> ChannelLimit:
+        """The transformer ratios just read from a device's meter: its counter's glitch
+        limit and wrap range follow them from its next reading on (docs/core.md)."""
+        info = self.by_id[device_id]
+        limit = self.channels.limit(info, ratios)
+        self.engine.set_limit(info.channel, limit.max_rate_per_h)
+        self.engine.set_wrap(info.channel, limit.wrap)
+        return limit
+
     def feed(self, readings: Sequence[Reading], *, measurements: bool = True) -> list[Message]:
         """Polls in time order per device; returns every message they cause, in order."""
         out: list[Message] = []
@@ -151,7 +162,8 @@ class SiteCore:
         if ts.size:
             self._cover_months(int(ts.min()), int(ts.max()))
         closed = self.engine.feed(chans, ts, vals)
-        out = self._energy_messages(closed.records)
+        out = self._event_messages(closed.events)
+        out += self._energy_messages(closed.records)
         out += self._release_held(final=False)
         out += self._intensity_messages(self.engine.complete_end())
         return out
@@ -169,6 +181,18 @@ class SiteCore:
         return out
 
     # --- output --------------------------------------------------------------------------
+
+    def _event_messages(self, ev: Events) -> list[Message]:
+        """One ``events`` message per correction, in the order the core made them."""
+        out: list[Message] = []
+        for c, ts, code, value in zip(
+            ev.channel.tolist(), ev.ts.tolist(), ev.event.tolist(), ev.value.tolist(), strict=True
+        ):
+            info = self.devices[c]  # device i is counted on channel i
+            correction, limit = CORRECTION[Event(code)], self.engine.max_rate(c)
+            payload = event_payload(ts, correction, info.quantity.value, value, limit)
+            out.append(self.topics.message(MessageKind.EVENTS, payload, info.device.id))
+        return out
 
     def _energy_messages(self, rec: Records) -> list[Message]:
         """One record per closed interval, in (end, device) order; a parent's is held."""

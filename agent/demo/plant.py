@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from agent.config.models import AgentConfig, ResolvedDevice
+from drivers.endpoint import Framing
 from drivers.profile import DeviceKind, ProfileLibrary
 from drivers.simulator.plant import Plant, SimEndpoint, SimMeter
-from drivers.transport import Framing
 
 
 def _meter(resolved: ResolvedDevice, seed: int) -> SimMeter:

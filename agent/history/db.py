@@ -18,10 +18,11 @@ CREATE TABLE IF NOT EXISTS records (
     device TEXT NOT NULL,
     ts INTEGER NOT NULL,
     rev INTEGER NOT NULL,
+    sub TEXT NOT NULL,
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
     stored_ms INTEGER NOT NULL,
-    UNIQUE (kind, device, ts, rev)
+    UNIQUE (kind, device, ts, rev, sub)
 );
 CREATE INDEX IF NOT EXISTS records_ts ON records (ts, id);
 CREATE TABLE IF NOT EXISTS ledger (
@@ -41,7 +42,7 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 #: meta: records with ts at or before this were pruned (retention or size).
 PRUNED_BEFORE = "pruned_before_ms"
 
-RECORD_COLUMNS = "id, kind, device, ts, rev, topic, payload, stored_ms"
+RECORD_COLUMNS = "id, kind, device, ts, rev, sub, topic, payload, stored_ms"
 
 
 class HistoryError(Exception):
@@ -61,6 +62,9 @@ class NewRecord:
     device: str
     ts: int
     rev: int
+    #: What tells apart records of one device at one ts, for kinds that have several
+    #: (a device's events: the event and the quantity); "" for the others.
+    sub: str
     topic: str
     payload: bytes
 
@@ -74,9 +78,9 @@ class StoredRecord(NewRecord):
 
     @classmethod
     def of(cls, row: tuple[Any, ...]) -> StoredRecord:
-        rid, kind, device, ts, rev, topic, payload, stored = row
+        rid, kind, device, ts, rev, sub, topic, payload, stored = row
         return cls(
-            str(kind), str(device), int(ts), int(rev), str(topic), bytes(payload),
+            str(kind), str(device), int(ts), int(rev), str(sub), str(topic), bytes(payload),
             id=int(rid), stored_ms=int(stored),
         )  # fmt: skip
 

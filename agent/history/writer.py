@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.contract import TopicRef
+from agent.contract import MessageKind, TopicRef
 from agent.history import db as hdb
 from agent.history.db import HistoryError, NewRecord
 from agent.history.reader import HistoryReader
@@ -56,6 +56,11 @@ PRUNE_TO = 0.9
 DAY_MS = 86_400_000
 
 
+#: Kinds with several records of one device at one ts, and the fields that tell them
+#: apart (the database's tags of the point): a reading that wrapped and was a glitch.
+DISTINCT_BY: dict[MessageKind, tuple[str, ...]] = {MessageKind.EVENTS: ("event", "quantity")}
+
+
 def new_record(ref: TopicRef, topic: str, payload: Mapping[str, Any], encoded: bytes) -> NewRecord:
     """A published record as the history keeps it: its key and the bytes sent (its
     canonical lines are worked out from them when a period is sealed)."""
@@ -64,6 +69,7 @@ def new_record(ref: TopicRef, topic: str, payload: Mapping[str, Any], encoded: b
         ref.device or "",
         int(payload["ts"]),
         int(payload.get("rev", 0)),
+        "/".join(str(payload.get(name, "")) for name in DISTINCT_BY.get(ref.kind, ())),
         topic,
         encoded,
     )
@@ -196,17 +202,18 @@ class History:
             )
 
     def _insert(self, db: sqlite3.Connection, r: NewRecord) -> None:
-        key = (r.kind, r.device, r.ts, r.rev)
+        key = (r.kind, r.device, r.ts, r.rev, r.sub)
         row = (*key, r.topic, r.payload, time.time_ns() // 1_000_000)
         cur = db.execute(
-            "INSERT OR IGNORE INTO records (kind, device, ts, rev, topic, payload, stored_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO records (kind, device, ts, rev, sub, topic, payload, "
+            "stored_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             row,
         )
         if cur.rowcount == 1:
             return
         old = db.execute(
-            "SELECT payload FROM records WHERE kind = ? AND device = ? AND ts = ? AND rev = ?",
+            "SELECT payload FROM records WHERE kind = ? AND device = ? AND ts = ? AND rev = ? "
+            "AND sub = ?",
             key,
         ).fetchone()
         if old is not None and bytes(old[0]) == r.payload:
@@ -214,10 +221,13 @@ class History:
         # Another record under the same key: the core emitted it again after a restart
         # from an older snapshot. The newest is what was sent last (and what InfluxDB
         # keeps); a new row id makes the ledger cover its period again.
-        db.execute("DELETE FROM records WHERE kind = ? AND device = ? AND ts = ? AND rev = ?", key)
         db.execute(
-            "INSERT INTO records (kind, device, ts, rev, topic, payload, stored_ms) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "DELETE FROM records WHERE kind = ? AND device = ? AND ts = ? AND rev = ? AND sub = ?",
+            key,
+        )
+        db.execute(
+            "INSERT INTO records (kind, device, ts, rev, sub, topic, payload, stored_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             row,
         )
         self.replaced += 1

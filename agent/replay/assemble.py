@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from agent.replay.rows import NQ, BadRow, Chunk, Vocabulary, ts_problem
+from agent.replay.rows import NQ, BadRow, Chunk, Skip, Vocabulary, ts_problem
 from agent.replay.timestamps import INT64_MIN, TsState, TsUnit
 
 #: The original text of a cell, for messages only: (column, row) -> text.
@@ -68,12 +68,13 @@ def long_chunk(
     bad: list[BadRow] = []
     for i in np.flatnonzero(~good & ~d.blank).tolist():
         if ts[i] == INT64_MIN:
-            reason = _bad_ts(d, i, state)
+            cause, reason = Skip.TIMESTAMP, _bad_ts(d, i, state)
         elif not allowed[i]:
-            reason = vocab.key_problem(d.text("device", i), d.text("quantity", i)) or "?"
+            problem = vocab.key_problem(d.text("device", i), d.text("quantity", i))
+            cause, reason = problem or (Skip.QUANTITY, "?")
         else:
-            reason = d.value_bad[i]
-        bad.append(BadRow(source, int(d.lines[i]), reason, unit))
+            cause, reason = Skip.VALUE, d.value_bad[i]
+        bad.append(BadRow(source, int(d.lines[i]), reason, unit, cause))
     idx = np.flatnonzero(good)
     chunk = Chunk(source, ts[idx], dev[idx] * NQ + qty[idx], d.value[idx], d.lines[idx])
     return chunk, bad
@@ -92,10 +93,11 @@ def wide_chunk(
     bad: list[BadRow] = []
     ts_ok = (ts != INT64_MIN) & ~d.blank
     for i in np.flatnonzero((ts == INT64_MIN) & ~d.blank).tolist():
-        bad.append(BadRow(source, int(d.lines[i]), _bad_ts(d, i, state), unit))
+        bad.append(BadRow(source, int(d.lines[i]), _bad_ts(d, i, state), unit, Skip.TIMESTAMP))
     for (i, j), reason in sorted(d.cell_bad.items()):
         if ts_ok[i]:
-            bad.append(BadRow(source, int(d.lines[i]), f"column '{names[j]}': {reason}", unit))
+            text = f"column '{names[j]}': {reason}"
+            bad.append(BadRow(source, int(d.lines[i]), text, unit, Skip.VALUE))
     n, k = len(ts), len(keys)
     if k == 0 or n == 0:
         empty = np.empty(0, dtype=np.int64)

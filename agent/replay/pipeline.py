@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -34,7 +34,7 @@ from agent.core.channels import SLOT_MS
 from agent.core.site import Reading, SiteCore
 from agent.replay import sources as src_mod
 from agent.replay.reorder import Batch, Reorder
-from agent.replay.rows import NQ, QUANTITIES, BadRow, Chunk, ReplayInputError, Vocabulary
+from agent.replay.rows import NQ, QUANTITIES, BadRow, Chunk, ReplayInputError, Skip, Vocabulary
 from agent.replay.sources import Container, Source
 from agent.replay.timestamps import TsState, TsUnit
 from drivers.profile import ProfileLibrary
@@ -51,6 +51,7 @@ class Topic(StrEnum):
     MEASUREMENTS = MessageKind.MEASUREMENTS.value
     ENERGY = MessageKind.ENERGY.value
     INTENSITY = MessageKind.INTENSITY.value
+    EVENTS = MessageKind.EVENTS.value
 
 
 class Reader(StrEnum):
@@ -92,6 +93,12 @@ class Stats:
     rows_read: int = 0
     rows_used: int = 0
     bad: int = 0
+    #: The bad rows by cause (all of them, not only those kept for the report).
+    skipped: Counter[Skip] = field(default_factory=Counter)
+    #: Used rows of a quantity the core counts a device by (its channel's).
+    rows_counted: int = 0
+    #: The (device, quantity) keys of the used rows (``Vocabulary`` keys).
+    keys: set[int] = field(default_factory=set)
     messages: dict[str, int] = field(default_factory=dict)
     first_ts: int | None = None
     last_ts: int | None = None
@@ -151,6 +158,7 @@ class Backfill:
 
     def _report(self, bad: list[BadRow]) -> None:
         self.stats.bad += len(bad)
+        self.stats.skipped.update(b.cause for b in bad)
         room = KEEP_BAD - len(self.bad)
         if room > 0:
             self.bad += bad[:room]
@@ -235,6 +243,8 @@ class Backfill:
     def _feed(self, b: Batch) -> Iterator[list[Message]]:
         n = len(b)
         self.stats.rows_used += n
+        self.stats.rows_counted += int(np.count_nonzero(self.vocab.channel[b.key] >= 0))
+        self.stats.keys.update(np.unique(b.key).tolist())
         first, last = int(b.ts[0]), int(b.ts[-1])
         self.stats.first_ts = first if self.stats.first_ts is None else self.stats.first_ts
         self.stats.last_ts = last

@@ -24,7 +24,15 @@ import pyarrow.parquet as pq
 
 from agent.replay.arrow_columns import numpy_of, ts_columns
 from agent.replay.assemble import Decoded, long_chunk, wide_chunk
-from agent.replay.rows import MISSING, BadRow, Chunk, ReplayInputError, Vocabulary, parse_value
+from agent.replay.rows import (
+    MISSING,
+    BadRow,
+    Chunk,
+    ReplayInputError,
+    Skip,
+    Vocabulary,
+    parse_value,
+)
 from agent.replay.sources import Container, Shape, Source, first_undecodable
 from agent.replay.timestamps import Kind, TsState
 
@@ -78,9 +86,8 @@ def _csv(
                 line, got = invalid[seen]
                 skipped.append(line)
                 if got:
-                    bad.append(
-                        BadRow(src.index, line, f"expected {len(src.names)} fields, got {got}")
-                    )
+                    text = f"expected {len(src.names)} fields, got {got}"
+                    bad.append(BadRow(src.index, line, text, cause=Skip.FIELDS))
                 end += 1
                 seen += 1
             lines = np.arange(next_line, end, dtype=np.int64)
@@ -89,7 +96,7 @@ def _csv(
             next_line = end
             yield batch, lines, bad
         tail = [
-            BadRow(src.index, ln, f"expected {len(src.names)} fields, got {got}")
+            BadRow(src.index, ln, f"expected {len(src.names)} fields, got {got}", cause=Skip.FIELDS)
             for ln, got in invalid[seen:]
             if got
         ]

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from agent.replay.assemble import Decoded, long_chunk, wide_chunk
-from agent.replay.rows import BadRow, Chunk, ReplayInputError, Vocabulary, parse_value
+from agent.replay.rows import BadRow, Chunk, ReplayInputError, Skip, Vocabulary, parse_value
 from agent.replay.sources import Container, Shape, Source, not_utf8, open_text
 from agent.replay.timestamps import TsState, classify_many
 
@@ -46,6 +46,7 @@ def chunks(
                                 src.index,
                                 reader.line_num,
                                 f"expected {len(src.names)} fields, got {len(fields)}",
+                                cause=Skip.FIELDS,
                             )
                         )
                         continue

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from agent.core.channels import SLOT_MS
-from agent.replay.rows import BadRow, Chunk
+from agent.replay.rows import BadRow, Chunk, Skip
 
 INT64_MIN = int(np.iinfo(np.int64).min)
 INT64_MAX = int(np.iinfo(np.int64).max)
@@ -90,6 +90,7 @@ class Reorder:
                         f"reorder window ({span(self.window_ms)}): this file had reached "
                         f"{iso(int(before[i]))}",
                         self.units[chunk.source],
+                        Skip.LATE,
                     )
                 )
             keep = ~late
@@ -151,6 +152,7 @@ class Reorder:
                     f"duplicate of {where}{self.units[int(src[o])]} {int(line[o])} "
                     "(same ts, device, quantity)",
                     unit,
+                    Skip.DUPLICATE,
                 )
             )
         self.duplicates += len(bad)

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
 from agent.config.models import AgentConfig
 from agent.core.site import SiteCore
+from agent.replay.timestamps import MS_BEYOND
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
 
@@ -36,6 +38,19 @@ class ReplayInputError(ReplayError, ValueError):
     """An input as a whole cannot be read (missing, no header, wrong columns, not UTF-8)."""
 
 
+class Skip(StrEnum):
+    """Why a row was skipped, in a word: the summary counts rows by it."""
+
+    TIMESTAMP = "unreadable ts"
+    DEVICE = "unknown device"
+    QUANTITY = "unknown quantity"
+    NOT_OF_DEVICE = "quantity not of its device"
+    VALUE = "value not a number"
+    FIELDS = "wrong number of fields"
+    LATE = "out of order beyond the reorder window"
+    DUPLICATE = "duplicate"
+
+
 @dataclass(frozen=True, order=True)
 class BadRow:
     """A skipped row. ``unit`` is "line" in text files and "row" in Parquet files."""
@@ -44,6 +59,7 @@ class BadRow:
     line: int
     reason: str
     unit: str = "line"
+    cause: Skip = Skip.VALUE
 
     def __str__(self) -> str:
         return f"{self.unit} {self.line}: {self.reason}"
@@ -96,15 +112,15 @@ class Vocabulary:
     def quantity_code(text: str | None) -> int:
         return _Q_INDEX.get((text or "").strip(), -1)
 
-    def key_problem(self, dev_text: str, q_text: str) -> str | None:
+    def key_problem(self, dev_text: str, q_text: str) -> tuple[Skip, str] | None:
         """Why (device, quantity) is not a key of this config, or None."""
         dev, q = dev_text.strip(), q_text.strip()
         if dev not in self.device_index:
-            return f"unknown device '{dev}' (not in the config)"
+            return Skip.DEVICE, f"unknown device '{dev}' (not in the config)"
         if q not in _Q_INDEX:
-            return f"unknown quantity '{q}'"
+            return Skip.QUANTITY, f"unknown quantity '{q}'"
         if not self.allowed[self.device_index[dev], _Q_INDEX[q]]:
-            return f"device '{dev}' has no quantity '{q}'"
+            return Skip.NOT_OF_DEVICE, f"device '{dev}' has no quantity '{q}'"
         return None
 
     def key_of(self, dev_text: str, q_text: str) -> int:
@@ -127,4 +143,14 @@ def parse_value(text: str | None) -> float:
 
 def ts_problem(text: str, seconds: bool) -> str:
     unit = "Unix seconds" if seconds else "Unix milliseconds"
-    return f"ts '{text.strip()}' is neither {unit} nor ISO 8601"
+    t = text.strip()
+    try:
+        beyond = float(t) * (1000 if seconds else 1) > MS_BEYOND
+    except ValueError:
+        beyond = False
+    if beyond:
+        return (
+            f"ts '{t}' as {unit} is after the year 5000: microseconds or nanoseconds? "
+            "give Unix milliseconds, seconds or ISO 8601"
+        )
+    return f"ts '{t}' is neither {unit} nor ISO 8601"

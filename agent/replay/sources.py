@@ -168,7 +168,7 @@ def _shape(src: Source, vocab: Vocabulary) -> None:
             dev, _, q = raw.strip().rpartition(".")
             problem = vocab.key_problem(dev, q)
             if problem is not None:
-                raise ReplayInputError(f"{src.path}: column '{raw.strip()}': {problem}")
+                raise ReplayInputError(f"{src.path}: column '{raw.strip()}': {problem[1]}")
             src.keys.append(vocab.key_of(dev, q))
         if len(set(src.keys)) != len(src.keys):
             raise ReplayInputError(f"{src.path}: a device.quantity column appears twice")

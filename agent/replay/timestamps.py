@@ -33,6 +33,9 @@ EPOCH = datetime(1970, 1, 1)
 HOUR_MS = 3_600_000
 #: A numeric timestamp below this is in seconds (1e11 ms is 1973; 1e11 s is the year 5138).
 SECONDS_BELOW = 10**11
+#: Milliseconds beyond this (the year 5138, the contract's last ts) are no reading's time:
+#: microseconds or nanoseconds read as milliseconds. Such a row is bad, not a year 55969.
+MS_BEYOND = 10**14
 INT64_MIN = np.iinfo(np.int64).min
 
 _INT = re.compile(r"-?\d+")
@@ -114,6 +117,7 @@ class TsState:
         naive = kinds == Kind.NAIVE
         if naive.any():
             self._local(out, naive, ints)
+        out[out > MS_BEYOND] = INT64_MIN
         good = out != INT64_MIN
         if good.any():
             top = int(out[good].max())

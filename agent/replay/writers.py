@@ -2,8 +2,8 @@
 
 JSON lines are exactly the bytes `replay` printed before it streamed:
 ``{"topic": ..., "payload": ...}``, compact, one per line. Parquet is for
-analysis: one row per energy record, per intensity window and per measured
-value, in the columns of the database schema (docs/influxdb.md; the columns are
+analysis: one row per energy record, per intensity window, per event and per
+measured value, in the columns of the database schema (docs/influxdb.md; the columns are
 the contract's fields), written a row group at a time so memory stays bounded.
 """
 
@@ -64,9 +64,10 @@ def _columns(*types: JsonType, store: Store = Store.FIELD) -> tuple[str, ...]:
 #: A point's own tags (an intensity point's window) come before the record's (carrier).
 _KEY_TAGS = _columns(JsonType.OBJECT, store=Store.KEYS_AS_POINTS)
 _TAGS = _columns(JsonType.STRING, store=Store.TAG)
-_TEXT = ("kind", "site", "gateway", "device", *_KEY_TAGS, *_TAGS, "quantity")
+#: (A measured value's quantity and value share the columns of an event's.)
+_TEXT = tuple(dict.fromkeys(("kind", "site", "gateway", "device", *_KEY_TAGS, *_TAGS, "quantity")))
 _INTS = _columns(JsonType.INTEGER)
-_FLOATS = (*_columns(JsonType.NUMBER), "value")
+_FLOATS = tuple(dict.fromkeys((*_columns(JsonType.NUMBER), "value")))
 ROW_GROUP = 65_536
 
 
@@ -105,7 +106,7 @@ class ParquetOut:
             if m.kind is MessageKind.INTENSITY:
                 for window, values in p["windows"].items():
                     self._row(**base, window=window, **values)
-            elif m.kind is MessageKind.ENERGY:
+            elif m.kind in (MessageKind.ENERGY, MessageKind.EVENTS):
                 self._row(**base, device=m.device, **{k: v for k, v in p.items() if k != "ts"})
             else:
                 for q, v in p["values"].items():

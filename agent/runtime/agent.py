@@ -66,6 +66,8 @@ __all__ = ["SEQ_MARK", "SNAPSHOT", "Agent", "DeviceState"]
 #: How long a poll's messages may wait to share an outbox transaction with others.
 COMMIT_DELAY_S = 0.01
 OUTBOX = "outbox.db"
+#: Messages that a restart from an older snapshot would make again, differently.
+_CLOSING = (MessageKind.ENERGY, MessageKind.EVENTS)
 
 
 def now_ms() -> int:
@@ -141,6 +143,8 @@ class Agent:
         self.ledger = LedgerJob(config, self.site.topics)
         #: Devices whose measurement seq moved since the last commit.
         self._seq_moved: set[str] = set()
+        #: Per device, the transformer ratios its counter's limits were last set for.
+        self._ratios: dict[str, dict[str, float]] = {}
         self._commit_at: asyncio.TimerHandle | None = None
         #: One log line per cause a minute (a device's, the snapshot's), however often it recurs.
         self._log_throttle = LogThrottle(60.0)
@@ -178,7 +182,8 @@ class Agent:
             return
         items = []
         for m in messages:
-            self._closed_since_snapshot |= m.kind is MessageKind.ENERGY
+            # An event moved a counter's reference (a rebaseline) like a closed interval.
+            self._closed_since_snapshot |= m.kind in _CLOSING
             if m.kind in HISTORY_KINDS:
                 self._records.append(m)
             items.append(item_of(m))
@@ -226,6 +231,7 @@ class Agent:
         error: TransportError | None,
         seconds: float,
         implausible: Collection[Quantity] = (),
+        ratios: Mapping[str, float] | None = None,
     ) -> None:
         st = self.devices[poll.device_id]
         st.polls += 1
@@ -262,6 +268,11 @@ class Agent:
             st.last_ok_ms = ts
             st.last_values = values
             self._seq_moved.add(poll.device_id)
+            if ratios and self._ratios.get(poll.device_id) != ratios:
+                # Read now (at the first poll, then hourly): the counter's wrap range and
+                # glitch limit follow a changed PT or CT before its reading is counted.
+                self._ratios[poll.device_id] = dict(ratios)
+                self.site.set_ratios(poll.device_id, ratios)
             started = time.perf_counter()
             messages += self.site.feed([Reading(poll.device_id, ts, values, tuple(implausible))])
             self.metrics.core_scan(time.perf_counter() - started)

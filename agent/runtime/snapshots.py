@@ -46,7 +46,7 @@ class CoreSnapshots:
         self.path = state_dir / SNAPSHOT
         self._commit = commit
         self._log_throttle = throttle
-        #: Energy records were stored since the last snapshot.
+        #: Energy records (or events) were stored since the last snapshot.
         self.closed_since = False
         #: A device answered for the first time since the last snapshot: its counter's
         #: starting point must be on disk, or a kill -9 before the next snapshot loses

@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from drivers.profile import DeviceKind, RegisterMap
+from drivers.profile import DeviceKind, Profile, RegisterMap
 from drivers.quantities import Quantity as Q
 
 Clock = Callable[[], float]
@@ -72,10 +72,26 @@ class MeterModel:
         self._started: float | None = None
         self._did_reset = False
         self.ratios = {name: self.ratios.get(name, 1.0) for name in self.regmap.ratios}
+        # Behind a PT the primary voltage is the secondary's 230 V times its ratio, and the
+        # current for the same power that much smaller (it must fit the meter's registers).
+        volts = self.regmap.spec(Q.VOLTAGE_L1_V)
+        pt = math.prod(self.ratios[name] for name in volts.ratios) if volts else 1.0
+        self._volts = [v * pt for v in self._volts]
+        self.load_kw = min(self.load_kw, self._rated_load())
         self.counters: dict[Q, float] = {}
         for spec in self.regmap.registers:
             if spec.quantity.is_counter:
                 self.counters[spec.quantity] = self._start_value(spec.quantity)
+
+    def _rated_load(self) -> float:
+        """The most a meter with a datasheet rating can draw here: the load wanders up to
+        1.8 times ``load_kw``, and a real SDM120 (45 A at 230 V) never shows 36 kW."""
+        ratings = self.regmap.ratings if isinstance(self.regmap, Profile) else None
+        spec = self.regmap.spec(Q.ENERGY_IMPORT_KWH) or self.regmap.spec(Q.ACTIVE_POWER_KW)
+        if ratings is None or spec is None:
+            return math.inf
+        factor = math.prod(self.ratios.get(name, 1.0) for name in spec.ratios)
+        return ratings.max_per_h * factor / 2.0
 
     def _start_value(self, q: Q) -> float:
         spec = self.regmap.spec(q)

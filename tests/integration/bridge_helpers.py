@@ -492,6 +492,9 @@ def expected_points(messages: Iterable[Message]) -> set[Point]:
                 tags |= {"carrier": p["carrier"], "quality": p["quality"]}
                 fields = {k: v for k, v in p.items() if k not in ("ts", "carrier", "quality")}
                 add("energy", tags, fields, p["ts"])
+            elif leaf == "events":
+                tags |= {"event": p["event"], "quantity": p["quantity"]}
+                add("events", tags, {"value": p["value"], "limit_per_h": p["limit_per_h"]}, p["ts"])
     return out
 
 

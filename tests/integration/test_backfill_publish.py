@@ -178,3 +178,41 @@ async def test_kill_9_mid_backfill_and_again_lands_exactly_once(
         assert len(sub.received()) < len(reference) + 1000 + 400
     finally:
         await sub.stop()
+
+
+def _corrections(tmp: Path) -> Path:
+    """Three hours of press-1 ending an hour ago, a reading a minute at 40 kW, with a
+    garbage 0, a value 10^6 kWh too high and a meter replaced (it reads 0, 0.67, ...)."""
+    end = (time.time_ns() // 1_000_000 - 3_600_000) // 60_000 * 60_000
+    start = end - 3 * 3_600_000
+    path = tmp / "corrections.csv"
+    with path.open("w") as f:
+        f.write("ts,device,quantity,value\n")
+        for k in range((end - start) // 60_000 + 1):
+            value = 1000 + 40 * k / 60 if k < 120 else 40 * (k - 120) / 60
+            value = {30: 0.0, 60: value + 1e6}.get(k, value)
+            f.write(f"{start + k * 60_000},press-1,energy_import_kwh,{value:.6f}\n")
+    return path
+
+
+async def test_events_land_in_victoria_metrics(stack: Stack, tmp_path: Path, cli: Cli) -> None:
+    """`events` through the backfill's outbox, mosquitto and the bridge: each correction
+    one point of measurement `events` (tags event, quantity; field value), as printed."""
+    csv, config = _corrections(tmp_path), _config(tmp_path, stack.mqtt_port)
+    args = ("replay", str(csv), "-c", str(config), "--topics", "energy,events")
+    result = cli.run(*args, timeout=120)
+    assert result.returncode == 0, str(result)
+    reference = [Message.from_json_line(json.loads(line)) for line in result.stdout.splitlines()]
+    events = [
+        (m.payload["event"], m.payload["value"]) for m in reference if m.kind.value == "events"
+    ]
+    # the 0 and the 10^6 rejected; the replacement: three rejected readings, then a reset
+    # at the first of them (0 kWh)
+    assert [e for e, _ in events] == ["glitch", "glitch", "glitch", "glitch", "glitch", "reset"]
+    assert events[-1] == ("reset", 0.0) and events[1][1] > 1e6, events
+    await _bridge(stack)
+    published = await cli.run_async(*args, "--publish", time_limit=120)
+    assert published.returncode == 0, str(published)
+    want = expected_points(reference)
+    assert {p[0] for p in want} >= {"events_value", "energy_energy_kwh"}
+    await _points_equal(stack, want)

@@ -125,6 +125,16 @@ def test_check_reports_every_error_and_exits_2(cli) -> None:
     assert summary == f"config.yaml: {len(expected)} problems; nothing was started"
 
 
+def test_check_warns_where_a_counter_has_only_the_carrier_default(cli) -> None:
+    """Exit 0, the OK line, and one warning per device whose glitch limit is its carrier's
+    default (the case's config says which and why)."""
+    case = CASES / "check-limit-warnings"
+    result = cli.run("check", "--no-files", "-c", "config.yaml", cwd=case)
+    _ok(result)
+    assert result.stdout == (case / "check.stdout").read_text(encoding="utf-8")
+    assert result.stderr == (case / "check.stderr").read_text(encoding="utf-8")
+
+
 def test_check_missing_file(cli, tmp_path: Path) -> None:
     result = cli.run("check", "-c", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2, str(result)

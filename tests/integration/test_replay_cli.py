@@ -52,7 +52,12 @@ def test_prints_json_lines(cli, tmp_path: Path, state_dir: Path) -> None:
     csv = CASES / "replay-single-meter" / "readings.csv"
     result = cli.run("replay", str(csv), "-c", str(config), "--topics", "energy")
     _ok(result)
-    assert result.stderr == ""
+    # the summary, always (not a terminal: without the time taken)
+    assert result.stderr == (
+        "replay: 106 rows read from 1 file: 106 used, 0 skipped; "
+        "2024-01-01T00:02:30.000Z .. 2024-01-01T00:20:00.000Z; written: 4 energy\n"
+    )
+    assert cli.run("replay", str(csv), "-c", str(config), "--quiet").stderr == ""
     assert result.stdout.endswith("\n")
     lines = result.stdout.splitlines()
     assert [json.loads(line) for line in lines] == _expected("replay-single-meter")
@@ -78,7 +83,10 @@ def test_bad_rows_reported_and_skipped(cli, tmp_path: Path, state_dir: Path) -> 
     # 72 data lines: 61 good readings + 1 "not available" + 10 bad
     assert result.stderr.splitlines() == [
         *(f"{csv}: {b} — skipped" for b in bad),
-        f"{csv}: 10 bad rows skipped, 62 used",
+        "replay: 72 rows read from 1 file: 62 used, 10 skipped (3 value not a number, "
+        "2 unreadable ts, 1 unknown device, 1 unknown quantity, "
+        "1 quantity not of its device, 1 wrong number of fields, 1 duplicate); "
+        "2024-01-01T00:00:00.000Z .. 2024-01-01T00:10:00.000Z; written: 2 energy",
     ]
 
 
@@ -164,7 +172,9 @@ def test_iso_timestamps_equal_unix_ms(cli, tmp_path: Path, state_dir: Path) -> N
             ),
             encoding="utf-8",
         )
-        result = cli.run("replay", str(csv), "-c", str(config), "--topics", "energy,intensity")
+        result = cli.run(
+            "replay", str(csv), "-c", str(config), "--topics", "energy,intensity", "--quiet"
+        )
         _ok(result)
         assert result.stderr == ""
         outputs[name] = result.stdout
@@ -184,4 +194,140 @@ def test_iso_timestamps_equal_unix_ms(cli, tmp_path: Path, state_dir: Path) -> N
         (utc0, 1.2, "partial"),
         (utc0 + 300_000, 3.0, "measured"),
         (utc0 + 600_000, 3.0, "measured"),
+    ]
+
+
+# --- events, the summary and exit code 3 --------------------------------------------------
+
+
+def test_events_and_energy_of_a_glitch_without_a_limit(
+    cli, tmp_path: Path, state_dir: Path
+) -> None:
+    """A garbage 0 and a value 10^6 kWh too high, no max_power_kw: two `glitch` events,
+    exact energy (tests/cases/replay-glitch-default-limit/config.yaml has the arithmetic)."""
+    case = "replay-glitch-default-limit"
+    config = _case_config(case, tmp_path, state_dir)
+    csv = CASES / case / "readings.csv"
+    result = cli.run("replay", str(csv), "-c", str(config), "--topics", "energy,events")
+    _ok(result)
+    assert [json.loads(x) for x in result.stdout.splitlines()] == _expected(case)
+    assert result.stderr.splitlines() == [
+        "replay: 91 rows read from 1 file: 91 used, 0 skipped; "
+        "2024-01-01T00:00:00.000Z .. 2024-01-01T00:15:00.000Z; written: 3 energy, 2 events"
+    ]
+
+
+CONFIG_SDM = """\
+site: {{id: plant-a, timezone: UTC}}
+gateway: {{id: gw-01}}
+buses:
+  - {{id: bus-1, tcp: {{host: 127.0.0.1, port: 502}}}}
+devices:
+  - {{id: m1, bus: bus-1, unit: 1, interval_s: 10, profile: eastron-sdm630}}
+publish: {{energy_interval_s: 300}}
+state_dir: {state_dir}
+"""
+T0_MS = 1_704_067_200_000  # 2024-01-01 00:00 UTC
+
+
+def _rows(quantity: str, n: int, *, device: str = "m1", step_ms: int = 10_000) -> str:
+    """``n`` readings from T0 at ``step_ms``: a counter climbing 0.1 kWh, or 36 kW."""
+    return "ts,device,quantity,value\n" + "".join(
+        f"{T0_MS + k * step_ms},{device},{quantity},"
+        f"{100 + 0.1 * k if quantity == 'energy_import_kwh' else 36.0:.1f}\n"
+        for k in range(n)
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "topics", "cause"),
+    [
+        (
+            _rows("active_power_kw", 121),
+            "energy",
+            "no energy record was produced: no row carries a quantity the core counts: 'm1' "
+            "is counted by energy_import_kwh, the input has active_power_kw; a counter "
+            "profile fed only power rows: give the counter's rows too, or describe the meter "
+            "by inline registers holding only active_power_kw (the core then integrates the "
+            "power)",
+        ),
+        (
+            _rows("energy_import_kwh", 121, device="m2"),
+            "energy,intensity",
+            "no energy or intensity record was produced: no row matched a device and "
+            "quantity of the config (see the rows listed above): use the config's device "
+            "ids and their profiles' quantity names (`energy-agent profiles ID` lists them)",
+        ),
+        (
+            # microseconds: each ts read as milliseconds would be the year 55969
+            _rows("energy_import_kwh", 121).replace("0000,m1", "0000000,m1"),
+            "energy",
+            "no energy record was produced: no row's ts could be read: give Unix "
+            "milliseconds, seconds or ISO 8601",
+        ),
+        (
+            # two minutes of readings, 5-minute intervals: measurements but no record
+            _rows("energy_import_kwh", 13),
+            "measurements,energy,intensity,events",
+            "no energy or intensity record was produced: the readings span only 2 min "
+            "(2024-01-01T00:00:00.000Z .. 2024-01-01T00:02:00.000Z): no interval closed; a "
+            "record needs readings up to its interval's end (publish.energy_interval_s is "
+            "300 s)",
+        ),
+        (
+            "ts,device,quantity,value\n",
+            "energy",
+            "no energy record was produced: the input has no rows of readings",
+        ),
+        (
+            # ISO times of 1970: seconds taken for milliseconds somewhere upstream
+            "ts,device,quantity,value\n"
+            + "".join(f"1970-01-20T17:00:{k:02d}Z,m1,energy_import_kwh,{k}\n" for k in range(9)),
+            "energy",
+            "no energy record was produced: the readings' timestamps lie in 1970..1973 "
+            "(1970-01-20T17:00:00.000Z .. 1970-01-20T17:00:08.000Z): Unix seconds read as "
+            "milliseconds? give the ts column in Unix milliseconds, seconds or ISO 8601 with "
+            "its offset",
+        ),
+    ],
+    ids=["power-rows-only", "unknown-device", "microseconds", "too-short", "empty", "1970"],
+)
+def test_no_record_exits_3_and_says_why(
+    cli, tmp_path: Path, state_dir: Path, text: str, topics: str, cause: str
+) -> None:
+    config = tmp_path / "sdm.yaml"
+    config.write_text(CONFIG_SDM.format(state_dir=state_dir), encoding="utf-8")
+    csv = tmp_path / "readings.csv"
+    csv.write_text(text, encoding="utf-8")
+    result = cli.run("replay", str(csv), "-c", str(config), "--topics", topics)
+    assert result.returncode == 3, str(result)
+    assert "Traceback" not in result.stderr, str(result)
+    *_, summary, last = result.stderr.splitlines()
+    assert summary.startswith("replay: "), str(result)
+    assert last == f"energy-agent replay: {cause}", str(result)
+    if topics.startswith("measurements"):
+        assert len(result.stdout.splitlines()) == 13  # one per reading, no record
+    else:
+        assert result.stdout == ""
+    # --quiet keeps the reason
+    quiet = cli.run("replay", str(csv), "-c", str(config), "--topics", topics, "--quiet")
+    assert quiet.returncode == 3 and quiet.stderr.splitlines()[-1] == last
+
+
+def test_unix_seconds_are_read_as_such_and_said(cli, tmp_path: Path, state_dir: Path) -> None:
+    config = tmp_path / "sdm.yaml"
+    config.write_text(CONFIG_SDM.format(state_dir=state_dir), encoding="utf-8")
+    csv = tmp_path / "seconds.csv"
+    csv.write_text(_rows("energy_import_kwh", 91).replace("000,m1", ",m1"), encoding="utf-8")
+    result = cli.run("replay", str(csv), "-c", str(config), "--topics", "energy")
+    _ok(result)
+    assert [json.loads(x)["payload"]["energy_kwh"] for x in result.stdout.splitlines()] == [
+        3.0,
+        3.0,
+        3.0,
+    ]
+    assert result.stderr.splitlines() == [
+        f"note: {csv}: ts read as Unix seconds",
+        "replay: 91 rows read from 1 file: 91 used, 0 skipped; "
+        "2024-01-01T00:00:00.000Z .. 2024-01-01T00:15:00.000Z; written: 3 energy",
     ]

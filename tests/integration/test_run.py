@@ -35,6 +35,7 @@ from agent.contract import Carrier, encode, energy_payload, measurements_payload
 from agent.contract.models import (
     DeviceStatusModel,
     EnergyModel,
+    EventsModel,
     GatewayStatusModel,
     IntensityModel,
     MeasurementsModel,
@@ -147,6 +148,7 @@ MODELS: dict[str, type[BaseModel]] = {
     "status": DeviceStatusModel,
     "measurements": MeasurementsModel,
     "energy": EnergyModel,
+    "events": EventsModel,
 }
 
 
@@ -159,7 +161,7 @@ def topic_kind(topic: str, devices: Iterable[str], base: str = BASE) -> str:
     if rest == ["intensity"]:
         return "intensity"
     assert len(rest) == 2 and rest[0] in set(devices), f"unexpected topic {topic}"
-    assert rest[1] in ("status", "measurements", "energy"), f"unexpected topic {topic}"
+    assert rest[1] in ("status", "measurements", "energy", "events"), f"unexpected topic {topic}"
     return rest[1]
 
 
@@ -286,7 +288,8 @@ async def test_contract_topics_payloads_retained_status_and_clean_exit(
     everything = early.received() + late.received() + after.received()
     check_contract(everything, devices)
     kinds = {topic_kind(m.topic, devices) for m in everything}
-    assert kinds == set(MODELS), kinds
+    # healthy meters need no correction: no `events` (test_bad_meters_... sees them)
+    assert kinds == set(MODELS) - {"events"}, kinds
 
     # Measurements: seq rises by exactly 1 per device, from 1 (a fresh state dir).
     for d, payloads in by_device(early.received(), "measurements").items():
@@ -668,6 +671,14 @@ async def test_bad_meters_do_not_disturb_healthy_ones(rig: Rig, simulators: Simu
             assert 0 <= r["energy_kwh"] < 1.0, (d, r)
     replaced = {r["ts"]: r for r in energy["replaced"]}
     assert replaced[end_ms]["quality"] == "reset", replaced
+    # What the core did, as `events` (docs/core.md): the new meter's first three readings
+    # rejected (each a decrease), then the reset at the first of them, near 0 kWh.
+    events = by_device(received, "events")
+    assert set(events) == {"replaced"}, events
+    assert [e["event"] for e in events["replaced"]] == ["glitch"] * 3 + ["reset"], events
+    first, reset = events["replaced"][0], events["replaced"][-1]
+    assert reset["ts"] == first["ts"] and reset["value"] == first["value"] < 0.01, events
+    assert {e["quantity"] for e in events["replaced"]} == {"energy_import_kwh"}
     for d in healthy:
         assert all(r["quality"] != "reset" for r in energy[d]), energy[d]
     for sim in (good, bad):

@@ -10,10 +10,12 @@ from agent.bridge.validate import Accepted, Limits, Reason, Rejected, check
 from agent.contract import (
     WINDOW_RANGES,
     WINDOWS,
+    Correction,
     MessageKind,
     TopicError,
     TopicRef,
     encode,
+    event_payload,
     measurements_payload,
     parse_topic,
     subscription_filters,
@@ -178,6 +180,13 @@ def test_a_good_message_of_every_kind_is_accepted() -> None:
         f"{T}/d/measurements": MEAS,
         f"{T}/d/energy": ENERGY,
         f"{T}/intensity": {"ts": NOW, "windows": {}},
+        f"{T}/d/events": {
+            "ts": NOW,
+            "event": "reset",
+            "quantity": "gas_volume_m3",
+            "value": 0.0,
+            "limit_per_h": 2e5,
+        },
     }
     for topic, payload in cases.items():
         v = check(topic, encode(payload), LIMITS, now_ms=NOW)
@@ -194,6 +203,7 @@ def test_a_good_message_of_every_kind_is_accepted() -> None:
         ("energy/v1/s/g/d/status", TopicRef(MessageKind.DEVICE_STATUS, "s", "g", "d")),
         ("energy/v1/s/g/d/measurements", TopicRef(MessageKind.MEASUREMENTS, "s", "g", "d")),
         ("energy/v1/s/g/d/energy", TopicRef(MessageKind.ENERGY, "s", "g", "d")),
+        ("energy/v1/s/g/d/events", TopicRef(MessageKind.EVENTS, "s", "g", "d")),
         # A device may be called like a leaf; the depth tells them apart.
         ("energy/v1/s/g/intensity/energy", TopicRef(MessageKind.ENERGY, "s", "g", "intensity")),
     ],
@@ -210,7 +220,7 @@ def test_parse_topic_with_another_prefix() -> None:
 
 def test_subscription_filters_cover_exactly_the_contract() -> None:
     filters = subscription_filters("energy/v1")
-    assert len(filters) == len(set(filters)) == 6
+    assert len(filters) == len(set(filters)) == 7
     assert all(f.startswith("energy/v1/+/+/") for f in filters)
 
 
@@ -407,3 +417,28 @@ def test_the_gateway_nulls_and_names_what_the_bridge_would_refuse() -> None:
         NOW, 4, {"voltage_l1_v": None, "frequency_hz": 5e3}, ["voltage_l1_v"]
     )
     assert merged["implausible"] == ["frequency_hz", "voltage_l1_v"]
+
+
+def test_an_event_is_one_point_tagged_with_what_happened() -> None:
+    """Measurement ``events``: tags event and quantity, fields value and limit_per_h, at
+    the event's ts; a null value (a reading beyond any range, nulled by the gateway) is
+    left out, and the limit keeps the point."""
+    glitch = event_payload(NOW, Correction.GLITCH, "energy_import_kwh", 1000104.5, 2e6)
+    v = check(f"{T}/press-1/events", encode(glitch), LIMITS, now_ms=NOW)
+    assert isinstance(v, Accepted), v
+    tags = "events,device=press-1,event=glitch,gateway=gw-01,quantity=energy_import_kwh"
+    assert v.lines == [f"{tags},site=plant-a value=1000104.5,limit_per_h=2000000.0 {NOW}"]
+    garbage = event_payload(NOW, Correction.GLITCH, "energy_import_kwh", 3.4e38, 2e6)
+    assert garbage["value"] is None
+    v = check(f"{T}/press-1/events", encode(garbage), LIMITS, now_ms=NOW)
+    assert isinstance(v, Accepted), v
+    assert v.lines == [f"{tags},site=plant-a limit_per_h=2000000.0 {NOW}"]
+    # a hostile publisher's values and names are refused, saying which
+    for doc, reason in [
+        ({**glitch, "value": 1e300}, Reason.IMPLAUSIBLE),
+        ({**glitch, "event": "explosion"}, Reason.INVALID),
+        ({**glitch, "quantity": "voltage_l1_v"}, Reason.INVALID),
+        ({**glitch, "limit_per_h": -1.0}, Reason.IMPLAUSIBLE),
+    ]:
+        v = check(f"{T}/press-1/events", json.dumps(doc).encode(), LIMITS, now_ms=NOW)
+        assert isinstance(v, Rejected) and v.reason is reason, (doc, v)

@@ -120,8 +120,9 @@ def test_each_device_is_resolved_with_its_profile_and_the_core_counts_that() -> 
         ("boiler", Quantity.GAS_VOLUME_M3, Carrier.NATURAL_GAS, ChannelKind.COUNTER),
         ("packer", Quantity.OUTPUT_UNITS, Carrier.PRODUCTION, ChannelKind.COUNTER),
     ]
+    # its own limit, else its carrier's default (no profile rating here; docs/core.md)
     rates = [s.max_rate_per_h for s in channels.specs]
-    assert rates == [400, float("inf"), 50, float("inf")]
+    assert rates == [400, 2e6, 50, 1e9]
     # 15-minute demand is tracked for electricity only
     assert channels.demand == [True, True, False, False]
 

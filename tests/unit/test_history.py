@@ -195,3 +195,24 @@ def test_the_agents_snapshot_waits_for_records_the_history_holds(tmp_path: Path)
     assert snapshots.save() is False and saved == []
     held[0] = 0
     assert snapshots.save() is True and len(saved) == 1
+
+
+def test_two_events_of_one_device_at_one_ts_are_two_records(tmp_path: Path) -> None:
+    """A reading can be a wrap and a glitch at once: two events, two database points
+    (their tags differ), so two records of the history, sealed both."""
+    from agent.contract import MessageKind
+
+    h = make(tmp_path)
+    for event in ("wrap", "glitch"):
+        payload = {
+            "ts": T0 + 7_000,
+            "event": event,
+            "quantity": "energy_import_kwh",
+            "value": 12.5,
+            "limit_per_h": 110.4,
+        }
+        h.put([rec(TOPICS.message(MessageKind.EVENTS, payload, "m1"))])
+    page = h.reader.page(T0, T0 + MIN, kind="events")
+    assert sorted(json.loads(r.payload)["event"] for r in page.records) == ["glitch", "wrap"]
+    assert h.replaced == 0
+    h.close()

@@ -2,7 +2,8 @@
 
 The golden cases' records (tests/cases/replay-*/expected.jsonl) are written with
 :class:`ParquetOut` and read back with pyarrow: one row per energy record, per
-intensity window and per measured value, each number in the column of its field.
+intensity window, per event and per measured value, each number in the column of its
+field.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ COLUMNS = [
     "window",
     "carrier",
     "quality",
+    "event",
     "quantity",
     "seq",
     "interval_s",
@@ -44,6 +46,7 @@ COLUMNS = [
     "intensity_g_per_kwh",
     "tce",
     "value",
+    "limit_per_h",
 ]
 
 
@@ -91,3 +94,29 @@ def test_each_measured_value_is_a_row(tmp_path: Path) -> None:
         for q, v in m.payload["values"].items()
     ]
     assert ms and got == want
+
+
+def test_each_event_is_a_row(tmp_path: Path) -> None:
+    """An event shares the quantity and value columns of a measured value."""
+    ms = [
+        Message.from_json_line(
+            {
+                "topic": "energy/v1/plant-a/gw-01/m1/events",
+                "payload": {
+                    "ts": ts,
+                    "event": e,
+                    "quantity": "energy_import_kwh",
+                    "value": v,
+                    "limit_per_h": 20.7,
+                },
+            }
+        )
+        for ts, e, v in [(1704067200000, "glitch", 0.0), (1704067260000, "reset", None)]
+    ]
+    got = [{k: v for k, v in r.items() if k != "ts"} for r in rows(tmp_path, ms)]
+    base = {"kind": "events", "site": "plant-a", "gateway": "gw-01", "device": "m1"}
+    assert got == [
+        {**base, "event": "glitch", "quantity": "energy_import_kwh", "value": 0.0}
+        | {"limit_per_h": 20.7},
+        {**base, "event": "reset", "quantity": "energy_import_kwh", "limit_per_h": 20.7},
+    ]

@@ -104,7 +104,11 @@ def test_an_old_snapshot_continues_like_one_run(case: Path) -> None:
 
 @pytest.mark.parametrize("case", SNAPSHOT_CASES, ids=lambda p: p.name.removeprefix("snapshot-"))
 def test_the_new_core_writes_what_the_old_one_reads(case: Path, tmp_path: Path) -> None:
-    """Every key and array of the old file, with the same values: a rollback continues."""
+    """Every key and array of the old file, with the same values: a rollback continues.
+
+    Except each channel's glitch limit: a channel without one had none then and has its
+    carrier's default now (docs/core.md, "Which limit applies"). A core restored from a
+    file keeps the limits in force, not those saved, so that column is never read back."""
     config, rows, cut = _case(case)
     site = SiteCore(config, LIBRARY)
     feed(site, rows[:cut])
@@ -112,10 +116,18 @@ def test_the_new_core_writes_what_the_old_one_reads(case: Path, tmp_path: Path) 
     meta, arrays = _content(tmp_path / "core.npz")
     old_meta, old_arrays = _content(case / "core.npz")
     assert {k: meta.get(k) for k in old_meta} == old_meta
+    # the one column that differs: inf then, the limit in force (2e6 kW) now
+    (limit,) = np.flatnonzero((arrays["F"] != old_arrays["F"]).any(axis=0))
+    in_force = [site.engine.max_rate(c) for c in range(len(site.devices))]
+    assert np.isinf(old_arrays["F"][:, limit]).all()
+    assert arrays["F"][:, limit].tolist() == in_force == [2e6] * len(in_force)
     for name, old in old_arrays.items():
         assert name in arrays, name
         assert arrays[name].dtype == old.dtype, name
-        np.testing.assert_array_equal(arrays[name], old, err_msg=name)
+        new = arrays[name]
+        if name == "F":
+            new, old = np.delete(new, limit, axis=1), np.delete(old, limit, axis=1)
+        np.testing.assert_array_equal(new, old, err_msg=name)
 
 
 def test_the_parent_record_held_at_the_cut_comes_out_with_its_unmetered() -> None:

@@ -70,6 +70,13 @@ VALID: dict[MessageKind, dict[str, Any]] = {
         "sealed_ms": TS + 150_000,
         "sig": "s" * 86 + "==",
     },
+    MessageKind.EVENTS: {
+        "ts": TS,
+        "event": "glitch",
+        "quantity": "energy_import_kwh",
+        "value": 0.0,
+        "limit_per_h": 110.4,
+    },
 }
 ROWS = [(k, f) for k, spec in KINDS.items() for f in spec.record.fields]
 
