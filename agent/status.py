@@ -205,6 +205,42 @@ class SiteStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryStatus:
+    """The gateway's history of records (``state_dir/history.db``, docs/ledger.md)."""
+
+    ok: bool
+    #: Why the history cannot be written, while it cannot.
+    error: str | None
+    path: str
+    #: Bytes in use (measured hourly; None before the first measurement).
+    used_bytes: int | None
+    max_bytes: int
+    oldest_ts: int | None
+    #: Records with ts at or before this were pruned (age or size); None: none yet.
+    pruned_before: int | None
+    #: Records held in memory because the disk refuses them.
+    pending: int
+    #: Records published but dropped from that memory (the disk refused for too long).
+    lost: int
+    #: A sentence when the history nears its bound or cannot hold its retention.
+    warning: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerStatus:
+    """The signed ledger over the history: on, or off and why."""
+
+    on: bool
+    reason: str | None
+    #: The newest entry sealed, and the end of its period.
+    seq: int | None
+    sealed_through: int | None
+    period_s: int
+    key_id: str | None
+    history: HistoryStatus
+
+
+@dataclass(frozen=True, slots=True)
 class Health:
     """ "ok", or "degraded" with every problem in words, computed once by the runtime."""
 
@@ -228,3 +264,4 @@ class AgentStatus:
     storage: StorageStatus
     site: SiteStatus
     devices: tuple[DeviceStatus, ...]
+    ledger: LedgerStatus | None = None

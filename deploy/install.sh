@@ -212,6 +212,31 @@ warm_numba_cache() {
   say "compiled the core's kernels into $STATE/numba-cache"
 }
 
+# The ledger (docs/ledger.md) signs with cryptography's Ed25519: installed if the
+# platform has it (a gateway without it runs with the ledger off and says so).
+install_ledger_extra() {
+  if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+    "${PIP_ARGS[@]}" "${SOURCE}[ledger]"; then
+    say "could not install cryptography (the ledger extra): the agent runs with the ledger off"
+  fi
+}
+
+# The gateway's ledger key: created once, never overwritten, 0600 for the service user.
+ensure_ledger_key() {
+  if [ -e "$STATE/ledger.key" ]; then
+    own "$USER_NAME:$USER_NAME" "$STATE/ledger.key"
+    chmod 0600 "$STATE/ledger.key"
+    return
+  fi
+  if ! "$VENV/bin/energy-agent" keys init --state-dir "$STATE" >/dev/null; then
+    say "no ledger key created (is cryptography installed?); the agent runs with the ledger off"
+    return
+  fi
+  own "$USER_NAME:$USER_NAME" "$STATE/ledger.key" "$STATE/ledger-keys.pub"
+  say "created the ledger key $STATE/ledger.key (0600); give the bridge its public key:"
+  say "  $VENV/bin/energy-agent keys export -c /etc/energy-agent/$CONFIG"
+}
+
 install_unit() {
   local fresh_config=$1
   install -d -m 0755 "$UNITDIR"
@@ -248,6 +273,8 @@ secret "$ETC/mqtt.pass"
 if [ "$ROLE" = bridge ]; then
   secret "$ETC/influx.token"
 else
+  install_ledger_extra
+  ensure_ledger_key
   warm_numba_cache
 fi
 install_unit "$fresh_config"

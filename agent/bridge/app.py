@@ -21,13 +21,18 @@ import logging
 import threading
 import time
 
-from agent.bridge.consumer import Consumer, Inbound
+from agent.bridge.consumer import BridgeSetupError, Consumer, Inbound
+from agent.bridge.ledger import LedgerVerifier
 from agent.bridge.liveness import Liveness, Verdict, stall_limit
 from agent.bridge.metrics import BridgeMetrics
 from agent.bridge.validate import Limits, Rejected, Validator
 from agent.bridge.writer import STOP_GRACE_S, InfluxTarget, InfluxWriter, Writer
 from agent.config.bridge import BridgeConfig
+from agent.ledger import crypto_missing
 from agent.sdnotify import Notifier, State
+from agent.store import PointStore
+from agent.store.flux import FluxStore
+from agent.store.victoria import VictoriaMetricsStore
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,9 @@ class Bridge:
             max_past_s=b.max_past_s,
             max_future_s=b.max_future_s,
         )
+        self._verdict_writer: InfluxWriter | None = None
+        #: The ledger's verification (a thread of its own), when ``ledger:`` is configured.
+        self.verifier = self._verifier(config)
         self.writer = Writer(
             b,
             self.metrics,
@@ -69,6 +77,7 @@ class Bridge:
             self._reject,
             Validator(limits),
             self.liveness,
+            written=None if self.verifier is None else self._written,
         )
         self.consumer = Consumer(
             config.mqtt,
@@ -82,6 +91,39 @@ class Bridge:
         self.metrics.last_progress.set(time.time())
         self.stop_event = threading.Event()
         self._healthy = True
+
+    def _verifier(self, config: BridgeConfig) -> LedgerVerifier | None:
+        if config.ledger is None:
+            return None
+        missing = crypto_missing()
+        if missing is not None:
+            raise BridgeSetupError(f"ledger: {missing}")
+        influx = config.influx
+        store: PointStore
+        if config.ledger.database == "victoriametrics":
+            store = VictoriaMetricsStore(influx.url, timeout_s=influx.timeout_s)
+        else:
+            target = self.influx.target
+            store = FluxStore(
+                influx.url,
+                org=influx.org,
+                bucket=influx.bucket,
+                token=target.token,
+                timeout_s=influx.timeout_s,
+                verify_tls=influx.verify_tls,
+                ca=target.ca,
+            )
+        # Verdicts go through a client of their own: never in the data path's way.
+        verdicts = InfluxWriter(self.influx.target)
+        self._verdict_writer = verdicts
+        return LedgerVerifier(config.ledger, store, self.metrics, verdicts.write)
+
+    def _written(self, batch: list[Inbound]) -> None:
+        verifier = self.verifier
+        assert verifier is not None
+        for item in batch:
+            if item.measurement == "ledger":
+                verifier.submit(item.payload)
 
     def _ack(self, batch: list[Inbound]) -> int:
         return self.consumer.ack(batch)
@@ -104,6 +146,8 @@ class Bridge:
         if b.metrics_listen is not None:
             self.metrics.serve(b.metrics_listen)
         self.writer.start()
+        if self.verifier is not None:
+            self.verifier.start()
         self.consumer.start()
         log.info(
             "bridge %s: group %r, receive maximum %d, batches of %d points / %d ms, "
@@ -160,5 +204,12 @@ class Bridge:
         if not self.consumer.stop(MQTT_STOP_S):
             log.error("paho's network thread did not stop in %.0f s; leaving it", MQTT_STOP_S)
             clean = False
+        if self.verifier is not None:
+            # Entries not yet verified are in the database; `verify` checks them offline.
+            self.verifier.stop()
+            self.verifier.join(5.0)
+            self.verifier.store.close()
+        if self._verdict_writer is not None:
+            self._verdict_writer.close()
         self.influx.close()
         return clean

@@ -21,7 +21,8 @@ from pydantic import BaseModel
 
 from agent.contract.kinds import TopicRef
 from agent.contract.models import MODELS
-from agent.contract.schema import Record, Store
+from agent.contract.points import PointError
+from agent.ledger.points import written_points
 
 FieldValue = float | int | bool | str
 
@@ -95,51 +96,21 @@ def line(
     return f"{head} {body} {ts_ms}"
 
 
-def _base_tags(ref: TopicRef) -> dict[str, str]:
-    tags = {"site": ref.site, "gateway": ref.gateway}
-    if ref.device is not None:
-        tags["device"] = ref.device
-    return tags
-
-
 def to_lines(ref: TopicRef, payload: BaseModel) -> list[str]:
     """The points for one validated payload, as its record's rows say where each field
-    goes (agent/contract/records.py): an intensity message gives one per window.
+    goes (agent/contract/points.py): an intensity message gives one per window; a
+    ledger entry its point and a mark on each older period it covers again
+    (agent/ledger/points.py).
 
     ``null`` numbers are left out rather than written as 0: a missing reading is
     not a zero reading.
     """
-    spec = ref.kind.spec
     if not isinstance(payload, MODELS[ref.kind]):
         raise LineProtocolError(f"no schema for {ref.kind} with {type(payload).__name__}")
-    return _points(spec.measurement, spec.record, payload, _base_tags(ref), None)
-
-
-def _points(
-    measurement: str, record: Record, obj: BaseModel, tags: dict[str, str], ts: int | None
-) -> list[str]:
-    fields: dict[str, FieldValue] = {}
-    out: list[str] = []
-    # A record whose entries are points of their own (intensity's windows) has none itself.
-    own_point = all(f.store is not Store.KEYS_AS_POINTS for f in record.fields)
-    for f in record.fields:
-        value = getattr(obj, f.name)
-        if f.store is Store.TIME:
-            ts = value
-        elif f.store is Store.TAG:
-            tags[f.db_name] = value
-        elif value is None or f.store is Store.NOT_STORED:
-            continue
-        elif f.store is Store.FIELD:
-            fields[f.db_name] = value if f.codes is None else f.codes[value]
-        elif f.store is Store.KEYS_AS_FIELDS:
-            fields.update((k, v) for k, v in value.items() if v is not None)
-        else:  # KEYS_AS_POINTS
-            assert isinstance(f.items, Record)
-            for key, sub in value.items():
-                out += _points(measurement, f.items, sub, {**tags, f.db_name: key}, ts)
-    if ts is None:
-        raise LineProtocolError(f"a {record.name} record without a time")
-    if own_point:
-        out.insert(0, line(measurement, tags, fields, ts))
-    return out
+    # Without the optional keys left unset: a ledger entry is hashed as it was sent.
+    data = payload.model_dump(exclude_none=True)
+    try:
+        points = written_points(ref, data)
+    except PointError as exc:
+        raise LineProtocolError(str(exc)) from None
+    return [line(p.measurement, p.tags, p.fields, p.ts) for p in points]

@@ -135,6 +135,45 @@ class BridgeMetrics:
             registry=r,
         )
 
+        self.ledger_entries = Counter(
+            "energy_bridge_ledger_entries",
+            "ledger entries by outcome: verified, failed, untrusted (no key in ledger.trust), "
+            "skipped (the verification queue was full)",
+            ["result"],
+            registry=r,
+        )
+        self.ledger_failures = Counter(
+            "energy_bridge_ledger_failures",
+            "ledger entries that failed verification, by first reason",
+            ["reason"],
+            registry=r,
+        )
+        self.ledger_records = Counter(
+            "energy_bridge_ledger_records_checked",
+            "energy records read back from the database and hashed for ledger entries",
+            registry=r,
+        )
+        self.ledger_seconds = Counter(
+            "energy_bridge_ledger_verify_seconds",
+            "time spent verifying ledger entries (reading back and hashing)",
+            registry=r,
+        )
+        self.ledger_pending = Gauge(
+            "energy_bridge_ledger_pending", "ledger entries waiting for verification", registry=r
+        )
+        self.ledger_verified = Gauge(
+            "energy_bridge_ledger_verified",
+            "1 if the newest verdict on a gateway's ledger was verified, 0 if it failed",
+            ["site", "gateway"],
+            registry=r,
+        )
+        self.ledger_seq = Gauge(
+            "energy_bridge_ledger_last_seq",
+            "seq of the newest ledger entry of a gateway with a verdict",
+            ["site", "gateway"],
+            registry=r,
+        )
+
     def serve(self, listen: str) -> None:
         """Serve ``/metrics`` on HOST:PORT from a daemon thread."""
         host, _, port = listen.rpartition(":")

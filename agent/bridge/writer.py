@@ -149,8 +149,11 @@ class Writer(threading.Thread):
         reject: Callable[[Inbound, Rejected], None],
         validator: Validator | None = None,
         liveness: Liveness | None = None,
+        written: Callable[[list[Inbound]], None] | None = None,
     ) -> None:
         super().__init__(name="bridge-writer", daemon=True)
+        #: Told of every batch written and acknowledged (the ledger's verification).
+        self._written = written
         self.settings = settings
         self.metrics = metrics
         self._write = write
@@ -358,6 +361,8 @@ class Writer(threading.Thread):
             self.metrics.points.labels(measurement).inc(n)
         self.metrics.messages_written.inc(len(batch))
         self._ack(batch)
+        if self._written is not None:
+            self._written(batch)
         now = time.monotonic()
         self.metrics.ack_latency.observe_many([now - item.received for item in batch])
         self._in_hand -= len(batch)

@@ -42,6 +42,9 @@ COMMANDS = (
     "profiles",
     "status",
     "certs",
+    "keys",
+    "history",
+    "verify",
     "schema",
 )
 

@@ -78,7 +78,12 @@ def live_page(agent: Agent, *, tick_s: float = TICK_S, limits: Limits | None = N
     The password file was read with the config (``run_refusal`` said if it cannot be).
     """
     return HttpServer.for_status(
-        agent.config.http, agent.status, agent.metrics, tick_s=tick_s, limits=limits
+        agent.config.http,
+        agent.status,
+        agent.metrics,
+        tick_s=tick_s,
+        limits=limits,
+        history=agent.ledger.history.path,
     )
 
 

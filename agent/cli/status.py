@@ -177,7 +177,23 @@ def _header(doc: dict[str, Any]) -> list[Text]:
             f"   acknowledged: {buf['acked']}",
         )
     )
-    return lines
+    return lines + _ledger(doc.get("ledger"))
+
+
+def _ledger(ledger: dict[str, Any] | None) -> list[Text]:
+    """The ledger in one line, and the history's size warning if there is one."""
+    if ledger is None:
+        return []  # an agent from before the ledger
+    if ledger["on"]:
+        line = Text(
+            f"ledger: entry {ledger['seq']}, periods of {ledger['period_s']} s, "
+            f"key {ledger['key_id']}",
+            style="green",
+        )
+    else:
+        line = Text(f"ledger off: {ledger['reason']}", style="yellow")
+    warning = ledger["history"].get("warning")
+    return [line] + ([Text(f"  ! {warning}", style="bold yellow")] if warning else [])
 
 
 def _site_table(site: dict[str, Any]) -> Table:

@@ -8,13 +8,14 @@ A module of its own so that loading it imports no drivers, Modbus or numba: the
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from agent.config.common import Id, Mqtt, SecretFiles, Strict
+from agent.config.common import ID_RX, Id, Mqtt, SecretFiles, Strict
 from agent.config.document import (
     ConfigError,
     dedupe,
@@ -110,12 +111,44 @@ class BridgeSettings(Strict):
         return self.receive_maximum or min(65535, max(100, 2 * self.batch_size))
 
 
+class BridgeLedger(Strict):
+    """Verifying the gateways' ledgers (docs/ledger.md): whose keys, when, against what."""
+
+    #: ``"site/gateway": "<public key>"`` (the output of `energy-agent keys export`).
+    #: Any one key of a gateway's chain: rotations are followed from it.
+    trust: dict[str, str] = Field(default_factory=dict)
+    #: An entry is checked this long after it was written: the period's records may
+    #: come through another bridge of the group.
+    verify_after_s: Annotated[float, Field(ge=0, le=86400)] = 60.0
+    #: Mismatches are read again this many times (verify_after_s apart) before they count.
+    retries: Annotated[int, Field(ge=0, le=100)] = 3
+    #: What the bridge reads records back from: InfluxDB 2 (Flux) or VictoriaMetrics.
+    database: Literal["influxdb", "victoriametrics"] = "influxdb"
+    #: Entries waiting for verification at most; beyond, new ones are skipped (counted).
+    queue: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+
+    @field_validator("trust")
+    @classmethod
+    def _keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for name, key in v.items():
+            site, sep, gateway = name.partition("/")
+            if not sep or not ID_RX.match(site) or not ID_RX.match(gateway):
+                raise ValueError(f"'{name}' is not SITE/GATEWAY (ids as in the gateway's config)")
+            if not re.fullmatch(r"[A-Za-z0-9+/]{43}=", key):
+                raise ValueError(
+                    f"the key of {name} is not an Ed25519 public key in base64 (44 characters, "
+                    "as `energy-agent keys export` prints it)"
+                )
+        return v
+
+
 class BridgeConfig(Strict):
     """The central bridge's config file (`energy-agent bridge -c FILE`)."""
 
     mqtt: Mqtt
     influx: Influx
     bridge: BridgeSettings = BridgeSettings()
+    ledger: BridgeLedger | None = None
 
     @model_validator(mode="after")
     def _dead_letter_outside(self) -> BridgeConfig:

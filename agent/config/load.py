@@ -27,7 +27,7 @@ from agent.config.document import (
     referenced_files,
 )
 from agent.config.kinds import kind_of, nothing_to_count
-from agent.config.models import ID_RX, AgentConfig
+from agent.config.models import ID_RX, SEAL_DEFAULT_MARGIN_S, SEAL_MIN_MARGIN_S, AgentConfig
 from confdoc.errors import Problem
 from confdoc.yamldoc import YamlDocument, validation_problems
 from drivers.errors import ProfileError
@@ -155,7 +155,29 @@ def cross_reference_problems(doc: YamlDocument, library: ProfileLibrary) -> list
             parents[did] = parent
     for i, dev in devices:
         out += _parent_problems(doc, i, dev, dev_ids, parents)
+    out += _seal_delay_problems(doc)
     return out
+
+
+def _seal_delay_problems(doc: YamlDocument) -> list[Problem]:
+    """The ledger seals a period after the site hold, or its entries miss late records."""
+    data = doc.data if isinstance(doc.data, dict) else {}
+    ledger, core = data.get("ledger"), data.get("core")
+    delay = ledger.get("seal_delay_s") if isinstance(ledger, dict) else None
+    hold = core.get("site_hold_s", 120) if isinstance(core, dict) else 120
+    numbers = (int, float)
+    if not isinstance(delay, numbers) or not isinstance(hold, numbers):
+        return []
+    if isinstance(delay, bool) or delay >= hold + SEAL_MIN_MARGIN_S:
+        return []
+    return [
+        doc.problem(
+            ("ledger", "seal_delay_s"),
+            f"{delay} s is too soon: a period's records may still come up to core.site_hold_s "
+            f"({hold} s) after its end; give at least {hold + SEAL_MIN_MARGIN_S:g} or leave it "
+            f"out (default: site_hold_s + {SEAL_DEFAULT_MARGIN_S:g})",
+        )
+    ]
 
 
 def _unit_problems(

@@ -337,6 +337,43 @@ class Buffer(_Strict):
     replay_per_s: Annotated[int, Field(ge=10, le=100_000)] = 2000
 
 
+class HistorySettings(_Strict):
+    """The gateway's own history of records (``state_dir/history.db``, docs/ledger.md)."""
+
+    #: Records older than this many months are pruned (25: two years and the month
+    #: an annual carbon report is due).
+    retention_months: Annotated[int, Field(ge=1, le=240)] = 25
+    #: The file's bound: at it, the oldest days are pruned first; a warning from 80 %
+    #: and whenever the bound cannot hold ``retention_months`` at the gateway's rate.
+    max_mb: Annotated[float, Field(gt=0, le=1_000_000)] = 2048
+
+
+class LedgerSettings(_Strict):
+    """The signed, hash-chained ledger of the history (docs/ledger.md)."""
+
+    #: One entry per period; a divisor of a day, at least a minute.
+    period_s: Annotated[int, Field(ge=60, le=86400)] = 3600
+    #: How long after a period's end its entry is sealed: late meters and the site
+    #: hold publish first. Default: ``core.site_hold_s`` + 30 s; never less than
+    #: ``core.site_hold_s`` + 5 s.
+    seal_delay_s: Annotated[float, Field(ge=0, le=86400)] | None = None
+
+    @field_validator("period_s")
+    @classmethod
+    def _divides_a_day(cls, v: int) -> int:
+        if 86400 % v:
+            raise ValueError(
+                f"{v} s does not divide a day: use a divisor of 86400 such as 60, 300, 900, "
+                "3600 or 86400"
+            )
+        return v
+
+
+#: The seal delay's margin over ``core.site_hold_s`` (the default adds SEAL_DEFAULT_MARGIN_S).
+SEAL_MIN_MARGIN_S = 5.0
+SEAL_DEFAULT_MARGIN_S = 30.0
+
+
 class Http(SecretFiles):
     """The gateway's page, /api/state, /events and /metrics.
 
@@ -418,6 +455,8 @@ class AgentConfig(_Strict):
     state_dir: Path = Path("/var/lib/energy-agent")
     buffer: Buffer = Buffer()
     http: Http = Http()
+    history: HistorySettings = HistorySettings()
+    ledger: LedgerSettings = LedgerSettings()
     #: The devices resolved with one profile library: (library, devices).
     _resolved: tuple[ProfileLibrary, tuple[ResolvedDevice, ...]] | None = PrivateAttr(None)
 
@@ -426,6 +465,12 @@ class AgentConfig(_Strict):
         if self._resolved is None or self._resolved[0] is not library:
             self._resolved = (library, tuple(d.resolve(library) for d in self.devices))
         return self._resolved[1]
+
+    @property
+    def seal_delay_s(self) -> float:
+        """When a ledger period is sealed after its end (see LedgerSettings)."""
+        given = self.ledger.seal_delay_s
+        return self.core.site_hold_s + SEAL_DEFAULT_MARGIN_S if given is None else given
 
     def bus(self, bus_id: str) -> Bus:
         for b in self.buses:

@@ -81,7 +81,8 @@ def _flat(records: list[Record]) -> Iterator[Field]:
     """The fields of the records, and of the records their points come from."""
     for r in records:
         for f in r.fields:
-            yield from _flat([f.items]) if isinstance(f.items, Record) else (f,)
+            stored = f.store is not Store.NOT_STORED
+            yield from _flat([f.items]) if stored and isinstance(f.items, Record) else (f,)
 
 
 def _fields(records: list[Record]) -> str:
@@ -109,7 +110,8 @@ def schema() -> Iterator[str]:
     yield "|---|---|---|---|"
     for measurement, specs in by_measurement().items():
         records = list(dict.fromkeys(s.record for s in specs))
-        yield f"| `{measurement}` | {specs[0].point} | {_tags(specs)} | {_fields(records)} |"
+        fields = ", ".join(x for x in (_fields(records), *(s.derived for s in specs)) if x)
+        yield f"| `{measurement}` | {specs[0].point} | {_tags(specs)} | {fields} |"
 
 
 def _bound(b: float | PerHour) -> str:
@@ -119,7 +121,10 @@ def _bound(b: float | PerHour) -> str:
 
 
 def _row(f: Field) -> str:
-    kind = f.type.value if not isinstance(f.items, Record) else f"object of {f.items.name}"
+    if isinstance(f.items, Record):
+        kind = f"{'array' if f.type is JsonType.ARRAY else 'object'} of {f.items.name}"
+    else:
+        kind = f.type.value
     if f.keys is not None:
         kind += f" by {f.keys.noun}"
     if f.choices:

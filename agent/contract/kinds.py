@@ -26,6 +26,7 @@ class MessageKind(StrEnum):
     ENERGY = "energy"
     INTENSITY = "intensity"
     EVENTS = "events"
+    LEDGER = "ledger"
 
     @property
     def spec(self) -> KindSpec:
@@ -47,6 +48,7 @@ class OutboxClass(StrEnum):
     INTENSITY = "intensity"
     STATUS = "status"
     ENERGY = "energy"
+    LEDGER = "ledger"
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,11 @@ class KindSpec:
     #: The gateway's MQTT last will is a message of this kind.
     will: bool = False
     qos: int = 1
+    #: Telegraf writes it too. Not the ledger: its point holds fields only the bridge
+    #: derives, and only the bridge verifies entries.
+    telegraf: bool = True
+    #: For the docs: the fields its point holds that are worked out, not copied.
+    derived: str = ""
 
 
 KINDS: Mapping[MessageKind, KindSpec] = MappingProxyType(
@@ -127,6 +134,19 @@ KINDS: Mapping[MessageKind, KindSpec] = MappingProxyType(
             OutboxClass.ENERGY,
             published="one per correction of a device's readings (wrap, glitch, reset, rebaseline)",
             point="correction (`ts` = the reading's, or the new baseline's)",
+        ),
+        MessageKind.LEDGER: KindSpec(
+            "ledger",
+            Scope.GATEWAY,
+            records.LEDGER,
+            "ledger",
+            OutboxClass.LEDGER,
+            published="one per sealed period (docs/ledger.md)",
+            point="ledger entry, at its period's end; later covers and verdicts join it",
+            telegraf=False,
+            derived="`covers`, `energy_records`, `hash48`, `prev48`, `covered_by` (integers, "
+            "from the entry: docs/ledger.md); the bridge's verdict `verified`, `records`, "
+            "`reason` (integers)",
         ),
     }
 )

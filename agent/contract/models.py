@@ -91,6 +91,11 @@ def _annotation(f: Field) -> Any:
         t = Finite
     elif f.type is JsonType.STRING:
         t = Literal[f.choices] if f.choices else str
+        if f.pattern is not None:
+            t = Annotated[t, Constraint(pattern=f.pattern)]
+    elif f.type is JsonType.OBJECT and f.keys is None:
+        assert isinstance(f.items, Record), f.name
+        t = model_of(f.items)
     elif f.type is JsonType.OBJECT:
         assert f.keys is not None, f.name
         # fail_fast: one error, not one per key (18,000 unknown keys made 22 MB of them).
@@ -195,3 +200,4 @@ MeasurementsModel = MODELS[MessageKind.MEASUREMENTS]
 EnergyModel = MODELS[MessageKind.ENERGY]
 IntensityModel = MODELS[MessageKind.INTENSITY]
 EventsModel = MODELS[MessageKind.EVENTS]
+LedgerModel = MODELS[MessageKind.LEDGER]

@@ -32,7 +32,7 @@ from agent.contract.plausible import (
     Range,
 )
 from agent.contract.schema import Field, JsonType, Record, Store
-from agent.contract.vocab import QUANTITY_VOCAB, WINDOW_VOCAB, Carrier, Correction, Quality
+from agent.contract.vocab import ID, QUANTITY_VOCAB, WINDOW_VOCAB, Carrier, Correction, Quality
 from drivers.quantities import Quantity
 
 INTEGER, NUMBER, STRING = JsonType.INTEGER, JsonType.NUMBER, JsonType.STRING
@@ -327,6 +327,90 @@ EVENTS = Record(
             "the glitch limit in force: the quantity's unit per hour (kW for kWh and for power)",
             plausible=(0.0, LIMIT_MAX_PER_H),
         ),
+    ),
+)
+
+
+# --- the ledger (docs/ledger.md) ----------------------------------------------------------
+
+#: Lowercase hex of a SHA-256; standard base64 of an Ed25519 public key (32 bytes) and of
+#: a signature (64 bytes); a key id: the first 16 hex digits of the key's SHA-256.
+SHA256_HEX = r"^[0-9a-f]{64}$"
+KEY_B64 = r"^[A-Za-z0-9+/]{43}=$"
+SIG_B64 = r"^[A-Za-z0-9+/]{86}==$"
+KEY_ID = r"^[0-9a-f]{16}$"
+_MS = Interval(ge=0, le=TS_MAX_MS)
+_COUNT = Interval(ge=0, le=SEQ_MAX)
+_NOT = Store.NOT_STORED
+
+DIGEST = Record(
+    "ledger digest",
+    (
+        Field("records", INTEGER, "the number of canonical lines hashed", limits=_COUNT),
+        Field("hash", STRING, "SHA-256 of the lines, each with a newline", pattern=SHA256_HEX),
+    ),
+)
+
+COVER = Record(
+    "ledger cover",
+    (
+        Field("start", INTEGER, "the period's start", unit="ms", limits=_MS),
+        Field("end", INTEGER, "the period's end", unit="ms", limits=_MS),
+        Field("energy", OBJECT, "the period's device energy records", items=DIGEST),
+        Field("site", OBJECT, "the period's other records, every revision", items=DIGEST),
+    ),
+)
+
+CERT = Record(
+    "ledger key certificate",
+    (
+        Field("seq", INTEGER, "the entry that announced the key", limits=_COUNT),
+        Field("key", STRING, "the new public key", pattern=KEY_B64),
+        Field("key_id", STRING, "its id", pattern=KEY_ID),
+        Field("signer", STRING, "the id of the key it replaces, which signed this", pattern=KEY_ID),
+        Field("sig", STRING, "Ed25519 signature by the signer", pattern=SIG_B64),
+    ),
+)
+
+#: A ledger entry. Its database point (measurement ``ledger``) holds more than its rows
+#: say: fields the bridge derives and its verdict (agent/ledger/points.py, docs/ledger.md).
+LEDGER = Record(
+    "ledger entry",
+    (
+        Field("version", INTEGER, "the entry's format", limits=Interval(ge=1, le=1), store=_NOT),
+        Field("site", STRING, "the site id (the topic's)", pattern=ID, store=_NOT),
+        Field("gateway", STRING, "the gateway id (the topic's)", pattern=ID, store=_NOT),
+        Field("seq", INTEGER, "the entry's number: 0 first, no gaps", limits=_COUNT),
+        Field("period_start", INTEGER, "the start of the period it seals", unit="ms", limits=_MS),
+        Field(
+            "period_end",
+            INTEGER,
+            "the end of that period: the entry's time",
+            unit="ms",
+            store=Store.TIME,
+            limits=_MS,
+        ),
+        Field(
+            "covers",
+            ARRAY,
+            "that period's records and older periods' again, each a full set",
+            items=COVER,
+            store=_NOT,
+        ),
+        Field("prev", STRING, "SHA-256 of the previous entry", pattern=SHA256_HEX, store=_NOT),
+        Field("key", STRING, "the public key that signed it", pattern=KEY_B64, store=_NOT),
+        Field("key_id", STRING, "that key's id", pattern=KEY_ID, store=_NOT),
+        Field("certs", ARRAY, "how each key took over", items=CERT, store=_NOT),
+        Field(
+            "next_key",
+            OBJECT,
+            "the key that signs from the next entry on",
+            items=CERT,
+            when="a key rotation",
+            store=_NOT,
+        ),
+        Field("sealed_ms", INTEGER, "when it was sealed", unit="ms", limits=_MS, store=_NOT),
+        Field("sig", STRING, "Ed25519 over the entry without sig", pattern=SIG_B64, store=_NOT),
     ),
 )
 

@@ -67,7 +67,9 @@ class Field:
     choices: tuple[str, ...] = ()
     #: An object's keys, or an array's items, are names from this vocabulary.
     keys: Vocab | None = None
-    #: What an object's values are: a number, or a record of their own.
+    #: What an object's values are: a number, or a record of their own. An object
+    #: without ``keys`` whose items are a record *is* that record (fixed keys), as
+    #: an array's items may be records too (a ledger entry's covers).
     items: JsonType | Record | None = None
     items_nullable: bool = False
     #: Each key's plausible range (an object of numbers).
@@ -78,6 +80,8 @@ class Field:
     column: str = ""
     #: A string written as an integer field (status ``state`` -> ``up``).
     codes: Mapping[str, int] | None = None
+    #: A regular expression a string must match whole (a hash, a key, an id).
+    pattern: str | None = None
 
     @property
     def required(self) -> bool:
@@ -112,6 +116,14 @@ class Record:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.fields)
+
+    @property
+    def time(self) -> Field:
+        """The field that is the point's time (``ts``; a ledger entry's ``period_end``)."""
+        for f in self.fields:
+            if f.store is Store.TIME:
+                return f
+        raise KeyError(f"{self.name} has no time field")
 
     def field(self, name: str) -> Field:
         for f in self.fields:

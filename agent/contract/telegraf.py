@@ -27,6 +27,9 @@ _HEADER = """\
 #
 # Environment: MQTT_URL (tcp://broker:1883 or ssl://broker:8883), MQTT_USER, MQTT_PASSWORD,
 # INFLUX_URL, INFLUX_TOKEN, INFLUX_ORG, INFLUX_BUCKET.
+#
+# Ledger entries (energy/v1/+/+/ledger) are left out: only the bridge derives their
+# database fields and verifies them (docs/ledger.md).
 
 [agent]
   interval = "10s"
@@ -152,7 +155,7 @@ def _consumer(measurement: str, specs: list[KindSpec]) -> Iterator[str]:
 
 def config() -> str:
     """The whole configuration file."""
-    groups = by_measurement()
+    groups = {m: specs for m, specs in by_measurement().items() if all(s.telegraf for s in specs)}
     lines = [
         _HEADER,
         "[[outputs.influxdb_v2]]",

@@ -26,7 +26,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 
-from agent.status import OK, AgentStatus, DeviceStatus, LinkStatus, OutboxStatus, StorageStatus
+from agent.status import (
+    OK,
+    AgentStatus,
+    DeviceStatus,
+    LedgerStatus,
+    LinkStatus,
+    OutboxStatus,
+    StorageStatus,
+)
 
 #: Prometheus text exposition format 0.0.4 (what every scraper accepts).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -121,6 +129,8 @@ class LevelCollector(Collector):
         yield from _storage(s.storage)
         yield from _mqtt(s.outbox, s.link)
         yield from _devices(s.devices)
+        if s.ledger is not None:
+            yield from _ledger(s.ledger)
         yield _gauge(
             "energy_agent_uptime_seconds", "Seconds since the agent started", s.agent.uptime_s
         )
@@ -139,6 +149,43 @@ def _per_kind(name: str, doc: str, counts: Mapping[str, int]) -> Metric:
     for kind, n in sorted(counts.items()):
         fam.add_metric([kind], float(n))
     return fam
+
+
+def _ledger(ledger: LedgerStatus) -> Iterable[Metric]:
+    h = ledger.history
+    if h.used_bytes is not None:
+        yield _gauge(
+            "energy_agent_history_bytes",
+            "Bytes the history of records uses (measured hourly)",
+            h.used_bytes,
+        )
+    yield _gauge(
+        "energy_agent_history_max_bytes",
+        "history.max_mb: at it the oldest days are pruned (warning from 80 %)",
+        h.max_bytes,
+    )
+    yield _gauge(
+        "energy_agent_history_pending_records",
+        "Records held in memory because the disk refuses the history's writes",
+        h.pending,
+    )
+    yield _counter(
+        "energy_agent_history_lost_records",
+        "Records published but dropped from the history's memory (the disk refused for too long)",
+        h.lost,
+    )
+    yield _gauge(
+        "energy_agent_history_warning",
+        "1 while the history nears its size bound or cannot hold retention_months",
+        0 if h.warning is None else 1,
+    )
+    yield _gauge(
+        "energy_agent_ledger_on",
+        "1 while the ledger seals periods, 0 when it is off (no key, no cryptography)",
+        1 if ledger.on else 0,
+    )
+    if ledger.seq is not None:
+        yield _gauge("energy_agent_ledger_seq", "seq of the newest ledger entry", ledger.seq)
 
 
 def _buffer(ob: OutboxStatus, now: float) -> Iterable[Metric]:

@@ -1,7 +1,8 @@
-"""A small asyncio HTTP/1.1 server for the gateway: four GET routes and one SSE stream.
+"""A small asyncio HTTP/1.1 server for the gateway: five GET routes and one SSE stream.
 
 Why not a web framework: the gateway serves one static page, one JSON
-document, one event stream and the Prometheus text, to a handful of viewers,
+document, pages of its history, one event stream and the Prometheus text, to a
+handful of viewers,
 inside the agent's own event loop. A framework (and its ASGI server) would be
 the largest dependency of the agent for ~300 lines of plain asyncio, and
 would add its own loop, threads or workers to a process whose timing matters.
@@ -47,10 +48,12 @@ import time
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from agent.config.models import Http
 from agent.config.secrets import read_secret
+from agent.http import history as history_api
 from agent.http import wire
 from agent.http.limits import Gate, GateCollector, Limits, Slot, address_key
 from agent.http.metrics import CONTENT_TYPE as METRICS_TYPE
@@ -78,7 +81,7 @@ _PAGE_CSP = (
 )
 
 
-ROUTES = frozenset({"/", "/index.html", "/api/state", "/events", "/metrics"})
+ROUTES = frozenset({"/", "/index.html", "/api/state", "/api/history", "/events", "/metrics"})
 _ALLOW = (("Allow", "GET, HEAD"),)
 _CHALLENGE = (("WWW-Authenticate", 'Basic realm="energy-agent", charset="UTF-8"'),)
 
@@ -135,7 +138,7 @@ class BasicAuth:
 
 
 class HttpServer:
-    """The gateway's page, /api/state, /events and /metrics for one running agent.
+    """The gateway's page, /api/state, /api/history, /events and /metrics for one agent.
 
     ``async with HttpServer(...)`` listens and ticks (state once a second, sent to
     every event stream); leaving it closes the listener and every stream.
@@ -151,8 +154,11 @@ class HttpServer:
         tick_s: float = TICK_S,
         clock: Callable[[], float] = time.time,
         limits: Limits | None = None,
+        history: Path | None = None,
     ) -> None:
         self.settings = settings
+        #: The history's file for /api/history (None: answered with no records).
+        self.history = history
         self.view = view
         self.metrics = metrics
         self.auth = auth
@@ -179,8 +185,10 @@ class HttpServer:
         *,
         tick_s: float = TICK_S,
         limits: Limits | None = None,
+        history: Path | None = None,
     ) -> HttpServer:
-        """The page of the agent whose snapshot ``status(now_ms)`` returns.
+        """The page of the agent whose snapshot ``status(now_ms)`` returns (and whose
+        history of records ``/api/history`` reads).
 
         ``metrics`` (the agent's registry) then reads its levels from the same
         snapshot as the page; the password is the one read with the config.
@@ -192,7 +200,9 @@ class HttpServer:
         view = StateView(status)
         if metrics is not None:
             metrics.watch(view.status)
-        return cls(settings, view, metrics, auth=auth, tick_s=tick_s, limits=limits)
+        return cls(
+            settings, view, metrics, auth=auth, tick_s=tick_s, limits=limits, history=history
+        )
 
     @property
     def url(self) -> str:
@@ -346,11 +356,28 @@ class HttpServer:
             await wire.respond(
                 writer, 200, body, "application/json; charset=utf-8", head_only=head_only
             )
+        elif path == "/api/history":
+            status, doc = await self._history(parse_qs(url.query))
+            body = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+            await wire.respond(
+                writer, status, body, "application/json; charset=utf-8", head_only=head_only
+            )
         elif path == "/metrics":
             body = self.metrics.exposition() if self.metrics is not None else b""
             await wire.respond(writer, 200, body, METRICS_TYPE, head_only=head_only)
         else:
             await self._stream(slot, writer, head_only=head_only)
+
+    async def _history(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        """One page of the history, read in a worker thread (see agent.http.history)."""
+        if self.history is None:
+            return 200, {"records": [], "next": None}
+        try:
+            return 200, await asyncio.to_thread(history_api.answer, self.history, query)
+        except history_api.BadQuery as exc:
+            return 400, {"error": str(exc)}
+        except history_api.HistoryError as exc:
+            return 503, {"error": f"the history cannot be read now: {exc.reason}"}
 
     async def _stream(self, slot: Slot, writer: asyncio.StreamWriter, *, head_only: bool) -> None:
         """Server-sent events: the state document as ``event: state`` once per tick."""

@@ -26,6 +26,7 @@ from agent.status import (
     AgentStatus,
     DemandStatus,
     DeviceStatus,
+    LedgerStatus,
     SiteStatus,
     WindowFigures,
 )
@@ -56,9 +57,15 @@ def state_document(s: AgentStatus) -> dict[str, Any]:
         "mqtt": _plain(s.link),
         "buffer": _plain(s.outbox, oldest_age_s=_f(s.outbox.oldest_age_s, 1)),
         "storage": _plain(s.storage, lost_total=s.storage.lost_total),
+        # The ledger and the history of records it covers (agent.runtime.ledger).
+        "ledger": None if s.ledger is None else _ledger(s.ledger),
         "site": _site(s.site),
         "devices": [_device(d) for d in s.devices],
     }
+
+
+def _ledger(ledger: LedgerStatus) -> dict[str, Any]:
+    return _plain(ledger, history=_plain(ledger.history))
 
 
 def _agent(a: AgentInfo) -> dict[str, Any]:

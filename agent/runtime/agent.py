@@ -36,6 +36,7 @@ from agent.core.factors import EmissionFactors, FactorError, parse_live_factor
 from agent.core.site import Reading, SiteCore
 from agent.http.metrics import AgentMetrics
 from agent.runtime.devices import DeviceState
+from agent.runtime.ledger import HISTORY_KINDS, LedgerJob
 from agent.runtime.lowmem import release_compiler_pages
 from agent.runtime.mqtt import MqttLink, Pump
 from agent.runtime.outbox import (
@@ -136,6 +137,10 @@ class Agent:
         self.started_ms = now_ms()
         #: Messages waiting for the next outbox transaction (see ``commit``).
         self._pending: list[Item] = []
+        #: The records among them, for the history.
+        self._records: list[Message] = []
+        #: The history of records and the signed ledger over it (docs/ledger.md).
+        self.ledger = LedgerJob(config, self.site.topics)
         #: Devices whose measurement seq moved since the last commit.
         self._seq_moved: set[str] = set()
         #: Per device, the transformer ratios its counter's limits were last set for.
@@ -144,7 +149,12 @@ class Agent:
         #: One log line per cause a minute (a device's, the snapshot's), however often it recurs.
         self._log_throttle = LogThrottle(60.0)
         self.snapshots = CoreSnapshots(
-            self.site, self.outbox, self.state_dir, commit=self.commit, throttle=self._log_throttle
+            self.site,
+            self.outbox,
+            self.state_dir,
+            commit=self.commit,
+            throttle=self._log_throttle,
+            held_elsewhere=self.ledger.held,
         )
         #: /metrics: poll latency and errors, core time, fed below as they happen.
         self.metrics = AgentMetrics({d.id: d.bus for d in config.devices})
@@ -174,6 +184,8 @@ class Agent:
         for m in messages:
             # An event moved a counter's reference (a rebaseline) like a closed interval.
             self._closed_since_snapshot |= m.kind in _CLOSING
+            if m.kind in HISTORY_KINDS:
+                self._records.append(m)
             items.append(item_of(m))
         self._pending += items
         if self._commit_at is None:
@@ -199,12 +211,15 @@ class Agent:
         if not self._pending:
             return
         items, self._pending = self._pending, []
+        records, self._records = self._records, []
         # The seq of each device's last measurement, in the same transaction: after
         # kill -9 the numbering continues from what was stored, not from the last
         # snapshot (which would repeat seq numbers with other values). A disk that
         # refuses them gets them with its next write (the guard keeps them).
         marks = {SEQ_MARK + d: self.site.by_id[d].seq for d in self._seq_moved}
         self.outbox.put_many(items, marks)
+        # The history after the outbox, both before any snapshot (see agent.history).
+        self.ledger.add(records)
         self._seq_moved.clear()
         self.pump.wake.set()
 
@@ -280,6 +295,11 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), 1.0)
             self._store(self.site.flush(now_ms()))
+            # Ledger entries due now, stored in the history before they are queued here.
+            if entries := self.ledger.tick(now_ms(), self.commit):
+                self.outbox.put_many(entries)
+                self.ledger.queued()
+                self.pump.wake.set()
             # A disk that refused writes is tried again even when nothing new comes.
             if self.outbox.retry() != storage_ok:
                 storage_ok = not storage_ok
@@ -307,6 +327,9 @@ class Agent:
         notifier = Notifier()
         self.snapshots.restore()
         warm_up(self.site)
+        if entries := self.ledger.start(now_ms()):
+            self.outbox.put_many(entries)
+            self.ledger.queued()
         self.link.start()
         try:
             async with contextlib.AsyncExitStack() as stack:
@@ -333,7 +356,9 @@ class Agent:
                     encode(gateway_status_payload("offline", now_ms(), __version__)),
                 )
             )
+            self.ledger.history.retry(force=True)
             self.lost_at_exit = self.snapshots.close()
+            self.ledger.close()
 
     async def _drain(self, pump: asyncio.Task[None]) -> None:
         """Polls have finished: publish what they produced, then stop the pump."""

@@ -36,9 +36,13 @@ class CoreSnapshots:
         *,
         commit: Callable[[], None],
         throttle: LogThrottle,
+        held_elsewhere: Callable[[], int] = lambda: 0,
     ) -> None:
         self.site = site
         self.outbox = outbox
+        #: Records held in memory by another store the snapshot must not run ahead of
+        #: (the history: agent.runtime.ledger).
+        self._held_elsewhere = held_elsewhere
         self.path = state_dir / SNAPSHOT
         self._commit = commit
         self._log_throttle = throttle
@@ -94,7 +98,7 @@ class CoreSnapshots:
         every second.
         """
         self._commit()
-        if self.outbox.records_held():
+        if self.outbox.records_held() or self._held_elsewhere():
             return False
         directory = self.path.parent
         try:

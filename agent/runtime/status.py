@@ -51,6 +51,8 @@ from agent.status import (
     DemandStatus,
     DeviceStatus,
     Health,
+    HistoryStatus,
+    LedgerStatus,
     LinkStatus,
     MainReading,
     MeterDemand,
@@ -103,6 +105,14 @@ class Runtime(Protocol):
     def pump(self) -> Pump: ...
     @property
     def started_ms(self) -> int: ...
+    @property
+    def ledger(self) -> LedgerSource: ...
+
+
+class LedgerSource(Protocol):
+    """The history and the ledger (agent.runtime.ledger.LedgerJob)."""
+
+    def status(self) -> LedgerStatus: ...
 
 
 def _num(x: object) -> float | None:
@@ -148,9 +158,11 @@ class StatusSource:
         link = self._link()
         storage = rt.outbox.health()
         outbox = self._outbox(now, link.connected)
+        ledger = rt.ledger.status()
         problems = [
             *_link_problems(link),
             *_storage_problems(storage),
+            *_history_problems(ledger.history),
             *_outbox_problems(outbox),
             *_device_problems(devices),
         ]
@@ -163,6 +175,7 @@ class StatusSource:
             storage=storage,
             site=_site(rt.site, devices),
             devices=devices,
+            ledger=ledger,
         )
 
     def _info(self, now: int) -> AgentInfo:
@@ -330,6 +343,15 @@ def _storage_problems(st: StorageStatus) -> list[str]:
         f"({human_bytes(st.free_bytes)} free): {st.error}; "
         f"{st.unstored} messages held in memory only"
         + (f", {lost} lost (memory full)" if lost else "")
+    ]
+
+
+def _history_problems(h: HistoryStatus) -> list[str]:
+    if h.ok:
+        return []
+    return [
+        f"history failing: cannot write {h.path}: {h.error}; {h.pending} records held in "
+        "memory only" + (f", {h.lost} dropped" if h.lost else "")
     ]
 
 

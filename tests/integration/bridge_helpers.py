@@ -191,6 +191,7 @@ def write_bridge_config(
     batch_size: int = 500,
     flush_interval_ms: int = 200,
     retry_max_s: float = 2.0,
+    ledger: dict[str, Any] | None = None,
 ) -> Path:
     doc: dict[str, Any] = {
         "mqtt": {"host": LOOPBACK, "port": mqtt_port, "client_id": client_id},
@@ -204,6 +205,8 @@ def write_bridge_config(
             "metrics_listen": f"{LOOPBACK}:{metrics_port}",
         },
     }
+    if ledger is not None:
+        doc["ledger"] = ledger
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     return path
 

@@ -10,6 +10,7 @@ against the files it mounts and the certificates its own instructions make.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import shutil
@@ -305,6 +306,17 @@ def test_install_lays_out_venv_config_secrets_unit_and_a_warm_cache(installed: P
     assert (etc / "agent.yaml").read_text() == (REPO / "configs/gateway-example.yaml").read_text()
     assert mode(etc / "agent.yaml") == 0o640
     assert mode(etc / "mqtt.pass") == 0o600
+    # The ledger's key: made once, 0600, the public half listed for `verify -c`.
+    state = root / "var/lib/energy-agent"
+    assert mode(state / "ledger.key") == 0o600
+    assert state.joinpath("ledger.key").read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    exported = run(venv_cli, "keys", "export", "--state-dir", state, "--json")
+    assert exported.returncode == 0, exported.stderr
+    key_id = json.loads(exported.stdout)["key_id"]
+    assert (state / "ledger-keys.pub").read_text().split() == [
+        key_id,
+        json.loads(exported.stdout)["key"],
+    ]
     unit = root / "etc/systemd/system/energy-agent.service"
     assert unit.read_text() == (DEPLOY / "systemd/energy-agent.service").read_text()
     assert not (root / "etc/systemd/system/energy-agent-bridge.service").exists()
@@ -340,7 +352,10 @@ def test_second_install_keeps_config_secrets_and_data(installed: Path) -> None:
     (etc / "mqtt.pass").write_text("s3cret\n")
     (etc / "mqtt.pass").chmod(0o644)  # a mistake the next run puts right
     (state / "outbox.db").write_bytes(b"queued messages")
-    kept = {p: p.read_bytes() for p in (config, etc / "mqtt.pass", state / "outbox.db")}
+    kept = {
+        p: p.read_bytes()
+        for p in (config, etc / "mqtt.pass", state / "outbox.db", state / "ledger.key")
+    }
     config_mtime = config.stat().st_mtime_ns
 
     done = install(root)

@@ -8,7 +8,8 @@ on a real gateway whose disk filled up. What a user checks:
 * with the broker up, live data keeps arriving at the broker, and the page,
   ``/api/state``, ``/metrics``, ``status`` (exit 1) and the log say the disk fails;
 * when the disk has room again everything held is stored or sent, and the energy
-  records add up to the meter's counter through a ``kill -9`` and a restart;
+  records add up to the meter's counter through a ``kill -9`` and a restart; the
+  history holds every record once, those sent from memory included;
 * SIGTERM on a full disk sends what memory holds and exits 0 without a traceback;
   with the broker down too it says how many messages are lost and exits 1.
 """
@@ -308,6 +309,23 @@ async def test_a_full_disk_keeps_publishing_says_so_and_recovers_without_loss(
     assert total == pytest.approx(interpolate(truth, b2) - start, abs=2e-3), records
     for a in (agent, agent2):
         assert "Traceback" not in a.output(), a.output()
+    # The history holds every energy record the broker got, once and the same, the b1
+    # record too: sent from memory while the disk was full, acknowledged, and stored in
+    # the history when the disk had room again.
+    assert history_energy(state_fs) == {r["ts"]: r for r in records}
+
+
+def history_energy(state_dir: Path) -> dict[int, dict[str, Any]]:
+    from agent.history import HISTORY_FILE, HistoryReader
+
+    reader = HistoryReader.open(state_dir / HISTORY_FILE)
+    try:
+        page = reader.page(0, 2**62, kind="energy", limit=5000)
+    finally:
+        reader.close()
+    stamps = [r.ts for r in page.records]
+    assert len(stamps) == len(set(stamps)), stamps
+    return {r.ts: json.loads(r.payload) for r in page.records}
 
 
 # --- 2. SIGTERM on a full disk -----------------------------------------------------------------

@@ -38,7 +38,8 @@ from tests.integration.test_deploy import mdwe_prefix
 pytestmark = pytest.mark.integration
 
 CASES = ROOT / "tests" / "cases"
-#: Every unit-test file that runs the kernels (test_jit itself compares them with numba's).
+#: Every unit-test file that runs the kernels (test_jit itself compares them with numba's),
+#: and the ledger's golden vector.
 CORE_TESTS = [
     "tests/unit/test_core_equivalence.py",
     "tests/unit/test_core_semantics.py",
@@ -49,6 +50,9 @@ CORE_TESTS = [
     "tests/unit/test_calendar.py",
     "tests/unit/test_live_factor.py",
     "tests/unit/test_http.py",
+    # The ledger's canonical form must not depend on how the core runs.
+    "tests/unit/test_ledger_golden.py",
+    "tests/unit/test_jcs.py",
 ]
 HIDDEN = "numba is not installed here (hidden by test_without_numba)"
 WARNING = "the core runs without numba"

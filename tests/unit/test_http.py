@@ -136,6 +136,7 @@ async def test_state_document(server: HttpServer, agent: Agent) -> None:
         "mqtt",
         "buffer",
         "storage",
+        "ledger",
         "site",
         "devices",
     }
@@ -225,7 +226,7 @@ async def test_basic_auth(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
     config = parse_config(config_text, "t.yaml", profiles=LIBRARY)
     agent = Agent(config, LIBRARY, outbox=MemoryOutbox(1_000_000))
     async with live_page(agent, tick_s=0.1) as srv:
-        for path in ("/", "/api/state", "/metrics", "/events"):
+        for path in ("/", "/api/state", "/api/history", "/metrics", "/events"):
             status, headers, _ = await request(srv.port, get(path))
             assert status == 401, path
             assert headers["www-authenticate"].startswith('Basic realm="energy-agent"')
@@ -233,6 +234,8 @@ async def test_basic_auth(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> N
             assert (await request(srv.port, get("/api/state", bad)))[0] == 401
         status, _, body = await request(srv.port, get("/api/state", _basic("plant", PASSWORD)))
         assert status == 200 and json.loads(body)["agent"]["site"] == "plant-t"
+        status, _, body = await request(srv.port, get("/api/history", _basic("plant", PASSWORD)))
+        assert status == 200 and json.loads(body)["records"] == []
     assert PASSWORD not in caplog.text
     assert base64.b64encode(f"plant:{PASSWORD}".encode()).decode() not in caplog.text
 
@@ -373,3 +376,69 @@ def test_status_unreachable(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["status", "--url", "http://127.0.0.1:1/", "--timeout", "1"]) == 1
     assert "cannot read" in capsys.readouterr().err
     assert cli_main(["status", "--url", "ftp://x"]) == 2
+
+
+# --- /api/history ------------------------------------------------------------------------
+
+
+async def test_history_pages_filters_and_cursor(server: HttpServer, agent: Agent) -> None:
+    """The agent stored 20 minutes of records in its history: energy of main, sub and
+    parts, and intensity per minute. Pages follow each other without a gap or a repeat."""
+    span = f"from={T0}&to={T0 + 30 * MIN}"
+    status, headers, body = await request(server.port, get(f"/api/history?{span}&limit=1000"))
+    assert status == 200 and headers["content-type"].startswith("application/json")
+    every = json.loads(body)
+    assert every["next"] is None
+    kinds = {(r["kind"], r["device"]) for r in every["records"]}
+    assert kinds == {
+        ("energy", "main"),
+        ("energy", "sub"),
+        ("energy", "parts"),
+        ("intensity", None),
+    }
+    energy_main = [r for r in every["records"] if r["device"] == "main"]
+    assert [r["ts"] for r in energy_main] == [T0 + k * MIN for k in range(1, 21)]
+    assert energy_main[-1]["payload"]["energy_kwh"] == pytest.approx(2.0)  # 120 kW, 1 min
+    assert energy_main[-1]["topic"] == "energy/v1/plant-t/gw-t/main/energy"
+
+    seen: list[tuple[int, str | None, str]] = []
+    cursor = ""
+    while True:
+        q = f"/api/history?{span}&device=main&kind=energy&limit=7{cursor}"
+        status, _, body = await request(server.port, get(q))
+        assert status == 200
+        page = json.loads(body)
+        seen += [(r["ts"], r["device"], r["kind"]) for r in page["records"]]
+        if page["next"] is None:
+            break
+        cursor = f"&cursor={page['next']}"
+    assert seen == [(r["ts"], "main", "energy") for r in energy_main]
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("from=yesterday", "from: 'yesterday' is neither Unix ms nor ISO 8601"),
+        (f"from={T0}&to={T0}", "to must be after from"),
+        ("limit=0", "limit: give 1 to 5000"),
+        ("limit=99999", "limit: give 1 to 5000"),
+        ("cursor=abc", "cursor 'abc' is not one this server gave"),
+    ],
+)
+async def test_history_refuses_a_wrong_query_with_the_reason(
+    server: HttpServer, query: str, says: str
+) -> None:
+    status, _, body = await request(server.port, get(f"/api/history?{query}"))
+    assert status == 400
+    assert says in json.loads(body)["error"]
+
+
+async def test_state_says_the_ledger_is_off_without_a_key(server: HttpServer, agent: Agent) -> None:
+    """No `keys init` was run: the history runs, the ledger is off and says why."""
+    agent.ledger.start(T0)
+    server.view.refresh()
+    _, _, body = await request(server.port, get("/api/state"))
+    ledger = json.loads(body)["ledger"]
+    assert ledger["on"] is False
+    assert "keys init" in ledger["reason"]
+    assert ledger["history"]["ok"] is True and ledger["history"]["pending"] == 0

@@ -38,10 +38,12 @@ class Kind(IntEnum):
     INTENSITY = 1
     STATUS = 2
     ENERGY = 3
+    #: A ledger entry (docs/ledger.md): dropped last, a missing one is a gap in the chain.
+    LEDGER = 4
 
 
 #: Drop order when full: first the cheapest to lose.
-DROP_ORDER = (Kind.MEASUREMENT, Kind.INTENSITY, Kind.STATUS, Kind.ENERGY)
+DROP_ORDER = (Kind.MEASUREMENT, Kind.INTENSITY, Kind.STATUS, Kind.ENERGY, Kind.LEDGER)
 
 
 class Sync(Enum):
@@ -56,7 +58,7 @@ class Sync(Enum):
 OF_KIND: Mapping[MessageKind, Kind] = {k: Kind[s.outbox.name] for k, s in KINDS.items()}
 
 #: Kinds that are records: never reordered, and on disk (fsync) before ``put`` returns.
-RECORDS = (Kind.INTENSITY, Kind.STATUS, Kind.ENERGY)
+RECORDS = (Kind.INTENSITY, Kind.STATUS, Kind.ENERGY, Kind.LEDGER)
 
 
 def entry_size(topic: str, payload: bytes) -> int:

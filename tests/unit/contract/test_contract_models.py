@@ -48,6 +48,28 @@ VALID: dict[MessageKind, dict[str, Any]] = {
             }
         },
     },
+    MessageKind.LEDGER: {
+        "version": 1,
+        "site": "plant-a",
+        "gateway": "gw-01",
+        "seq": 1,
+        "period_start": TS - 3_600_000,
+        "period_end": TS,
+        "covers": [
+            {
+                "start": TS - 3_600_000,
+                "end": TS,
+                "energy": {"records": 2, "hash": "d" * 64},
+                "site": {"records": 0, "hash": "e" * 64},
+            }
+        ],
+        "prev": "0" * 64,
+        "key": "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=",
+        "key_id": "56475aa75463474c",
+        "certs": [],
+        "sealed_ms": TS + 150_000,
+        "sig": "s" * 86 + "==",
+    },
     MessageKind.EVENTS: {
         "ts": TS,
         "event": "glitch",

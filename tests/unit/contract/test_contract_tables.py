@@ -16,7 +16,7 @@ import pytest
 
 from agent.contract import KINDS, WINDOWS, MessageKind, OutboxClass, Quality, Topics
 from agent.contract.plausible import VALUE_RANGES, WINDOW_HOURS, PerHour
-from agent.contract.records import ENERGY, WINDOW, WINDOW_RANGES, energy_ranges
+from agent.contract.records import ENERGY, LEDGER, WINDOW, WINDOW_RANGES, energy_ranges
 from agent.contract.schema import JsonType, Record, Store
 from agent.contract.vocab import QUANTITY_VOCAB
 from agent.core import channels
@@ -42,9 +42,11 @@ ALL = [r for top in RECORDS for r in nested(top)]
 
 @pytest.mark.parametrize("record", RECORDS, ids=lambda r: r.name)
 def test_every_record_has_one_time_ts(record: Record) -> None:
-    """The bridge reads ts of every payload (the timestamp window) and writes it as time."""
+    """The bridge reads ts of every payload (the timestamp window) and writes it as time;
+    a ledger entry's is the end of the period it seals."""
     times = [f for f in record.fields if f.store is Store.TIME]
-    assert [f.name for f in times] == ["ts"]
+    assert [f.name for f in times] == ["period_end" if record is LEDGER else "ts"]
+    assert record.time is times[0]
     assert times[0].type is JsonType.INTEGER and times[0].required and not times[0].nullable
 
 

@@ -39,6 +39,7 @@ def test_the_topics_are_the_documented_ones() -> None:
         "energy/v1/plant-a/gw-01/press-1/energy",
         "energy/v1/plant-a/gw-01/intensity",
         "energy/v1/plant-a/gw-01/press-1/events",
+        "energy/v1/plant-a/gw-01/ledger",
     ]
 
 
@@ -69,7 +70,7 @@ def test_an_unknown_topic_says_what_is_expected() -> None:
     with pytest.raises(TopicError) as e:
         parse_topic("energy/v1/plant-a/gw-01/press-1/intensity")
     assert str(e.value) == (
-        "unknown topic (expected {site}/{gateway}/status|intensity or "
+        "unknown topic (expected {site}/{gateway}/status|intensity|ledger or "
         "{site}/{gateway}/{device}/status|measurements|energy|events under the prefix)"
     )
 
