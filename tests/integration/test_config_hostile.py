@@ -9,21 +9,20 @@ read 2.4 GB, and a FIFO blocked the event loop so that SIGTERM was ignored.
 
 Now every one is exit 2 with ``file:line: field: reason`` from both commands,
 within seconds and a bounded peak memory, measured on the child process itself
-(``os.wait4``'s resource usage).
+(``os.wait4``'s resource usage, through a small launcher so that the
+figure is not the pytest process's own size inherited at fork).
 """
 
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, _env, cli_command
+from tests.support import peak_rss
 
 pytestmark = pytest.mark.integration
 
@@ -69,34 +68,11 @@ class Measured:
 
 
 def energy_agent(*args: str, cwd: Path, timeout: float = 120.0) -> Measured:
-    """Run the CLI; time it and take its peak RSS from the kernel (wait4), not from guesses."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        started = time.monotonic()
-        proc = subprocess.Popen(
-            [*cli_command(), *args], stdout=out, stderr=err, cwd=cwd, env=_env(None)
-        )
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() - started > timeout:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-                proc.returncode = -9
-                pytest.fail(f"energy-agent {' '.join(args)}: still running after {timeout} s")
-            time.sleep(0.02)
-        seconds = time.monotonic() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return Measured(
-            args,
-            proc.returncode,
-            out.read().decode(errors="replace"),
-            err.read().decode(errors="replace"),
-            seconds,
-            usage.ru_maxrss / 1024,  # KiB on Linux
-        )
+    """Run the CLI; time it, and take its own peak RSS from the kernel (tests.support.peak_rss)."""
+    done = peak_rss.run([*cli_command(), *args], cwd=cwd, env=_env(None), timeout=timeout)
+    if done.timed_out:
+        pytest.fail(f"energy-agent {' '.join(args)}: still running after {timeout} s")
+    return Measured(args, done.returncode, done.stdout, done.stderr, done.seconds, done.peak_mb)
 
 
 def both_refuse(config: str, cwd: Path, expected: list[str]) -> Measured:
@@ -229,11 +205,16 @@ def test_example_configs_name_files_that_check_now_verifies() -> None:
     example = "configs/gateway-example.yaml"
     if Path("/etc/energy-agent").exists():
         pytest.skip("this machine has /etc/energy-agent")
+    lines = (ROOT / example).read_text().splitlines()
+    ca, cert = (
+        next(n for n, text in enumerate(lines, 1) if text.strip().startswith(key))
+        for key in ("ca: /etc/energy-agent/ca.pem", "cert: /etc/energy-agent/mqtt.pem")
+    )
     result = energy_agent("check", "-c", example, cwd=ROOT)
     assert result.refused() == [
-        f"error: {example}:42: mqtt.tls.ca: cannot read /etc/energy-agent/ca.pem: "
+        f"error: {example}:{ca}: mqtt.tls.ca: cannot read /etc/energy-agent/ca.pem: "
         "No such file or directory",
-        f"error: {example}:43: mqtt.tls.cert: cannot read /etc/energy-agent/mqtt.pem: "
+        f"error: {example}:{cert}: mqtt.tls.cert: cannot read /etc/energy-agent/mqtt.pem: "
         "No such file or directory",
     ], str(result)
     ok = energy_agent("check", "--no-files", "-c", example, cwd=ROOT)
