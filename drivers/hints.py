@@ -114,3 +114,27 @@ def _tcp_hint(endpoint: Endpoint, exc: TransportError, unit_text: str) -> str:
         "(a Modbus TCP gateway passes it to its serial side; meters on their own often "
         "want 1 or 255), and that the gateway's serial side matches the meters; " + _SCAN
     )
+
+
+def silent_bus_hint(endpoint: Endpoint) -> str:
+    """What to check when no unit id of a scan answered at all."""
+    if endpoint.framing is Framing.RTU:
+        problem = serial_port_problem(endpoint.device)
+        if problem is not None:
+            return problem
+        return (
+            f"check the wiring (A/B swapped? common ground?), the termination, and that the "
+            f"meters are set to {endpoint.baudrate} baud, {endpoint.bytesize}{endpoint.parity}"
+            f"{endpoint.stopbits} (--baudrate, --parity, --stopbits)"
+        )
+    if endpoint.framing is Framing.RTU_OVER_TCP:
+        return (
+            "the serial device server is reachable but passes no answer back: check its serial "
+            "settings (baud rate, parity) against the meters', that it is in raw TCP mode, and "
+            "the RS-485 wiring behind it"
+        )
+    return (
+        "the host accepts connections but no unit id answered: a meter on its own may use a "
+        "unit id outside the range (try --units 0-255); behind a Modbus TCP gateway, check "
+        "the gateway's serial side (wiring, baud rate, parity)"
+    )
