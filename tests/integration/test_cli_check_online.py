@@ -1,0 +1,97 @@
+"""`check --online` tries what a config names: real simulated meters, a real mosquitto,
+real files. A bad bus, a missing file and an unreachable broker are each named; a
+config whose every part answers passes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port
+from tests.integration.mqtt_helpers import Broker, have_mosquitto
+
+pytestmark = pytest.mark.integration
+
+CONFIG = """
+site: {{id: plant-c, timezone: Asia/Shanghai}}
+gateway: {{id: gw-c}}
+buses:
+  - {{id: line-ok, tcp: {{host: 127.0.0.1, port: {sim}}}, timeout_s: 0.5}}
+  - {{id: line-bad, tcp: {{host: 127.0.0.1, port: {dead}}}, timeout_s: 0.5}}
+devices:
+  - {{id: incomer, bus: line-ok, unit: 1, profile: eastron-sdm630}}
+  - {{id: press, bus: line-bad, unit: 2, profile: eastron-sdm630}}
+mqtt: {{host: 127.0.0.1, port: {broker}}}
+state_dir: {state}
+http: {{listen: "127.0.0.1:18099"{password}}}
+"""
+
+
+def _write(tmp_path: Path, *, sim: int, dead: int, broker: int, password: str = "") -> Path:
+    path = tmp_path / "agent.yaml"
+    text = CONFIG.format(sim=sim, dead=dead, broker=broker, state=tmp_path / "state",
+                         password=password)  # fmt: skip
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def _rows(stdout: str) -> dict[str, str]:
+    """The table's first line of each row: target -> result."""
+    rows = {}
+    for line in stdout.splitlines():
+        cells = [c.strip() for c in re.split(r"[│┃]", line)[1:-1]]
+        if len(cells) == 4 and cells[0] and cells[2] in ("ok", "FAIL", "warn"):
+            rows[cells[1]] = cells[2]
+    return rows
+
+
+def test_a_bad_bus_a_missing_file_and_an_unreachable_broker_are_all_named(
+    cli, ports, tmp_path: Path
+) -> None:
+    sim, dead, broker = ports(), ports(), ports()
+    missing = tmp_path / "page-password"  # never created
+    config = _write(tmp_path, sim=sim, dead=dead, broker=broker,
+                    password=f", password_file: {missing}")  # fmt: skip
+    with cli.simulate("--tcp", f"127.0.0.1:{sim}", "--profile", "eastron-sdm630", "--freeze"):
+        result = cli.run("check", "-c", str(config), "--online", timeout=60)
+    assert result.returncode == 1, str(result)
+    assert "Traceback" not in result.stderr
+    rows = _rows(result.stdout)
+    assert rows["http.password_file"] == "FAIL", rows
+    assert rows[f"mqtt://127.0.0.1:{broker}"] == "FAIL", rows
+    assert rows[f"line-bad: tcp://127.0.0.1:{dead}"] == "FAIL", rows
+    assert rows[f"line-ok: tcp://127.0.0.1:{sim}"] == "ok", rows
+    assert rows["incomer (unit 1 on line-ok)"] == "ok", rows
+    assert rows[str(tmp_path / "state")] == "warn", rows  # run creates it
+    # the summary names all of them, the hints say what to check
+    summary = result.stderr.splitlines()[-1]
+    assert summary.startswith(f"{config}: 4 checks failed: "), summary
+    for name in ("http.password_file", f"mqtt://127.0.0.1:{broker}", "line-bad", "press"):
+        assert name in summary, summary
+    assert "firewall" in result.stdout and str(missing) in result.stdout
+
+
+@pytest.mark.skipif(not have_mosquitto(), reason="mosquitto is not installed")
+async def test_a_config_whose_every_part_answers_passes(cli, tmp_path: Path) -> None:
+    sim, broker_port = free_port(), free_port()
+    broker = Broker(tmp_path / "broker", broker_port)
+    await broker.start()
+    try:
+        config = tmp_path / "agent.yaml"
+        config.write_text(
+            _write(tmp_path, sim=sim, dead=sim, broker=broker_port).read_text()
+            .replace("line-bad", "line-two").replace("unit: 2", "unit: 1")
+        )  # fmt: skip
+        (tmp_path / "state").mkdir()
+        with cli.simulate("--tcp", f"127.0.0.1:{sim}", "--profile", "eastron-sdm630"):
+            result = await cli.run_async("check", "-c", str(config), "--online", time_limit=60)
+    finally:
+        await broker.stop()
+    assert result.returncode == 0, str(result)
+    rows = _rows(result.stdout)
+    assert set(rows.values()) == {"ok"}, rows
+    assert len(rows) == 6, rows  # state, broker, two buses, two devices
+    # the check used an id of its own: a running agent is not knocked off the broker
+    assert "as energy-agent-plant-c-gw-c-check" in result.stdout
