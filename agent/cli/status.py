@@ -45,7 +45,7 @@ def register(commands: Commands) -> None:
         type=float,
         default=5.0,
         metavar="SECONDS",
-        help="seconds to wait for the agent",
+        help="seconds to wait for the agent (default 5)",
     )
     p.add_argument("--json", action="store_true", help="the /api/state document as JSON")
     p.set_defaults(handler=run_status)
