@@ -8,6 +8,7 @@ import getpass
 import os
 import shutil
 import sys
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,12 +97,29 @@ def run_check(args: argparse.Namespace) -> int:
         f"{len(config.devices)} device{'s' if len(config.devices) != 1 else ''} on "
         f"{len(buses)} bus{'es' if len(buses) != 1 else ''}"
     )
-    for warning in [*config.http.warnings(), *limit_warnings(config)]:
+    here = [] if args.no_files else machine_warnings(config)
+    for warning in [*config.http.warnings(), *limit_warnings(config), *here]:
         print(f"warning: {warning}", file=sys.stderr)
     refusal = run_refusal(config)
     if refusal:
         print(f"warning: {args.config}: {refusal}", file=sys.stderr)
     return EXIT_OK
+
+
+def machine_warnings(config: AgentConfig) -> list[str]:
+    """What this machine lacks that `run` will need: serial ports, the state directory.
+    Warnings, not errors: a config is often checked on another machine than its gateway's
+    (`--no-files` leaves them out; `--online` makes them failures)."""
+    from drivers.hints import serial_port_problem
+
+    out = []
+    for bus in config.buses:
+        if bus.rtu is not None and (problem := serial_port_problem(bus.rtu.port)) is not None:
+            out.append(f"bus {bus.id}: {problem}")
+    state = _state_dir_row(Path(config.state_dir))
+    if state.ok is not True:
+        out.append(f"state_dir {state.target}: {state.detail}")
+    return out
 
 
 def limit_warnings(config: AgentConfig) -> list[str]:
@@ -178,13 +196,15 @@ def _file_rows(doc: YamlDocument, config: AgentConfig) -> list[Row]:
 
 
 def _state_dir_row(state: Path) -> Row:
-    """The state directory: there and writable, or creatable by `run` (which makes it)."""
+    """The state directory: there and writable, or creatable by `run` (which makes it).
+    Tried, not inferred from the mode bits: root passes every access check, and a
+    read-only file system refuses whatever the bits say."""
     user = getpass.getuser()
     target = str(state)
     if state.is_dir():
-        if not os.access(state, os.W_OK | os.X_OK):
-            return Row("state", target, False, f"not writable by {user}: chown it to the "
-                       "agent's user, or set state_dir")  # fmt: skip
+        if (why := _cannot_write_in(state)) is not None:
+            return Row("state", target, False, f"{user} cannot write in it ({why}): chown it "
+                       "to the agent's user, or set state_dir")  # fmt: skip
         free = shutil.disk_usage(state).free
         return Row("state", target, True, f"writable, {free / 1e9:,.1f} GB free")
     if state.exists():
@@ -192,11 +212,21 @@ def _state_dir_row(state: Path) -> Row:
     parent = state.parent
     while not parent.exists():
         parent = parent.parent
-    if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
-        return Row("state", target, None, f"does not exist yet; `run` creates it ({parent} is "
-                   f"writable by {user})")  # fmt: skip
+    if parent.is_dir() and _cannot_write_in(parent) is None:
+        return Row("state", target, None, f"does not exist yet; `run` creates it ({user} "
+                   f"can write in {parent})")  # fmt: skip
     return Row("state", target, False, f"does not exist and {user} cannot create it under "
                f"{parent}: create it for the agent's user (systemd: StateDirectory=)")  # fmt: skip
+
+
+def _cannot_write_in(folder: Path) -> str | None:
+    """Why a directory cannot be made in ``folder`` (one is made and removed), or None."""
+    try:
+        probe = tempfile.mkdtemp(prefix=".energy-agent-check-", dir=folder)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    os.rmdir(probe)
+    return None
 
 
 def _broker_row(config: AgentConfig) -> Row:

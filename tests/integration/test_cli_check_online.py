@@ -95,3 +95,24 @@ async def test_a_config_whose_every_part_answers_passes(cli, tmp_path: Path) -> 
     assert len(rows) == 6, rows  # state, broker, two buses, two devices
     # the check used an id of its own: a running agent is not knocked off the broker
     assert "as energy-agent-plant-c-gw-c-check" in result.stdout
+
+
+def test_plain_check_warns_of_a_missing_serial_port_and_state_directory(
+    cli, tmp_path: Path
+) -> None:
+    config = tmp_path / "agent.yaml"
+    config.write_text(
+        "site: {id: plant-w}\n"
+        "gateway: {id: gw-w}\n"
+        "buses: [{id: rs485, rtu: {port: /dev/ttyUSB97}}]\n"
+        "devices: [{id: oven, bus: rs485, unit: 3, profile: eastron-sdm120}]\n"
+        "mqtt: {host: 127.0.0.1}\n"
+        "state_dir: /proc/nowhere/state\n",
+        encoding="utf-8",
+    )
+    result = cli.run("check", "-c", str(config))
+    assert result.returncode == 0, str(result)  # warnings: the config may be for another machine
+    assert "warning: bus rs485: /dev/ttyUSB97 does not exist" in result.stderr, str(result)
+    assert "warning: state_dir /proc/nowhere/state: does not exist and" in result.stderr
+    quiet = cli.run("check", "-c", str(config), "--no-files")
+    assert quiet.returncode == 0 and "ttyUSB97" not in quiet.stderr, str(quiet)
