@@ -46,6 +46,14 @@ def password_of(settings: Mqtt) -> str | None:
         ) from None
 
 
+def client_id_of(mqtt: Mqtt | None, site: str, gateway: str) -> str:
+    """A gateway's MQTT client id: one per broker, or two agents knock each other off
+    (see :class:`TakeoverWatch`). Takes the ids, not the agent's config: the bridge
+    imports this module and must not load the config's Modbus models."""
+    given = mqtt.client_id if mqtt is not None else None
+    return given or f"energy-agent-{site}-{gateway}"
+
+
 def new_client(settings: Mqtt, client_id: str, *, manual_ack: bool = False) -> paho.Client:
     client = paho_compat.client_class()(
         callback_api_version=CallbackAPIVersion.VERSION2,

@@ -235,10 +235,10 @@ def _broker_row(config: AgentConfig) -> Row:
     mqtt = config.mqtt
     if mqtt is None:
         return Row("broker", "(none)", False, "no `mqtt:` section: `run` needs one")
-    from agent.mqttclient import MqttConfigError, new_client
+    from agent.mqttclient import MqttConfigError, client_id_of, new_client
 
     target = f"{'mqtts' if mqtt.tls else 'mqtt'}://{mqtt.host}:{mqtt.port}"
-    base = mqtt.client_id or f"energy-agent-{config.site.id}-{config.gateway.id}"
+    base = client_id_of(config.mqtt, config.site.id, config.gateway.id)
     answered = threading.Event()
     reason: list[str] = []
     try:

@@ -23,11 +23,10 @@ from zoneinfo import ZoneInfo
 from agent.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Commands, add_config_arg
 from agent.config import load_config
 from agent.config.load import run_refusal
-from agent.core.channels import SLOT_MS
 from agent.http.limits import Limits
 from agent.http.server import TICK_S, HttpServer
-from agent.mqttclient import MqttConfigError
-from agent.runtime.agent import Agent, now_ms, warm_up
+from agent.mqttclient import MqttConfigError, client_id_of
+from agent.runtime.agent import Agent, now_ms
 from drivers.profile import ProfileLibrary
 
 log = logging.getLogger("agent.run")
@@ -65,7 +64,7 @@ def run_agent(args: argparse.Namespace) -> int:
         agent = Agent(config, ProfileLibrary())
         # Compiled here, not at the agent's start (where it is then instant), so that the
         # first close said below is the one after the first poll.
-        warm_up(agent.site)
+        agent.warm_up()
         for line in start_lines(agent, now_ms()):
             log.info("%s", line)
         asyncio.run(_main(agent))
@@ -95,14 +94,13 @@ def start_lines(agent: Agent, now: int) -> list[str]:
     mqtt = config.mqtt
     if mqtt is not None:
         tls = "TLS" if mqtt.tls is not None else "no TLS"
+        client_id = client_id_of(mqtt, config.site.id, config.gateway.id)
         lines.append(
-            f"broker {mqtt.host}:{mqtt.port} ({tls}) as client id {agent.link.client_id}, "
-            f"topics under {agent.site.topics.base}/"
+            f"broker {mqtt.host}:{mqtt.port} ({tls}) as client id {client_id}, "
+            f"topics under {agent.status(now).agent.topic_base}/"
         )
     lines.append(f"live page on http://{config.http.listen}/; state in {config.state_dir}")
-    engine = agent.site.engine
-    slot = now // SLOT_MS
-    end_ms = (engine.interval_start_slot(slot) + engine.interval_slots) * SLOT_MS
+    end_ms = agent.interval_end_ms(now)
     zone = ZoneInfo(config.site.timezone)
     at = datetime.fromtimestamp(end_ms / 1000, zone)
     lines.append(
