@@ -33,7 +33,7 @@ import pytest
 
 from agent.core.jit import ENV
 from tests.conftest import ROOT, Cli, _env, cli_command, free_port
-from tests.integration.test_deploy import mdwe_prefix
+from tests.support.mdwe import mdwe_prefix
 
 pytestmark = pytest.mark.integration
 
