@@ -1,7 +1,7 @@
 """Hypothesis strategies for what gateways (and attackers) publish: valid payloads,
 valid ones with a few things changed, and hostile JSON.
 
-Shared by the validator's fuzz test (tests/unit/test_bridge_fuzz.py) and its
+Shared by the validator's fuzz test (tests/unit/bridge/test_bridge_fuzz.py) and its
 real-bridge leg (tests/integration/test_bridge_contract.py).
 """
 
