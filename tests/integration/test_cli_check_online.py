@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import free_port
-from tests.integration.mqtt_helpers import Broker, have_mosquitto
+from tests.support.cli import free_port
+from tests.support.mqtt import Broker, have_mosquitto
 
 pytestmark = pytest.mark.integration
 

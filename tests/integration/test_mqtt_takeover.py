@@ -14,8 +14,8 @@ from agent.mqttclient import TAKEOVER
 from agent.runtime.mqtt import MqttLink
 from agent.runtime.status import _link_problems
 from agent.status import LinkStatus
-from tests.conftest import free_port
-from tests.integration.mqtt_helpers import Broker, have_mosquitto, wait_until
+from tests.support.cli import free_port
+from tests.support.mqtt import Broker, have_mosquitto, wait_until
 
 pytestmark = [
     pytest.mark.integration,

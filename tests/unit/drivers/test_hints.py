@@ -14,7 +14,7 @@ from drivers.endpoint import Endpoint, Framing
 from drivers.errors import ConnectionLost, DeviceBusy, ModbusExceptionResponse, ModbusTimeout
 from drivers.hints import failure_hint, silent_bus_hint
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TCP = Endpoint(Framing.TCP, host="10.0.0.7", port=502)
 BOX = Endpoint(Framing.RTU_OVER_TCP, host="10.0.0.8", port=4001)
 SERIAL_WORDS = ("baud", "parity", "wiring", "dialout", "/dev/")

@@ -12,7 +12,7 @@ import pytest
 
 from agent.cli.main import main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 #: The golden /api/state of tests/unit/test_status.py, as the agent serves it.
 STATE = json.dumps(
     json.loads((ROOT / "tests" / "cases" / "api-state" / "expected.json").read_bytes())["full"]
