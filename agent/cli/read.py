@@ -113,7 +113,8 @@ def run_read(args: argparse.Namespace) -> int:
         text = "n/a" if shown[q] is None else _grouped(exact[q])
         if q in sample.implausible:
             text = f"implausible: {text}"
-        table.add_row(q.value, text, _unit_label(q), f"{spec.type.value} @ {spec.address}")
+        where = f"{spec.type.value} @ {spec.address} (0x{spec.address:04X})"
+        table.add_row(q.value, text, _unit_label(q), where)
     if ratios:
         # Values are scaled by these; a commissioning engineer compares them with the
         # meter's own PT/CT set-up screen.

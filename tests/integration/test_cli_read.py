@@ -48,6 +48,7 @@ def test_uint64_counter_near_wrap_prints_every_digit(cli, ports) -> None:
     assert table.returncode == 0, str(table)
     assert f"{kwh:,}.{hundredths:02d}" in table.stdout  # grouped: 184,467,440,737,0xx,xxx.xx
     assert "e+" not in table.stdout + table.stderr  # no 1.84467e+17 anywhere
+    assert "uint64 @ 20480 (0x5000)" in table.stdout  # the register it came from
     assert f"reads {kwh}.{hundredths:02d}, outside its plausible range" in table.stderr
 
 
