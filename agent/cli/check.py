@@ -7,6 +7,7 @@ import asyncio
 import getpass
 import os
 import shutil
+import ssl
 import sys
 import tempfile
 import threading
@@ -253,7 +254,12 @@ def _broker_row(config: AgentConfig) -> Row:
     client.on_connect = on_connect
     try:
         client.connect(mqtt.host, mqtt.port, keepalive=10)
-    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+    except ssl.SSLError as exc:
+        why = getattr(exc, "verify_message", None) or exc.reason or str(exc)
+        return Row("broker", target, False, f"TLS handshake failed: {why}; is mqtt.tls.ca the "
+                   "CA that signed the broker's certificate, and is the host in it? (client "
+                   "certificate: mqtt.tls.cert/key)")  # fmt: skip
+    except (OSError, ValueError) as exc:
         return Row("broker", target, False, f"cannot connect: {_why(exc)}; check host, port "
                    "and firewall (1883 plain, 8883 TLS)")  # fmt: skip
     client.loop_start()

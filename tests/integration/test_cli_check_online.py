@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.cli import free_port
-from tests.support.mqtt import Broker, have_mosquitto
+from tests.support.mqtt import Broker, have_mosquitto, make_tls
 
 pytestmark = pytest.mark.integration
 
@@ -39,11 +39,22 @@ def _write(tmp_path: Path, *, sim: int, dead: int, broker: int, password: str = 
 
 def _rows(stdout: str) -> dict[str, str]:
     """The table's first line of each row: target -> result."""
-    rows = {}
+    return {target: result for target, (result, _) in _table(stdout).items()}
+
+
+def _table(stdout: str) -> dict[str, tuple[str, str]]:
+    """target -> (result, detail), the detail's wrapped lines joined."""
+    rows: dict[str, tuple[str, str]] = {}
+    last = ""
     for line in stdout.splitlines():
         cells = [c.strip() for c in re.split(r"[│┃]", line)[1:-1]]
-        if len(cells) == 4 and cells[0] and cells[2] in ("ok", "FAIL", "warn"):
-            rows[cells[1]] = cells[2]
+        if len(cells) != 4:
+            continue
+        if cells[0] and cells[2] in ("ok", "FAIL", "warn"):
+            last = cells[1]
+            rows[last] = (cells[2], cells[3])
+        elif not cells[0] and last:
+            rows[last] = (rows[last][0], f"{rows[last][1]} {cells[3]}")
     return rows
 
 
@@ -116,3 +127,36 @@ def test_plain_check_warns_of_a_missing_serial_port_and_state_directory(
     assert "warning: state_dir /proc/nowhere/state: does not exist and" in result.stderr
     quiet = cli.run("check", "-c", str(config), "--no-files")
     assert quiet.returncode == 0 and "ttyUSB97" not in quiet.stderr, str(quiet)
+
+
+@pytest.mark.skipif(not have_mosquitto(), reason="mosquitto is not installed")
+async def test_the_broker_is_tried_with_the_configs_tls(cli, tmp_path: Path) -> None:
+    """The right CA: connected, TLS verified. Another CA: the certificate is named."""
+    tls = make_tls(tmp_path / "pki")
+    other = make_tls(tmp_path / "other-pki")
+    port = free_port()
+    broker = Broker(tmp_path / "broker", port, tls=tls)
+    await broker.start()
+    results = {}
+    try:
+        for name, ca in (("right", tls.ca), ("wrong", other.ca)):
+            config = tmp_path / f"{name}.yaml"
+            config.write_text(
+                "site: {id: plant-t}\n"
+                "gateway: {id: gw-t}\n"
+                "buses: [{id: b, tcp: {host: 127.0.0.1, port: 1}}]\n"
+                "devices: [{id: m, bus: b, unit: 1, profile: eastron-sdm630}]\n"
+                f"mqtt: {{host: 127.0.0.1, port: {port}, tls: {{ca: {ca}}}}}\n"
+                f"state_dir: {tmp_path / 'state'}\n",
+                encoding="utf-8",
+            )
+            results[name] = await cli.run_async("check", "-c", str(config), "--online")
+    finally:
+        await broker.stop()
+    right, wrong = (_rows(results[k].stdout) for k in ("right", "wrong"))
+    assert right[f"mqtts://127.0.0.1:{port}"] == "ok", results["right"]
+    assert "TLS verified" in results["right"].stdout
+    assert wrong[f"mqtts://127.0.0.1:{port}"] == "FAIL", results["wrong"]
+    detail = _table(results["wrong"].stdout)[f"mqtts://127.0.0.1:{port}"][1]
+    assert detail.startswith("TLS handshake failed: "), detail
+    assert "mqtt.tls.ca" in detail and "firewall" not in detail, detail
