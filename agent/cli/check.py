@@ -48,7 +48,9 @@ def register(commands: Commands) -> None:
         "check",
         help="validate a config file and the files it names, as `run` would",
         description="Load a config (an agent's or a bridge's) exactly as `run` or `bridge` "
-        "would and report every problem with its line; exit 2 if there is one. Starts nothing.",
+        "would and report every problem with its line; exit 2 if there is one. Starts nothing. "
+        "Warns about what this machine lacks for it (a serial port, the state directory); "
+        "--online tries every bus, meter and the broker too.",
     )
     add_config_arg(p, "the config file to check (an agent's or a bridge's)")
     p.add_argument(
