@@ -25,7 +25,8 @@ from agent.report.sources import EnergyRow
 from agent.report.tariff import Band, Tariff
 
 QUARTER_MS = 900_000
-#: Qualities whose interval's time is not covered by readings (docs/core.md).
+#: Qualities whose interval's time is not covered by readings (docs/core.md); an
+#: interpolated interval is not covered either, and is counted apart.
 MISSING = frozenset({"gap", "reset"})
 INTERPOLATED = "interpolated"
 ELECTRICITY, GAS, PRODUCTION = "electricity", "natural_gas", "production"
@@ -186,7 +187,8 @@ class Figures:
         return best
 
     def coverage_share(self) -> float:
-        """Seconds covered by readings over the seconds of the period, all known devices."""
+        """Seconds covered by readings (measured, not interpolated) over the seconds of the
+        period, all devices of the config that have records."""
         span_s = self.period.hours * 3600
         devices = [d for d in self.devices if d in self.per_device] or list(self.devices)
         if not devices or span_s <= 0:
@@ -291,10 +293,10 @@ def _add(
         s.unmetered_kwh += row.unmetered_kwh
         s.has_unmetered = True
     cov = fig.coverage[(row.device, day)]
-    if row.quality not in MISSING:
+    if row.quality not in MISSING and row.quality != INTERPOLATED:
         s.covered_s += row.interval_s
         cov[0] += row.interval_s
-    if row.quality == INTERPOLATED:
+    elif row.quality == INTERPOLATED:
         s.interpolated_s += row.interval_s
         s.interpolated_kwh += row.energy_kwh
         cov[1] += row.interval_s

@@ -1,0 +1,249 @@
+"""`energy-agent report` on a replayed month (tests/support/report_month.py): the
+totals against sums worked out by hand, the cost by hand, the same report from
+the history, JSON lines and VictoriaMetrics, the HTML in headless chromium, and
+bad inputs. Every hand sum is written out where it is checked.
+
+Per day (local), from the readings' rules:
+  main      12 h x 100 kW + 12 h x 40 kW = 1200 + 480 = 1680 kWh
+  line-a    0.3 x 1680 = 504 kWh; main's unmetered rest 1680 - 504 = 1176 kWh
+  boiler    16 h x 20 m3 = 320 m3; 320 x 10.81 = 3459.2 kWh; 320 x 2.162 = 691.84 kg
+  counter   12 h x 60 = 720 units
+  scope 2   hours 17-19 at 100 kW and 20-21 at 40 kW use 0.8: 300 + 80 = 380 kWh x 0.8
+            = 304 kg; the other 1680 - 380 = 1300 kWh x 0.5703 = 741.39 kg; 1045.39 kg
+November (30 days): 50400 kWh, 9600 m3, 103776 kWh of gas, 21600 units,
+  scope 1 20755.2 kg, scope 2 31361.7 kg.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from agent.i18n import Translator
+from tests.conftest import ROOT, free_port
+from tests.support import report_month
+from tests.support.report_sources import history_of, write_victoria
+from tests.support.xlsx import read_xlsx
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+EN = Translator("en")
+DAYS = 30
+MONTH_START_MS = 1_793_462_400_000  # 2026-11-01 00:00 +08:00 = 2026-10-31 16:00 UTC
+MONTH_END_MS = MONTH_START_MS + DAYS * 86_400_000
+
+
+@dataclass(frozen=True)
+class Month:
+    config: Path
+    jsonl: Path
+    state_dir: Path
+    tmp: Path
+
+
+@pytest.fixture(scope="module")
+def month(tmp_path_factory: pytest.TempPathFactory, cli) -> Month:
+    tmp = tmp_path_factory.mktemp("report")
+    state = tmp / "state"
+    config = report_month.config(tmp / "plant.yaml", state)
+    report_month.readings(tmp / "readings.csv")
+    jsonl = tmp / "records.jsonl"
+    r = cli.run(
+        "replay", "-c", str(config), str(tmp / "readings.csv"), "--topics", "energy",
+        "--out", str(jsonl), timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r
+    return Month(config, jsonl, state, tmp)
+
+
+def test_the_month_starts_where_the_readings_say() -> None:
+    start = dt.datetime(2026, 11, 1, tzinfo=report_month.ZONE)
+    assert int(start.timestamp() * 1000) == MONTH_START_MS
+
+
+def run_report(cli, month: Month, out: Path, *source: str, period: str = "2026-11", lang="en"):
+    return cli.run(
+        "report", "--period", period, "-c", str(month.config), *source, "--out", str(out),
+        "--lang", lang, timeout=120,
+    )  # fmt: skip
+
+
+def read_csv(path: Path) -> list[list[str]]:
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        return list(csv.reader(f))
+
+
+def totals_of(rows: list[list[object]]) -> dict[tuple[str, str], object]:
+    """(figure, unit) -> value, from the totals table (a header row first)."""
+    return {(str(r[0]), str(r[2] or "")): r[1] for r in rows[1:]}
+
+
+def figure(key: str) -> str:
+    return EN(f"report.total_{key}")
+
+
+def approx(x: float) -> object:
+    return pytest.approx(x, rel=1e-9, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def from_jsonl(cli, month: Month) -> Path:
+    out = month.tmp / "out-jsonl"
+    r = run_report(cli, month, out, "--jsonl", str(month.jsonl))
+    assert r.returncode == 0, r
+    return out
+
+
+def test_month_totals_in_csv_and_xlsx_are_the_hand_sums(from_jsonl: Path) -> None:
+    from_csv = {k: float(v) for k, v in totals_of(read_csv(from_jsonl / "report.csv")).items()
+                if v not in ("", None) and k[0] != figure("peak_at")}  # fmt: skip
+    book = read_xlsx(from_jsonl / "report.xlsx")
+    sheet = book[EN("report.table_totals")]
+    from_xlsx = totals_of(sheet)
+    kwh, m3, gas_kwh = 1680.0 * DAYS, 320.0 * DAYS, 3459.2 * DAYS
+    scope1, scope2, units = 691.84 * DAYS, 1045.39 * DAYS, 720.0 * DAYS
+    kgce = kwh * 0.1229 + m3 * 1.2143  # GB/T 2589 coefficients of the config (defaults)
+    hand = {
+        (figure("electricity_import_kwh"), "kWh"): kwh,  # 50400
+        (figure("gas_m3"), "m³"): m3,  # 9600
+        (figure("gas_kwh"), "kWh"): gas_kwh,  # 103776
+        (figure("energy_kwh"), "kWh"): kwh + gas_kwh,  # 154176
+        (figure("kgce"), "kgce"): kgce,  # 6194.16 + 11657.28 = 17851.44
+        (figure("tce"), "tce"): kgce / 1000,
+        (figure("scope1_kg"), "kg"): scope1,  # 20755.2
+        (figure("scope2_kg"), "kg"): scope2,  # 31361.7
+        (figure("co2_kg"), "kg"): scope1 + scope2,
+        (figure("output_units"), ""): units,  # 21600
+        (figure("kwh_per_unit"), "kWh"): (kwh + gas_kwh) / units,
+        (figure("kgce_per_unit"), "kgce"): kgce / units,
+        (figure("kgco2_per_unit"), "kg"): (scope1 + scope2) / units,
+        # 50400 kWh over 720 h = 70 kW; the highest quarter hour is 100 kW (8:00-20:00)
+        (figure("average_kw"), "kW"): 70.0,
+        (figure("peak_kw"), "kW"): 100.0,
+        (figure("load_factor"), ""): 0.7,
+        # 4 h of main and line-a interpolated, out of 4 devices x 720 h
+        (figure("coverage"), "%"): 100 * (1 - 8 / (4 * 720)),
+        # 4 h x 40 kW = 160 kWh of 154176
+        (figure("interpolated_share"), "%"): 100 * 160 / (kwh + gas_kwh),
+    }
+    for key, want in hand.items():
+        assert from_csv[key] == approx(round(want, 6)), key
+        assert isinstance(from_xlsx[key], float), f"{key}: a number in the XLSX"
+        assert from_xlsx[key] == approx(want), key
+    # scope 1 + scope 2 = the total, in both files
+    co2 = (figure("co2_kg"), "kg")
+    s1, s2 = (figure("scope1_kg"), "kg"), (figure("scope2_kg"), "kg")
+    assert from_xlsx[co2] == approx(float(from_xlsx[s1]) + float(from_xlsx[s2]))  # type: ignore[arg-type]
+    assert from_csv[co2] == approx(from_csv[s1] + from_csv[s2])
+    assert from_xlsx[(figure("peak_at"), "")] == "2026-11-01 08:00"
+
+
+def test_breakdowns_do_not_count_twice(from_jsonl: Path) -> None:
+    levels = read_csv(from_jsonl / "report-levels.csv")
+    # level 0: main 50400 metered; level 1: line-a 504 x 30 = 15120 metered, and main's
+    # unmetered rest 1176 x 30 = 35280; level 1's total is level 0's.
+    assert [float(x) for x in levels[1]] == [0, 50400.0, 0.0, 50400.0]
+    assert [float(x) for x in levels[2]] == approx_list([1, 15120.0, 35280.0, 50400.0])
+    lines = read_csv(from_jsonl / "report-lines.csv")
+    assert lines[1][0] == "line-a"
+    assert float(lines[1][2]) == approx(15120.0)
+    assert float(lines[1][4]) == approx(21600.0)
+    assert float(lines[1][5]) == approx(15120.0 / 21600.0)
+    daily = read_csv(from_jsonl / "report-daily.csv")
+    assert len(daily) == 1 + DAYS
+    outage = next(r for r in daily if r[0] == "2026-11-10")
+    assert float(outage[1]) == approx(1680.0)  # the outage's 4 h are interpolated, not lost
+    coverage = read_csv(from_jsonl / "report-coverage.csv")
+    main = next(r for r in coverage if r[0] == "main")
+    col = coverage[0].index("2026-11-10 (%)")
+    assert float(main[col]) == approx(100 * 20 / 24)
+    assert float(main[col + 1]) == approx(100.0)
+
+
+def approx_list(xs: list[float]) -> object:
+    return pytest.approx(xs, rel=1e-9, abs=1e-6)
+
+
+def test_time_of_use_cost_of_two_days_by_hand(cli, month: Month) -> None:
+    out = month.tmp / "out-two-days"
+    r = run_report(cli, month, out, "--jsonl", str(month.jsonl), period="2026-11-02..2026-11-03")
+    assert r.returncode == 0, r
+    # November is not summer in example-cn-tou: valley 0-7, flat 8-9, 12-16, 22-23,
+    # peak 10-11, 17-21. Per day:
+    #   valley 8 h x 40 kW = 320 kWh x 0.3 = 96
+    #   flat   2 h x 100 + 5 h x 100 + 2 h x 40 = 780 kWh x 0.6 = 468
+    #   peak   2 h x 100 + 3 h x 100 + 2 h x 40 = 580 kWh x 1.0 = 580
+    # two days: 2 x 1144 = 2288; demand 100 kW x 12 CNY/kW·month x 2/30 of November = 80
+    cost = read_csv(out / "report-cost.csv")
+    rows = {r[0]: r for r in cost[1:]}
+    assert float(rows[EN("report.band_valley")][1]) == approx(640.0)
+    assert float(rows[EN("report.band_valley")][4]) == approx(192.0)
+    assert float(rows[EN("report.band_flat")][4]) == approx(936.0)
+    assert float(rows[EN("report.band_peak")][4]) == approx(1160.0)
+    demand = rows[EN("report.demand_charge", month="2026-11")]
+    assert [float(x) for x in demand[1:]] == approx_list([100.0, 12.0, 2 / 30, 80.0])
+    assert float(rows[EN("report.total_cost")][4]) == approx(2368.0)
+    totals = totals_of(read_csv(out / "report.csv"))
+    # cost per unit: 2368 / (2 x 720 units)
+    assert float(totals[(figure("cost_per_unit"), "CNY")]) == approx(round(2368 / 1440, 6))
+
+
+@pytest.fixture(scope="module")
+def history(month: Month) -> Path:
+    return history_of(
+        month.jsonl, month.state_dir, chain_from_ms=MONTH_START_MS,
+        until_ms=MONTH_END_MS + 86_400_000,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def victoria(tmp_path_factory: pytest.TempPathFactory, month: Month) -> Iterator[str]:
+    import asyncio
+
+    from tests.integration.bridge_helpers import VictoriaMetrics, have_victoria_metrics
+
+    if not have_victoria_metrics():
+        pytest.fail("victoria-metrics is not installed; scripts/test installs it")
+    vm = VictoriaMetrics(free_port(), tmp_path_factory.mktemp("vm") / "data")
+    asyncio.run(vm.start())
+    try:
+        write_victoria(month.jsonl, vm.url)
+        yield vm.url
+    finally:
+        asyncio.run(vm.stop())
+
+
+FIGURE_FILES = ("report.csv", "report-devices.csv", "report-levels.csv", "report-lines.csv",
+                "report-products.csv", "report-daily.csv", "report-hourly.csv",
+                "report-coverage.csv", "report-cost.csv")  # fmt: skip
+
+
+def test_same_report_from_history_json_lines_and_victoria_metrics(
+    cli, month: Month, from_jsonl: Path, history: Path, victoria: str
+) -> None:
+    out_h, out_v = month.tmp / "out-history", month.tmp / "out-vm"
+    r = run_report(cli, month, out_h, "--history", str(month.state_dir))
+    assert r.returncode == 0, r
+    r = run_report(cli, month, out_v, "--influx", victoria)
+    assert r.returncode == 0, r
+    for name in FIGURE_FILES:
+        want = (from_jsonl / name).read_bytes()
+        assert (out_h / name).read_bytes() == want, f"history: {name}"
+        assert (out_v / name).read_bytes() == want, f"victoria-metrics: {name}"
+    # The history has a ledger sealed hour by hour from the month's start: every hour
+    # verified. JSON lines from `replay` have none, and say so.
+    ver = read_csv(out_h / "report-verification.csv")
+    assert len(ver) == 1 + 720
+    assert {r[1] for r in ver[1:]} == {EN("report.status_verified")}
+    ver = read_csv(from_jsonl / "report-verification.csv")
+    assert {r[1] for r in ver[1:]} == {EN("report.status_not_verified")}
+    html = (from_jsonl / "report.html").read_text(encoding="utf-8")
+    assert "no ledger entries" in html
