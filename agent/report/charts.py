@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from html import escape
 
 W, H = 720, 220
-PAD_L, PAD_B, PAD_T = 56, 28, 12
+PAD_L, PAD_B, PAD_T = 56, 28, 26
 
 
 def _fmt(v: float) -> str:
@@ -24,7 +24,7 @@ def _axis(top: float, unit: str) -> list[str]:
             f'<text x="{PAD_L - 4}" y="{y + 4:.1f}" text-anchor="end" font-size="10">'
             f"{_fmt(v)}</text>"
         )
-    out.append(f'<text x="4" y="{PAD_T + 4}" font-size="10">{escape(unit)}</text>')
+    out.append(f'<text x="4" y="{PAD_T - 10}" font-size="10">{escape(unit)}</text>')
     return out
 
 
@@ -52,7 +52,7 @@ def bars(
                 f'height="{h:.1f}" fill="{colour}"/>'
             )
             base += v
-        if n <= 31 or i % max(1, n // 12) == 0:
+        if i % _label_step(n) == 0:
             parts.append(
                 f'<text x="{PAD_L + (i + 0.5) * bw:.1f}" y="{H - PAD_B + 12}" font-size="9" '
                 f'text-anchor="middle">{escape(labels[i])}</text>'
@@ -102,8 +102,7 @@ def heat(
                 f'<rect x="{label_w + c * cw:.1f}" y="{y}" width="{max(cw - 1, 0.5):.1f}" '
                 f'height="{ch - 1}" fill="{fill}" fill-opacity="{opacity:.2f}"/>'
             )
-    step = max(1, len(cols) // 16)
-    for c in range(0, len(cols), step):
+    for c in range(0, len(cols), _label_step(len(cols))):
         parts.append(
             f'<text x="{label_w + c * cw:.1f}" y="{height - 8}" font-size="9">'
             f"{escape(cols[c])}</text>"
@@ -111,13 +110,18 @@ def heat(
     return _svg(title, parts, height)
 
 
+def _label_step(n: int) -> int:
+    """Every label up to 16, then every 2nd, 5th, 7th ...: no label runs into the next."""
+    return 1 if n <= 16 else max(2, -(-n // 12))
+
+
 def _legend(items: Sequence[tuple[str, str]]) -> list[str]:
     out = []
     for i, (name, colour) in enumerate(items):
-        x = PAD_L + 8 + i * 150
+        x = PAD_L + 60 + i * 160
         out.append(
-            f'<rect x="{x}" y="2" width="10" height="10" fill="{colour}"/>'
-            f'<text x="{x + 14}" y="11" font-size="10">{escape(name)}</text>'
+            f'<rect x="{x}" y="4" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{x + 14}" y="13" font-size="10">{escape(name)}</text>'
         )
     return out
 

@@ -26,12 +26,15 @@ STYLE = """
 body { font-family: "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "Noto Sans",
        "DejaVu Sans", sans-serif; font-size: 10pt; color: #111; max-width: 190mm;
        margin: 0 auto; }
-h1 { font-size: 16pt; margin: 0 0 4pt; } h2 { font-size: 12pt; margin: 14pt 0 4pt;
-       break-after: avoid; }
+h1 { font-size: 16pt; margin: 0 0 4pt; }
+h2 { font-size: 12pt; margin: 14pt 0 4pt; break-after: avoid; }
+figure { margin: 8pt 0; break-inside: avoid; }
+figcaption { font-weight: 600; margin-bottom: 2pt; }
 .meta { color: #444; margin-bottom: 8pt; }
 table { border-collapse: collapse; width: 100%; margin-bottom: 6pt; }
 th, td { border: 0.5pt solid #bbb; padding: 2pt 4pt; }
 th { background: #f0f0f0; text-align: left; font-weight: 600; }
+td:first-child { white-space: nowrap; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 tr { break-inside: avoid; }
 svg.chart { width: 100%; height: auto; break-inside: avoid; }
@@ -143,6 +146,13 @@ def _verification_chart(report: Report, t: Translator, by_day: bool) -> str:
     )  # fmt: skip
 
 
+def _figure(svg: str) -> str:
+    """A chart with its title shown above it (the SVG's own title is for screen readers)."""
+    start = svg.index("<title>") + len("<title>")
+    title = svg[start : svg.index("</title>")]
+    return f"<figure><figcaption>{title}</figcaption>{svg}</figure>"
+
+
 def render_html(report: Report, tables: list[Table], t: Translator) -> str:
     period = report.period
     title = t("report.title", site=report.site_name or report.site, period=period.text)
@@ -161,7 +171,7 @@ def render_html(report: Report, tables: list[Table], t: Translator) -> str:
     ]
     shown = {tb.key: tb for tb in tables}
     body.append(html_table(t, shown["totals"]))
-    body += _charts(report, t)
+    body += [_figure(svg) for svg in _charts(report, t)]
     for key in IN_HTML[1:]:
         if key in shown and shown[key].rows:
             body.append(html_table(t, shown[key]))

@@ -149,15 +149,15 @@ class HistorySource:
 
         missing = crypto_missing()
         if missing is not None:
-            return unverified(start_ms, end_ms, missing)
+            return unverified(start_ms, end_ms, "other", missing)
         from agent.ledger import keys
 
         try:
             trusted = keys.known(self.state_dir)
         except keys.LedgerKeyError as exc:
-            return unverified(start_ms, end_ms, str(exc))
+            return unverified(start_ms, end_ms, "other", str(exc))
         if not trusted:
-            return unverified(start_ms, end_ms, "no ledger keys in the state directory")
+            return unverified(start_ms, end_ms, "no_keys")
         try:
             entries = [row.entry for row in self.reader.entries()]
             last = self.reader.last_entry()
@@ -242,13 +242,9 @@ class JsonLinesSource:
 
         entries = [o["entry"] for _, o in self._lines() if o.get("type") == "ledger"]
         if not entries:
-            return unverified(
-                start_ms, end_ms, "the file holds no ledger entries (`replay` output)"
-            )
+            return unverified(start_ms, end_ms, "no_ledger_in_file")
         if not self.public_keys:
-            return unverified(
-                start_ms, end_ms, "no --public-key given to check the export's ledger with"
-            )
+            return unverified(start_ms, end_ms, "no_public_key")
         records = (
             RecordIn(topic, payload, bool(obj_pending))
             for topic, payload, obj_pending in self._records_in(start_ms, end_ms)

@@ -263,7 +263,12 @@ def statements(report: Report, t: Translator) -> list[str]:
           unverified=v.count(NOT_VERIFIED), total=len(v.hours))
     )  # fmt: skip
     if v.note:
-        out.append(t("report.not_verified_because", why=v.note))
+        why = (
+            t(f"report.why_{v.note}", detail=v.detail)
+            if v.note == "other"
+            else t(f"report.why_{v.note}")
+        )
+        out.append(t("report.not_verified_because", why=why))
     out += v.problems[:5]
     fig = report.figures
     if fig.unknown:

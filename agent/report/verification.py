@@ -29,8 +29,10 @@ NOT_VERIFIED = "not_verified"
 class Verification:
     #: (hour start in Unix ms, status) for every hour of the period.
     hours: list[tuple[int, str]]
-    #: Why some hours are not verified (empty when all are).
+    #: Why some hours are not verified: the suffix of an i18n key ``report.why_<note>``
+    #: (empty when all are), and a technical detail for ``other``.
     note: str = ""
+    detail: str = ""
     #: What broke, one line per broken ledger period.
     problems: list[str] = field(default_factory=list)
 
@@ -46,6 +48,7 @@ def _hours(start_ms: int, end_ms: int) -> list[int]:
 def statuses(
     start_ms: int, end_ms: int, units: Iterable[tuple[int, int, bool]], why_not: str
 ) -> Verification:
+    """``why_not``: the note for hours no verified period covers (see :class:`Verification`)."""
     """Each hour's status from ledger periods ``(start, end, ok)`` (module doc)."""
     ok_spans: list[tuple[int, int]] = []
     bad_spans: list[tuple[int, int]] = []
@@ -80,8 +83,9 @@ def _covered(lo: int, hi: int, spans: Sequence[tuple[int, int]]) -> bool:
     return at >= hi
 
 
-def unverified(start_ms: int, end_ms: int, why: str) -> Verification:
-    return Verification([(h, NOT_VERIFIED) for h in _hours(start_ms, end_ms)], why)
+def unverified(start_ms: int, end_ms: int, why: str, detail: str = "") -> Verification:
+    """Every hour not verified, for the reason ``why`` (an i18n key's suffix)."""
+    return Verification([(h, NOT_VERIFIED) for h in _hours(start_ms, end_ms)], why, detail)
 
 
 def from_chain(
@@ -112,10 +116,9 @@ def from_chain(
                 covers.add((s, t))
     units = [(s, e, (s, e) not in broken) for s, e in covers]
     units += [(s, e, False) for s, e in broken]
-    why = "no ledger entry covers them yet (not sealed, or before the ledger began)"
-    v = statuses(start_ms, end_ms, units, why)
+    v = statuses(start_ms, end_ms, units, "not_sealed")
     problems = [str(b) for b in sorted(result.broken, key=lambda b: b.start)]
-    return Verification(v.hours, v.note, problems)
+    return Verification(v.hours, v.note, v.detail, problems)
 
 
 def from_verdicts(
@@ -128,5 +131,4 @@ def from_verdicts(
         for ts, f in points
         if "period_start" in f and "verified" in f
     ]
-    why = "the store holds no verdict of the bridge for them (no entry, or not checked)"
-    return statuses(start_ms, end_ms, units, why)
+    return statuses(start_ms, end_ms, units, "no_verdict")

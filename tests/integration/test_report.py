@@ -246,4 +246,135 @@ def test_same_report_from_history_json_lines_and_victoria_metrics(
     ver = read_csv(from_jsonl / "report-verification.csv")
     assert {r[1] for r in ver[1:]} == {EN("report.status_not_verified")}
     html = (from_jsonl / "report.html").read_text(encoding="utf-8")
-    assert "no ledger entries" in html
+    assert EN("report.why_no_ledger_in_file") in html
+
+
+def test_a_changed_record_breaks_its_hour_only(cli, month: Month, history: Path) -> None:
+    import json
+    import sqlite3
+
+    state = month.tmp / "state-tampered"
+    shutil.copytree(month.state_dir, state)
+    # main's interval ending 2026-11-05 10:15 local: 25 kWh becomes 20 in the history.
+    ts = MONTH_START_MS + 4 * 86_400_000 + 10 * 3_600_000 + 15 * 60_000
+    db = sqlite3.connect(state / "history.db")
+    with db:
+        (payload,) = db.execute(
+            "SELECT payload FROM records WHERE device = 'main' AND ts = ?", (ts,)
+        ).fetchone()
+        doc = json.loads(payload)
+        assert doc["energy_kwh"] == pytest.approx(25.0)
+        doc["energy_kwh"] = 20.0
+        db.execute(
+            "UPDATE records SET payload = ? WHERE device = 'main' AND ts = ?",
+            (json.dumps(doc).encode(), ts),
+        )
+    db.close()
+    out = month.tmp / "out-tampered"
+    r = run_report(cli, month, out, "--history", str(state))
+    assert r.returncode == 0, r
+    ver = read_csv(out / "report-verification.csv")
+    broken = [row[0] for row in ver[1:] if row[1] == EN("report.status_broken")]
+    assert broken == ["2026-11-05 10:00"]
+    assert sum(row[1] == EN("report.status_verified") for row in ver[1:]) == 719
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "record_changed" in html or "record changed" in html
+    # The figure shows what the history holds, 5 kWh less: the ledger says it is wrong.
+    totals = totals_of(read_csv(out / "report.csv"))
+    assert float(totals[(figure("electricity_import_kwh"), "kWh")]) == approx(50395.0)
+
+
+@pytest.mark.parametrize(
+    ("source", "period", "code", "words"),
+    [
+        ("jsonl", "2026-09", 3, "no energy record in 2026-09"),
+        ("history", "2020-01", 3, "ends before the history starts"),
+        ("store-down", "2026-11", 1, "cannot read the source"),
+        ("jsonl", "2026-13", 2, "month 13 is not 1..12"),
+        ("jsonl", "November", 2, "2026-W47 (an ISO week)"),
+        ("missing-file", "2026-11", 2, "no such file"),
+    ],
+)
+def test_bad_input_is_a_message_and_an_exit_code(
+    cli, month: Month, history: Path, source: str, period: str, code: int, words: str
+) -> None:
+    args = {
+        "jsonl": ["--jsonl", str(month.jsonl)],
+        "history": ["--history", str(month.state_dir)],
+        "store-down": ["--influx", f"http://127.0.0.1:{free_port()}"],
+        "missing-file": ["--jsonl", str(month.tmp / "nothing.jsonl")],
+    }[source]
+    r = run_report(cli, month, month.tmp / f"out-bad-{source}", *args, period=period)
+    assert r.returncode == code, r
+    assert words in r.stderr, r
+    assert "Traceback" not in r.stderr, r
+
+
+def _open_in_chromium(html: Path, shot: Path) -> dict[str, object]:
+    """Load the file in headless chromium with every request that is not the file itself
+    refused and counted; a full-page screenshot to ``shot``."""
+    from playwright.sync_api import sync_playwright
+
+    off_machine: list[str] = []
+
+    def route(r: object) -> None:
+        url = r.request.url  # type: ignore[attr-defined]
+        if url.startswith(("file://", "data:")):
+            r.continue_()  # type: ignore[attr-defined]
+        else:
+            off_machine.append(url)
+            r.abort()  # type: ignore[attr-defined]
+
+    args = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--no-first-run"]  # fmt: skip
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 900, "height": 1200})
+            page.route("**/*", route)
+            page.goto(html.as_uri())
+            page.screenshot(path=str(shot), full_page=True)
+            found = page.evaluate(
+                """() => ({
+                  charts: document.querySelectorAll('svg.chart').length,
+                  bars: document.querySelectorAll('svg.chart rect').length,
+                  tables: document.querySelectorAll('table').length,
+                  title: document.querySelector('h1').textContent,
+                  cjk: document.fonts.check('16px "Noto Sans CJK SC"', '能源'),
+                  width: (() => { const s = document.createElement('span');
+                    s.textContent = '能源能源能源能源'; document.body.appendChild(s);
+                    const w = s.getBoundingClientRect().width; s.remove(); return w; })(),
+                })"""
+            )
+            pdf = page.pdf(format="A4")
+        finally:
+            browser.close()
+    return {**found, "off_machine": off_machine, "pdf_bytes": len(pdf)}
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+def test_html_renders_in_chromium_offline_and_small(cli, month: Month, lang: str) -> None:
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed; scripts/test installs it")
+    out = month.tmp / f"out-html-{lang}"
+    r = run_report(cli, month, out, "--jsonl", str(month.jsonl), lang=lang)
+    assert r.returncode == 0, r
+    html = out / "report.html"
+    assert html.stat().st_size < 1_000_000
+    text = html.read_text(encoding="utf-8")
+    assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "https://" not in text and "<script" not in text
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"report-{lang}.png"
+    found = _open_in_chromium(html, shot)
+    assert found["off_machine"] == []
+    assert found["charts"] == 4  # daily bars, daily profile, coverage, verification
+    assert int(found["bars"]) > 4 * 30  # type: ignore[call-overload]
+    assert found["tables"] >= 6  # type: ignore[operator]
+    assert int(found["pdf_bytes"]) > 10_000  # type: ignore[call-overload]
+    if lang == "zh-CN":
+        assert str(found["title"]).startswith("能源与碳排放报告")
+        # A CJK font is there and takes the characters: 8 of them at 10pt are wide glyphs
+        # (about 13 px each), not a fallback's empty boxes of another width.
+        assert found["cjk"] is True
+        assert 90 < float(found["width"]) < 140  # type: ignore[arg-type]
