@@ -19,7 +19,9 @@ from agent.report.tables import Cell, Table, header, local, statements
 from agent.report.verification import BROKEN, VERIFIED
 
 #: Tables shown as tables in the HTML (the others are charts there).
-IN_HTML = ("totals", "devices", "levels", "lines", "products", "daily", "cost", "baseline")
+IN_HTML = (
+    "totals", "devices", "levels", "lines", "products", "monthly", "daily", "cost", "baseline",
+)  # fmt: skip
 
 STYLE = """
 @page { size: A4; margin: 12mm; }
@@ -173,6 +175,8 @@ def render_html(report: Report, tables: list[Table], t: Translator) -> str:
     body.append(html_table(t, shown["totals"]))
     body += [_figure(svg) for svg in _charts(report, t)]
     for key in IN_HTML[1:]:
+        if key == "daily" and period.kind == "year":
+            continue  # 365 rows: in the XLSX and CSV; here the monthly table and the chart
         if key in shown and shown[key].rows:
             body.append(html_table(t, shown[key]))
     body.append(f'<p class="small">{escape(t("report.footer"))}</p>')

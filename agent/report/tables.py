@@ -174,6 +174,38 @@ def daily(report: Report, t: Translator) -> Table:
     return Table("daily", cols, rows)
 
 
+def monthly(report: Report, t: Translator) -> Table | None:
+    """The daily figures by calendar month, for a period of more than one (a year)."""
+    fig = report.figures
+    months = fig.period.months()
+    if len(months) < 2:
+        return None
+    rows: list[list[Cell]] = []
+    for ym in months:
+        days = [d for day, d in fig.days.items() if (day.year, day.month) == ym]
+        peak = fig.peak(ym)
+        cost = None
+        if report.cost is not None:
+            demand = report.cost.demand.get(ym)
+            cost = sum(d.cost for d in days) + (demand[3] if demand else 0.0)
+        rows.append(
+            [
+                f"{ym[0]}-{ym[1]:02d}",
+                sum((d.electricity_kwh for d in days), 0.0), sum((d.gas_m3 for d in days), 0.0),
+                sum((d.gas_kwh for d in days), 0.0), sum((d.scope1_kg for d in days), 0.0),
+                sum((d.scope2_kg for d in days), 0.0), sum((d.units for d in days), 0.0),
+                None if peak is None else peak[0], cost,
+            ]
+        )  # fmt: skip
+    cols = (
+        Column("month"), Column("electricity", "kWh"), Column("gas", "m³"),
+        Column("gas_energy", "kWh"), Column("scope1", "kg"), Column("scope2", "kg"),
+        Column("units"), Column("peak", "kW"),
+        Column("cost", report.tariff.model.currency if report.tariff else ""),
+    )  # fmt: skip
+    return Table("monthly", cols, rows)
+
+
 def hourly(report: Report, t: Translator) -> Table:
     """Scope 2 hour by hour: the location-based factor of every hour."""
     rows: list[list[Cell]] = [
@@ -282,7 +314,8 @@ def statements(report: Report, t: Translator) -> list[str]:
 def all_tables(report: Report, t: Translator) -> list[Table]:
     found = [
         totals(report, t), devices(report, t), levels(report, t),
-        groups(report, t, "lines"), groups(report, t, "products"), daily(report, t),
+        groups(report, t, "lines"), groups(report, t, "products"), monthly(report, t),
+        daily(report, t),
         hourly(report, t), coverage(report, t), cost(report, t), baseline(report, t),
         verification(report, t),
     ]  # fmt: skip

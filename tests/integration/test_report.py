@@ -378,3 +378,51 @@ def test_html_renders_in_chromium_offline_and_small(cli, month: Month, lang: str
         # (about 13 px each), not a fallback's empty boxes of another width.
         assert found["cjk"] is True
         assert 90 < float(found["width"]) < 140  # type: ignore[arg-type]
+
+
+def test_baseline_period_and_progress_toward_the_targets(cli, month: Month) -> None:
+    extra = (
+        '  baseline: {label: "first week", period: "2026-11-01..2026-11-07", value_added: 100}\n'
+        '  value_added: {"2026-11-15..2026-11-21": 120}\n'
+    )
+    config = report_month.config(month.tmp / "baseline.yaml", month.state_dir, extra)
+    out = month.tmp / "out-baseline"
+    r = cli.run(
+        "report", "--period", "2026-11-15..2026-11-21", "-c", str(config),
+        "--jsonl", str(month.jsonl), "--out", str(out), timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r
+    # Both weeks use the same energy (7 x (1680 x 0.1229 + 320 x 1.2143) kgce) and CO2;
+    # per value added the week of the 15th has 120 against 100: 100/120 - 1 = -16.7 %.
+    # Energy: on track for -13.5 %. CO2: behind -18 % by 18 - 16.67 = 1.3 points.
+    kgce_week = 7 * (1680 * 0.1229 + 320 * 1.2143)
+    base = read_csv(out / "report-baseline.csv")
+    rows = {r[0]: r for r in base[1:]}
+    tce = rows[EN("report.total_tce")]
+    assert float(tce[1]) == approx(round(kgce_week / 1000, 6))
+    assert float(tce[2]) == approx(round(kgce_week / 1000, 6))
+    energy = rows[EN("report.intensity_energy_value_added")]
+    assert float(energy[1]) == approx(round(kgce_week / 1000 / 100, 6))
+    assert float(energy[2]) == approx(round(kgce_week / 1000 / 120, 6))
+    html = (out / "report.html").read_text(encoding="utf-8")
+    what_e, what_c = EN("report.metric_energy"), EN("report.metric_co2")
+    assert EN("report.on_track", what=what_e, change="-16.7", target="13.5") in html
+    assert EN("report.behind", what=what_c, behind="1.3", change="-16.7", target="18.0") in html
+
+
+def test_a_year_by_month(cli, month: Month) -> None:
+    out = month.tmp / "out-year"
+    r = run_report(cli, month, out, "--jsonl", str(month.jsonl), period="2026", lang="zh-CN")
+    assert r.returncode == 0, r
+    monthly = read_csv(out / "report-monthly.csv")
+    assert [row[0] for row in monthly[1:]] == [f"2026-{m:02d}" for m in range(1, 13)]
+    nov = monthly[11]
+    assert float(nov[1]) == approx(50400.0)
+    assert float(nov[6]) == approx(21600.0)
+    assert float(monthly[1][1]) == 0.0  # February: no record
+    totals = totals_of(read_csv(out / "report.csv"))
+    zh = Translator("zh-CN")
+    total = float(totals[(zh("report.total_electricity_import_kwh"), "kWh")])
+    assert sum(float(row[1]) for row in monthly[1:]) == approx(total)
+    assert len(read_csv(out / "report-daily.csv")) == 1 + 365
+    assert (out / "report.html").stat().st_size < 1_000_000
