@@ -19,6 +19,8 @@ from agent.contract import DEFAULT_PREFIX
 from agent.i18n import LANGUAGES
 
 if TYPE_CHECKING:
+    from agent.config.models import AgentConfig
+    from agent.report.period import Period
     from agent.report.sources import Source
 
 
@@ -33,7 +35,6 @@ def register(commands: Commands) -> None:
     )
     p.add_argument(
         "--period",
-        required=True,
         metavar="PERIOD",
         help="2026 (a year), 2026-11 (a month), 2026-W47 (an ISO week) or "
         "2026-11-01..2026-11-15 (days, both included), in the site's time zone",
@@ -43,7 +44,15 @@ def register(commands: Commands) -> None:
         help="the gateway's config: site, zone, devices and their tree, factors, and the "
         "`report:` section (lines, products, tariff, baseline, targets)",
     )  # fmt: skip
-    src = p.add_mutually_exclusive_group(required=True)
+    p.add_argument(
+        "--due",
+        action="store_true",
+        help="instead of --period: write the ended days and months of report.schedule that "
+        "have no report yet to state_dir/reports/ from the history (run it daily)",
+    )
+    # For tests: the clock --due reads (Unix ms).
+    p.add_argument("--now-ms", type=int, help=argparse.SUPPRESS)
+    src = p.add_mutually_exclusive_group()
     src.add_argument(
         "--history", type=Path, metavar="STATE_DIR", help="the gateway's own history (state_dir)"
     )
@@ -103,13 +112,20 @@ def _source(args: argparse.Namespace, site: str, gateway: str, prefix: str) -> S
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from agent.report import NoRecords, ReportError, SourceDown
-    from agent.report.build import make_report
-    from agent.report.output import write_report
+    from agent.report import ReportError
     from agent.report.period import parse_period
 
     if args.influx is None and (args.bucket or args.org or args.token_file):
         raise UsageError("--org, --bucket and --token-file go with --influx URL")
+    given = args.history or args.jsonl or args.influx
+    if args.due:
+        if args.period or given or args.out:
+            raise UsageError("--due takes only -c CONFIG: it reads the config's own history")
+        return run_due(args.config, args.now_ms or time.time_ns() // 1_000_000)
+    if args.period is None or not given:
+        raise UsageError(
+            "give --period and one of --history, --jsonl, --influx (or --due -c CONFIG)"
+        )
     config = load_config(args.config)
     prefix = config.mqtt.prefix if config.mqtt is not None else DEFAULT_PREFIX
     try:
@@ -118,12 +134,21 @@ def run_report(args: argparse.Namespace) -> int:
     except ReportError as exc:
         raise UsageError(str(exc)) from None
     out = args.out or Path(f"report-{period.text.replace('..', '_')}")
+    return _one(config, source, period, out, args.lang, Path(args.config))
+
+
+def _one(
+    config: AgentConfig, source: Source, period: Period, out: Path, lang: str, config_file: Path
+) -> int:
+    from agent.report import NoRecords, ReportError, SourceDown
+    from agent.report.build import make_report
+    from agent.report.output import write_report
+
     try:
         report = make_report(
-            config, source, period, config_file=Path(args.config),
-            now_ms=time.time_ns() // 1_000_000,
-        )  # fmt: skip
-        written = write_report(report, out, args.lang)
+            config, source, period, config_file=config_file, now_ms=time.time_ns() // 1_000_000
+        )
+        written = write_report(report, out, lang)
     except NoRecords as exc:
         print(f"energy-agent report: {exc}", file=sys.stderr)
         return EXIT_NOTHING
@@ -141,3 +166,33 @@ def run_report(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return EXIT_OK
+
+
+def run_due(config_path: str, now_ms: int) -> int:
+    """The scheduled reports (agent/report/schedule.py): each ended period of
+    ``report.schedule`` without a report in ``state_dir/reports/`` yet."""
+    from agent.report import ReportError
+    from agent.report.period import parse_period
+    from agent.report.schedule import due
+    from agent.report.sources import HistorySource
+
+    config = load_config(config_path)
+    rep = config.report
+    if not rep.schedule:
+        raise UsageError("report.schedule is empty: list `day` and/or `month` to use --due")
+    prefix = config.mqtt.prefix if config.mqtt is not None else DEFAULT_PREFIX
+    folder = config.state_dir / "reports"
+    worst = EXIT_OK
+    for text in due(now_ms, config.site.timezone, rep.schedule):
+        out = folder / text.replace("..", "_").split("_")[0]
+        if (out / "report.html").exists():
+            continue
+        try:
+            source: Source = HistorySource(config.state_dir, prefix=prefix)
+        except ReportError as exc:
+            raise UsageError(str(exc)) from None
+        period = parse_period(text, config.site.timezone)
+        code = _one(config, source, period, out, rep.lang, Path(config_path))
+        if code == EXIT_FAILED:
+            worst = EXIT_FAILED
+    return worst

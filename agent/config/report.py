@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -115,6 +115,11 @@ class ReportSettings(_Strict):
     #: Industrial value added by period (``"2026-11": 420.5``), in the plant's unit
     #: (e.g. 10⁴ CNY); the report's own period's value makes the per-value-added figures.
     value_added: dict[str, _Positive] = Field(default_factory=dict)
+    #: What ``energy-agent report --due`` writes to ``state_dir/reports/``: the previous
+    #: ``day``'s and/or ``month``'s report; nothing unless listed.
+    schedule: tuple[Literal["day", "month"], ...] = ()
+    #: The language of scheduled reports.
+    lang: Literal["en", "zh-CN"] = "en"
 
     @field_validator("value_added")
     @classmethod

@@ -426,3 +426,30 @@ def test_a_year_by_month(cli, month: Month) -> None:
     assert sum(float(row[1]) for row in monthly[1:]) == approx(total)
     assert len(read_csv(out / "report-daily.csv")) == 1 + 365
     assert (out / "report.html").stat().st_size < 1_000_000
+
+
+def test_due_reports_go_to_the_state_dir_once(cli, month: Month, history: Path) -> None:
+    import os
+
+    state = month.tmp / "state-due"
+    shutil.copytree(month.state_dir, state)
+    extra = "  schedule: [day, month]\n  lang: zh-CN\n"
+    config = report_month.config(month.tmp / "due.yaml", state, extra)
+    now = MONTH_END_MS + 30 * 60_000  # 2026-12-01 00:30 local
+    r = cli.run("report", "--due", "-c", str(config), "--now-ms", str(now), timeout=300)
+    assert r.returncode == 0, r
+    reports = state / "reports"
+    # October holds the hour from 23:00 on the 31st; November the month; each of the last
+    # seven days (24-30 November) its own.
+    assert sorted(p.name for p in reports.iterdir()) == [
+        "2026-10", "2026-11", *(f"2026-11-{d}" for d in range(24, 31))
+    ]  # fmt: skip
+    zh = Translator("zh-CN")
+    key = (zh("report.total_electricity_import_kwh"), "kWh")
+    assert float(totals_of(read_csv(reports / "2026-11" / "report.csv"))[key]) == approx(50400.0)
+    assert float(totals_of(read_csv(reports / "2026-11-30" / "report.csv"))[key]) == approx(1680.0)
+    # A second run leaves what is written alone.
+    stamp = os.stat(reports / "2026-11" / "report.html").st_mtime_ns
+    r = cli.run("report", "--due", "-c", str(config), "--now-ms", str(now), timeout=300)
+    assert r.returncode == 0, r
+    assert os.stat(reports / "2026-11" / "report.html").st_mtime_ns == stamp

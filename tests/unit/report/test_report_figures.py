@@ -96,3 +96,15 @@ def test_each_hour_takes_the_word_of_the_periods_that_cover_it() -> None:
     assert v.hours == [(0, VERIFIED), (H, NOT_VERIFIED), (2 * H, BROKEN), (3 * H, VERIFIED)]
     assert v.note == "not_sealed"
     assert statuses(0, H, [(0, H, True)], "not_sealed").note == ""
+
+
+def test_due_periods_are_the_ended_days_and_months_in_the_sites_zone() -> None:
+    from agent.report.schedule import due
+
+    # 2026-12-06 00:30 in Shanghai is 2026-12-05 16:30 UTC: "yesterday" is the 5th there
+    now = 1_796_515_200_000 - 8 * H + 30 * 60_000  # 2026-12-06 00:00 UTC = 1_796_515_200_000
+    assert due(now, "Asia/Shanghai", ["month"]) == ["2026-10", "2026-11"]
+    days = due(now, "Asia/Shanghai", ["day"])
+    assert days[-1] == "2026-12-05..2026-12-05" and days[0] == "2026-11-29..2026-11-29"
+    assert due(now, "UTC", ["day"])[-1] == "2026-12-04..2026-12-04"
+    assert due(now, "UTC", []) == []
