@@ -101,10 +101,14 @@ def _source(args: argparse.Namespace, site: str, gateway: str, prefix: str) -> S
         )  # fmt: skip
     if args.org is None or args.token_file is None:
         raise UsageError("--bucket (InfluxDB 2) needs --org and --token-file")
+    from agent.config.secrets import read_secret
+    from confdoc.errors import FileRefused
+
     try:
-        token = args.token_file.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise UsageError(f"--token-file {args.token_file}: {exc.strerror}") from None
+        # The secret-file rule of the config (agent/config/secrets.py): the first line.
+        token = read_secret(args.token_file)
+    except FileRefused as exc:
+        raise UsageError(f"--token-file {args.token_file}: {exc}") from None
     from agent.store.flux import FluxStore
 
     store = FluxStore(args.influx, org=args.org, bucket=args.bucket, token=token)

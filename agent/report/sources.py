@@ -307,6 +307,10 @@ class StoreSource:
             return self.store.points(measurement, self.site, self.gateway, start_ms, end_ms)
         except StoreError as exc:
             raise SourceDown(f"{self.label}: {exc}") from None
+        except ValueError as exc:
+            # The InfluxDB client refuses some requests before sending them (a token
+            # that is no header value): the store could not be asked.
+            raise SourceDown(f"{self.label}: {exc}") from None
 
     def energy(self, start_ms: int, end_ms: int) -> Iterator[EnergyRow]:
         for p in self._points(MEASUREMENT, start_ms, end_ms):

@@ -293,6 +293,8 @@ def test_a_changed_record_breaks_its_hour_only(cli, month: Month, history: Path)
         ("jsonl", "2026-13", 2, "month 13 is not 1..12"),
         ("jsonl", "November", 2, "2026-W47 (an ISO week)"),
         ("missing-file", "2026-11", 2, "no such file"),
+        ("flux-incomplete", "2026-11", 2, "--bucket (InfluxDB 2) needs --org and --token-file"),
+        ("flux-down", "2026-11", 1, "cannot read the source: InfluxDB"),
     ],
 )
 def test_bad_input_is_a_message_and_an_exit_code(
@@ -303,7 +305,12 @@ def test_bad_input_is_a_message_and_an_exit_code(
         "history": ["--history", str(month.state_dir)],
         "store-down": ["--influx", f"http://127.0.0.1:{free_port()}"],
         "missing-file": ["--jsonl", str(month.tmp / "nothing.jsonl")],
-    }[source]
+        "flux-incomplete": ["--influx", "http://127.0.0.1:1", "--bucket", "energy"],
+        "flux-down": [
+            "--influx", f"http://127.0.0.1:{free_port()}", "--bucket", "energy",
+            "--org", "plant", "--token-file", str(month.config),
+        ],
+    }[source]  # fmt: skip
     r = run_report(cli, month, month.tmp / f"out-bad-{source}", *args, period=period)
     assert r.returncode == code, r
     assert words in r.stderr, r
