@@ -50,8 +50,12 @@ def register(commands: Commands) -> None:
         help="instead of --period: write the ended days and months of report.schedule that "
         "have no report yet to state_dir/reports/ from the history (run it daily)",
     )
-    # For tests: the clock --due reads (Unix ms).
-    p.add_argument("--now-ms", type=int, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--now-ms",
+        type=int,
+        metavar="MS",
+        help="--due: take this time (Unix ms) as now, e.g. to make up reports further back",
+    )
     src = p.add_mutually_exclusive_group()
     src.add_argument(
         "--history", type=Path, metavar="STATE_DIR", help="the gateway's own history (state_dir)"
