@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 
 from agent.i18n import Translator
-from tests.conftest import ROOT, free_port
 from tests.support import report_month
+from tests.support.cli import ROOT, free_port
 from tests.support.report_sources import history_of, write_victoria
 from tests.support.xlsx import read_xlsx
 
@@ -208,7 +208,7 @@ def history(month: Month) -> Path:
 def victoria(tmp_path_factory: pytest.TempPathFactory, month: Month) -> Iterator[str]:
     import asyncio
 
-    from tests.integration.bridge_helpers import VictoriaMetrics, have_victoria_metrics
+    from tests.support.bridge import VictoriaMetrics, have_victoria_metrics
 
     if not have_victoria_metrics():
         pytest.fail("victoria-metrics is not installed; scripts/test installs it")
