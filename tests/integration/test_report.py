@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import html
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -245,8 +246,8 @@ def test_same_report_from_history_json_lines_and_victoria_metrics(
     assert {r[1] for r in ver[1:]} == {EN("report.status_verified")}
     ver = read_csv(from_jsonl / "report-verification.csv")
     assert {r[1] for r in ver[1:]} == {EN("report.status_not_verified")}
-    html = (from_jsonl / "report.html").read_text(encoding="utf-8")
-    assert EN("report.why_no_ledger_in_file") in html
+    page = (from_jsonl / "report.html").read_text(encoding="utf-8")
+    assert html.escape(EN("report.why_no_ledger_in_file")) in page
 
 
 def test_a_changed_record_breaks_its_hour_only(cli, month: Month, history: Path) -> None:
@@ -277,8 +278,8 @@ def test_a_changed_record_breaks_its_hour_only(cli, month: Month, history: Path)
     broken = [row[0] for row in ver[1:] if row[1] == EN("report.status_broken")]
     assert broken == ["2026-11-05 10:00"]
     assert sum(row[1] == EN("report.status_verified") for row in ver[1:]) == 719
-    html = (out / "report.html").read_text(encoding="utf-8")
-    assert "record_changed" in html or "record changed" in html
+    doc = (out / "report.html").read_text(encoding="utf-8")
+    assert "record_changed" in doc or "record changed" in doc
     # The figure shows what the history holds, 5 kWh less: the ledger says it is wrong.
     totals = totals_of(read_csv(out / "report.csv"))
     assert float(totals[(figure("electricity_import_kwh"), "kWh")]) == approx(50395.0)
@@ -317,7 +318,7 @@ def test_bad_input_is_a_message_and_an_exit_code(
     assert "Traceback" not in r.stderr, r
 
 
-def _open_in_chromium(html: Path, shot: Path) -> dict[str, object]:
+def _open_in_chromium(report_html: Path, shot: Path) -> dict[str, object]:
     """Load the file in headless chromium with every request that is not the file itself
     refused and counted; a full-page screenshot to ``shot``."""
     from playwright.sync_api import sync_playwright
@@ -339,7 +340,7 @@ def _open_in_chromium(html: Path, shot: Path) -> dict[str, object]:
         try:
             page = browser.new_page(viewport={"width": 900, "height": 1200})
             page.route("**/*", route)
-            page.goto(html.as_uri())
+            page.goto(report_html.as_uri())
             page.screenshot(path=str(shot), full_page=True)
             found = page.evaluate(
                 """() => ({
@@ -366,14 +367,14 @@ def test_html_renders_in_chromium_offline_and_small(cli, month: Month, lang: str
     out = month.tmp / f"out-html-{lang}"
     r = run_report(cli, month, out, "--jsonl", str(month.jsonl), lang=lang)
     assert r.returncode == 0, r
-    html = out / "report.html"
-    assert html.stat().st_size < 1_000_000
-    text = html.read_text(encoding="utf-8")
+    report_html = out / "report.html"
+    assert report_html.stat().st_size < 1_000_000
+    text = report_html.read_text(encoding="utf-8")
     assert "http://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', "")
     assert "https://" not in text and "<script" not in text
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / f"report-{lang}.png"
-    found = _open_in_chromium(html, shot)
+    found = _open_in_chromium(report_html, shot)
     assert found["off_machine"] == []
     assert found["charts"] == 4  # daily bars, daily profile, coverage, verification
     assert int(found["bars"]) > 4 * 30  # type: ignore[call-overload]
@@ -411,10 +412,11 @@ def test_baseline_period_and_progress_toward_the_targets(cli, month: Month) -> N
     energy = rows[EN("report.intensity_energy_value_added")]
     assert float(energy[1]) == approx(round(kgce_week / 1000 / 100, 6))
     assert float(energy[2]) == approx(round(kgce_week / 1000 / 120, 6))
-    html = (out / "report.html").read_text(encoding="utf-8")
+    doc = (out / "report.html").read_text(encoding="utf-8")
     what_e, what_c = EN("report.metric_energy"), EN("report.metric_co2")
-    assert EN("report.on_track", what=what_e, change="-16.7", target="13.5") in html
-    assert EN("report.behind", what=what_c, behind="1.3", change="-16.7", target="18.0") in html
+    assert html.escape(EN("report.on_track", what=what_e, change="-16.7", target="13.5")) in doc
+    behind = EN("report.behind", what=what_c, behind="1.3", change="-16.7", target="18.0")
+    assert html.escape(behind) in doc
 
 
 def test_a_year_by_month(cli, month: Month) -> None:
@@ -460,3 +462,33 @@ def test_due_reports_go_to_the_state_dir_once(cli, month: Month, history: Path) 
     r = cli.run("report", "--due", "-c", str(config), "--now-ms", str(now), timeout=300)
     assert r.returncode == 0, r
     assert os.stat(reports / "2026-11" / "report.html").st_mtime_ns == stamp
+
+
+def test_an_export_with_its_public_key_is_verified_hour_by_hour(
+    cli, month: Month, history: Path
+) -> None:
+    export = month.tmp / "november.jsonl"
+    r = cli.run(
+        "history", "export", "-c", str(month.config), "--from", "2026-11-01",
+        "--to", "2026-12-01", "--out", str(export), timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r
+    r = cli.run("keys", "export", "-c", str(month.config))
+    assert r.returncode == 0, r
+    key = month.tmp / "gw-01.pub"
+    key.write_text(r.stdout, encoding="utf-8")
+    out = month.tmp / "out-export"
+    r = run_report(cli, month, out, "--jsonl", str(export), "--public-key", str(key))
+    assert r.returncode == 0, r
+    ver = read_csv(out / "report-verification.csv")
+    assert {row[1] for row in ver[1:]} == {EN("report.status_verified")}
+    totals = totals_of(read_csv(out / "report.csv"))
+    assert float(totals[(figure("electricity_import_kwh"), "kWh")]) == approx(50400.0)
+    # Without the key the same file's hours are not verified, and the report says why.
+    out = month.tmp / "out-export-nokey"
+    r = run_report(cli, month, out, "--jsonl", str(export))
+    assert r.returncode == 0, r
+    ver = read_csv(out / "report-verification.csv")
+    assert {row[1] for row in ver[1:]} == {EN("report.status_not_verified")}
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert html.escape(EN("report.why_no_public_key")) in page
