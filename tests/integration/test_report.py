@@ -492,3 +492,20 @@ def test_an_export_with_its_public_key_is_verified_hour_by_hour(
     assert {row[1] for row in ver[1:]} == {EN("report.status_not_verified")}
     page = (out / "report.html").read_text(encoding="utf-8")
     assert html.escape(EN("report.why_no_public_key")) in page
+
+
+def test_the_bridges_verdicts_from_the_store_hour_by_hour(
+    cli, month: Month, history: Path, victoria: str
+) -> None:
+    from tests.support.report_sources import write_verdicts
+
+    # The bridge found the entry of 2026-11-05 09:00-10:00 local wrong; all others right.
+    failed_end = MONTH_START_MS + 4 * 86_400_000 + 10 * 3_600_000
+    assert write_verdicts(month.state_dir, victoria, failed_end_ms=failed_end) > 720
+    out = month.tmp / "out-vm-verdicts"
+    r = run_report(cli, month, out, "--influx", victoria)
+    assert r.returncode == 0, r
+    ver = read_csv(out / "report-verification.csv")
+    broken = [row[0] for row in ver[1:] if row[1] == EN("report.status_broken")]
+    assert broken == ["2026-11-05 09:00"]
+    assert sum(row[1] == EN("report.status_verified") for row in ver[1:]) == 719

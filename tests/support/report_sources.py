@@ -70,3 +70,33 @@ def write_victoria(jsonl: Path, url: str) -> int:
     with urllib.request.urlopen(f"{url}/internal/force_flush", timeout=30):
         pass
     return len(lines)
+
+
+def write_verdicts(state_dir: Path, url: str, *, failed_end_ms: int | None = None) -> int:
+    """The history's ledger entries into VictoriaMetrics with the bridge's verdict on each,
+    as the bridge writes them (its entry point, then ``verified``/``records``/``reason``
+    at the period's end); the entry ending at ``failed_end_ms`` failed. Returns entries."""
+    from agent.bridge.lineproto import line
+    from agent.contract import MessageKind, TopicRef
+    from agent.history.reader import HistoryReader
+
+    reader = HistoryReader.open(state_dir / HISTORY_FILE)
+    try:
+        entries = [row.entry for row in reader.entries()]
+    finally:
+        reader.close()
+    lines: list[str] = []
+    for e in entries:
+        ref = TopicRef(MessageKind.LEDGER, e["site"], e["gateway"], None)
+        lines += to_lines(ref, MODELS[MessageKind.LEDGER].model_validate(e))
+        ok = e["period_end"] != failed_end_ms
+        fields = {"verified": int(ok), "records": 0, "reason": 0 if ok else 5}
+        tags = {"site": e["site"], "gateway": e["gateway"]}
+        lines.append(line("ledger", tags, fields, int(e["period_end"])))
+    body = ("\n".join(lines) + "\n").encode()
+    req = urllib.request.Request(f"{url}/write", data=body, method="POST")
+    with urllib.request.urlopen(req, timeout=30) as answer:
+        assert answer.status in (200, 204), answer.status
+    with urllib.request.urlopen(f"{url}/internal/force_flush", timeout=30):
+        pass
+    return len(entries)
