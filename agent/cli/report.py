@@ -39,11 +39,19 @@ def register(commands: Commands) -> None:
         help="2026 (a year), 2026-11 (a month), 2026-W47 (an ISO week) or "
         "2026-11-01..2026-11-15 (days, both included), in the site's time zone",
     )
-    p.add_argument(
-        "-c", "--config", required=True, metavar="FILE",
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "-c", "--config", metavar="FILE",
         help="the gateway's config: site, zone, devices and their tree, factors, and the "
         "`report:` section (lines, products, tariff, baseline, targets)",
     )  # fmt: skip
+    which.add_argument(
+        "--configs",
+        type=Path,
+        metavar="DIR",
+        help="with --influx: a report for every gateway whose config (*.yaml) is in DIR, "
+        "each into --out/SITE/GATEWAY (the central side's monthly run)",
+    )
     p.add_argument(
         "--due",
         action="store_true",
@@ -126,6 +134,10 @@ def run_report(args: argparse.Namespace) -> int:
     if args.influx is None and (args.bucket or args.org or args.token_file):
         raise UsageError("--org, --bucket and --token-file go with --influx URL")
     given = args.history or args.jsonl or args.influx
+    if args.configs is not None:
+        if args.influx is None or args.period is None or args.due:
+            raise UsageError("--configs DIR goes with --period and --influx URL (the store)")
+        return run_all(args)
     if args.due:
         if args.period or given or args.out:
             raise UsageError("--due takes only -c CONFIG: it reads the config's own history")
@@ -204,3 +216,30 @@ def run_due(config_path: str, now_ms: int) -> int:
         if code == EXIT_FAILED:
             worst = EXIT_FAILED
     return worst
+
+
+def run_all(args: argparse.Namespace) -> int:
+    """Every gateway config in ``--configs``, each from the store into OUT/SITE/GATEWAY.
+    Exit 1 if any store read failed, 3 if no gateway had a record, else 0."""
+    from agent.report import ReportError
+    from agent.report.period import parse_period
+
+    files = sorted(p for p in args.configs.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+    if not files:
+        raise UsageError(f"--configs {args.configs}: no *.yaml file there")
+    base = args.out or Path(f"report-{args.period.replace('..', '_')}")
+    codes = []
+    for file in files:
+        config = load_config(file)
+        prefix = config.mqtt.prefix if config.mqtt is not None else DEFAULT_PREFIX
+        try:
+            period = parse_period(args.period, config.site.timezone)
+            source = _source(args, config.site.id, config.gateway.id, prefix)
+        except ReportError as exc:
+            raise UsageError(str(exc)) from None
+        out = base / config.site.id / config.gateway.id
+        print(f"{file.name}: {config.site.id}/{config.gateway.id}", file=sys.stderr)
+        codes.append(_one(config, source, period, out, args.lang, file))
+    if EXIT_FAILED in codes:
+        return EXIT_FAILED
+    return EXIT_NOTHING if all(c == EXIT_NOTHING for c in codes) else EXIT_OK

@@ -509,3 +509,25 @@ def test_the_bridges_verdicts_from_the_store_hour_by_hour(
     broken = [row[0] for row in ver[1:] if row[1] == EN("report.status_broken")]
     assert broken == ["2026-11-05 09:00"]
     assert sum(row[1] == EN("report.status_verified") for row in ver[1:]) == 719
+
+
+def test_the_central_side_reports_every_gateway_of_a_folder(
+    cli, month: Month, victoria: str
+) -> None:
+    folder = month.tmp / "configs"
+    folder.mkdir()
+    text = month.config.read_text(encoding="utf-8")
+    (folder / "plant-a-gw-01.yaml").write_text(text, encoding="utf-8")
+    (folder / "plant-a-gw-02.yaml").write_text(
+        text.replace("gateway: {id: gw-01}", "gateway: {id: gw-02}"), encoding="utf-8"
+    )
+    out = month.tmp / "out-central"
+    r = cli.run(
+        "report", "--period", "2026-11", "--configs", str(folder), "--influx", victoria,
+        "--out", str(out), timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r
+    totals = totals_of(read_csv(out / "plant-a" / "gw-01" / "report.csv"))
+    assert float(totals[(figure("electricity_import_kwh"), "kWh")]) == approx(50400.0)
+    assert not (out / "plant-a" / "gw-02").exists()  # no record of gw-02 in the store
+    assert "no energy record in 2026-11" in r.stderr and "gw-02" in r.stderr
