@@ -85,8 +85,10 @@ def heat(
     cols: Sequence[str],
     values: Sequence[Sequence[float | None]],
     colour: str = "#2ca02c",
+    zero_colour: str | None = None,
 ) -> str:
-    """Cells shaded by a value in 0..1 (None: grey): coverage, verification."""
+    """Cells shaded by a value in 0..1 (None: grey): coverage, verification; with
+    ``zero_colour``, a 0 is that colour in full (a broken hour is red, not pale)."""
     label_w = 110
     cw = (W - label_w) / max(1, len(cols))
     ch = 14
@@ -98,6 +100,8 @@ def heat(
         for c, v in enumerate(values[r]):
             fill = "#ccc" if v is None else colour
             opacity = 1.0 if v is None else 0.1 + 0.9 * max(0.0, min(1.0, v))
+            if v == 0 and zero_colour is not None:
+                fill, opacity = zero_colour, 1.0
             parts.append(
                 f'<rect x="{label_w + c * cw:.1f}" y="{y}" width="{max(cw - 1, 0.5):.1f}" '
                 f'height="{ch - 1}" fill="{fill}" fill-opacity="{opacity:.2f}"/>'

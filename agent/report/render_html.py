@@ -33,7 +33,7 @@ h2 { font-size: 12pt; margin: 14pt 0 4pt; break-after: avoid; }
 figure { margin: 8pt 0; break-inside: avoid; }
 figcaption { font-weight: 600; margin-bottom: 2pt; }
 .meta { color: #444; margin-bottom: 8pt; }
-table { border-collapse: collapse; width: 100%; margin-bottom: 6pt; }
+table { border-collapse: collapse; width: 100%; margin-bottom: 6pt; font-size: 8.5pt; }
 th, td { border: 0.5pt solid #bbb; padding: 2pt 4pt; }
 th { background: #f0f0f0; text-align: left; font-weight: 600; }
 td:first-child { white-space: nowrap; }
@@ -141,10 +141,11 @@ def _verification_chart(report: Report, t: Translator, by_day: bool) -> str:
             for d in days
         ]
         flat = [[w[0] for w in worst]]
-        return charts.heat(title, [""], [d.strftime("%m-%d") for d in days], flat, "#1f77b4")
+        labels = [d.strftime("%m-%d") for d in days]
+        return charts.heat(title, [""], labels, flat, "#1f77b4", "#d62728")
     return charts.heat(
         title, [d.strftime("%m-%d") for d in days], [f"{h:02d}" for h in range(24)],
-        [status[d] for d in days], "#1f77b4",
+        [status[d] for d in days], "#1f77b4", "#d62728",
     )  # fmt: skip
 
 
