@@ -87,6 +87,8 @@ class DaySums:
 
 @dataclass
 class GroupSums:
+    #: The group lists meters (a product counted by counters only has no energy).
+    metered: bool = True
     kwh: float = 0.0
     co2_kg: float = 0.0
     units: float = 0.0
@@ -265,7 +267,7 @@ def compute(
     fig = Figures(
         period, devices, factors, defaultdict(DeviceSums), defaultdict(DaySums),
         defaultdict(lambda: [0.0, 0.0]), defaultdict(float), defaultdict(lambda: [0.0, 0.0]),
-        {g.id: GroupSums() for g in groups}, defaultdict(float),
+        {g.id: GroupSums(metered=bool(g.devices)) for g in groups}, defaultdict(float),
     )  # fmt: skip
     clock = _Clock(period.zone)
     for row in rows:

@@ -140,6 +140,9 @@ def groups(report: Report, t: Translator, key: str) -> Table:
     rows: list[list[Cell]] = []
     for g_id, name in settings:
         s = report.figures.groups[g_id]
+        if not s.metered:  # output only: no energy of its own to divide
+            rows.append([g_id, name or "", None, None, s.units, None, None])
+            continue
         per = (s.kwh / s.units, s.co2_kg / s.units) if s.units > 0 else (None, None)
         rows.append([g_id, name or "", s.kwh, s.co2_kg, s.units, per[0], per[1]])
     cols = (

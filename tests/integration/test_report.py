@@ -158,6 +158,9 @@ def test_breakdowns_do_not_count_twice(from_jsonl: Path) -> None:
     assert float(lines[1][2]) == approx(15120.0)
     assert float(lines[1][4]) == approx(21600.0)
     assert float(lines[1][5]) == approx(15120.0 / 21600.0)
+    products = read_csv(from_jsonl / "report-products.csv")
+    # widget lists only the counter: its output, and no energy of its own (not 0 kWh)
+    assert products[1] == ["widget", "Widget", "", "", "21600.0", "", ""]
     daily = read_csv(from_jsonl / "report-daily.csv")
     assert len(daily) == 1 + DAYS
     outage = next(r for r in daily if r[0] == "2026-11-10")
