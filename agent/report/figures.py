@@ -171,6 +171,7 @@ class Figures:
             "load_factor": None if peak is None or peak[0] <= 0 else avg_kw / peak[0],
             "coverage": self.coverage_share(),
             "interpolated_share": self.interpolated_share(),
+            "missing_share": self.missing_share(),
         }
 
     def peak(self, month: tuple[int, int] | None = None) -> tuple[float, int] | None:
@@ -199,6 +200,16 @@ class Figures:
             min(self.per_device[d].covered_s, span_s) for d in devices if d in self.per_device
         )
         return covered / (span_s * len(devices))
+
+    def missing_share(self) -> float:
+        """Time neither measured nor interpolated (no record, a gap, a reset) over the
+        period's time, the config's devices that have records."""
+        span_s = self.period.hours * 3600
+        sums = [s for d, s in self.per_device.items() if d in self.devices]
+        if not sums or span_s <= 0:
+            return 0.0
+        seen = sum(min(s.covered_s + s.interpolated_s, span_s) for s in sums)
+        return 1 - seen / (span_s * len(sums))
 
     def interpolated_share(self) -> float:
         """The share of the roots' energy that was interpolated over a polling gap."""

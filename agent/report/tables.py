@@ -55,8 +55,9 @@ TOTALS = (
     ("load_factor", ""),
     ("coverage", "%"),
     ("interpolated_share", "%"),
+    ("missing_share", "%"),
 )
-_PERCENT = frozenset({"coverage", "interpolated_share"})
+_PERCENT = frozenset({"coverage", "interpolated_share", "missing_share"})
 
 
 def header(t: Translator, c: Column) -> str:

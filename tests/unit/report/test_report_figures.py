@@ -47,6 +47,9 @@ def test_roots_make_the_totals_children_and_the_rest_the_breakdown() -> None:
     # level 0: main 10; level 1: a 4 + main's rest 6; level 2: a1 3 + a's rest 1
     assert fig.levels() == [(0, 10.0, 0.0), (1, 4.0, 6.0), (2, 3.0, 1.0)]
     assert [d.level for d in devices.values()] == [0, 1, 2, 0]
+    # one 15-minute record a device in a 24 h day: 95 of 96 quarters missing each
+    assert fig.missing_share() == pytest.approx(95 / 96)
+    assert fig.coverage_share() == pytest.approx(1 / 96)
 
 
 def test_peak_demand_is_the_highest_quarter_hour_of_the_roots() -> None:
