@@ -88,7 +88,9 @@ def register(commands: Commands) -> None:
     p.add_argument(
         "--out", type=Path, metavar="DIR", help="folder to write (default report-PERIOD)"
     )
-    p.add_argument("--lang", choices=LANGUAGES, default="en", help="the report's language")
+    p.add_argument(
+        "--lang", choices=LANGUAGES, default="en", help="the report's language (default en)"
+    )
     p.set_defaults(handler=run_report)
 
 
