@@ -34,6 +34,23 @@ class LedgerRow:
     queued: bool
 
 
+@dataclass(frozen=True, slots=True)
+class EnergyRow:
+    """One interval of one device, as a trend reads it (see HistoryReader.energy_rows)."""
+
+    device: str
+    #: End of the interval (Unix ms).
+    ts: int
+    energy_kwh: float | None
+    co2_kg: float | None
+    interval_s: int
+    quality: str
+
+
+def _opt(x: object) -> float | None:
+    return float(x) if isinstance(x, int | float) else None
+
+
 @dataclass(frozen=True)
 class Page:
     records: list[StoredRecord]
@@ -119,6 +136,28 @@ class HistoryReader:
                     (start_ms, end_ms),
                 )
             ]
+
+    def energy_rows(self, start_ms: int, end_ms: int) -> list[EnergyRow]:
+        """Each device's ``energy`` records of ``start < ts <= end``, the newest revision
+        of each interval, only the fields a trend needs: the page's 24 h and 30 days.
+
+        SQLite reads the fields out of the JSON (no payload crosses into Python), so
+        30 days of one-minute records of a dozen meters stay a fraction of a second."""
+        sql = (
+            "SELECT device, ts, MAX(rev), "
+            "json_extract(CAST(payload AS TEXT), '$.energy_kwh'), "
+            "json_extract(CAST(payload AS TEXT), '$.co2_kg'), "
+            "json_extract(CAST(payload AS TEXT), '$.interval_s'), "
+            "json_extract(CAST(payload AS TEXT), '$.quality') "
+            "FROM records WHERE kind = 'energy' AND ts > ? AND ts <= ? "
+            "GROUP BY device, ts ORDER BY ts"
+        )
+        with hdb.errors(self.path):
+            rows = self.db.execute(sql, (start_ms, end_ms)).fetchall()
+        return [
+            EnergyRow(str(dev), int(ts), _opt(kwh), _opt(co2), int(span or 0), str(quality))
+            for dev, ts, _rev, kwh, co2, span, quality in rows
+        ]
 
     def iter_records(self, start_ms: int, end_ms: int) -> Iterator[StoredRecord]:
         """``between`` for any span, a page at a time: an export of months."""

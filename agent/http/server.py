@@ -54,6 +54,7 @@ from urllib.parse import parse_qs, urlsplit
 from agent.config.models import Http
 from agent.config.secrets import read_secret
 from agent.http import history as history_api
+from agent.http import trend as trend_api
 from agent.http import wire
 from agent.http.limits import Gate, GateCollector, Limits, Slot, address_key
 from agent.http.metrics import CONTENT_TYPE as METRICS_TYPE
@@ -81,7 +82,9 @@ _PAGE_CSP = (
 )
 
 
-ROUTES = frozenset({"/", "/index.html", "/api/state", "/api/history", "/events", "/metrics"})
+ROUTES = frozenset(
+    {"/", "/index.html", "/api/state", "/api/history", "/api/trend", "/events", "/metrics"}
+)
 _ALLOW = (("Allow", "GET, HEAD"),)
 _CHALLENGE = (("WWW-Authenticate", 'Basic realm="energy-agent", charset="UTF-8"'),)
 
@@ -159,6 +162,7 @@ class HttpServer:
         self.settings = settings
         #: The history's file for /api/history (None: answered with no records).
         self.history = history
+        self._trends = trend_api.TrendCache(clock)
         self.view = view
         self.metrics = metrics
         self.auth = auth
@@ -362,6 +366,12 @@ class HttpServer:
             await wire.respond(
                 writer, status, body, "application/json; charset=utf-8", head_only=head_only
             )
+        elif path == "/api/trend":
+            status, doc = await self._trend(parse_qs(url.query))
+            body = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+            await wire.respond(
+                writer, status, body, "application/json; charset=utf-8", head_only=head_only
+            )
         elif path == "/metrics":
             body = self.metrics.exposition() if self.metrics is not None else b""
             await wire.respond(writer, 200, body, METRICS_TYPE, head_only=head_only)
@@ -378,6 +388,25 @@ class HttpServer:
             return 400, {"error": str(exc)}
         except history_api.HistoryError as exc:
             return 503, {"error": f"the history cannot be read now: {exc.reason}"}
+
+    async def _trend(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        """The page's 24 h or 30 days, bucketed in a worker thread (see agent.http.trend)."""
+        span = (query.get("span") or ["24h"])[-1]
+        if span not in trend_api.SPANS:
+            return 400, {"error": f"span: give one of {', '.join(trend_api.SPANS)}"}
+        if (kept := self._trends.get(span)) is not None:
+            return 200, kept
+        status = self.view.status()
+        meters = [trend_api.Meter(d.id, d.kind, d.parent is None) for d in status.devices]
+        now = int(self.clock() * 1000)
+        try:
+            doc = await asyncio.to_thread(
+                trend_api.answer, self.history, span, meters, status.agent.timezone, now
+            )
+        except history_api.HistoryError as exc:
+            return 503, {"error": f"the history cannot be read now: {exc.reason}"}
+        self._trends.put(span, doc)
+        return 200, doc
 
     async def _stream(self, slot: Slot, writer: asyncio.StreamWriter, *, head_only: bool) -> None:
         """Server-sent events: the state document as ``event: state`` once per tick."""

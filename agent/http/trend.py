@@ -1,0 +1,217 @@
+"""``GET /api/trend?span=24h|30d``: the page's trends, bucketed on the gateway.
+
+Why buckets here and not in the browser: 30 days of one-minute records of a
+dozen meters are ~500,000 rows; a phone should get ~100 numbers per line, not
+the rows. The history (:meth:`HistoryReader.energy_rows`) gives each device's
+``energy`` records; each is put in the bucket that holds its interval (filed
+under its end), in a worker thread, and the answer is kept for a while
+(``TTL_MS``), so viewers never make the gateway read the file more than that.
+
+Buckets: 96 of 15 minutes for ``24h``, 120 of 6 hours for ``30d``, edges on the
+site's clock (6-hour buckets start at local 00, 06, 12, 18), the last one
+holding now. Per bucket and device:
+
+* ``energy_kwh``: the sum of its records' energy;
+* ``power_kw``: that energy over the hours its records cover (electricity only):
+  the mean power while it was metered, so a gap is a gap, not a dip to zero;
+* ``coverage``: the share of the bucket covered by intervals whose quality is
+  ``measured`` or ``integrated``, counted from the oldest record in the span to
+  the newest (null before the history begins: not a gap, nothing to cover).
+
+The site is its **root** meters (``parent`` unset, production excluded), as the
+core's site totals: energy and CO2 summed, ``power_kw`` the sum of the roots'
+mean power, ``intensity_g_per_kwh`` = 1000 x CO2 / energy, and ``coverage``
+the mean of every device's. Which devices are roots comes from the status
+snapshot (the config), since the records do not say.
+
+Answer: ``{"span", "from", "bucket_s", "n", "site": {series: [..]},
+"devices": {id: {"kind", "series": [..]}}}``; a series is ``n`` numbers or null.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from agent.history.reader import EnergyRow, HistoryReader
+
+MIN_MS = 60_000
+#: span -> (bucket length ms, buckets)
+SPANS: dict[str, tuple[int, int]] = {"24h": (15 * MIN_MS, 96), "30d": (360 * MIN_MS, 120)}
+#: How long an answer is reused: a fraction of its bucket.
+TTL_MS = {"24h": 30_000, "30d": 300_000}
+#: Qualities that count as covered (docs/core.md "Quality").
+COVERED = frozenset({"measured", "integrated"})
+ELECTRICITY, PRODUCTION = "electricity", "production"
+
+
+class BadSpan(ValueError):
+    """A span the page does not know."""
+
+
+@dataclass(frozen=True, slots=True)
+class Meter:
+    """What a trend needs to know of a configured device (from the status snapshot)."""
+
+    id: str
+    kind: str
+    root: bool
+
+
+def edges(span: str, now_ms: int, zone: str) -> tuple[int, int, int]:
+    """(first bucket's start, bucket length, buckets) for ``span``, on the site's clock."""
+    if span not in SPANS:
+        raise BadSpan(f"span: give one of {', '.join(SPANS)}")
+    bucket, n = SPANS[span]
+    try:
+        tz: dt.tzinfo = ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        tz = dt.UTC
+    off = dt.datetime.fromtimestamp(now_ms / 1000, tz).utcoffset() or dt.timedelta()
+    off_ms = int(off.total_seconds() * 1000)
+    end = ((now_ms + off_ms) // bucket + 1) * bucket - off_ms
+    return end - n * bucket, bucket, n
+
+
+class _Acc:
+    """One device's sums per bucket."""
+
+    def __init__(self, n: int) -> None:
+        self.energy = [0.0] * n
+        self.co2 = [0.0] * n
+        self.present_s = [0] * n
+        self.good_s = [0] * n
+
+    def add(self, i: int, row: EnergyRow) -> None:
+        if row.energy_kwh is not None:
+            self.energy[i] += row.energy_kwh
+            self.present_s[i] += row.interval_s
+        if row.co2_kg is not None:
+            self.co2[i] += row.co2_kg
+        if row.quality in COVERED:
+            self.good_s[i] += row.interval_s
+
+
+def _r(x: float | None, digits: int) -> float | None:
+    return None if x is None else round(x, digits) + 0.0
+
+
+def build(
+    rows: Sequence[EnergyRow],
+    meters: Iterable[Meter],
+    start: int,
+    bucket: int,
+    n: int,
+    span: str = "24h",
+) -> dict[str, Any]:
+    """The trend document of ``rows`` (see the module's docstring)."""
+    meters = list(meters)
+    acc = {m.id: _Acc(n) for m in meters}
+    upto, first = start, start + n * bucket
+    for row in rows:
+        i = (row.ts - 1 - start) // bucket
+        if 0 <= i < n and row.device in acc:
+            acc[row.device].add(i, row)
+            upto = max(upto, row.ts)
+            first = min(first, row.ts - row.interval_s * 1000)
+    first = max(first, start)
+    elapsed_s = [
+        max(0, min(upto, start + (i + 1) * bucket) - max(first, start + i * bucket)) / 1000
+        for i in range(n)
+    ]
+    devices: dict[str, Any] = {}
+    coverage: dict[str, list[float | None]] = {}
+    for m in meters:
+        a = acc[m.id]
+        power = [
+            a.energy[i] * 3600 / a.present_s[i]
+            if m.kind == ELECTRICITY and a.present_s[i]
+            else None
+            for i in range(n)
+        ]
+        cov = [min(1.0, a.good_s[i] / elapsed_s[i]) if elapsed_s[i] else None for i in range(n)]
+        coverage[m.id] = cov
+        devices[m.id] = {
+            "kind": m.kind,
+            "root": m.root,
+            "energy_kwh": [_r(a.energy[i], 4) if a.present_s[i] else None for i in range(n)],
+            "power_kw": [_r(p, 3) for p in power],
+            "coverage": [_r(c, 3) for c in cov],
+        }
+    return {
+        "span": span,
+        "from": start,
+        "bucket_s": bucket // 1000,
+        "n": n,
+        "site": _site(meters, acc, devices, coverage, n),
+        "devices": devices,
+    }
+
+
+def _site(
+    meters: list[Meter],
+    acc: dict[str, _Acc],
+    devices: dict[str, Any],
+    coverage: dict[str, list[float | None]],
+    n: int,
+) -> dict[str, list[float | None]]:
+    roots = [m for m in meters if m.root and m.kind != PRODUCTION]
+    energy: list[float | None] = []
+    power: list[float | None] = []
+    intensity: list[float | None] = []
+    cover: list[float | None] = []
+    for i in range(n):
+        have = [m for m in roots if acc[m.id].present_s[i]]
+        kwh = sum(acc[m.id].energy[i] for m in have) if have else None
+        co2 = sum(acc[m.id].co2[i] for m in have)
+        energy.append(_r(kwh, 4))
+        intensity.append(_r(1000 * co2 / kwh, 1) if kwh else None)
+        kws = [devices[m.id]["power_kw"][i] for m in have if m.kind == ELECTRICITY]
+        power.append(_r(sum(kws), 3) if kws else None)
+        covs = [c[i] for c in coverage.values()]
+        known = [c for c in covs if c is not None]
+        cover.append(_r(sum(known) / len(covs), 3) if known else None)
+    return {
+        "power_kw": power,
+        "energy_kwh": energy,
+        "intensity_g_per_kwh": intensity,
+        "coverage": cover,
+    }
+
+
+def answer(
+    path: Path | None, span: str, meters: Iterable[Meter], zone: str, now_ms: int
+) -> dict[str, Any]:
+    """One span's trend (BadSpan for an unknown span, HistoryError if the file cannot be read)."""
+    start, bucket, n = edges(span, now_ms, zone)
+    rows: list[EnergyRow] = []
+    if path is not None and path.exists():
+        reader = HistoryReader.open(path)
+        try:
+            rows = reader.energy_rows(start, start + n * bucket)
+        finally:
+            reader.close()
+    return build(rows, meters, start, bucket, n, span)
+
+
+class TrendCache:
+    """The last answer per span, reused for ``TTL_MS`` (see the module's docstring)."""
+
+    def __init__(self, clock: Any = time.time) -> None:
+        self._clock = clock
+        self._kept: dict[str, tuple[int, dict[str, Any]]] = {}
+
+    def get(self, span: str) -> dict[str, Any] | None:
+        kept = self._kept.get(span)
+        now = int(self._clock() * 1000)
+        if kept is None or now - kept[0] > TTL_MS.get(span, 0):
+            return None
+        return kept[1]
+
+    def put(self, span: str, doc: dict[str, Any]) -> None:
+        self._kept[span] = (int(self._clock() * 1000), doc)

@@ -1,0 +1,113 @@
+"""The page's trends (agent.http.trend): buckets on the site's clock, the sums worked out
+by hand, read from a real history file written by the agent's own History."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from agent.history.db import NewRecord
+from agent.history.writer import History
+from agent.http.trend import BadSpan, Meter, TrendCache, answer, edges
+
+MIN = 60_000
+HOUR = 60 * MIN
+#: 2023-11-14 22:00 UTC = 2023-11-15 06:00 in Shanghai (UTC+8, no DST)
+T = 1_700_000_000_000 // HOUR * HOUR
+
+METERS = [
+    Meter("main", "electricity", root=True),
+    Meter("sub", "electricity", root=False),
+    Meter("gas", "gas", root=True),
+    Meter("parts", "production", root=True),
+]
+
+
+def _energy(device: str, ts: int, kwh: float, co2: float, quality: str = "measured") -> NewRecord:
+    payload = {"ts": ts, "interval_s": 60, "energy_kwh": kwh, "co2_kg": co2, "quality": quality}
+    return NewRecord(
+        "energy", device, ts, 0, "", f"energy/v1/p/g/{device}/energy", json.dumps(payload).encode()
+    )
+
+
+def test_buckets_end_on_the_site_clock() -> None:
+    # 24 h: 15-minute buckets, the last holding now
+    start, bucket, n = edges("24h", T + 7 * MIN, "UTC")
+    assert (bucket, n) == (15 * MIN, 96) and start + n * bucket == T + 15 * MIN
+    # 30 days: 6-hour buckets at local 00/06/12/18. T is 06:00 in Shanghai: the last
+    # bucket is 06:00-12:00 local = T .. T+6h; 30 min later in UTC it ends at 00:00 UTC.
+    start, bucket, n = edges("30d", T + 30 * MIN, "Asia/Shanghai")
+    assert (bucket, n) == (6 * HOUR, 120) and start + n * bucket == T + 6 * HOUR
+    start, _, _ = edges("30d", T + 30 * MIN, "UTC")
+    assert start + 120 * 6 * HOUR == T + 2 * HOUR  # 22:30 UTC is in 18:00-24:00 UTC
+    with pytest.raises(BadSpan):
+        edges("7d", T, "UTC")
+
+
+def test_sums_power_intensity_and_coverage_per_bucket(tmp_path: Path) -> None:
+    """Bucket T .. T+15 min, now T+10 min (10 minutes elapsed up to the newest record):
+    main 10 one-minute records of 2 kWh (0.5 kg), two of them interpolated; sub (inside
+    main) 10 x 0.5 kWh; gas 5 x 1 kWh (0.2 kg); parts 10 records of 0 kWh."""
+    history = History(tmp_path / "history.db", max_bytes=2**30, retention_months=25)
+    recs = []
+    for k in range(1, 11):
+        ts = T + k * MIN
+        recs.append(_energy("main", ts, 2.0, 0.5, "interpolated" if k in (3, 4) else "measured"))
+        recs.append(_energy("sub", ts, 0.5, 0.125))
+        recs.append(_energy("parts", ts, 0.0, 0.0))
+        if k <= 5:
+            recs.append(_energy("gas", ts, 1.0, 0.2))
+    recs.append(_energy("main", T - 24 * HOUR, 99.0, 9.0))  # before the window: left out
+    recs.append(_energy("main", T - 29 * MIN, 2.0, 0.5))  # the span's history begins T-30
+    history.put(recs)
+    history.close()
+    doc = answer(tmp_path / "history.db", "24h", METERS, "UTC", T + 10 * MIN + 5000)
+    assert (doc["n"], doc["bucket_s"]) == (96, 900)
+    last = doc["n"] - 1
+    assert doc["from"] + last * 900_000 == T
+    main, sub, gas = (doc["devices"][d] for d in ("main", "sub", "gas"))
+    # main: 20 kWh over the 10 minutes its records cover = 120 kW; 8 of 10 min covered
+    assert (main["energy_kwh"][last], main["power_kw"][last], main["coverage"][last]) == (
+        20.0,
+        120.0,
+        0.8,
+    )
+    # gas: 5 kWh, no power (not electricity), covered 5 of the 10 minutes
+    assert (gas["energy_kwh"][last], gas["power_kw"][last], gas["coverage"][last]) == (
+        5.0,
+        None,
+        0.5,
+    )
+    assert (sub["power_kw"][last], sub["coverage"][last]) == (30.0, 1.0)
+    site = doc["site"]
+    # site = roots without production: main + gas = 25 kWh, CO2 5 + 1 = 6 kg -> 240 g/kWh;
+    # power = main's 120 kW (sub is inside main); coverage = (0.8 + 1 + 0.5 + 1) / 4
+    assert site["energy_kwh"][last] == 25.0
+    assert site["intensity_g_per_kwh"][last] == 240.0
+    assert site["power_kw"][last] == 120.0
+    assert site["coverage"][last] == 0.825
+    # the bucket before has no records: no numbers, and no zero pretending to be one
+    assert site["energy_kwh"][last - 1] is None and site["power_kw"][last - 1] is None
+    assert site["coverage"][last - 1] == 0.0  # its 15 minutes passed without a record
+    # T-30..T-15: main's one minute of 15, the others none: (1/15) / 4 = 0.01667
+    assert site["coverage"][last - 2] == 0.017 and main["power_kw"][last - 2] == 120.0
+    assert site["coverage"][last - 3] is None  # before the history begins
+    assert len(site["power_kw"]) == 96 and site["energy_kwh"].count(None) == 94
+
+
+def test_no_history_is_an_empty_trend() -> None:
+    doc = answer(None, "30d", METERS, "UTC", T)
+    assert doc["n"] == 120 and doc["site"]["power_kw"] == [None] * 120
+    assert doc["site"]["coverage"] == [None] * 120
+
+
+def test_the_cache_keeps_an_answer_for_a_while() -> None:
+    now = [1000.0]
+    cache = TrendCache(lambda: now[0])
+    cache.put("24h", {"n": 1})
+    now[0] += 29
+    assert cache.get("24h") == {"n": 1} and cache.get("30d") is None
+    now[0] += 2
+    assert cache.get("24h") is None
