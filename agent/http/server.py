@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from agent import i18n
 from agent.config.models import Http
 from agent.config.secrets import read_secret
 from agent.http import history as history_api
@@ -105,8 +106,21 @@ def refusal(
 
 
 def page_html() -> bytes:
-    """The live page: one self-contained file shipped in this package."""
-    return (resources.files("agent.http") / "page.html").read_bytes()
+    """The live page: one self-contained file shipped in this package, with the words of
+    every shipped language (agent/i18n/*/page.json) put in, so it needs no other request."""
+    words = {lang: i18n.catalog(lang, "page") for lang in i18n.LANGUAGES}
+    blob = json.dumps(words, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    text = (resources.files("agent.http") / "page.html").read_text("utf-8")
+    return text.replace("__WORDS__", blob, 1).encode()
+
+
+def page_in(page: bytes, accept_language: str | None) -> bytes:
+    """The page in the language the browser prefers (its ``lang``, which the page
+    starts in unless the viewer chose one with its switch)."""
+    lang = i18n.from_accept_language(accept_language)
+    if lang == i18n.DEFAULT:
+        return page
+    return page.replace(b'<html lang="en">', f'<html lang="{lang}">'.encode(), 1)
 
 
 def read_password(path: Path) -> str:
@@ -347,9 +361,9 @@ class HttpServer:
             await wire.respond(
                 writer,
                 200,
-                self._page,
+                page_in(self._page, headers.get("accept-language")),
                 "text/html; charset=utf-8",
-                extra=(("Content-Security-Policy", _PAGE_CSP),),
+                extra=(("Content-Security-Policy", _PAGE_CSP), ("Vary", "Accept-Language")),
                 head_only=head_only,
             )
         elif path == "/api/state":

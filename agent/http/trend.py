@@ -12,8 +12,10 @@ site's clock (6-hour buckets start at local 00, 06, 12, 18), the last one
 holding now. Per bucket and device:
 
 * ``energy_kwh``: the sum of its records' energy;
-* ``power_kw``: that energy over the hours its records cover (electricity only):
-  the mean power while it was metered, so a gap is a gap, not a dip to zero;
+* ``power_kw``: the energy of its covered intervals over their hours (electricity
+  only; every interval's if none is covered): the mean power while it was
+  metered, so a gap is a gap, not a dip to zero, and the partial interval after
+  a start does not read as a drop;
 * ``coverage``: the share of the bucket covered by intervals whose quality is
   ``measured`` or ``integrated``, counted from the oldest record in the span to
   the newest (null before the history begins: not a gap, nothing to cover).
@@ -86,6 +88,7 @@ class _Acc:
         self.co2 = [0.0] * n
         self.present_s = [0] * n
         self.good_s = [0] * n
+        self.good_kwh = [0.0] * n
 
     def add(self, i: int, row: EnergyRow) -> None:
         if row.energy_kwh is not None:
@@ -95,6 +98,14 @@ class _Acc:
             self.co2[i] += row.co2_kg
         if row.quality in COVERED:
             self.good_s[i] += row.interval_s
+            self.good_kwh[i] += row.energy_kwh or 0.0
+
+    def mean_kw(self, i: int) -> float | None:
+        """Mean power over the covered intervals (a partial one, the first after a start,
+        holds less than its length's energy), else over every interval with energy."""
+        if self.good_s[i]:
+            return self.good_kwh[i] * 3600 / self.good_s[i]
+        return self.energy[i] * 3600 / self.present_s[i] if self.present_s[i] else None
 
 
 def _r(x: float | None, digits: int) -> float | None:
@@ -128,12 +139,7 @@ def build(
     coverage: dict[str, list[float | None]] = {}
     for m in meters:
         a = acc[m.id]
-        power = [
-            a.energy[i] * 3600 / a.present_s[i]
-            if m.kind == ELECTRICITY and a.present_s[i]
-            else None
-            for i in range(n)
-        ]
+        power = [a.mean_kw(i) if m.kind == ELECTRICITY else None for i in range(n)]
         cov = [min(1.0, a.good_s[i] / elapsed_s[i]) if elapsed_s[i] else None for i in range(n)]
         coverage[m.id] = cov
         devices[m.id] = {

@@ -48,13 +48,16 @@ def test_buckets_end_on_the_site_clock() -> None:
 
 def test_sums_power_intensity_and_coverage_per_bucket(tmp_path: Path) -> None:
     """Bucket T .. T+15 min, now T+10 min (10 minutes elapsed up to the newest record):
-    main 10 one-minute records of 2 kWh (0.5 kg), two of them interpolated; sub (inside
-    main) 10 x 0.5 kWh; gas 5 x 1 kWh (0.2 kg); parts 10 records of 0 kWh."""
+    main 10 one-minute records (0.5 kg each): 8 measured of 2 kWh, 2 interpolated of 1 kWh;
+    sub (inside main) 10 x 0.5 kWh; gas 5 x 1 kWh (0.2 kg); parts 10 records of 0 kWh."""
     history = History(tmp_path / "history.db", max_bytes=2**30, retention_months=25)
     recs = []
     for k in range(1, 11):
         ts = T + k * MIN
-        recs.append(_energy("main", ts, 2.0, 0.5, "interpolated" if k in (3, 4) else "measured"))
+        bad = k in (3, 4)
+        recs.append(
+            _energy("main", ts, 1.0 if bad else 2.0, 0.5, "interpolated" if bad else "measured")
+        )
         recs.append(_energy("sub", ts, 0.5, 0.125))
         recs.append(_energy("parts", ts, 0.0, 0.0))
         if k <= 5:
@@ -68,9 +71,10 @@ def test_sums_power_intensity_and_coverage_per_bucket(tmp_path: Path) -> None:
     last = doc["n"] - 1
     assert doc["from"] + last * 900_000 == T
     main, sub, gas = (doc["devices"][d] for d in ("main", "sub", "gas"))
-    # main: 20 kWh over the 10 minutes its records cover = 120 kW; 8 of 10 min covered
+    # main: 8 x 2 + 2 x 1 = 18 kWh; power over its 8 measured minutes: 16 kWh / 8 min =
+    # 120 kW (not 18 kWh / 10 min = 108); 8 of the 10 minutes covered
     assert (main["energy_kwh"][last], main["power_kw"][last], main["coverage"][last]) == (
-        20.0,
+        18.0,
         120.0,
         0.8,
     )
@@ -82,10 +86,11 @@ def test_sums_power_intensity_and_coverage_per_bucket(tmp_path: Path) -> None:
     )
     assert (sub["power_kw"][last], sub["coverage"][last]) == (30.0, 1.0)
     site = doc["site"]
-    # site = roots without production: main + gas = 25 kWh, CO2 5 + 1 = 6 kg -> 240 g/kWh;
+    # site = roots without production: main + gas = 23 kWh, CO2 5 + 1 = 6 kg ->
+    # 6000 / 23 = 260.87 g/kWh;
     # power = main's 120 kW (sub is inside main); coverage = (0.8 + 1 + 0.5 + 1) / 4
-    assert site["energy_kwh"][last] == 25.0
-    assert site["intensity_g_per_kwh"][last] == 240.0
+    assert site["energy_kwh"][last] == 23.0
+    assert site["intensity_g_per_kwh"][last] == 260.9
     assert site["power_kw"][last] == 120.0
     assert site["coverage"][last] == 0.825
     # the bucket before has no records: no numbers, and no zero pretending to be one
