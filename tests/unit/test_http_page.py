@@ -52,4 +52,4 @@ def test_the_page_is_small_and_loads_nothing_from_elsewhere() -> None:
     page = page_html()
     assert len(page) < 150_000
     assert OFF_GATEWAY.search(page) is None
-    assert b"@import" not in page and b"<link rel=\"stylesheet\"" not in page
+    assert b"@import" not in page and b'<link rel="stylesheet"' not in page
