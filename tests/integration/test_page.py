@@ -394,6 +394,26 @@ def test_status_prints_the_same_picture(demo: Demo) -> None:
         assert d["id"] in out.stdout
 
 
+def test_status_speaks_the_terminal_s_language(demo: Demo) -> None:
+    def status(*args: str, **env: str) -> str:
+        out = subprocess.run(
+            [*cli_command(), "status", "--url", demo.url, *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=dict(os.environ, COLUMNS="200", **env),
+        )
+        assert out.returncode in (0, 1), out.stderr
+        return out.stdout
+
+    zh = status(LANG="zh_CN.UTF-8", LC_ALL="")
+    assert "当前总功率" in zh and "MQTT 已连接" in zh and "设备" in zh
+    assert "times in" not in zh and "时区 Asia/Shanghai (UTC+08:00)" in zh
+    en = status("--lang", "en", LANG="zh_CN.UTF-8")
+    assert "total power now" in en and "times in Asia/Shanghai (UTC+08:00)" in en
+    assert f"read from {demo.url}api/state" in en
+
+
 def test_page_says_when_the_broker_is_down(demo: Demo, browser_page: Any) -> None:
     page = browser_page
     os.kill(demo.broker_pid(), signal.SIGKILL)
