@@ -373,6 +373,100 @@ def test_trends_show_the_seeded_month(demo: Demo, chromium: Any) -> None:
     assert elsewhere == []
 
 
+LONG = "compressor-station-north-hall-line-7-main-incomer-feeder"
+
+
+def _staged(doc: dict[str, Any]) -> dict[str, Any]:
+    """The demo's document with what a plant shows on a bad day: two alarms raised, a
+    late meter holding the site record, demand warming up, and a very long meter name."""
+    doc = json.loads(json.dumps(doc))
+    doc.pop("history", None)
+    first = doc["devices"][0]["id"]
+    for d in doc["devices"]:
+        if d["id"] == first:
+            d["id"] = LONG
+    for m in doc["site"]["demand"]["meters"]:
+        if m["device"] == first:
+            m["device"] = LONG
+        m["now_kw"], m["peak_kw"], m["window_min"] = 1234.5, 1234.5, 4
+    end = doc["ts"] // 60_000 * 60_000
+    doc["site"]["held"] = {"end_ms": end, "waiting_for": ["press-2"], "until_ms": end + 120_000}
+    doc["alarms"] = [
+        {
+            "id": "offline/press-2",
+            "rule": "offline",
+            "subject": "press-2",
+            "state": "raised",
+            "value": 61.0,
+            "limit": 60.0,
+            "since_ms": doc["ts"] - 61_000,
+            "text": "press-2 offline for 61 s",
+        },
+        {
+            "id": "ledger",
+            "rule": "ledger",
+            "subject": "ledger",
+            "state": "raised",
+            "value": None,
+            "limit": None,
+            "since_ms": doc["ts"] - 5_000,
+            "text": "ledger cannot seal",
+        },
+    ]
+    return doc
+
+
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+def test_alarms_a_held_record_warm_up_and_long_names(
+    demo: Demo, chromium: Any, lang: str
+) -> None:
+    """The page fed a staged document (route interception: the gateway's own answers,
+    changed): every part of issue 17's layout list, on a phone and a desktop."""
+    staged = _staged(demo.state())
+    frame = f"retry: 600000\n\nevent: state\ndata: {json.dumps(staged)}\n\n"
+    for name, size in VIEWPORTS.items():
+        ctx = chromium.new_context(viewport={"width": size[0], "height": size[1]}, locale=lang)
+        ctx.route(
+            "**/events",
+            lambda route: route.fulfill(
+                status=200, headers={"Content-Type": "text/event-stream"}, body=frame
+            ),
+        )
+        ctx.route(
+            "**/api/state*",
+            lambda route: route.fulfill(
+                status=200, content_type="application/json", body=json.dumps(staged)
+            ),
+        )
+        page = ctx.new_page()
+        page.goto(demo.url)
+        page.wait_for_selector("#alert-alarms", timeout=10_000)
+        page.wait_for_timeout(500)
+        shown = page.evaluate(_LAYOUT)
+        alarms = page.inner_text("#alert-alarms")
+        held = page.inner_text("#int-held")
+        warm = page.inner_text("#demand-warm")
+        row = page.inner_text(f"#demand-meters .meter-row[data-meter='{LONG}'] .val")
+        name_title = page.get_attribute(f"#demand-meters .meter-row[data-meter='{LONG}'] .name", "title")
+        dev_title = page.get_attribute(f"tr[data-device='{LONG}'] .dev", "title")
+        page.screenshot(path=str(ARTIFACTS / f"page-{lang}-{name}-alarms.png"), full_page=True)
+        ctx.close()
+        assert shown["scrollWidth"] <= shown["innerWidth"], name
+        assert shown["demandOutside"] == [], name
+        assert shown["clippedWithoutTitle"] == [], name
+        assert name_title == LONG and dev_title == LONG
+        since = dt.datetime.fromtimestamp((staged["ts"] - 61_000) / 1000, ZoneInfo("Asia/Shanghai"))
+        assert "press-2 offline for 61 s" in alarms and since.strftime("%H:%M:%S") in alarms
+        assert "ledger cannot seal" in alarms
+        assert "press-2" in held and "1,234.5 / 1,234.5" in row
+        if lang == "en":
+            assert "ALARMS RAISED: 2" in alarms and "value 61.00, limit 60.00" in alarms
+            assert "waits for press-2" in held and "warming up: 4 of 15 min" in warm
+        else:
+            assert "报警中：2" in alarms and "数值 61.00，限值 60.00" in alarms
+            assert "正在等待 press-2" in held and "已测 4 / 15 分钟" in warm
+
+
 def test_status_prints_the_same_picture(demo: Demo) -> None:
     for _ in range(5):
         before = demo.state()
