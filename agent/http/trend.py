@@ -12,10 +12,11 @@ site's clock (6-hour buckets start at local 00, 06, 12, 18), the last one
 holding now. Per bucket and device:
 
 * ``energy_kwh``: the sum of its records' energy;
-* ``power_kw``: the energy of its covered intervals over their hours (electricity
-  only; every interval's if none is covered): the mean power while it was
-  metered, so a gap is a gap, not a dip to zero, and the partial interval after
-  a start does not read as a drop;
+* ``power_kw``: the energy of its intervals whose energy is whole (``measured``,
+  ``integrated``, ``interpolated``) over their hours (electricity only): the mean
+  power while it was metered, so a gap is a gap, not a dip to zero, and a
+  ``partial``, ``gap`` or ``reset`` interval (the first after a start, a lower
+  bound) does not read as a drop;
 * ``coverage``: the share of the bucket covered by intervals whose quality is
   ``measured`` or ``integrated``, counted from the oldest record in the span to
   the newest (null before the history begins: not a gap, nothing to cover).
@@ -49,6 +50,8 @@ SPANS: dict[str, tuple[int, int]] = {"24h": (15 * MIN_MS, 96), "30d": (360 * MIN
 TTL_MS = {"24h": 30_000, "30d": 300_000}
 #: Qualities that count as covered (docs/core.md "Quality").
 COVERED = frozenset({"measured", "integrated"})
+#: Qualities whose energy is the interval's whole energy: a mean power can be made of it.
+WHOLE = COVERED | {"interpolated"}
 ELECTRICITY, PRODUCTION = "electricity", "production"
 
 
@@ -88,7 +91,8 @@ class _Acc:
         self.co2 = [0.0] * n
         self.present_s = [0] * n
         self.good_s = [0] * n
-        self.good_kwh = [0.0] * n
+        self.whole_s = [0] * n
+        self.whole_kwh = [0.0] * n
 
     def add(self, i: int, row: EnergyRow) -> None:
         if row.energy_kwh is not None:
@@ -98,14 +102,13 @@ class _Acc:
             self.co2[i] += row.co2_kg
         if row.quality in COVERED:
             self.good_s[i] += row.interval_s
-            self.good_kwh[i] += row.energy_kwh or 0.0
+        if row.quality in WHOLE and row.energy_kwh is not None:
+            self.whole_s[i] += row.interval_s
+            self.whole_kwh[i] += row.energy_kwh
 
     def mean_kw(self, i: int) -> float | None:
-        """Mean power over the covered intervals (a partial one, the first after a start,
-        holds less than its length's energy), else over every interval with energy."""
-        if self.good_s[i]:
-            return self.good_kwh[i] * 3600 / self.good_s[i]
-        return self.energy[i] * 3600 / self.present_s[i] if self.present_s[i] else None
+        """Mean power over the intervals whose energy is whole (see the module's doc)."""
+        return self.whole_kwh[i] * 3600 / self.whole_s[i] if self.whole_s[i] else None
 
 
 def _r(x: float | None, digits: int) -> float | None:
@@ -177,7 +180,11 @@ def _site(
         co2 = sum(acc[m.id].co2[i] for m in have)
         energy.append(_r(kwh, 4))
         intensity.append(_r(1000 * co2 / kwh, 1) if kwh else None)
-        kws = [devices[m.id]["power_kw"][i] for m in have if m.kind == ELECTRICITY]
+        kws = [
+            kw
+            for m in have
+            if m.kind == ELECTRICITY and (kw := devices[m.id]["power_kw"][i]) is not None
+        ]
         power.append(_r(sum(kws), 3) if kws else None)
         covs = [c[i] for c in coverage.values()]
         known = [c for c in covs if c is not None]

@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from agent.history.db import NewRecord
+from agent.history.reader import EnergyRow
 from agent.history.writer import History
-from agent.http.trend import BadSpan, Meter, TrendCache, answer, edges
+from agent.http.trend import BadSpan, Meter, TrendCache, answer, build, edges
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -48,17 +49,16 @@ def test_buckets_end_on_the_site_clock() -> None:
 
 def test_sums_power_intensity_and_coverage_per_bucket(tmp_path: Path) -> None:
     """Bucket T .. T+15 min, now T+10 min (10 minutes elapsed up to the newest record):
-    main 10 one-minute records (0.5 kg each): 8 measured of 2 kWh, 2 interpolated of 1 kWh;
-    sub (inside main) 10 x 0.5 kWh; gas 5 x 1 kWh (0.2 kg); parts 10 records of 0 kWh."""
+    main 10 one-minute records (0.5 kg each): 8 measured of 2 kWh, 2 partial of 1 kWh;
+    sub (inside main) 10 x 0.5 kWh, the 5th interpolated; gas 5 x 1 kWh (0.2 kg); parts
+    10 records of 0 kWh."""
     history = History(tmp_path / "history.db", max_bytes=2**30, retention_months=25)
     recs = []
     for k in range(1, 11):
         ts = T + k * MIN
         bad = k in (3, 4)
-        recs.append(
-            _energy("main", ts, 1.0 if bad else 2.0, 0.5, "interpolated" if bad else "measured")
-        )
-        recs.append(_energy("sub", ts, 0.5, 0.125))
+        recs.append(_energy("main", ts, 1.0 if bad else 2.0, 0.5, "partial" if bad else "measured"))
+        recs.append(_energy("sub", ts, 0.5, 0.125, "interpolated" if k == 5 else "measured"))
         recs.append(_energy("parts", ts, 0.0, 0.0))
         if k <= 5:
             recs.append(_energy("gas", ts, 1.0, 0.2))
@@ -71,7 +71,7 @@ def test_sums_power_intensity_and_coverage_per_bucket(tmp_path: Path) -> None:
     last = doc["n"] - 1
     assert doc["from"] + last * 900_000 == T
     main, sub, gas = (doc["devices"][d] for d in ("main", "sub", "gas"))
-    # main: 8 x 2 + 2 x 1 = 18 kWh; power over its 8 measured minutes: 16 kWh / 8 min =
+    # main: 8 x 2 + 2 x 1 = 18 kWh; power over its 8 whole minutes: 16 kWh / 8 min =
     # 120 kW (not 18 kWh / 10 min = 108); 8 of the 10 minutes covered
     assert (main["energy_kwh"][last], main["power_kw"][last], main["coverage"][last]) == (
         18.0,
@@ -84,15 +84,16 @@ def test_sums_power_intensity_and_coverage_per_bucket(tmp_path: Path) -> None:
         None,
         0.5,
     )
-    assert (sub["power_kw"][last], sub["coverage"][last]) == (30.0, 1.0)
+    # sub: an interpolated minute has its whole energy (power) but was not measured
+    assert (sub["power_kw"][last], sub["coverage"][last]) == (30.0, 0.9)
     site = doc["site"]
     # site = roots without production: main + gas = 23 kWh, CO2 5 + 1 = 6 kg ->
     # 6000 / 23 = 260.87 g/kWh;
-    # power = main's 120 kW (sub is inside main); coverage = (0.8 + 1 + 0.5 + 1) / 4
+    # power = main's 120 kW (sub is inside main); coverage = (0.8 + 0.9 + 0.5 + 1) / 4
     assert site["energy_kwh"][last] == 23.0
     assert site["intensity_g_per_kwh"][last] == 260.9
     assert site["power_kw"][last] == 120.0
-    assert site["coverage"][last] == 0.825
+    assert site["coverage"][last] == 0.8
     # the bucket before has no records: no numbers, and no zero pretending to be one
     assert site["energy_kwh"][last - 1] is None and site["power_kw"][last - 1] is None
     assert site["coverage"][last - 1] == 0.0  # its 15 minutes passed without a record
@@ -116,3 +117,17 @@ def test_the_cache_keeps_an_answer_for_a_while() -> None:
     assert cache.get("24h") == {"n": 1} and cache.get("30d") is None
     now[0] += 2
     assert cache.get("24h") is None
+
+
+def test_a_root_with_only_a_partial_interval_adds_no_power() -> None:
+    """Two roots in one minute: a measured 1 kWh (60 kW) and a partial 0.5 kWh (its first
+    interval after a start: no mean power). The site's power is 60 kW, its energy 1.5."""
+    rows = [
+        EnergyRow("a", T + MIN, 1.0, 0.5, 60, "measured"),
+        EnergyRow("b", T + MIN, 0.5, 0.25, 60, "partial"),
+    ]
+    meters = [Meter("a", "electricity", root=True), Meter("b", "electricity", root=True)]
+    doc = build(rows, meters, T, 15 * MIN, 1)
+    assert doc["devices"]["b"]["power_kw"] == [None]
+    assert doc["site"]["power_kw"] == [60.0] and doc["site"]["energy_kwh"] == [1.5]
+    assert doc["site"]["coverage"] == [0.5]  # a covered its minute, b did not
