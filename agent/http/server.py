@@ -176,7 +176,7 @@ class HttpServer:
         self.settings = settings
         #: The history's file for /api/history (None: answered with no records).
         self.history = history
-        self._trends = trend_api.TrendCache(clock)
+        self._trends = trend_api.Trends(history, clock)
         self.view = view
         self.metrics = metrics
         self.auth = auth
@@ -404,23 +404,9 @@ class HttpServer:
             return 503, {"error": f"the history cannot be read now: {exc.reason}"}
 
     async def _trend(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
-        """The page's 24 h or 30 days, bucketed in a worker thread (see agent.http.trend)."""
+        """The page's 24 h or 30 days (see agent.http.trend), for the configured devices."""
         span = (query.get("span") or ["24h"])[-1]
-        if span not in trend_api.SPANS:
-            return 400, {"error": f"span: give one of {', '.join(trend_api.SPANS)}"}
-        if (kept := self._trends.get(span)) is not None:
-            return 200, kept
-        status = self.view.status()
-        meters = [trend_api.Meter(d.id, d.kind, d.parent is None) for d in status.devices]
-        now = int(self.clock() * 1000)
-        try:
-            doc = await asyncio.to_thread(
-                trend_api.answer, self.history, span, meters, status.agent.timezone, now
-            )
-        except history_api.HistoryError as exc:
-            return 503, {"error": f"the history cannot be read now: {exc.reason}"}
-        self._trends.put(span, doc)
-        return 200, doc
+        return await self._trends.answer(span, self.view.status(), int(self.clock() * 1000))
 
     async def _stream(self, slot: Slot, writer: asyncio.StreamWriter, *, head_only: bool) -> None:
         """Server-sent events: the state document as ``event: state`` once per tick."""

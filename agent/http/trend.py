@@ -2,10 +2,10 @@
 
 Why buckets here and not in the browser: 30 days of one-minute records of a
 dozen meters are ~500,000 rows; a phone should get ~100 numbers per line, not
-the rows. The history (:meth:`HistoryReader.energy_rows`) gives each device's
-``energy`` records; each is put in the bucket that holds its interval (filed
-under its end), in a worker thread, and the answer is kept for a while
-(``TTL_MS``), so viewers never make the gateway read the file more than that.
+the rows. SQLite sums each device's ``energy`` records per bucket (the one that
+holds the interval's end) and quality (:meth:`HistoryReader.energy_sums`), in a
+worker thread, and the answer is kept for a while (``TTL_MS``), so viewers never
+make the gateway read the file more often than that.
 
 Buckets: 96 of 15 minutes for ``24h``, 120 of 6 hours for ``30d``, edges on the
 site's clock (6-hour buckets start at local 00, 06, 12, 18), the last one
@@ -33,6 +33,7 @@ Answer: ``{"span", "from", "bucket_s", "n", "site": {series: [..]},
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import Iterable, Sequence
@@ -41,7 +42,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agent.history.reader import EnergyRow, HistoryReader
+from agent.history.db import HistoryError
+from agent.history.reader import EnergySum, HistoryReader
+from agent.status import AgentStatus
 
 MIN_MS = 60_000
 #: span -> (bucket length ms, buckets)
@@ -94,17 +97,15 @@ class _Acc:
         self.whole_s = [0] * n
         self.whole_kwh = [0.0] * n
 
-    def add(self, i: int, row: EnergyRow) -> None:
-        if row.energy_kwh is not None:
-            self.energy[i] += row.energy_kwh
-            self.present_s[i] += row.interval_s
-        if row.co2_kg is not None:
-            self.co2[i] += row.co2_kg
-        if row.quality in COVERED:
-            self.good_s[i] += row.interval_s
-        if row.quality in WHOLE and row.energy_kwh is not None:
-            self.whole_s[i] += row.interval_s
-            self.whole_kwh[i] += row.energy_kwh
+    def add(self, i: int, part: EnergySum) -> None:
+        self.energy[i] += part.energy_kwh
+        self.co2[i] += part.co2_kg
+        self.present_s[i] += part.seconds
+        if part.quality in COVERED:
+            self.good_s[i] += part.all_seconds
+        if part.quality in WHOLE:
+            self.whole_s[i] += part.seconds
+            self.whole_kwh[i] += part.energy_kwh
 
     def mean_kw(self, i: int) -> float | None:
         """Mean power over the intervals whose energy is whole (see the module's doc)."""
@@ -116,23 +117,22 @@ def _r(x: float | None, digits: int) -> float | None:
 
 
 def build(
-    rows: Sequence[EnergyRow],
+    sums: Sequence[EnergySum],
     meters: Iterable[Meter],
     start: int,
     bucket: int,
     n: int,
     span: str = "24h",
 ) -> dict[str, Any]:
-    """The trend document of ``rows`` (see the module's docstring)."""
+    """The trend document of the history's sums (see the module's docstring)."""
     meters = list(meters)
     acc = {m.id: _Acc(n) for m in meters}
     upto, first = start, start + n * bucket
-    for row in rows:
-        i = (row.ts - 1 - start) // bucket
-        if 0 <= i < n and row.device in acc:
-            acc[row.device].add(i, row)
-            upto = max(upto, row.ts)
-            first = min(first, row.ts - row.interval_s * 1000)
+    for part in sums:
+        if 0 <= part.bucket < n and part.device in acc:
+            acc[part.device].add(part.bucket, part)
+            upto = max(upto, part.last_ms)
+            first = min(first, part.first_ms)
     first = max(first, start)
     elapsed_s = [
         max(0, min(upto, start + (i + 1) * bucket) - max(first, start + i * bucket)) / 1000
@@ -202,14 +202,14 @@ def answer(
 ) -> dict[str, Any]:
     """One span's trend (BadSpan for an unknown span, HistoryError if the file cannot be read)."""
     start, bucket, n = edges(span, now_ms, zone)
-    rows: list[EnergyRow] = []
+    sums: list[EnergySum] = []
     if path is not None and path.exists():
         reader = HistoryReader.open(path)
         try:
-            rows = reader.energy_rows(start, start + n * bucket)
+            sums = reader.energy_sums(start, start + n * bucket, bucket)
         finally:
             reader.close()
-    return build(rows, meters, start, bucket, n, span)
+    return build(sums, meters, start, bucket, n, span)
 
 
 class TrendCache:
@@ -228,3 +228,34 @@ class TrendCache:
 
     def put(self, span: str, doc: dict[str, Any]) -> None:
         self._kept[span] = (int(self._clock() * 1000), doc)
+
+
+class Trends:
+    """``/api/trend`` for one agent: its history file, the cache, one reading at a time.
+
+    Two viewers asking at once wait for one reading of the file and share it; the
+    reading runs in a worker thread (SQLite lets the event loop run meanwhile).
+    """
+
+    def __init__(self, history: Path | None, clock: Any = time.time) -> None:
+        self.history = history
+        self._cache = TrendCache(clock)
+        self._lock = asyncio.Lock()
+
+    async def answer(
+        self, span: str, status: AgentStatus, now_ms: int
+    ) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, document) for ``span`` of the devices in ``status``."""
+        if span not in SPANS:
+            return 400, {"error": f"span: give one of {', '.join(SPANS)}"}
+        async with self._lock:
+            if (kept := self._cache.get(span)) is not None:
+                return 200, kept
+            meters = [Meter(d.id, d.kind, d.parent is None) for d in status.devices]
+            zone = status.agent.timezone
+            try:
+                doc = await asyncio.to_thread(answer, self.history, span, meters, zone, now_ms)
+            except HistoryError as exc:
+                return 503, {"error": f"the history cannot be read now: {exc.reason}"}
+            self._cache.put(span, doc)
+            return 200, doc

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from agent.history.db import NewRecord
-from agent.history.reader import EnergyRow
+from agent.history.reader import EnergySum
 from agent.history.writer import History
 from agent.http.trend import BadSpan, Meter, TrendCache, answer, build, edges
 
@@ -122,12 +122,33 @@ def test_the_cache_keeps_an_answer_for_a_while() -> None:
 def test_a_root_with_only_a_partial_interval_adds_no_power() -> None:
     """Two roots in one minute: a measured 1 kWh (60 kW) and a partial 0.5 kWh (its first
     interval after a start: no mean power). The site's power is 60 kW, its energy 1.5."""
-    rows = [
-        EnergyRow("a", T + MIN, 1.0, 0.5, 60, "measured"),
-        EnergyRow("b", T + MIN, 0.5, 0.25, 60, "partial"),
+    sums = [
+        EnergySum("a", 0, "measured", 1.0, 0.5, 60, 60, T, T + MIN),
+        EnergySum("b", 0, "partial", 0.5, 0.25, 60, 60, T, T + MIN),
     ]
     meters = [Meter("a", "electricity", root=True), Meter("b", "electricity", root=True)]
-    doc = build(rows, meters, T, 15 * MIN, 1)
+    doc = build(sums, meters, T, 15 * MIN, 1)
     assert doc["devices"]["b"]["power_kw"] == [None]
     assert doc["site"]["power_kw"] == [60.0] and doc["site"]["energy_kwh"] == [1.5]
     assert doc["site"]["coverage"] == [0.5]  # a covered its minute, b did not
+
+
+def test_the_route_s_answers_bad_span_no_history_and_shared_readings(tmp_path: Path) -> None:
+    import asyncio
+
+    from agent.http.trend import Trends
+    from tests.support.agents import T0 as AGENT_T0
+    from tests.support.agents import make_agent
+
+    status = make_agent(tmp_path / "agent", minutes=0).status(AGENT_T0)
+    trends = Trends(tmp_path / "none.db", clock=lambda: AGENT_T0 / 1000)
+
+    async def ask() -> list[tuple[int, dict[str, object]]]:
+        bad = await trends.answer("7d", status, AGENT_T0)
+        two = await asyncio.gather(*(trends.answer("24h", status, AGENT_T0) for _ in range(2)))
+        return [bad, *two]
+
+    bad, first, second = asyncio.run(ask())
+    assert bad == (400, {"error": "span: give one of 24h, 30d"})
+    assert first[0] == 200 and first[1] is second[1]  # one reading, shared
+    assert sorted(first[1]["devices"]) == ["main", "parts", "spare", "sub"]  # type: ignore[call-overload]
