@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agent.demo.broker import find_mosquitto
-from tests.conftest import ROOT, cli_command, free_port
+from tests.support.cli import ROOT, cli_command, free_port
 from tests.support.history_seed import Seeded, seed
 
 pytestmark = pytest.mark.integration
