@@ -322,6 +322,7 @@ def test_the_language_switch_is_remembered(demo: Demo, chromium: Any) -> None:
     page.click("#lang")
     assert page.evaluate("document.documentElement.lang") == "zh-CN"
     assert page.inner_text("#card-today h2") == "今日"
+    assert page.inner_text("#trend-subject option[value='']") == "站点（根电表）"
     page.reload()
     page.wait_for_function("() => window.energyAgentState", timeout=10_000)
     assert page.evaluate("document.documentElement.lang") == "zh-CN"
