@@ -45,6 +45,8 @@ class AgentInfo:
     core: str
     #: Why the core runs without numba ("" when it does not).
     core_reason: str = ""
+    #: The site's IANA zone: "today" is counted in it, and every view shows times in it.
+    timezone: str = "UTC"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +179,10 @@ class MeterDemand:
     peak_kw: float | None
     #: End of the peak's period (Unix ms).
     peak_ts: int | None
+    #: Minutes of the demand window the meter has data for (since its first reading);
+    #: below ``DemandStatus.period_min`` the window is warming up and ``now_kw`` is
+    #: an average over fewer minutes than the period. None: not known (full).
+    window_min: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +192,23 @@ class DemandStatus:
     #: not the sum of meter peaks (they happen at different times), so none is given.
     now_kw: float | None
     meters: tuple[MeterDemand, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRecord:
+    """The site's next intensity record, held because meters have not closed its interval.
+
+    The core publishes a site record once every meter with data has closed the
+    interval, or after ``core.site_hold_s``; until then a view must say which
+    meters it waits for, not that there is no record.
+    """
+
+    #: End of the interval the record is for (Unix ms).
+    end_ms: int
+    #: The meters that have not closed that interval yet.
+    waiting_for: tuple[str, ...]
+    #: When the core gives up waiting and publishes without them (Unix ms).
+    until_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +225,8 @@ class SiteStatus:
     intensity_1h: WindowFigures | None
     today: WindowFigures | None
     demand: DemandStatus
+    #: The next site record while late meters hold it (None: nothing held).
+    held: HeldRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,6 +78,8 @@ def _agent(a: AgentInfo) -> dict[str, Any]:
         "uptime_s": _f(a.uptime_s, 1),
         # "python" when numba is unavailable: same numbers, slower (agent.core.jit)
         "core": a.core,
+        # the site's IANA zone: the page shows every time in it ("today" is counted in it)
+        "timezone": a.timezone,
     }
 
 
@@ -101,6 +103,14 @@ def _site(site: SiteStatus) -> dict[str, Any]:
         "intensity_1h": _window(site.intensity_1h),
         "today": _window(site.today),
         "demand": _demand(site.demand),
+        # the next site record while late meters hold it: which, and until when
+        "held": None
+        if site.held is None
+        else {
+            "end_ms": site.held.end_ms,
+            "waiting_for": list(site.held.waiting_for),
+            "until_ms": site.held.until_ms,
+        },
     }
 
 
@@ -127,6 +137,7 @@ def _demand(d: DemandStatus) -> dict[str, Any]:
             "now_kw": _f(m.now_kw, 3),
             "peak_kw": _f(m.peak_kw, 3),
             "peak_ts": m.peak_ts,
+            "window_min": m.window_min,
         }
         for m in d.meters
     ]

@@ -52,6 +52,7 @@ from agent.status import (
     DemandStatus,
     DeviceStatus,
     Health,
+    HeldRecord,
     HistoryStatus,
     LedgerStatus,
     LinkStatus,
@@ -193,6 +194,7 @@ class StatusSource:
             uptime_s=(now - rt.started_ms) / 1000,
             core=jit.backend.value,
             core_reason=jit.reason,
+            timezone=cfg.site.timezone,
         )
 
     def _link(self) -> LinkStatus:
@@ -270,6 +272,7 @@ def _site(site: SiteCore, devices: Iterable[DeviceStatus]) -> SiteStatus:
             complete = False
     latest = site.latest_intensity
     return SiteStatus(
+        held=_held(site),
         power_kw=power if meters else None,
         power_meters=meters,
         power_complete=complete,
@@ -278,6 +281,23 @@ def _site(site: SiteCore, devices: Iterable[DeviceStatus]) -> SiteStatus:
         today=_window(latest, "today"),
         demand=_demand(site),
     )
+
+
+def _held(site: SiteCore) -> HeldRecord | None:
+    """The oldest site record the core still owes, if meters hold it (see HeldRecord)."""
+    owed = site.windows.owed()
+    engine = site.engine
+    if not owed:
+        return None
+    end = owed[0]
+    waiting = tuple(
+        d.device.id
+        for d in site.devices
+        if engine.has_reference(d.channel) and engine.emitted_end(d.channel) < end
+    )
+    if not waiting:
+        return None  # every meter closed it: published at the next feed
+    return HeldRecord(end, waiting, end + int(site.config.core.site_hold_s * 1000))
 
 
 def _window(latest: Mapping[str, object] | None, name: str) -> WindowFigures | None:
@@ -308,9 +328,12 @@ def _demand(site: SiteCore) -> DemandStatus:
     for d in roots:
         end = int(closed[d.channel])
         now_kw: float | None = None
+        window_min: int | None = None
         peak = engine.demand_peak(d.channel)
         if sums is not None and end > 0 and peak is not None:  # a slot has closed
             now_kw = float(sums[d.channel, ends.index(end)]) * 60.0 / DEMAND_SLOTS
+            first_slot = -(-engine.first_ts(d.channel) // SLOT_MS)  # first whole slot
+            window_min = max(0, min(DEMAND_SLOTS, end - first_slot)) * SLOT_MS // 60_000
             total += now_kw
             have = True
         meters.append(
@@ -319,6 +342,7 @@ def _demand(site: SiteCore) -> DemandStatus:
                 now_kw=_num(now_kw),
                 peak_kw=_num(peak[0]) if peak else None,
                 peak_ts=(peak[1] + 1) * SLOT_MS if peak else None,
+                window_min=window_min,
             )
         )
     return DemandStatus(DEMAND_SLOTS, _num(total) if have else None, tuple(meters))

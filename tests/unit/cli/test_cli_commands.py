@@ -28,7 +28,7 @@ from agent.cli.main import COMMANDS, build_parser, main
 ROOT = Path(__file__).resolve().parents[3]
 CLI = ROOT / "agent" / "cli"
 #: Modules of agent/cli that are no command.
-SUPPORT = {"main", "common"}
+SUPPORT = {"main", "common", "words"}
 #: Options hidden on purpose (help=SUPPRESS): a benchmark's knob, not a user's.
 HIDDEN = {("replay", "--reader")}
 

@@ -47,7 +47,8 @@ def agent_page() -> Iterator[str]:
 def test_status_names_the_url_it_read(agent_page: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["status", "--url", agent_page]) == 1  # the document says "degraded"
     out = capsys.readouterr().out
-    assert out.splitlines()[0] == f"read {agent_page}api/state?history=1 (--url)"
+    (line,) = [line for line in out.splitlines() if line.startswith("read from ")]
+    assert line.startswith(f"read from {agent_page}api/state?history=1 (--url) at ")
 
 
 def test_status_json_keeps_stdout_a_document(

@@ -206,3 +206,51 @@ def _machine_free(doc: Any) -> Any:
 def test_api_state_is_the_document_the_page_was_written_for(tmp_path: Path) -> None:
     text = json.dumps(_machine_free(_documents(tmp_path)), indent=1, allow_nan=False)
     assert text.replace(str(tmp_path), "STATE") + "\n" == GOLDEN.read_text(encoding="utf-8")
+
+
+# --- what the page must say in words: warm-up, a held record, the zone --------------------
+
+
+def test_demand_says_how_much_of_its_window_has_data(tmp_path: Path) -> None:
+    """Five minutes after the first reading at 120 kW, the 15-minute window holds 5 full
+    minutes: 120 kW x 5 min / 15 min = 40 kW "now", over a 5-minute window (warm-up)."""
+    warm = make_agent(tmp_path / "warm", minutes=5).status(T0 + 5 * MIN + 1000)
+    main = warm.site.demand.meters[0]
+    assert (main.device, main.now_kw, main.window_min) == ("main", 40.0, 5)
+    full = make_agent(tmp_path / "full", minutes=20).status(T0 + 20 * MIN + 1000)
+    assert (full.site.demand.meters[0].now_kw, full.site.demand.meters[0].window_min) == (
+        120.0,
+        15,
+    )
+    spare = full.site.demand.meters[1]
+    assert (spare.device, spare.now_kw, spare.window_min) == ("spare", None, None)
+    doc = state_document(warm)
+    assert doc["site"]["demand"]["meters"][0]["window_min"] == 5
+
+
+def test_a_held_site_record_names_the_meters_it_waits_for(tmp_path: Path) -> None:
+    """main and parts close the minute ending T0+21 min, sub is late: the site record of
+    that minute waits for sub, at most core.site_hold_s (120 s) past its end."""
+    agent = make_agent(tmp_path, minutes=20)
+    assert agent.status(T0 + 20 * MIN + 5000).site.held is None
+    ts = T0 + 21 * MIN + 10_000
+    agent.on_result(poll("main"), ts, _electricity(1000 + 120 * 21.2 / 60, 120.0), None, 0.01)
+    agent.on_result(poll("parts"), ts, {Quantity.OUTPUT_UNITS: 128.0}, None, 0.01)
+    s = agent.status(ts + 1000)
+    assert s.site.held is not None
+    assert s.site.held.waiting_for == ("sub",)
+    assert (s.site.held.end_ms, s.site.held.until_ms) == (T0 + 21 * MIN, T0 + 23 * MIN)
+    assert s.site.intensity is not None and s.site.intensity.ts == T0 + 20 * MIN
+    assert state_document(s)["site"]["held"] == {
+        "end_ms": T0 + 21 * MIN,
+        "waiting_for": ["sub"],
+        "until_ms": T0 + 23 * MIN,
+    }
+    # sub closes the minute: nothing is held any more
+    agent.on_result(poll("sub"), ts, _electricity(500 + 40 * 21.2 / 60, 40.0), None, 0.01)
+    assert agent.status(ts + 2000).site.held is None
+
+
+def test_the_snapshot_carries_the_site_zone(tmp_path: Path) -> None:
+    s = make_agent(tmp_path, minutes=0).status(T0)
+    assert s.agent.timezone == "UTC" and state_document(s)["agent"]["timezone"] == "UTC"
