@@ -200,6 +200,7 @@ def test_a_good_message_of_every_kind_is_accepted() -> None:
         ("energy/v1/s/g/status", TopicRef(MessageKind.GATEWAY_STATUS, "s", "g")),
         ("energy/v1/s/g/intensity", TopicRef(MessageKind.INTENSITY, "s", "g")),
         ("energy/v1/s/g/ledger", TopicRef(MessageKind.LEDGER, "s", "g")),
+        ("energy/v1/s/g/alarms", TopicRef(MessageKind.ALARM, "s", "g")),
         ("energy/v1/s/g/d/status", TopicRef(MessageKind.DEVICE_STATUS, "s", "g", "d")),
         ("energy/v1/s/g/d/measurements", TopicRef(MessageKind.MEASUREMENTS, "s", "g", "d")),
         ("energy/v1/s/g/d/energy", TopicRef(MessageKind.ENERGY, "s", "g", "d")),
@@ -220,7 +221,7 @@ def test_parse_topic_with_another_prefix() -> None:
 
 def test_subscription_filters_cover_exactly_the_contract() -> None:
     filters = subscription_filters("energy/v1")
-    assert len(filters) == len(set(filters)) == 7
+    assert len(filters) == len(set(filters)) == 8
     assert all(f.startswith("energy/v1/+/+/") for f in filters)
 
 
