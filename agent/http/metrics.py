@@ -19,7 +19,7 @@ tests) never share or collide on series.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from agent.status import (
     OK,
     AgentStatus,
+    AlarmStatus,
     DeviceStatus,
     LedgerStatus,
     LinkStatus,
@@ -131,6 +132,7 @@ class LevelCollector(Collector):
         yield from _devices(s.devices)
         if s.ledger is not None:
             yield from _ledger(s.ledger)
+        yield from _alarms(s.alarms)
         yield _gauge(
             "energy_agent_uptime_seconds", "Seconds since the agent started", s.agent.uptime_s
         )
@@ -250,6 +252,18 @@ def _mqtt(ob: OutboxStatus, link: LinkStatus) -> Iterable[Metric]:
     yield _counter(
         "energy_agent_mqtt_disconnects", "Times the MQTT link went down", link.disconnects
     )
+
+
+def _alarms(alarms: Sequence[AlarmStatus]) -> Iterable[Metric]:
+    yield _gauge("energy_agent_alarms_raised", "Alarms raised now (README, Alarms)", len(alarms))
+    each = GaugeMetricFamily(
+        "energy_agent_alarm_raised",
+        "1 for each alarm raised now, by rule, condition and subject",
+        labels=["rule", "condition", "subject"],
+    )
+    for a in alarms:
+        each.add_metric([a.rule, a.condition, a.subject], 1.0)
+    yield each
 
 
 def _devices(devices: Iterable[DeviceStatus]) -> Iterable[Metric]:

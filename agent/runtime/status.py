@@ -48,6 +48,7 @@ from agent.status import (
     OK,
     AgentInfo,
     AgentStatus,
+    AlarmStatus,
     DemandStatus,
     DeviceStatus,
     Health,
@@ -107,6 +108,14 @@ class Runtime(Protocol):
     def started_ms(self) -> int: ...
     @property
     def ledger(self) -> LedgerSource: ...
+    @property
+    def alarms(self) -> AlarmSource: ...
+
+
+class AlarmSource(Protocol):
+    """The alarms raised now (agent.runtime.alarms.AlarmJob)."""
+
+    def status(self) -> tuple[AlarmStatus, ...]: ...
 
 
 class LedgerSource(Protocol):
@@ -176,6 +185,7 @@ class StatusSource:
             site=_site(rt.site, devices),
             devices=devices,
             ledger=ledger,
+            alarms=rt.alarms.status(),
         )
 
     def _info(self, now: int) -> AgentInfo:

@@ -1,0 +1,113 @@
+"""The alarm rules inside a real (not started) agent: fed by its polls, said in its status,
+its /api/state, its /metrics and the outbox as retained ``alarms`` messages.
+
+tests/support/agents.py feeds 20 minutes of 10-second polls from T0: main 120 kW,
+sub (main's child) 40 kW, parts counting; spare never answers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.http.state import state_document
+from agent.runtime.agent import Agent
+from agent.runtime.alarms import IntervalCoverage
+from drivers.quantities import Quantity
+from tests.support.agents import MIN, T0, make_agent, poll
+
+RULES = """
+alarms:
+  rules:
+    - {id: spare-off, condition: offline, minutes: 5, devices: [spare]}
+    - {id: main-high, condition: power_above, limit_kw: 100, minutes: 1, devices: [main]}
+    - {id: cover, condition: coverage_below, percent: 95}
+"""
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Agent:
+    agent = make_agent(tmp_path, minutes=20, extra=RULES)
+    agent.alarms.evaluator.started_ms = T0  # spare is offline since the (test's) start
+    return agent
+
+
+def alarm_payloads(agent: Agent) -> list[dict[str, object]]:
+    entries = agent.outbox.take(100_000)
+    return [json.loads(e.payload) for e in entries if e.topic.endswith("/alarms")]
+
+
+def test_alarms_are_raised_said_everywhere_and_stored_retained(agent: Agent) -> None:
+    # +20 min: spare has not answered for 20 min (>= 5): raised at once. main is above
+    # 100 kW from this first look on: raised one minute later. Coverage: main and parts
+    # closed intervals, spare none: 2 of 3 roots = 66.667 % < 95 (sub is not a root).
+    first = agent.alarms.tick(agent.status(T0 + 20 * MIN))
+    assert [(c.state, c.alarm.id, c.alarm.value) for c in first] == [
+        ("raised", "spare-off/spare", 20.0),
+        ("raised", "cover/site", pytest.approx(200 / 3)),
+    ]
+    second = agent.alarms.tick(agent.status(T0 + 21 * MIN))
+    assert [(c.state, c.alarm.id, c.alarm.value) for c in second] == [
+        ("raised", "main-high/main", 120.0)
+    ]
+    status = agent.status(T0 + 21 * MIN)
+    assert [a.id for a in status.alarms] == ["spare-off/spare", "main-high/main", "cover/site"]
+    doc = state_document(status)["alarms"]
+    assert doc[1] == {
+        "id": "main-high/main",
+        "rule": "main-high",
+        "condition": "power_above",
+        "subject": "main",
+        "state": "raised",
+        "value": 120.0,
+        "limit": 100.0,
+        "since_ms": T0 + 20 * MIN,
+        "text": "main: power 120 kW above 100 kW",
+    }
+    assert doc[0]["value"] == 21.0 and doc[0]["since_ms"] == T0
+    agent.metrics.watch(lambda: status)
+    metrics = {
+        (s.name, s.labels.get("rule")): s.value
+        for f in text_string_to_metric_families(agent.metrics.exposition().decode())
+        for s in f.samples
+        if s.name.startswith("energy_agent_alarm")
+    }
+    assert metrics[("energy_agent_alarms_raised", None)] == 3
+    assert metrics[("energy_agent_alarm_raised", "main-high")] == 1
+    # Three retained messages, the last listing every alarm raised.
+    payloads = alarm_payloads(agent)
+    assert [(p["rule"], p["state"]) for p in payloads] == [
+        ("spare-off", "raised"),
+        ("cover", "raised"),
+        ("main-high", "raised"),
+    ]
+    assert [a["rule"] for a in payloads[-1]["active"]] == ["spare-off", "main-high", "cover"]
+
+
+def test_an_answer_clears_the_offline_alarm(agent: Agent) -> None:
+    agent.alarms.tick(agent.status(T0 + 20 * MIN))
+    values = {Quantity.ENERGY_IMPORT_KWH: 10.0, Quantity.ACTIVE_POWER_KW: 5.0}
+    agent.on_result(poll("spare"), T0 + 20 * MIN + 5_000, values, None, 0.01)
+    changes = agent.alarms.tick(agent.status(T0 + 20 * MIN + 10_000))
+    assert [(c.state, c.alarm.id) for c in changes] == [("cleared", "spare-off/spare")]
+    assert "spare-off/spare" not in [a.id for a in agent.status(T0 + 21 * MIN).alarms]
+
+
+def test_coverage_is_judged_when_every_root_reported_or_two_intervals_later() -> None:
+    cov = IntervalCoverage(["a", "b"], 60)
+    cov.add("a", {"ts": 60_000, "quality": "measured"})
+    assert cov.latest is None  # b may still come
+    cov.add("b", {"ts": 60_000, "quality": "interpolated"})
+    assert cov.latest == (60_000, 50.0)  # 1 of 2 measured
+    cov.add("a", {"ts": 120_000, "quality": "measured"})
+    cov.add("a", {"ts": 180_000, "quality": "measured"})
+    assert cov.latest == (60_000, 50.0)  # 180 - 120 s < 2 intervals: b may still come
+    cov.add("a", {"ts": 240_000, "quality": "measured"})
+    assert cov.latest == (120_000, 50.0)  # 240 - 120 >= 120 s: b counts as missing
+    cov.add("b", {"ts": 120_000, "quality": "measured"})  # too late: already judged
+    assert cov.latest == (120_000, 50.0)
+    cov.add("x", {"ts": 300_000, "quality": "measured"})  # not a root: ignored
+    assert cov.latest == (120_000, 50.0)
