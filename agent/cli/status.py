@@ -127,7 +127,21 @@ def render(doc: dict[str, Any]) -> Group:
         _site_table(site),
         _demand_table(site["demand"]),
         _devices_table(doc["devices"], (doc.get("history") or {}).get("power_kw", {})),
+        *_alarms(doc.get("alarms") or [], doc.get("ts")),
     )
+
+
+def _alarms(alarms: list[dict[str, Any]], now_ms: object) -> list[Table]:
+    """The alarms raised now (README, Alarms), oldest condition first; none: nothing."""
+    if not alarms:
+        return []
+    table = Table(title=f"alarms raised: {len(alarms)}", title_justify="left")
+    for name in ("alarm", "since", "what"):
+        table.add_column(name)
+    for a in sorted(alarms, key=lambda a: a["since_ms"]):
+        age = (now_ms - a["since_ms"]) / 1000 if isinstance(now_ms, int) else None
+        table.add_row(Text(a["id"], style="bold red"), _ago(age).removesuffix(" ago"), a["text"])
+    return [table]
 
 
 def _header(doc: dict[str, Any]) -> list[Text]:

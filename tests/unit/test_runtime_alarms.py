@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from rich.console import Console
 
+from agent.cli.status import render
 from agent.http.state import state_document
 from agent.runtime.agent import Agent
 from agent.runtime.alarms import IntervalCoverage
@@ -111,3 +113,17 @@ def test_coverage_is_judged_when_every_root_reported_or_two_intervals_later() ->
     assert cov.latest == (120_000, 50.0)
     cov.add("x", {"ts": 300_000, "quality": "measured"})  # not a root: ignored
     assert cov.latest == (120_000, 50.0)
+
+
+def test_status_lists_the_raised_alarms(agent: Agent) -> None:
+    """`energy-agent status` renders /api/state's ``alarms``: one row each, its age."""
+    agent.alarms.tick(agent.status(T0 + 20 * MIN))
+    agent.alarms.tick(agent.status(T0 + 22 * MIN))  # the value moves on with each look
+    doc = state_document(agent.status(T0 + 22 * MIN))
+    console = Console(width=160, record=True)
+    console.print(render(doc))
+    text = console.export_text()
+    assert "alarms raised: 3" in text
+    # spare: offline since T0, 22 min before the document; coverage since its interval end
+    assert "spare-off/spare" in text and "22 min 0 s" in text
+    assert "spare has not answered for 22 min (limit 5 min)" in text
