@@ -70,9 +70,8 @@ class WebhookSender:
                 for p in pending:
                     p.cancel()
                 continue
-            await self._deliver(self._queue[0], stop)
-            if self._queue:
-                self._queue.popleft()
+            # Taken off first: the one in flight is not the oldest a full queue drops.
+            await self._deliver(self._queue.popleft(), stop)
 
     async def _deliver(self, body: bytes, stop: asyncio.Event) -> None:
         delay = 1.0
