@@ -264,6 +264,19 @@ class AlarmStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class AlarmCounts:
+    """Alarm changes since the start, and what became of their webhook POSTs."""
+
+    raised: int = 0
+    cleared: int = 0
+    webhook_sent: int = 0
+    #: Given up after the webhook's attempts.
+    webhook_failed: int = 0
+    #: Dropped from a full webhook queue.
+    webhook_dropped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Health:
     """ "ok", or "degraded" with every problem in words, computed once by the runtime."""
 
@@ -290,3 +303,4 @@ class AgentStatus:
     ledger: LedgerStatus | None = None
     #: The alarms raised now, in the config's rule order.
     alarms: tuple[AlarmStatus, ...] = ()
+    alarm_counts: AlarmCounts = AlarmCounts()

@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector
 from agent.status import (
     OK,
     AgentStatus,
+    AlarmCounts,
     AlarmStatus,
     DeviceStatus,
     LedgerStatus,
@@ -132,7 +133,7 @@ class LevelCollector(Collector):
         yield from _devices(s.devices)
         if s.ledger is not None:
             yield from _ledger(s.ledger)
-        yield from _alarms(s.alarms)
+        yield from _alarms(s.alarms, s.alarm_counts)
         yield _gauge(
             "energy_agent_uptime_seconds", "Seconds since the agent started", s.agent.uptime_s
         )
@@ -254,8 +255,27 @@ def _mqtt(ob: OutboxStatus, link: LinkStatus) -> Iterable[Metric]:
     )
 
 
-def _alarms(alarms: Sequence[AlarmStatus]) -> Iterable[Metric]:
+def _alarms(alarms: Sequence[AlarmStatus], counts: AlarmCounts) -> Iterable[Metric]:
     yield _gauge("energy_agent_alarms_raised", "Alarms raised now (README, Alarms)", len(alarms))
+    changes = CounterMetricFamily(
+        "energy_agent_alarm_changes", "Alarms raised and cleared since the start", labels=["state"]
+    )
+    changes.add_metric(["raised"], counts.raised)
+    changes.add_metric(["cleared"], counts.cleared)
+    yield changes
+    webhook = CounterMetricFamily(
+        "energy_agent_alarm_webhook",
+        "Alarm changes POSTed to the webhook: sent, given up after its attempts, dropped "
+        "from a full queue",
+        labels=["outcome"],
+    )
+    for outcome, n in (
+        ("sent", counts.webhook_sent),
+        ("failed", counts.webhook_failed),
+        ("dropped", counts.webhook_dropped),
+    ):
+        webhook.add_metric([outcome], n)
+    yield webhook
     each = GaugeMetricFamily(
         "energy_agent_alarm_raised",
         "1 for each alarm raised now, by rule, condition and subject",

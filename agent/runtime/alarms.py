@@ -23,7 +23,7 @@ from agent.alarms import Alarm, Change, Evaluator, Observation, alarm_message, d
 from agent.alarms.webhook import WebhookSender
 from agent.config.models import AgentConfig
 from agent.contract.kinds import Message, MessageKind, Topics
-from agent.status import AgentStatus, AlarmStatus
+from agent.status import AgentStatus, AlarmCounts, AlarmStatus
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,16 @@ class AlarmJob:
 
     def status(self) -> tuple[AlarmStatus, ...]:
         return tuple(alarm_status(a) for a in self.evaluator.get())
+
+    def counts(self) -> AlarmCounts:
+        hook = self.webhook
+        return AlarmCounts(
+            raised=self.changes["raised"],
+            cleared=self.changes["cleared"],
+            webhook_sent=0 if hook is None else hook.sent,
+            webhook_failed=0 if hook is None else hook.failed,
+            webhook_dropped=0 if hook is None else hook.dropped,
+        )
 
 
 def observation(status: AgentStatus, coverage: tuple[int, float] | None) -> Observation:

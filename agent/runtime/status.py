@@ -48,6 +48,7 @@ from agent.status import (
     OK,
     AgentInfo,
     AgentStatus,
+    AlarmCounts,
     AlarmStatus,
     DemandStatus,
     DeviceStatus,
@@ -116,6 +117,7 @@ class AlarmSource(Protocol):
     """The alarms raised now (agent.runtime.alarms.AlarmJob)."""
 
     def status(self) -> tuple[AlarmStatus, ...]: ...
+    def counts(self) -> AlarmCounts: ...
 
 
 class LedgerSource(Protocol):
@@ -186,6 +188,7 @@ class StatusSource:
             devices=devices,
             ledger=ledger,
             alarms=rt.alarms.status(),
+            alarm_counts=rt.alarms.counts(),
         )
 
     def _info(self, now: int) -> AgentInfo:

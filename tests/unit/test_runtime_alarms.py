@@ -79,6 +79,13 @@ def test_alarms_are_raised_said_everywhere_and_stored_retained(agent: Agent) -> 
     }
     assert metrics[("energy_agent_alarms_raised", None)] == 3
     assert metrics[("energy_agent_alarm_raised", "main-high")] == 1
+    changes = {
+        s.labels["state"]: s.value
+        for f in text_string_to_metric_families(agent.metrics.exposition().decode())
+        for s in f.samples
+        if s.name == "energy_agent_alarm_changes_total"
+    }
+    assert changes == {"raised": 3, "cleared": 0}
     # Three retained messages, the last listing every alarm raised.
     payloads = alarm_payloads(agent)
     assert [(p["rule"], p["state"]) for p in payloads] == [
