@@ -114,18 +114,43 @@ class Evaluator:
         self._states: dict[tuple[str, str], _State] = {}
         #: The coverage intervals already judged, per rule.
         self._judged: dict[str, int] = {}
+        #: Alarms restored from a previous run, not judged since; and those whose rule
+        #: is gone, cleared at the next update.
+        self._restored: set[tuple[str, str]] = set()
+        self._stale: list[Alarm] = []
+
+    def restore(self, raised: Sequence[Alarm]) -> None:
+        """The alarms a previous run left raised (its retained message says so): judged
+        again at the next update, which clears each one no longer bad, or no longer
+        part of the config, instead of leaving a stale "raised" behind."""
+        conditions = {r.id: r.condition for r in self.rules}
+        for alarm in raised:
+            if conditions.get(alarm.rule) == alarm.condition:
+                self._states[(alarm.rule, alarm.subject)] = _State(alarm.since_ms, alarm)
+                self._restored.add((alarm.rule, alarm.subject))
+            else:  # its rule is gone, or watches something else now
+                self._stale.append(alarm)
 
     def update(self, obs: Observation) -> list[Change]:
         """Judge every rule at ``obs``; the alarms raised and cleared by it, in rule order."""
         out: list[Change] = []
+        seen: set[tuple[str, str]] = set()
         for rule in self.rules:
             checks = self._checks(rule, obs)
             if checks is None:
-                continue  # nothing new to judge (no new interval closed)
+                # Nothing new to judge (no new interval closed): a restored alarm waits.
+                seen |= {k for k in self._restored if k[0] == rule.id}
+                continue
             for check in checks:
+                seen.add((rule.id, check.subject))
                 change = self._step(rule, check, obs.ts)
                 if change is not None:
                     out.append(change)
+        stale = [self._states.pop(k).raised for k in sorted(self._restored - seen)]
+        for gone in [*self._stale, *stale]:
+            if gone is not None:
+                out.append(Change(obs.ts, "cleared", _with_value(gone, None)))
+        self._restored, self._stale = set(), []
         return out
 
     def get(self) -> tuple[Alarm, ...]:

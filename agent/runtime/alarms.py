@@ -12,12 +12,18 @@ every root meter has its record, or two intervals later without them.
 Each change is a retained ``alarms`` message through the outbox like every
 other (stored first, replayed after an outage), and, with a webhook, a POST
 from the webhook's own queue and task: nothing here waits for the network.
+The alarms raised are kept in ``state_dir/alarms.json``: after a restart they
+are judged again, and one whose condition is gone is cleared, so the retained
+message and the database never keep a stale "raised".
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from agent.alarms import Alarm, Change, Evaluator, Observation, alarm_message, describe
 from agent.alarms.webhook import WebhookSender
@@ -27,6 +33,8 @@ from agent.status import AgentStatus, AlarmCounts, AlarmStatus
 
 log = logging.getLogger(__name__)
 
+#: In ``state_dir``: the alarms raised, for the next start.
+ALARMS_FILE = "alarms.json"
 #: The qualities of an energy record whose energy was read from the meter.
 COVERED = frozenset({"measured", "integrated", "reset"})
 
@@ -80,6 +88,10 @@ class AlarmJob:
         self.webhook = WebhookSender(hook) if hook is not None else None
         #: Raises and clears since the start, for /metrics.
         self.changes = {"raised": 0, "cleared": 0}
+        #: The alarms raised, kept across restarts (see :meth:`Evaluator.restore`).
+        self.path = Path(config.state_dir) / ALARMS_FILE
+        if self.on:
+            self.evaluator.restore(self._load())
 
     @property
     def on(self) -> bool:
@@ -106,7 +118,30 @@ class AlarmJob:
             if self.webhook is not None:
                 self.webhook.put(m.payload)
         self.store(messages)
+        self._save(active)
         return changes
+
+    def _load(self) -> list[Alarm]:
+        """What the last run left raised; nothing when the file is missing or unreadable."""
+        try:
+            rows = json.loads(self.path.read_text(encoding="utf-8"))
+            return [Alarm(**row) for row in rows]
+        except FileNotFoundError:
+            return []
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("alarms: %s not read (%s); starting with none raised", self.path, exc)
+            return []
+
+    def _save(self, active: Sequence[Alarm]) -> None:
+        """A few hundred bytes, written only when an alarm changes (atomically)."""
+        tmp = self.path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps([a.row() for a in active]), encoding="utf-8")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning(
+                "alarms: cannot write %s (%s); a restart may not clear them", self.path, exc
+            )
 
     def status(self) -> tuple[AlarmStatus, ...]:
         return tuple(alarm_status(a) for a in self.evaluator.get())

@@ -187,3 +187,33 @@ def test_the_message_is_the_contracts_and_lists_every_raised_alarm() -> None:
     assert msg.payload["state"] == "raised" and msg.payload["subject"] == "b"
     assert msg.payload["text"] == "b has not answered for 1 min (limit 1 min)"
     assert [a["subject"] for a in msg.payload["active"]] == ["b"]
+
+
+def test_alarms_restored_from_a_previous_run_are_kept_or_cleared_at_the_first_look() -> None:
+    """After a restart: an alarm still bad stays raised without a second raise; one no
+    longer bad, one whose rule is gone and one whose device the rule no longer names
+    are cleared (value None: not judged), so no stale "raised" stays retained."""
+    rules = [
+        RULE.validate_python({"id": "off", "condition": "offline", "minutes": 5, "devices": ["a"]}),
+        RULE.validate_python({"id": "old", "condition": "outbox_age", "minutes": 5}),
+    ]
+    before = Evaluator(
+        [*rules, RULE.validate_python({"id": "gone", "condition": "ledger_failure"})],
+        ["a", "b"],
+        started_ms=T0,
+    )
+    before.update(Observation(at(0), ledger_error="x"))
+    before.update(Observation(at(10), outbox_oldest_ms=at(0), ledger_error="x"))
+    raised = before.get()  # off/a, old/outbox, gone/ledger
+    stale_b = raised[0].__class__("off", "offline", "b", 9.0, 5.0, T0)  # b is not named now
+    after = Evaluator(rules, ["a", "b"], started_ms=at(11))
+    after.restore([*raised, stale_b])
+    # a answered at minute 11: cleared; the outbox still holds its message: kept.
+    changes = after.update(Observation(at(12), last_ok_ms={"a": at(11)}, outbox_oldest_ms=at(0)))
+    assert [(c.state, c.alarm.id, c.alarm.value) for c in changes] == [
+        ("cleared", "off/a", 1.0),
+        ("cleared", "gone/ledger", None),
+        ("cleared", "off/b", None),
+    ]
+    assert [(a.id, a.since_ms) for a in after.get()] == [("old/outbox", at(0))]
+    assert after.update(Observation(at(13), outbox_oldest_ms=at(0))) == []

@@ -134,3 +134,23 @@ def test_status_lists_the_raised_alarms(agent: Agent) -> None:
     # spare: offline since T0, 22 min before the document; coverage since its interval end
     assert "spare-off/spare" in text and "22 min 0 s" in text
     assert "spare has not answered for 22 min (limit 5 min)" in text
+
+
+def test_a_restart_clears_what_is_no_longer_bad_instead_of_leaving_it_raised(
+    agent: Agent, tmp_path: Path
+) -> None:
+    """state_dir/alarms.json keeps the raised alarms; the next run judges them again."""
+    agent.alarms.tick(agent.status(T0 + 21 * MIN))  # spare-off, cover, main-high pending
+    agent.alarms.tick(agent.status(T0 + 22 * MIN))  # main-high raised
+    saved = json.loads((tmp_path / "alarms.json").read_text())
+    assert [r["rule"] for r in saved] == ["spare-off", "main-high", "cover"]
+    # The next run: spare answers, main's power is still above its limit.
+    again = make_agent(tmp_path, minutes=0, extra=RULES)
+    values = {Quantity.ENERGY_IMPORT_KWH: 10.0, Quantity.ACTIVE_POWER_KW: 5.0}
+    again.on_result(poll("spare"), T0 + 30 * MIN, values, None, 0.01)
+    main = {Quantity.ENERGY_IMPORT_KWH: 1100.0, Quantity.ACTIVE_POWER_KW: 130.0}
+    again.on_result(poll("main"), T0 + 30 * MIN, main, None, 0.01)
+    changes = again.alarms.tick(again.status(T0 + 30 * MIN + 1000))
+    assert [(c.state, c.alarm.id) for c in changes] == [("cleared", "spare-off/spare")]
+    # main-high stays raised (no second raise); cover waits for the next closed interval.
+    assert [a.id for a in again.status(T0 + 31 * MIN).alarms] == ["main-high/main", "cover/site"]
