@@ -12,7 +12,7 @@ number fields in written order, so a new
 number or tag in the table is written here too. A row of another shape (a field
 that is not stored, an object) turns the fast path off for energy until it is
 taught it; the measurements record is read by hand. Either way the fast path
-steps aside rather than guess, and tests/unit/test_bridge_fastpath.py fails
+steps aside rather than guess, and tests/unit/bridge/test_bridge_fastpath.py fails
 until it writes both kinds again.
 """
 

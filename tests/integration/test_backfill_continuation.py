@@ -25,7 +25,7 @@ from drivers.simulator.meter import MeterModel
 from drivers.simulator.server import SimulatedDevice, SimulatorServer
 from drivers.transport import Endpoint, Framing
 from tests.conftest import Cli, free_port
-from tests.integration.mqtt_helpers import (
+from tests.support.mqtt import (
     AgentProcess,
     Broker,
     Subscriber,

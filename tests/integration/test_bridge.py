@@ -17,7 +17,7 @@ import pytest
 
 from agent.contract import MessageKind, Topics, measurements_payload
 from tests.conftest import Cli
-from tests.integration.bridge_helpers import (
+from tests.support.bridge import (
     PREFIX,
     Stack,
     assert_same_points,

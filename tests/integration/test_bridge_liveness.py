@@ -26,7 +26,7 @@ import pytest
 
 from agent.contract import Message, MessageKind, Topics, encode, measurements_payload
 from tests.conftest import Cli
-from tests.integration.bridge_helpers import (
+from tests.support.bridge import (
     PREFIX,
     BridgeProcess,
     Recorder,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli
-from tests.integration.bridge_helpers import (
+from tests.support.bridge import (
     Stack,
     assert_same_points,
     expected_points,

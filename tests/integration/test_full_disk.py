@@ -34,14 +34,14 @@ import pytest_asyncio
 
 from agent.runtime.outbox import Entry, Item, Kind, OutboxError, SqliteOutbox, StorageGuard
 from tests.conftest import Cli, Simulators, free_port
-from tests.integration.mqtt_helpers import (
+from tests.support.mqtt import (
     Received,
     agent_config,
     have_mosquitto,
     next_boundary,
     wait_until,
 )
-from tests.integration.test_run import (
+from tests.support.run_rig import (
     Rig,
     by_device,
     check_contract,

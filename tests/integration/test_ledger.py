@@ -51,8 +51,9 @@ from agent.ledger.entry import Reason
 from agent.ledger.keys import SigningKey
 from agent.store.victoria import VictoriaMetricsStore
 from tests.conftest import Simulators, free_port
-from tests.integration.bridge_helpers import LOOPBACK, Stack, have_victoria_metrics
-from tests.integration.mqtt_helpers import (
+from tests.support.bridge import LOOPBACK, Stack, have_victoria_metrics
+from tests.support.ledger_gateway import LedgerGateway, energy, intensity
+from tests.support.mqtt import (
     AgentProcess,
     Broker,
     Subscriber,
@@ -62,7 +63,6 @@ from tests.integration.mqtt_helpers import (
     sleep_until_wall,
     wait_until,
 )
-from tests.support.ledger_gateway import LedgerGateway, energy, intensity
 
 pytestmark = [
     pytest.mark.integration,

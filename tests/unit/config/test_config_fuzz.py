@@ -27,7 +27,7 @@ from confdoc.errors import DocumentError
 from confdoc.yamldoc import decode_document
 from drivers.profile import ProfileLibrary, parse_profile
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 LIBRARY = ProfileLibrary()
 FILE = "fuzz.yaml"
 #: Per example, on a busy machine; the loaders' own limits keep the worst near 5 s.

@@ -22,7 +22,7 @@ from agent.core.snapshot import Snapshot, SnapshotError
 from agent.core.tree import MeterTree, Released
 from agent.core.windows import CALENDAR, ROLLING
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 T0 = 1_704_067_200_000  # 2024-01-01 00:00 UTC, on every interval boundary
 MIN = SLOT_MS
 

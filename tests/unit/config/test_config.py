@@ -30,7 +30,7 @@ import pytest
 from agent.config import BridgeConfig, ConfigError, load_config
 from agent.config.load import load_any_config
 
-CASES = Path(__file__).resolve().parents[1] / "cases"
+CASES = Path(__file__).resolve().parents[2] / "cases"
 CONFIG_CASES = sorted(p for p in CASES.glob("config-*") if p.is_dir())
 BRIDGE_CASES = sorted(p for p in CASES.glob("bridge-config-*") if p.is_dir())
 

@@ -22,7 +22,7 @@ from drivers.errors import ProfileError
 from drivers.profile import MODBUS_MAX_READ, Profile, ProfileLibrary
 from drivers.quantities import Quantity
 
-CASES = Path(__file__).resolve().parents[1] / "cases"
+CASES = Path(__file__).resolve().parents[2] / "cases"
 PROFILE_DIR = Path(drivers.__file__).resolve().parent / "profiles"
 CASE_ID = "acme-em1"
 

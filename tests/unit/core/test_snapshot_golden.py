@@ -9,7 +9,7 @@ of that case's rows fed (one row at a time, :func:`feed`) before the snapshot wa
 saved. The tests continue from the file and require exactly the messages one
 uninterrupted run publishes after those rows.
 
-``python tests/unit/test_snapshot_golden.py`` writes the files again with the code
+``python tests/unit/core/test_snapshot_golden.py`` writes the files again with the code
 of the tree it runs in (only ever with a core whose snapshots must stay readable).
 """
 
@@ -33,7 +33,7 @@ from agent.core.snapshot import Snapshot
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
 
-CASES = Path(__file__).resolve().parents[1] / "cases"
+CASES = Path(__file__).resolve().parents[2] / "cases"
 SNAPSHOT_CASES = sorted(p for p in CASES.glob("snapshot-*") if p.is_dir())
 LIBRARY = ProfileLibrary()
 

@@ -13,7 +13,7 @@ import pytest
 
 from agent.runtime.lowmem import compiler_mappings
 
-ROOT = Path(__file__).parent.parent.parent
+ROOT = Path(__file__).resolve().parents[3]
 CASE = ROOT / "tests" / "cases" / "replay-all-topics"
 
 MAPS = """\

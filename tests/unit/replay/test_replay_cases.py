@@ -29,7 +29,7 @@ from agent.core.engine import load_kernel
 from agent.replay import Backfill, Options, Reader, ReplayInputError, Topic
 from drivers.profile import ProfileLibrary
 
-CASES = Path(__file__).resolve().parents[1] / "cases"
+CASES = Path(__file__).resolve().parents[2] / "cases"
 REPLAY_CASES = sorted(
     p for pattern in ("replay-*", "backfill-*") for p in CASES.glob(pattern) if p.is_dir()
 )

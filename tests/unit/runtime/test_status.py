@@ -26,7 +26,7 @@ from drivers.errors import ModbusTimeout
 from drivers.quantities import Quantity
 from tests.support.agents import MIN, T0, make_agent, poll
 
-GOLDEN = Path(__file__).resolve().parents[1] / "cases" / "api-state" / "expected.json"
+GOLDEN = Path(__file__).resolve().parents[2] / "cases" / "api-state" / "expected.json"
 
 
 def _electricity(kwh: float, kw: float) -> dict[Quantity, float | None]:

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from agent.contract import Message, MessageKind
 from agent.replay.writers import ParquetOut
 
-CASES = Path(__file__).resolve().parents[1] / "cases"
+CASES = Path(__file__).resolve().parents[2] / "cases"
 
 #: The columns, as docs/influxdb.md's schema names them (the contract's fields).
 COLUMNS = [

@@ -25,7 +25,7 @@ import pytest
 import agent.cli
 from agent.cli.main import COMMANDS, build_parser, main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 CLI = ROOT / "agent" / "cli"
 #: Modules of agent/cli that are no command.
 SUPPORT = {"main", "common"}
