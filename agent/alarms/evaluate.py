@@ -5,7 +5,7 @@ last good poll, the outbox's oldest message, the ledger's fault, the latest
 closed interval's coverage, all at ``ts``) and returns the alarms raised and
 cleared by it; :meth:`Evaluator.get` the alarms raised now. No I/O and no
 clock of its own, so a test is a timeline of observations written by hand
-(tests/unit/test_alarms.py), and the runtime calls it once a second.
+(tests/unit/alarms/test_alarm_evaluate.py), and the runtime calls it once a second.
 
 Each alarm is one (rule, subject): a rule over three devices is three alarms,
 one over a line is one. A condition is *bad* at an observation; it raises

@@ -10,11 +10,7 @@ so the agent must retry).
 
 from __future__ import annotations
 
-import contextlib
-import json
-import threading
-from collections.abc import AsyncIterator, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,16 +18,10 @@ import pytest
 
 from agent.contract.models import AlarmModel
 from drivers.simulator.meter import Faults
-from tests.conftest import Simulators, free_port
-from tests.integration.mqtt_helpers import (
-    AgentProcess,
-    Broker,
-    Received,
-    Subscriber,
-    agent_config,
-    have_mosquitto,
-    wait_until,
-)
+from tests.conftest import Simulators
+from tests.support.mqtt import Received, Subscriber, agent_config, have_mosquitto, wait_until
+from tests.support.run_rig import Rig, tcp_bus
+from tests.support.webhook import Receiver
 
 pytestmark = [
     pytest.mark.integration,
@@ -43,51 +33,16 @@ ALARMS = "energy/v1/plant-t/gw-t/alarms"
 OFFLINE_MIN = 0.05
 
 
-class Hook:
-    """POSTs received on loopback; the first one is answered 500 (a receiver's hiccup)."""
-
-    def __init__(self) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.refused = 0
-        hook = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if hook.refused == 0:
-                    hook.refused += 1
-                    self.send_response(500)
-                else:
-                    hook.bodies.append(json.loads(body))
-                    self.send_response(204)
-                self.end_headers()
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alarms"
-
-    @contextlib.contextmanager
-    def serving(self) -> Iterator[Hook]:
-        thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self.server.shutdown()
-            self.server.server_close()
-            thread.join()
-
-
 @pytest.fixture
-async def broker(tmp_path: Path) -> AsyncIterator[Broker]:
-    b = Broker(tmp_path / "broker", free_port())
-    await b.start()
+async def rig(
+    tmp_path: Path, cli: Any, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Rig]:
+    r = Rig(tmp_path, list(cli.command), tmp_path_factory.mktemp("numba-cache"))
     try:
-        yield b
+        yield r
     finally:
-        await b.stop()
+        print(r.report())  # shown by pytest when the test failed
+        await r.close()
 
 
 def alarms(sub: Subscriber) -> list[Received]:
@@ -95,75 +50,66 @@ def alarms(sub: Subscriber) -> list[Received]:
 
 
 async def test_an_offline_meter_raises_and_clears_retained_and_by_webhook(
-    tmp_path: Path, cli: Any, simulators: Simulators, broker: Broker
+    rig: Rig, simulators: Simulators
 ) -> None:
+    broker = await rig.broker()
     sim = await simulators.start(
         simulators.tcp_endpoint(), {1: "eastron-sdm630", 2: "eastron-sdm630"}, frozen=False
     )
     rules = [{"id": "meter-off", "condition": "offline", "minutes": OFFLINE_MIN}]
-    with Hook().serving() as hook:
+    with Receiver([500]).serving() as hook:
         config = agent_config(
-            tmp_path,
-            buses=[{"id": "line-a", "tcp": {"host": "127.0.0.1", "port": sim.endpoint.port},
-                    "timeout_s": 0.3, "retries": 0}],
+            rig.tmp,
+            buses=[tcp_bus("line-a", sim, timeout_s=0.3, retries=0)],
             devices=[{"id": "main", "bus": "line-a", "unit": 1, "profile": "eastron-sdm630"},
                      {"id": "press", "bus": "line-a", "unit": 2, "profile": "eastron-sdm630",
                       "parent": "main"}],
             mqtt={"host": "127.0.0.1", "port": broker.port},
             alarms={"rules": rules, "webhook": {"url": hook.url, "timeout_s": 2}},
         )  # fmt: skip
-        agent = AgentProcess(list(cli.command), config, tmp_path / "agent.log").start()
-        subs: list[Subscriber] = []
-        try:
-            live = await Subscriber(broker.port, "live").start()
-            subs.append(live)
-            await wait_until(
-                lambda: any(m.kind == "measurements" and "/press/" in m.topic
-                            for m in live.received()), 60, "press's first poll",
-            )  # fmt: skip
-            assert alarms(live) == []  # both answer: nothing raised
+        agent = rig.agent(config).start()
+        live = await rig.subscriber(broker.port, "live")
+        await wait_until(
+            lambda: any(m.kind == "measurements" and "/press/" in m.topic
+                        for m in live.received()), 60, "press's first poll",
+        )  # fmt: skip
+        assert alarms(live) == []  # both answer: nothing raised
 
-            # The fault: press stops answering. 3 s later (its last answer + OFFLINE_MIN):
-            sim.models[2].faults = Faults(timeout=1.0)
-            await live.wait_for(lambda _: len(alarms(live)) == 1, 30, "the raise")
-            raised = alarms(live)[0].json()
-            AlarmModel.model_validate(raised, strict=True)
-            assert (raised["rule"], raised["subject"], raised["state"]) == (
-                "meter-off", "press", "raised"
-            )  # fmt: skip
-            assert raised["value"] >= OFFLINE_MIN and raised["limit"] == OFFLINE_MIN
-            assert [a["subject"] for a in raised["active"]] == ["press"]
-            assert raised["text"].startswith("press has not answered for")
+        # The fault: press stops answering. 3 s later (its last answer + OFFLINE_MIN):
+        sim.models[2].faults = Faults(timeout=1.0)
+        await live.wait_for(lambda _: len(alarms(live)) == 1, 30, "the raise")
+        raised = alarms(live)[0].json()
+        AlarmModel.model_validate(raised, strict=True)
+        assert (raised["rule"], raised["subject"], raised["state"]) == (
+            "meter-off", "press", "raised"
+        )  # fmt: skip
+        assert raised["value"] >= OFFLINE_MIN and raised["limit"] == OFFLINE_MIN
+        assert [a["subject"] for a in raised["active"]] == ["press"]
+        assert raised["text"].startswith("press has not answered for")
 
-            # A subscriber that comes now gets it retained.
-            fresh = await Subscriber(broker.port, "fresh", topic=ALARMS).start()
-            subs.append(fresh)
-            await fresh.wait_for(lambda ms: len(ms) == 1, 10, "the retained raise")
-            (retained,) = fresh.received()
-            assert retained.retain and retained.json() == raised
+        # A subscriber that comes now gets it retained.
+        fresh = await rig.subscriber(broker.port, "fresh", topic=ALARMS)
+        await fresh.wait_for(lambda ms: len(ms) == 1, 10, "the retained raise")
+        (retained,) = fresh.received()
+        assert retained.retain and retained.json() == raised
 
-            # The webhook: its first POST got 500; the retry brought the same body.
-            await wait_until(lambda: len(hook.bodies) == 1, 20, "the raise by webhook")
-            assert hook.refused == 1 and hook.bodies[0] == raised
+        # The webhook: its first POST got 500; the retry brought the same body.
+        await wait_until(lambda: len(hook.bodies) == 1, 20, "the raise by webhook")
+        assert hook.refused == 1 and hook.bodies[0] == raised
 
-            # The meter answers again: cleared, retained, by webhook.
-            sim.models[2].faults = Faults()
-            await live.wait_for(lambda _: len(alarms(live)) == 2, 90, "the clear")
-            cleared = alarms(live)[1].json()
-            assert (cleared["subject"], cleared["state"], cleared["active"]) == (
-                "press", "cleared", []
-            )  # fmt: skip
-            await wait_until(lambda: len(hook.bodies) == 2, 20, "the clear by webhook")
-            assert hook.bodies[1] == cleared
-            later = await Subscriber(broker.port, "later", topic=ALARMS).start()
-            subs.append(later)
-            await later.wait_for(lambda ms: len(ms) == 1, 10, "the retained clear")
-            assert later.received()[0].retain and later.received()[0].json() == cleared
+        # The meter answers again: cleared, retained, by webhook.
+        sim.models[2].faults = Faults()
+        await live.wait_for(lambda _: len(alarms(live)) == 2, 90, "the clear")
+        cleared = alarms(live)[1].json()
+        assert (cleared["subject"], cleared["state"], cleared["active"]) == (
+            "press", "cleared", []
+        )  # fmt: skip
+        await wait_until(lambda: len(hook.bodies) == 2, 20, "the clear by webhook")
+        assert hook.bodies[1] == cleared
+        later = await rig.subscriber(broker.port, "later", topic=ALARMS)
+        await later.wait_for(lambda ms: len(ms) == 1, 10, "the retained clear")
+        assert later.received()[0].retain and later.received()[0].json() == cleared
 
-            assert agent.running, agent.output()[-3000:]
-            assert await agent.terminate() == 0, agent.output()[-3000:]
-            assert "alarm meter-off/press raised" in agent.output()
-        finally:
-            agent.cleanup()
-            for s in subs:
-                await s.stop()
+        assert agent.running, rig.report()
+        assert await agent.terminate() == 0, rig.report()
+        assert "alarm meter-off/press raised" in agent.output()

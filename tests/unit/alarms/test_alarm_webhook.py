@@ -9,56 +9,12 @@ while the receiver hangs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import threading
 import time
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from agent.alarms.webhook import WebhookSender
 from agent.config.alarms import Webhook
-
-
-class Receiver:
-    """Answers each POST with the next status of ``statuses`` (then 204); records times."""
-
-    def __init__(self, statuses: list[int], hang_s: float = 0.0) -> None:
-        self.statuses = list(statuses)
-        self.hang_s = hang_s
-        self.bodies: list[Any] = []
-        self.times: list[float] = []
-        me = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                me.times.append(time.monotonic())
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                if me.hang_s:
-                    time.sleep(me.hang_s)
-                status = me.statuses.pop(0) if me.statuses else 204
-                if status < 300:
-                    me.bodies.append(json.loads(body))
-                self.send_response(status)
-                self.end_headers()
-
-            def log_message(self, *_args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-
-    @contextlib.contextmanager
-    def serving(self) -> Iterator[Receiver]:
-        thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield self
-        finally:
-            self.server.shutdown()
-            self.server.server_close()
-            thread.join()
+from tests.support.webhook import Receiver
 
 
 async def _until(predicate: Any, within: float) -> None:

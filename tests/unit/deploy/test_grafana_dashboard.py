@@ -25,7 +25,7 @@ import pytest
 from agent.contract.kinds import KindSpec, Scope, by_measurement
 from agent.contract.schema import Record, Store
 
-DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboard.json"
+DASHBOARD = Path(__file__).resolve().parents[3] / "deploy" / "grafana" / "dashboard.json"
 DOC: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
 QUERIES = [
     (p["title"], t["query"]) for p in DOC["panels"] for t in p.get("targets", []) if "query" in t
