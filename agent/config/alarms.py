@@ -138,7 +138,8 @@ class Alarms(_Strict):
 
 
 def alarm_problems(doc: YamlDocument, dev_ids: dict[str, int]) -> list[Problem]:
-    """Rule ids used twice, and devices a rule names that the config does not have."""
+    """Rule ids used twice, devices a rule names that the config does not have, and an
+    offline limit that a device's own polling interval would trip."""
     data = doc.data if isinstance(doc.data, dict) else {}
     section = data.get("alarms")
     rules = section.get("rules") if isinstance(section, dict) else None
@@ -160,7 +161,42 @@ def alarm_problems(doc: YamlDocument, dev_ids: dict[str, int]) -> list[Problem]:
                 )
             )
         out += _device_problems(doc, i, rule.get("devices"), dev_ids, known)
+        if rule.get("condition") == "offline":
+            out += _offline_problems(doc, i, rule, _intervals(data))
     return out
+
+
+def _intervals(data: dict[str, Any]) -> dict[str, float]:
+    """Each device's polling interval (s), as the raw document gives it."""
+    devices = data.get("devices")
+    out: dict[str, float] = {}
+    for d in devices if isinstance(devices, list) else []:
+        if isinstance(d, dict) and isinstance(d.get("id"), str):
+            interval = d.get("interval_s", 1.0)
+            if isinstance(interval, int | float) and not isinstance(interval, bool):
+                out[d["id"]] = float(interval)
+    return out
+
+
+def _offline_problems(
+    doc: YamlDocument, i: int, rule: dict[str, Any], intervals: dict[str, float]
+) -> list[Problem]:
+    """An offline limit within two polls of a device raises between its polls."""
+    minutes, devices = rule.get("minutes"), rule.get("devices") or list(intervals)
+    if not isinstance(minutes, int | float) or isinstance(minutes, bool) or minutes <= 0:
+        return []  # the model says what is wrong with it
+    slow = [d for d in devices if isinstance(d, str) and intervals.get(d, 0) * 2 > minutes * 60]
+    if not slow:
+        return []
+    worst = max(slow, key=lambda d: intervals[d])
+    return [
+        doc.problem(
+            ("alarms", "rules", i, "minutes"),
+            f"{minutes:g} min is less than two polls of '{worst}' (interval_s "
+            f"{intervals[worst]:g}): the alarm would be raised between its polls; give at "
+            f"least {intervals[worst] * 2 / 60:g}",
+        )
+    ]
 
 
 def _device_problems(
