@@ -426,8 +426,8 @@ ALARM = Record(
         Field(
             "active",
             ARRAY,
-            "every alarm raised after this change: a retained message tells a new "
-            "subscriber all of them",
+            "every alarm raised after this change (the first 100, in the config's rule "
+            "order): a retained message tells a new subscriber what is raised",
             items=ACTIVE_ALARM,
             store=Store.NOT_STORED,
         ),

@@ -33,6 +33,10 @@ from agent.status import AgentStatus, AlarmCounts, AlarmStatus
 
 log = logging.getLogger(__name__)
 
+#: At most this many alarms in a message's ``active`` list (rule order): a bus that goes
+#: down with a thousand meters makes a thousand raises, and each message must stay far
+#: below the bridge's payload limit (100 rows: some 17 KB).
+ACTIVE_MAX = 100
 #: In ``state_dir``: the alarms raised, for the next start.
 ALARMS_FILE = "alarms.json"
 #: The qualities of an energy record whose energy was read from the meter.
@@ -111,7 +115,8 @@ class AlarmJob:
         if not changes:
             return []
         active = self.evaluator.get()
-        messages = [alarm_message(self.topics, c, active) for c in changes]
+        listed = active[:ACTIVE_MAX]
+        messages = [alarm_message(self.topics, c, listed) for c in changes]
         for c, m in zip(changes, messages, strict=True):
             self.changes[c.state] += 1
             log.warning("alarm %s %s: %s", c.alarm.id, c.state, m.payload["text"])

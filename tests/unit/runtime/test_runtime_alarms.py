@@ -15,11 +15,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
 from agent.cli.status import render
+from agent.config import parse_config
+from agent.contract.build import encode
 from agent.http.state import state_document
 from agent.runtime.agent import Agent
-from agent.runtime.alarms import IntervalCoverage
+from agent.runtime.alarms import ACTIVE_MAX, IntervalCoverage
+from agent.runtime.outbox import MemoryOutbox
 from drivers.quantities import Quantity
-from tests.support.agents import MIN, T0, make_agent, poll
+from tests.support.agents import CONFIG, LIBRARY, MIN, T0, make_agent, poll
 
 RULES = """
 alarms:
@@ -154,3 +157,21 @@ def test_a_restart_clears_what_is_no_longer_bad_instead_of_leaving_it_raised(
     assert [(c.state, c.alarm.id) for c in changes] == [("cleared", "spare-off/spare")]
     # main-high stays raised (no second raise); cover waits for the next closed interval.
     assert [a.id for a in again.status(T0 + 31 * MIN).alarms] == ["main-high/main", "cover/site"]
+
+
+def test_a_messages_active_list_is_capped(tmp_path: Path) -> None:
+    """150 devices offline at once: 150 raises, each listing the first 100 (rule order)."""
+    devices = "\n".join(
+        f"  - {{id: m{i:03d}, bus: bus-1, unit: {i + 10}, profile: eastron-sdm630}}"
+        for i in range(150)
+    )
+    rules = "\nalarms:\n  rules:\n    - {id: offl, condition: offline, minutes: 1}\n"
+    text = CONFIG.replace("STATE", str(tmp_path)).replace("devices:\n", f"devices:\n{devices}\n")
+    agent = Agent(parse_config(text + rules, "t.yaml", profiles=LIBRARY), LIBRARY,
+                  outbox=MemoryOutbox(50_000_000))  # fmt: skip
+    agent.alarms.evaluator.started_ms = T0
+    changes = agent.alarms.tick(agent.status(T0 + 2 * MIN))
+    assert len(changes) == 154  # the 150 and the test config's own four
+    payloads = alarm_payloads(agent)
+    assert len(payloads) == 154 and {len(p["active"]) for p in payloads} == {ACTIVE_MAX}
+    assert max(len(encode(p)) for p in payloads) < 32_000
