@@ -94,12 +94,15 @@ class AlarmJob:
         self.changes = {"raised": 0, "cleared": 0}
         #: The alarms raised, kept across restarts (see :meth:`Evaluator.restore`).
         self.path = Path(config.state_dir) / ALARMS_FILE
-        if self.on:
-            self.evaluator.restore(self._load())
+        restored = self._load()
+        self.evaluator.restore(restored)
+        #: Left raised by the last run and not judged yet: even without rules now (the
+        #: section was removed), the first tick clears them.
+        self._restored = bool(restored)
 
     @property
     def on(self) -> bool:
-        return bool(self.evaluator.rules)
+        return bool(self.evaluator.rules) or self._restored
 
     def records(self, messages: Sequence[Message]) -> None:
         """The site's energy records as they are stored (for coverage)."""
@@ -112,6 +115,7 @@ class AlarmJob:
         if not self.on:
             return []
         changes = self.evaluator.update(observation(status, self.coverage.latest))
+        self._restored = False
         if not changes:
             return []
         active = self.evaluator.get()

@@ -175,3 +175,18 @@ def test_a_messages_active_list_is_capped(tmp_path: Path) -> None:
     payloads = alarm_payloads(agent)
     assert len(payloads) == 154 and {len(p["active"]) for p in payloads} == {ACTIVE_MAX}
     assert max(len(encode(p)) for p in payloads) < 32_000
+
+
+def test_alarms_left_raised_are_cleared_when_the_rules_are_gone(
+    agent: Agent, tmp_path: Path
+) -> None:
+    agent.alarms.tick(agent.status(T0 + 20 * MIN))
+    assert json.loads((tmp_path / "alarms.json").read_text())  # spare-off, cover raised
+    without = make_agent(tmp_path, minutes=0)  # the same state_dir, no alarms section
+    assert without.alarms.on
+    changes = without.alarms.tick(without.status(T0 + 21 * MIN))
+    assert [(c.state, c.alarm.id) for c in changes] == [
+        ("cleared", "spare-off/spare"),
+        ("cleared", "cover/site"),
+    ]
+    assert not without.alarms.on and json.loads((tmp_path / "alarms.json").read_text()) == []
