@@ -286,8 +286,10 @@ class Agent:
         """At every connect, the devices' retained statuses again (the gateway's is the
         birth message): a broker restarted without persistence, or another node of a
         cluster, has forgotten them, and they change too rarely to come back by themselves.
-        The same payloads as before, queued after anything older: the last one stays."""
-        self._store([st.status for st in self.devices.values() if st.status is not None])
+        The same payloads as before, queued after anything older: the last one stays.
+        So is the last alarm message, which lists the alarms raised."""
+        restated = [st.status for st in self.devices.values() if st.status is not None]
+        self._store(restated + ([self.alarms.last] if self.alarms.last is not None else []))
 
     # --- the job -----------------------------------------------------------------------
 

@@ -92,6 +92,8 @@ class AlarmJob:
         self.webhook = WebhookSender(hook) if hook is not None else None
         #: Raises and clears since the start, for /metrics.
         self.changes = {"raised": 0, "cleared": 0}
+        #: The latest alarm message: published again at every connect, like the statuses.
+        self.last: Message | None = None
         #: The alarms raised, kept across restarts (see :meth:`Evaluator.restore`).
         self.path = Path(config.state_dir) / ALARMS_FILE
         restored = self._load()
@@ -127,6 +129,7 @@ class AlarmJob:
             if self.webhook is not None:
                 self.webhook.put(m.payload)
         self.store(messages)
+        self.last = messages[-1]
         self._save(active)
         return changes
 

@@ -190,3 +190,12 @@ def test_alarms_left_raised_are_cleared_when_the_rules_are_gone(
         ("cleared", "cover/site"),
     ]
     assert not without.alarms.on and json.loads((tmp_path / "alarms.json").read_text()) == []
+
+
+def test_the_last_alarm_message_is_restated_at_every_connect(agent: Agent) -> None:
+    """A broker restarted without persistence forgot the retained message: the agent
+    publishes the last one again when it reconnects, as it does the devices' statuses."""
+    agent.alarms.tick(agent.status(T0 + 20 * MIN))
+    last = alarm_payloads(agent)[-1]  # takes everything waiting
+    agent._restate()
+    assert alarm_payloads(agent) == [last]
