@@ -130,7 +130,7 @@ def _write(url: str, body: bytes) -> None:
 async def vm_read_back(meters: int, tmp: Path) -> dict[str, float] | None:
     from agent.bridge.lineproto import line
     from agent.store.victoria import VictoriaMetricsStore
-    from tests.conftest import free_port
+    from tests.support.cli import free_port
     from tests.support.bridge import VictoriaMetrics, have_victoria_metrics
 
     if not have_victoria_metrics():

@@ -23,7 +23,6 @@ import pytest
 import yaml
 
 from agent.contract import Message
-from tests.conftest import Cli
 from tests.support.bridge import (
     LOOPBACK,
     Stack,
@@ -32,6 +31,7 @@ from tests.support.bridge import (
     have_victoria_metrics,
     wait_until,
 )
+from tests.support.cli import Cli
 from tests.support.mqtt import Subscriber
 
 pytestmark = [

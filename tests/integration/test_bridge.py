@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from agent.contract import MessageKind, Topics, measurements_payload
-from tests.conftest import Cli
 from tests.support.bridge import (
     PREFIX,
     Stack,
@@ -27,6 +26,7 @@ from tests.support.bridge import (
     wait_until,
     wire,
 )
+from tests.support.cli import Cli
 
 pytestmark = [
     pytest.mark.integration,

@@ -39,7 +39,6 @@ from agent.contract import (
     measurements_payload,
 )
 from agent.contract.plausible import SEQ_MAX, VALUE_RANGES
-from tests.conftest import ROOT, Cli
 from tests.support import payload_fuzz as fuzz
 from tests.support.bridge import (
     PREFIX,
@@ -50,6 +49,7 @@ from tests.support.bridge import (
     have_victoria_metrics,
     wait_until,
 )
+from tests.support.cli import ROOT, Cli
 
 pytestmark = [
     pytest.mark.integration,

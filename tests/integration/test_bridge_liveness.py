@@ -25,7 +25,6 @@ from pathlib import Path
 import pytest
 
 from agent.contract import Message, MessageKind, Topics, encode, measurements_payload
-from tests.conftest import Cli
 from tests.support.bridge import (
     PREFIX,
     BridgeProcess,
@@ -37,6 +36,7 @@ from tests.support.bridge import (
     many_measurements,
     wire,
 )
+from tests.support.cli import Cli
 
 pytestmark = [
     pytest.mark.integration,

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli
 from tests.support.bridge import (
     Stack,
     assert_same_points,
@@ -25,6 +24,7 @@ from tests.support.bridge import (
     wait_until,
     wire,
 )
+from tests.support.cli import Cli
 
 pytestmark = [
     pytest.mark.integration,

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from agent.cli.demo import demo_config_text
-from tests.conftest import Cli, free_port
+from tests.support.cli import Cli, free_port
 from tests.support.mqtt import Subscriber, next_boundary, port_open
 from tests.support.run_rig import check_contract
 

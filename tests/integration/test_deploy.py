@@ -29,7 +29,6 @@ import yaml
 from agent import __version__
 from agent.config import load_bridge_config
 from agent.config.bridge import BridgeSettings
-from tests.conftest import Simulators, cli_command, free_port
 from tests.support.bridge import (
     Stack,
     assert_same_points,
@@ -38,6 +37,7 @@ from tests.support.bridge import (
     recorded_stream,
     wire,
 )
+from tests.support.cli import cli_command, free_port
 from tests.support.mdwe import mdwe_prefix
 from tests.support.mqtt import (
     AgentProcess,
@@ -46,6 +46,7 @@ from tests.support.mqtt import (
     have_mosquitto,
     wait_until,
 )
+from tests.support.simulators import Simulators
 
 pytestmark = pytest.mark.integration
 

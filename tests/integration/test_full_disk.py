@@ -33,7 +33,7 @@ import pytest
 import pytest_asyncio
 
 from agent.runtime.outbox import Entry, Item, Kind, OutboxError, SqliteOutbox, StorageGuard
-from tests.conftest import Cli, Simulators, free_port
+from tests.support.cli import Cli, free_port
 from tests.support.mqtt import (
     Received,
     agent_config,
@@ -52,6 +52,7 @@ from tests.support.run_rig import (
     record_truth,
     tcp_bus,
 )
+from tests.support.simulators import Simulators
 
 pytestmark = [
     pytest.mark.integration,

@@ -29,7 +29,7 @@ from drivers.quantities import Quantity
 from drivers.registers import FunctionCode, Table
 from drivers.simulator.meter import MeterModel
 from drivers.transport import Endpoint, Framing, ModbusTransport, Timing
-from tests.conftest import free_port
+from tests.support.cli import free_port
 from tests.support.hostile_modbus import Answer, HostileServer, HostileUnit
 from tests.support.mqtt import (
     AgentProcess,

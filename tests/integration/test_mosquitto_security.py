@@ -25,7 +25,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.conftest import Cli, Simulators, free_port
+from tests.support.cli import Cli, free_port
 from tests.support.mqtt import (
     LOOPBACK,
     AgentProcess,
@@ -44,6 +44,7 @@ from tests.support.shipped_broker import (
     ShippedBroker,
     broker_files,
 )
+from tests.support.simulators import Simulators
 
 pytestmark = [
     pytest.mark.integration,

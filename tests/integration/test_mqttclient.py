@@ -17,7 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.config.common import Mqtt
 from agent.mqttclient import new_client
 from agent.paho_compat import BufferedClient
-from tests.conftest import free_port
+from tests.support.cli import free_port
 from tests.support.mqtt import Broker, have_mosquitto, wait_until
 
 pytestmark = [

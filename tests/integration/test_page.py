@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from agent.demo.broker import find_mosquitto
-from tests.conftest import ROOT, cli_command, free_port
+from tests.support.cli import ROOT, cli_command, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -34,7 +34,7 @@ from agent.runtime.outbox import Item, Kind, SqliteOutbox
 from drivers.simulator.meter import Faults
 from drivers.simulator.ptypair import PtyPair
 from drivers.transport import Endpoint, Framing
-from tests.conftest import Simulators, free_port
+from tests.support.cli import free_port
 from tests.support.mqtt import (
     Received,
     agent_config,
@@ -60,6 +60,7 @@ from tests.support.run_rig import (
     tcp_bus,
     topic_kind,
 )
+from tests.support.simulators import Simulators
 
 pytestmark = [
     pytest.mark.integration,

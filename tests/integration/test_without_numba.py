@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 
 from agent.core.jit import ENV
-from tests.conftest import ROOT, Cli, _env, cli_command, free_port
+from tests.support.cli import ROOT, Cli, cli_command, env_with, free_port
 from tests.support.mdwe import mdwe_prefix
 
 pytestmark = pytest.mark.integration
@@ -83,7 +83,7 @@ def test_the_core_test_suite_passes_without_numba(hidden: dict[str, str | None])
         capture_output=True,
         text=True,
         timeout=600,
-        env=_env({**hidden, ENV: "off"}),
+        env=env_with({**hidden, ENV: "off"}),
         cwd=ROOT,
         check=False,
     )
@@ -127,7 +127,7 @@ def test_replay_falls_back_where_memory_may_not_become_executable(cli: Cli, tmp_
         capture_output=True,
         text=True,
         timeout=60,
-        env=_env({ENV: None, "NUMBA_DISABLE_JIT": None}),
+        env=env_with({ENV: None, "NUMBA_DISABLE_JIT": None}),
         cwd=ROOT,
         check=False,
     )

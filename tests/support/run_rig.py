@@ -25,8 +25,9 @@ from agent.contract.models import (
     IntensityModel,
     MeasurementsModel,
 )
-from tests.conftest import Sim, free_port
+from tests.support.cli import free_port
 from tests.support.mqtt import AgentProcess, Broker, Received, Subscriber
+from tests.support.simulators import Sim
 
 SITE, GW = "plant-t", "gw-t"
 BASE = f"energy/v1/{SITE}/{GW}"

@@ -20,7 +20,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.conftest import ROOT, Cli, free_port
+from tests.support.cli import ROOT, Cli, free_port
 from tests.support.mqtt import (
     LOOPBACK,
     Broker,

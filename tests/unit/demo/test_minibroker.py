@@ -26,7 +26,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent.demo.minibroker import EmbeddedBroker
 from agent.demo.mqttcodec import MqttError, Reader, Reason, matches, valid_filter, varint
-from tests.conftest import LOOPBACK, free_port
+from tests.support.cli import LOOPBACK, free_port
 
 
 async def until(predicate: Callable[[], bool], within: float = 5.0, what: str = "") -> None:
