@@ -18,9 +18,9 @@ import pytest
 
 from agent.contract.models import AlarmModel
 from drivers.simulator.meter import Faults
-from tests.conftest import Simulators
 from tests.support.mqtt import Received, Subscriber, agent_config, have_mosquitto, wait_until
 from tests.support.run_rig import Rig, tcp_bus
+from tests.support.simulators import Simulators
 from tests.support.webhook import Receiver
 
 pytestmark = [
