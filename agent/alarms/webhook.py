@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import logging
 import urllib.error
@@ -112,7 +113,8 @@ class WebhookSender:
                 status = response.status
         except urllib.error.HTTPError as exc:
             raise WebhookError(f"{self.config.url} answered {exc.code}") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise WebhookError(f"{self.config.url}: {exc}") from None
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+            # (HTTPException: a receiver that answers garbage, e.g. BadStatusLine.)
+            raise WebhookError(f"{self.config.url}: {exc!r}") from None
         if not 200 <= status < 300:
             raise WebhookError(f"{self.config.url} answered {status}")

@@ -88,3 +88,27 @@ async def test_no_receiver_is_an_error_retried_not_an_exception() -> None:
     stop.set()
     await task
     assert sender.last_error is not None and "127.0.0.1:9" in sender.last_error
+
+
+async def test_a_receiver_answering_garbage_is_a_failure_not_a_crash() -> None:
+    """Not HTTP at all (BadStatusLine, an http.client.HTTPException): retried, given up."""
+
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.write(b"HELLO THERE\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        sender = WebhookSender(
+            Webhook(url=f"http://127.0.0.1:{port}/", attempts=2, backoff_max_s=0.1)
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(sender.run(stop))
+        sender.put({"n": 1})
+        await _until(lambda: sender.failed == 1, 10)
+        stop.set()
+        await task
+    assert sender.last_error is not None and "BadStatusLine" in sender.last_error
