@@ -10,6 +10,14 @@ words (agent/i18n); nothing of the runtime, the core or the views.
 """
 
 from agent.alarms.evaluate import Alarm, Change, Evaluator, Observation
-from agent.alarms.words import alarm_message, describe
+from agent.alarms.words import alarm_message, describe, describe_change
 
-__all__ = ["Alarm", "Change", "Evaluator", "Observation", "alarm_message", "describe"]
+__all__ = [
+    "Alarm",
+    "Change",
+    "Evaluator",
+    "Observation",
+    "alarm_message",
+    "describe",
+    "describe_change",
+]

@@ -33,6 +33,15 @@ def describe(alarm: Alarm, lang: str | None = "en") -> str:
     )
 
 
+def describe_change(change: Change, lang: str | None = "en") -> str:
+    """A raise says what is wrong; a clear says which alarm ended (its value is the one
+    that cleared it, which the raise's sentence would contradict)."""
+    if change.state == "raised":
+        return describe(change.alarm, lang)
+    a = change.alarm
+    return Translator(lang)("alarms.cleared_text", rule=a.rule, subject=a.subject)
+
+
 def alarm_message(topics: Topics, change: Change, active: Sequence[Alarm]) -> Message:
     """The retained message of one change: the change, and every alarm raised after it."""
     state: Literal["raised", "cleared"] = "raised" if change.state == "raised" else "cleared"
@@ -40,7 +49,7 @@ def alarm_message(topics: Topics, change: Change, active: Sequence[Alarm]) -> Me
         change.ts,
         change.alarm.row(),
         state,
-        describe(change.alarm),
+        describe_change(change),
         [a.row() for a in active],
     )
     return topics.message(MessageKind.ALARM, payload)

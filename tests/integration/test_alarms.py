@@ -104,6 +104,7 @@ async def test_an_offline_meter_raises_and_clears_retained_and_by_webhook(
         assert (cleared["subject"], cleared["state"], cleared["active"]) == (
             "press", "cleared", []
         )  # fmt: skip
+        assert cleared["text"] == "meter-off cleared for press"
         await wait_until(lambda: len(hook.bodies) == 2, 20, "the clear by webhook")
         assert hook.bodies[1] == cleared
         later = await rig.subscriber(broker.port, "later", topic=ALARMS)

@@ -106,6 +106,9 @@ def test_an_answer_clears_the_offline_alarm(agent: Agent) -> None:
     changes = agent.alarms.tick(agent.status(T0 + 20 * MIN + 10_000))
     assert [(c.state, c.alarm.id) for c in changes] == [("cleared", "spare-off/spare")]
     assert "spare-off/spare" not in [a.id for a in agent.status(T0 + 21 * MIN).alarms]
+    cleared = alarm_payloads(agent)[-1]
+    assert (cleared["state"], cleared["text"]) == ("cleared", "spare-off cleared for spare")
+    assert [a["rule"] for a in cleared["active"]] == ["cover"]
 
 
 def test_coverage_is_judged_when_every_root_reported_or_two_intervals_later() -> None:
