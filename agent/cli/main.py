@@ -45,6 +45,7 @@ COMMANDS = (
     "keys",
     "history",
     "verify",
+    "report",
     "schema",
 )
 

@@ -45,7 +45,7 @@ def register(commands: Commands) -> None:
         type=float,
         default=5.0,
         metavar="SECONDS",
-        help="seconds to wait for the agent",
+        help="seconds to wait for the agent (default 5)",
     )
     p.add_argument("--json", action="store_true", help="the /api/state document as JSON")
     p.set_defaults(handler=run_status)
@@ -293,11 +293,17 @@ def run_status(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
+    # Which agent answered: the default port may be another agent's (docs: two on one host).
+    source = (
+        "--url" if args.url else f"from {args.config}" if args.config else "default; -c or --url"
+    )
     if args.json:
         doc.pop("history", None)
         print(json.dumps(doc, indent=2))
+        print(f"read {url} ({source})", file=sys.stderr)
     else:
         console = Console() if sys.stdout.isatty() else Console(width=140)
+        console.print(f"read {url} ({source})", markup=False, highlight=False)
         console.print(render(doc))
     return EXIT_OK if doc["health"]["state"] == "ok" else EXIT_FAILED
 

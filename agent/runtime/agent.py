@@ -31,10 +31,11 @@ from agent.config.models import AgentConfig
 from agent.contract.build import device_status_payload, encode, gateway_status_payload
 from agent.contract.kinds import Message, MessageKind, Topics
 from agent.contract.vocab import Carrier
-from agent.core.channels import RING
+from agent.core.channels import RING, SLOT_MS
 from agent.core.factors import EmissionFactors, FactorError, parse_live_factor
 from agent.core.site import Reading, SiteCore
 from agent.http.metrics import AgentMetrics
+from agent.mqttclient import client_id_of
 from agent.runtime.alarms import AlarmJob
 from agent.runtime.devices import DeviceState
 from agent.runtime.ledger import HISTORY_KINDS, LedgerJob
@@ -101,7 +102,7 @@ def mqtt_link(config: AgentConfig, topics: Topics) -> MqttLink:
 
     return MqttLink(
         config.mqtt,
-        client_id=config.mqtt.client_id or f"energy-agent-{config.site.id}-{config.gateway.id}",
+        client_id=client_id_of(config.mqtt, config.site.id, config.gateway.id),
         will=gateway_status("offline"),
         birth=lambda: gateway_status("online"),
     )
@@ -168,6 +169,15 @@ class Agent:
     def status(self, now_ms: int | None = None) -> AgentStatus:
         """What every view shows: devices, link, outbox, storage, the site, the health."""
         return self._status(now_ms)
+
+    def warm_up(self) -> None:
+        """Compile the core now (`run` does, before it says when the first record closes)."""
+        warm_up(self.site)
+
+    def interval_end_ms(self, now: int) -> int:
+        """When the publish interval holding ``now`` closes (`run` says it at start)."""
+        engine = self.site.engine
+        return (engine.interval_start_slot(now // SLOT_MS) + engine.interval_slots) * SLOT_MS
 
     @property
     def _closed_since_snapshot(self) -> bool:

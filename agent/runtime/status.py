@@ -39,6 +39,7 @@ from agent.config.models import AgentConfig
 from agent.core.channels import DEMAND_SLOTS, SLOT_MS
 from agent.core.devices import DeviceInfo
 from agent.core.site import SiteCore
+from agent.mqttclient import TAKEOVER
 from agent.runtime.devices import DeviceState
 from agent.runtime.mqtt import MqttLink, Pump
 from agent.runtime.outbox import StorageGuard
@@ -341,7 +342,9 @@ def _demand(site: SiteCore) -> DemandStatus:
 
 def _link_problems(link: LinkStatus) -> list[str]:
     if link.connected:
-        return []
+        # connected between two takeovers: still a problem (agent.mqttclient.TakeoverWatch)
+        clash = link.last_error is not None and link.last_error.startswith(TAKEOVER)
+        return [link.last_error] if clash and link.last_error else []
     if link.connects or link.last_error:
         return ["MQTT link down" + (f": {link.last_error}" if link.last_error else "")]
     return ["MQTT not connected yet"]

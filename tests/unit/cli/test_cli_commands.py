@@ -101,6 +101,21 @@ def test_every_option_and_command_has_help() -> None:
     assert missing == []
 
 
+def test_every_option_with_a_default_says_it() -> None:
+    """`--timeout SECONDS  seconds to wait` leaves the user guessing how long: an option
+    that has a default names it ("default" in its help), flags and lists excepted."""
+    silent = []
+    for path, parser in every_parser():
+        for action in parser._actions:
+            if not action.option_strings or action.help == argparse.SUPPRESS:
+                continue
+            if action.default in (None, False, [], argparse.SUPPRESS):
+                continue
+            if "default" not in (action.help or ""):
+                silent.append(f"energy-agent {' '.join(path)} {action.option_strings[-1]}")
+    assert silent == []
+
+
 def command_modules() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(agent.cli.__path__) if m.name not in SUPPORT)
 

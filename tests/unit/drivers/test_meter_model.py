@@ -8,7 +8,7 @@ import pytest
 
 from drivers.decode import decode_value
 from drivers.image import RegisterImage
-from drivers.profile import DeviceKind, RegisterMap
+from drivers.profile import DeviceKind, ProfileLibrary, RegisterMap
 from drivers.quantities import Quantity as Q
 from drivers.registers import DataType, RegisterSpec, Table
 from drivers.simulator.meter import Faults, MeterModel
@@ -235,3 +235,18 @@ def test_near_wrap_leaves_float_counters_alone() -> None:
     )
     model = MeterModel(regmap, seed=1, near_wrap=0.5)
     assert 1000 <= model.counters[Q.ENERGY_IMPORT_KWH] <= 1100
+
+
+def test_near_wrap_on_a_uint64_stays_below_the_top_where_float64_cannot_step_by_it() -> None:
+    # abb-b23: uint64 in 0.01 kWh; the top is (2**64 - 1) / 100 = 184,467,440,737,095,516.15
+    # kWh, where a float64 steps by 32 kWh: top - 5 kWh is no float64 apart from the top.
+    profile = ProfileLibrary().get("abb-b23")
+    spec = profile.spec(Q.ENERGY_IMPORT_KWH)
+    assert spec is not None
+    model = MeterModel(profile, seed=1, near_wrap=5.0)
+    model.advance(0.0)
+    image = RegisterImage.of(profile, model.values())
+    words = image.read(Table.HOLDING, spec.address, 4)
+    raw = words[0] << 48 | words[1] << 32 | words[2] << 16 | words[3]
+    # below the top (it read 0 before: wrapped), within one float64 step (32 kWh = 3,200 raw)
+    assert 2**64 - 1 - 4 * 3200 < raw < 2**64 - 1, raw
