@@ -263,6 +263,42 @@ class LedgerStatus:
     period_s: int
     key_id: str | None
     history: HistoryStatus
+    #: Why the last seal failed, until one succeeds.
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmStatus:
+    """One alarm raised now (README, Alarms): what ``status`` and the page list."""
+
+    #: ``{rule}/{subject}``
+    id: str
+    rule: str
+    #: What the rule watches: offline, power_above, power_below, coverage_below, ...
+    condition: str
+    #: A device's id, a line's (the rule's id), ``site``, ``outbox`` or ``ledger``.
+    subject: str
+    state: str
+    #: The measured value (kW, %, minutes) and the rule's limit, in the same unit.
+    value: float | None
+    limit: float | None
+    #: When the condition began (Unix ms).
+    since_ms: int
+    #: The alarm in English; views may say it in their language from ``condition``.
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmCounts:
+    """Alarm changes since the start, and what became of their webhook POSTs."""
+
+    raised: int = 0
+    cleared: int = 0
+    webhook_sent: int = 0
+    #: Given up after the webhook's attempts.
+    webhook_failed: int = 0
+    #: Dropped from a full webhook queue.
+    webhook_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,3 +326,6 @@ class AgentStatus:
     site: SiteStatus
     devices: tuple[DeviceStatus, ...]
     ledger: LedgerStatus | None = None
+    #: The alarms raised now, in the config's rule order.
+    alarms: tuple[AlarmStatus, ...] = ()
+    alarm_counts: AlarmCounts = AlarmCounts()

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agent.config.alarms import alarm_problems
 from agent.config.bridge import BridgeConfig, bridge_config
 from agent.config.bridge import load_bridge_config as load_bridge_config
 from agent.config.bridge import parse_bridge_config as parse_bridge_config
@@ -156,6 +157,7 @@ def cross_reference_problems(doc: YamlDocument, library: ProfileLibrary) -> list
     for i, dev in devices:
         out += _parent_problems(doc, i, dev, dev_ids, parents)
     out += _seal_delay_problems(doc)
+    out += alarm_problems(doc, dev_ids)
     out += _report_problems(doc, dev_ids)
     return out
 

@@ -24,6 +24,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 # The bridge's models and the shared ones live apart, importable without drivers;
 # their names stay importable from here.
+from agent.config.alarms import Alarms
 from agent.config.bridge import BridgeConfig as BridgeConfig
 from agent.config.bridge import BridgeSettings as BridgeSettings
 from agent.config.bridge import Influx as Influx
@@ -458,6 +459,7 @@ class AgentConfig(_Strict):
     http: Http = Http()
     history: HistorySettings = HistorySettings()
     ledger: LedgerSettings = LedgerSettings()
+    alarms: Alarms = Alarms()
     #: `energy-agent report`: lines, products, tariff, baseline, targets (docs/report.md).
     report: ReportSettings = ReportSettings()
     #: The devices resolved with one profile library: (library, devices).

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from agent.contract.plausible import VALUE_RANGES
 from agent.contract.records import (
+    ACTIVE_ALARM,
+    ALARM,
     DEVICE_STATUS,
     ENERGY,
     EVENTS,
@@ -186,3 +188,16 @@ def window_values(energy_kwh: float, co2_kg: float, units: float, kgce: float) -
 
 def intensity_payload(ts: int, windows: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return build(INTENSITY, {"ts": ts, "windows": windows})
+
+
+def alarm_payload(
+    ts: int,
+    change: Mapping[str, Any],
+    state: Literal["raised", "cleared"],
+    text: str,
+    active: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """One raise or clear: ``change`` and each of ``active`` hold the active-alarm rows
+    (rule, condition, subject, value, limit, since_ms)."""
+    rows = [build(ACTIVE_ALARM, a) for a in active]
+    return build(ALARM, {"ts": ts, **change, "state": state, "text": text, "active": rows})

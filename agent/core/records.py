@@ -48,6 +48,7 @@ class RecordBuilder:
             "carrier": info.carrier,
             "quality": quality_of(flags, info.channel_kind).value,
             "energy_kwh": kwh,
+            **self.tree_tags(info),
         }
         if info.carrier is Carrier.PRODUCTION:
             values.update(co2_kg=0.0, ef_kg_per_kwh=None, units=native)
@@ -60,6 +61,13 @@ class RecordBuilder:
         if has_children:
             values["unmetered_kwh"] = None  # until the children's energy is known
         return energy_payload(**values)
+
+    @staticmethod
+    def tree_tags(info: DeviceInfo) -> dict[str, str]:
+        """Its place in the meter tree, for the database: a site's total or peak sums the
+        roots only (a child's energy is inside its parent's)."""
+        parent = info.device.parent
+        return {"root": "true"} if parent is None else {"root": "false", "parent": parent}
 
     @staticmethod
     def set_unmetered(payload: dict[str, Any], kwh: float | None) -> None:

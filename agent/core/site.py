@@ -226,7 +226,11 @@ class SiteCore:
         out: list[Message] = []
         for r in self.tree.release(final=final, older_than=older_than):
             self.records.set_unmetered(r.payload, r.unmetered_kwh)
-            device = self.devices[r.device].device.id
+            info = self.devices[r.device]
+            # A record held in a snapshot of an older agent has no tree tags yet.
+            for key, value in self.records.tree_tags(info).items():
+                r.payload.setdefault(key, value)
+            device = info.device.id
             out.append(self.topics.message(MessageKind.ENERGY, r.payload, device))
         return out
 

@@ -61,6 +61,8 @@ def state_document(s: AgentStatus) -> dict[str, Any]:
         "ledger": None if s.ledger is None else _ledger(s.ledger),
         "site": _site(s.site),
         "devices": [_device(d) for d in s.devices],
+        # The alarms raised now (README, Alarms), each as agent.status.AlarmStatus says.
+        "alarms": [_plain(a, value=_f(a.value, 3), limit=_f(a.limit, 3)) for a in s.alarms],
     }
 
 

@@ -49,6 +49,8 @@ from agent.status import (
     OK,
     AgentInfo,
     AgentStatus,
+    AlarmCounts,
+    AlarmStatus,
     DemandStatus,
     DeviceStatus,
     Health,
@@ -109,6 +111,15 @@ class Runtime(Protocol):
     def started_ms(self) -> int: ...
     @property
     def ledger(self) -> LedgerSource: ...
+    @property
+    def alarms(self) -> AlarmSource: ...
+
+
+class AlarmSource(Protocol):
+    """The alarms raised now (agent.runtime.alarms.AlarmJob)."""
+
+    def status(self) -> tuple[AlarmStatus, ...]: ...
+    def counts(self) -> AlarmCounts: ...
 
 
 class LedgerSource(Protocol):
@@ -178,6 +189,8 @@ class StatusSource:
             site=_site(rt.site, devices),
             devices=devices,
             ledger=ledger,
+            alarms=rt.alarms.status(),
+            alarm_counts=rt.alarms.counts(),
         )
 
     def _info(self, now: int) -> AgentInfo:

@@ -120,6 +120,8 @@ def good_energy(ts: int) -> dict[str, Any]:
         ef_kg_per_kwh=0.2,
         quality="measured",
         volume_m3=0.125,
+        root="false",
+        parent="main",
     )
 
 
@@ -205,6 +207,12 @@ EDGES: list[object] = [
     "1.5",
     "measured",
     "electricity",
+    "true",
+    "false",
+    "main",
+    "Main",
+    "a,b=c",
+    "x" * 65,
     [],
     {},
 ]
@@ -288,3 +296,22 @@ def test_well_formed_energy_takes_the_fast_path() -> None:
         assert fast == check_strict(f"{T}/press-1/energy", payload, LIMITS, NOW)
         assert isinstance(fast, Accepted)
         assert f"carrier={carrier.value}," in fast.lines[0]
+
+
+def test_the_tree_tags_take_the_fast_path_and_a_root_has_no_parent_tag() -> None:
+    """A child: ``parent=main,root=false``; a root: ``root=true`` and no parent; an older
+    gateway's record: neither. Tags in sorted order, as the strict path writes them."""
+    v = Validator(LIMITS)
+    root = {k: x for k, x in good_energy(NOW).items() if k != "parent"} | {"root": "true"}
+    old = {k: x for k, x in good_energy(NOW).items() if k not in ("parent", "root")}
+    heads = {
+        "child": (good_energy(NOW), ",gateway=gw-01,parent=main,quality=measured,root=false,site="),
+        "root": (root, ",gateway=gw-01,quality=measured,root=true,site="),
+        "old": (old, ",gateway=gw-01,quality=measured,site="),
+    }
+    for doc, tags in heads.values():
+        payload = encode(doc)
+        fast = v._fast(f"{T}/press-1/energy", payload, NOW)
+        assert fast == check_strict(f"{T}/press-1/energy", payload, LIMITS, NOW)
+        assert isinstance(fast, Accepted)
+        assert tags in fast.lines[0], fast.lines[0]

@@ -14,6 +14,7 @@ from agent.contract import (
     MessageKind,
     TopicError,
     TopicRef,
+    alarm_payload,
     encode,
     event_payload,
     measurements_payload,
@@ -200,6 +201,7 @@ def test_a_good_message_of_every_kind_is_accepted() -> None:
         ("energy/v1/s/g/status", TopicRef(MessageKind.GATEWAY_STATUS, "s", "g")),
         ("energy/v1/s/g/intensity", TopicRef(MessageKind.INTENSITY, "s", "g")),
         ("energy/v1/s/g/ledger", TopicRef(MessageKind.LEDGER, "s", "g")),
+        ("energy/v1/s/g/alarms", TopicRef(MessageKind.ALARM, "s", "g")),
         ("energy/v1/s/g/d/status", TopicRef(MessageKind.DEVICE_STATUS, "s", "g", "d")),
         ("energy/v1/s/g/d/measurements", TopicRef(MessageKind.MEASUREMENTS, "s", "g", "d")),
         ("energy/v1/s/g/d/energy", TopicRef(MessageKind.ENERGY, "s", "g", "d")),
@@ -220,7 +222,7 @@ def test_parse_topic_with_another_prefix() -> None:
 
 def test_subscription_filters_cover_exactly_the_contract() -> None:
     filters = subscription_filters("energy/v1")
-    assert len(filters) == len(set(filters)) == 7
+    assert len(filters) == len(set(filters)) == 8
     assert all(f.startswith("energy/v1/+/+/") for f in filters)
 
 
@@ -442,3 +444,29 @@ def test_an_event_is_one_point_tagged_with_what_happened() -> None:
     ]:
         v = check(f"{T}/press-1/events", json.dumps(doc).encode(), LIMITS, now_ms=NOW)
         assert isinstance(v, Rejected) and v.reason is reason, (doc, v)
+
+
+def test_an_alarm_change_is_one_point_tagged_with_its_rule_and_subject() -> None:
+    """Measurement ``alarm``: tags rule, condition, subject; ``raised`` 1 or 0, value,
+    limit, since_ms, at the change's ts; the text and the active list stay in MQTT."""
+    row = {
+        "rule": "meter-off",
+        "condition": "offline",
+        "subject": "press-1",
+        "value": 61.5,
+        "limit": 60.0,
+        "since_ms": NOW - 3_690_000,
+    }
+    raised = alarm_payload(NOW, row, "raised", "press-1 has not answered", [row])
+    v = check(f"{T}/alarms", encode(raised), LIMITS, now_ms=NOW)
+    assert isinstance(v, Accepted), v
+    tags = "alarm,condition=offline,gateway=gw-01,rule=meter-off,site=plant-a,subject=press-1"
+    fields = f"raised=1i,value=61.5,limit=60.0,since_ms={NOW - 3_690_000}i"
+    assert v.lines == [f"{tags} {fields} {NOW}"]
+    cleared = alarm_payload(NOW, {**row, "value": None}, "cleared", "answered", [])
+    v = check(f"{T}/alarms", encode(cleared), LIMITS, now_ms=NOW)
+    assert isinstance(v, Accepted), v
+    assert v.lines == [f"{tags} raised=0i,limit=60.0,since_ms={NOW - 3_690_000}i {NOW}"]
+    for doc in ({**raised, "state": "on"}, {**raised, "subject": "Press 1"}):
+        v = check(f"{T}/alarms", json.dumps(doc).encode(), LIMITS, now_ms=NOW)
+        assert isinstance(v, Rejected) and v.reason is Reason.INVALID, (doc, v)

@@ -180,10 +180,11 @@ def test_acknowledgements_of_an_old_connection_are_not_sent() -> None:
     assert c.ack([item(4, generation=gen)]) == 0
     assert fake.acks == [1]
     assert c.metrics.stale_acks._value.get() == 3
-    # Every connect (re)subscribes to the contract's seven shapes in the shared group.
+    # Every connect (re)subscribes to the contract's eight shapes in the shared group.
     topics = [t for t, _ in fake.subscriptions[0]]  # type: ignore[attr-defined]
     assert topics[0] == "$share/bridge/energy/v1/+/+/status"
-    assert len(topics) == 7
+    assert len(topics) == 8
+    assert "$share/bridge/energy/v1/+/+/alarms" in topics
     assert "$share/bridge/energy/v1/+/+/+/events" in topics
     assert "$share/bridge/energy/v1/+/+/ledger" in topics
 

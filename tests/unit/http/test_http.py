@@ -139,7 +139,9 @@ async def test_state_document(server: HttpServer, agent: Agent) -> None:
         "ledger",
         "site",
         "devices",
+        "alarms",
     }
+    assert doc["alarms"] == []  # the config has no alarm rules
     assert doc["agent"]["site"] == "plant-t" and doc["agent"]["site_name"] == "Test plant"
     # never connected to a broker, a device failing: degraded, and it says why
     assert doc["health"]["state"] == "degraded"

@@ -14,10 +14,11 @@ import json
 
 import pytest
 
-from agent.contract import parse_topic
+from agent.contract import MessageKind, parse_topic
 from agent.ledger import entry as le
 from agent.ledger import jcs
-from agent.ledger.canonical import Group, digest, lines_of
+from agent.ledger.canonical import Group, digest, group_of, lines_of
+from agent.runtime.ledger import HISTORY_KINDS
 
 END = 1_750_003_200_000
 
@@ -126,3 +127,18 @@ def test_the_entry_is_these_bytes_signed_by_the_test_key() -> None:
     assert PublicKey.from_b64(PUBLIC).verify(parsed["sig"], le.signed_bytes(parsed))
     parsed["covers"][0]["energy"]["records"] = 3
     assert not PublicKey.from_b64(PUBLIC).verify(parsed["sig"], le.signed_bytes(parsed))
+
+
+def test_what_is_sealed_energy_apart_site_records_and_never_alarms_or_statuses() -> None:
+    """docs/ledger.md, "records": an alarm is what the gateway noticed, not a record."""
+    assert {k: group_of(k) for k in MessageKind} == {
+        MessageKind.GATEWAY_STATUS: None,
+        MessageKind.DEVICE_STATUS: None,
+        MessageKind.MEASUREMENTS: None,
+        MessageKind.ENERGY: Group.ENERGY,
+        MessageKind.INTENSITY: Group.SITE,
+        MessageKind.EVENTS: Group.SITE,
+        MessageKind.LEDGER: None,
+        MessageKind.ALARM: None,
+    }
+    assert MessageKind.ALARM not in HISTORY_KINDS

@@ -29,6 +29,8 @@ COLUMNS = [
     "window",
     "carrier",
     "quality",
+    "root",
+    "parent",
     "event",
     "quantity",
     "seq",
