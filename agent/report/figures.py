@@ -10,6 +10,13 @@ Scope 1 is the CO2 of gas burned on site, scope 2 that of purchased electricity,
 location-based: each record carries the factor it was computed with, and the
 hourly table shows the factor of every hour (kWh-weighted when it changed within
 one). Standard coal (GB/T 2589, equivalent value) uses the config's coefficients.
+
+The arithmetic runs on each device's quarter-hour sums (:class:`Quarter`), read
+from the history's rollup or made from records one by one with the rollup's own
+additions (:func:`agent.report.sources.quarters_of`): the same figures to the bit
+from either, and from every source. A quarter is placed by the quarter hour its
+intervals start in; only intervals of at most 15 minutes make the peak demand
+(the block of their start, kWh x 4).
 """
 
 from __future__ import annotations

@@ -332,7 +332,21 @@ class JsonLinesSource:
                     yield row
 
     def quarters(self, start_ms: int, end_ms: int) -> Iterator[Quarter]:
-        return quarters_of(self.energy(start_ms, end_ms), ordered=False)
+        """Summed as the file streams when its records are in time order (`replay` and
+        `history export` write them so: a file of months is never held); sorted in
+        memory first otherwise."""
+        ordered = self._in_order(start_ms, end_ms)
+        return quarters_of(self.energy(start_ms, end_ms), ordered=ordered)
+
+    def _in_order(self, start_ms: int, end_ms: int) -> bool:
+        last = start_ms
+        for _, _, payload in self._messages():
+            ts = payload.get("ts")
+            if isinstance(ts, int) and start_ms < ts <= end_ms:
+                if ts < last:
+                    return False
+                last = ts
+        return True
 
     def first_ms(self) -> int | None:
         return None
