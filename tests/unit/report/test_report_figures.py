@@ -142,7 +142,7 @@ def test_the_figures_do_not_depend_on_the_order_records_come_in(tmp_path: Path) 
         line("main", t0 + 14 * m, 0.1), line("main", t0 + 15 * m, 0.7),
         line("b", t0 + 16 * m, 0.6),
     ]  # fmt: skip
-    shuffled = [ordered[i] for i in (3, 4, 0, 2, 1)]
+    shuffled = [ordered[i] for i in (0, 1, 3, 2, 4)]  # main at 00:15 before 00:14
     figs = []
     for name, lines in (("ordered", ordered), ("shuffled", shuffled)):
         path = tmp_path / f"{name}.jsonl"
