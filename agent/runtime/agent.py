@@ -301,7 +301,7 @@ class Agent:
                 await asyncio.wait_for(self.stop.wait(), 1.0)
             self._store(self.site.flush(now_ms()))
             # Ledger entries due now, stored in the history before they are queued here.
-            if entries := self.ledger.tick(now_ms(), self.commit):
+            if entries := await self.ledger.tick(now_ms(), self.commit):
                 self.outbox.put_many(entries)
                 self.ledger.queued()
                 self.pump.wake.set()
