@@ -182,6 +182,8 @@ class Agent:
             return
         items = []
         for m in messages:
+            if not self.snapshots.stored.keep(m):
+                continue  # an interval stored before a kill -9, derived again
             # An event moved a counter's reference (a rebaseline) like a closed interval.
             self._closed_since_snapshot |= m.kind in _CLOSING
             if m.kind in HISTORY_KINDS:
@@ -222,6 +224,8 @@ class Agent:
         # snapshot (which would repeat seq numbers with other values). A disk that
         # refuses them gets them with its next write (the guard keeps them).
         marks = {SEQ_MARK + d: self.site.by_id[d].seq for d in self._seq_moved}
+        # The last interval of each kind and device, for the same reason (StoredIntervals).
+        marks.update(self.snapshots.stored.marks(records))
         self.outbox.put_many(items, marks)
         # The history after the outbox, both before any snapshot (see agent.history).
         self.ledger.add(records)
