@@ -70,7 +70,8 @@ def test_a_kill_after_the_records_commit_does_not_publish_an_interval_twice(
     # one record per interval, the first one's.
     twice = {ts: ps for ts, ps in records.items() if len(ps) > 1}
     assert twice == {}
-    assert second.snapshots.stored.dropped == 1
+    # Dropped: that energy record and the site's intensity record of 0:00-1:00.
+    assert second.snapshots.stored.dropped == 2
     assert [p["energy_kwh"] for p in records[T0 + 60 * S]] == [1.0]
     # The next interval, 1:00-2:00, is the restored core's: 1:00-1:15 of the spread
     # (15/45 x 1 kWh = 0.333), then flat.
