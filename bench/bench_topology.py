@@ -10,8 +10,10 @@ read (``limits: {max_registers: 60, max_gap: 30}`` in the agent's inline
 registers). Contenders, interleaved round by round against the same simulator
 process and mosquitto:
 
-* ``bare``: ``bench/bare_poller.py`` (pymodbus + paho, one read, ``struct``, one
-  JSON message at QoS 1 per poll, nothing else);
+* ``bare``: ``bench/minimal_poller.py --meter power-only --spread fleet``
+  (pymodbus + paho, one read, ``struct``, one JSON message at QoS 1 per poll,
+  nothing else; its polls one every interval/N, as a script with a task per
+  device makes them);
 * ``agent``: ``energy-agent run`` with numba (warm cache);
 * ``agent, numba off``: the same with ``ENERGY_AGENT_NUMBA=off`` (the 32-bit ARM path).
 
@@ -37,7 +39,6 @@ from typing import Any
 
 import yaml
 
-from bench.bare_poller import COUNT, POWER_ONLY
 from bench.bench_runtime import (
     ENERGY_AGENT,
     LOOPBACK,
@@ -51,8 +52,10 @@ from bench.bench_runtime import (
     wait_for,
 )
 from bench.machine import describe
+from bench.minimal_poller import POWER_ONLY_BLOCKS
 
-BARE = str(Path(__file__).with_name("bare_poller.py"))
+MINIMAL = str(Path(__file__).with_name("minimal_poller.py"))
+(_START, COUNT, POWER_ONLY) = POWER_ONLY_BLOCKS[0]
 
 
 def _register(name: str, offset: int, scale: float) -> dict[str, Any]:
@@ -117,9 +120,11 @@ def start_plant(tmp: Path, units: int) -> tuple[Proc, int]:
 
 
 def agent_config(
-    tmp: Path, gw: str, port: int, units: int, mqtt_port: int, extra_bus: dict[str, Any]
+    tmp: Path, gw: str, port: int, units: int, mqtt_port: int, extra: dict[str, Any]
 ) -> Path:
-    cfg = {
+    """The agent's config; ``extra``: bus keys (``poll_slots``) or ``section.key`` ones."""
+    extra_bus = {k: v for k, v in extra.items() if "." not in k}
+    cfg: dict[str, Any] = {
         "site": {"id": "bench", "timezone": "UTC"},
         "gateway": {"id": gw},
         "buses": [{"id": "bus-1", "tcp": {"host": LOOPBACK, "port": port}, **extra_bus}],
@@ -140,6 +145,10 @@ def agent_config(
         "state_dir": str(tmp / f"state-{gw}"),
         "http": {"listen": f"{LOOPBACK}:{free_port()}"},
     }
+    for key, value in extra.items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            cfg.setdefault(section, {})[name] = value
     path = tmp / f"{gw}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     return path
@@ -155,10 +164,12 @@ def run_one(
         time.sleep(warmup)
         ld0 = os.getloadavg()[0]
         t0, c0 = time.time(), tree_cpu_s(proc.pid)
-        rss = []
+        rss, anon, file = [], [], []
         while time.time() < t0 + window:
             time.sleep(min(1.0, max(0.0, t0 + window - time.time())))
             rss.append(status_mb(proc.pid, "VmRSS"))
+            anon.append(status_mb(proc.pid, "RssAnon"))
+            file.append(status_mb(proc.pid, "RssFile"))
         t1, c1 = time.time(), tree_cpu_s(proc.pid)
         hwm = status_mb(proc.pid, "VmHWM")
     finally:
@@ -178,6 +189,10 @@ def run_one(
         "ms_per_poll": 1000 * cpu / len(meas) if meas else float("nan"),
         "cpu_pct": 100 * cpu / (t1 - t0),
         "rss": statistics.median(rss) if rss else float("nan"),
+        # File-backed pages (libllvmlite.so above all) that another process maps too
+        # cannot be dropped (agent/runtime/lowmem.py): on a shared machine they stay.
+        "anon": statistics.median(anon) if anon else float("nan"),
+        "file": statistics.median(file) if file else float("nan"),
         "hwm": hwm,
         "p50": lat[len(lat) // 2] if lat else float("nan"),
         "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"),
@@ -205,7 +220,13 @@ def main() -> None:
         "--contenders",
         nargs="+",
         default=["bare", "agent", "agent-nonumba"],
-        help="bare, agent, agent-nonumba, or agent:KEY=VALUE,... (bus settings to try)",
+        help="bare, agent, agent-nonumba, agent-main (the code in --main-tree), or "
+        "agent:KEY=VALUE,... (bus keys, or section.key: settings to try)",
+    )
+    ap.add_argument(
+        "--main-tree",
+        default=None,
+        help="a checkout whose code `agent-main` runs (PYTHONPATH), to compare in one run",
     )
     args = ap.parse_args()
     print(f"Machine: {describe()}")
@@ -229,8 +250,9 @@ def main() -> None:
                 for c in args.contenders:
                     gw = f"gw-{units}-{c.replace(':', '-').replace('=', '').replace(',', '-')}-{r}"
                     if c == "bare":
-                        argv = [sys.executable, BARE, "--mqtt", f"{LOOPBACK}:{mqtt_port}"]
+                        argv = [sys.executable, MINIMAL, "--mqtt", f"{LOOPBACK}:{mqtt_port}"]
                         argv += ["--tcp", f"{LOOPBACK}:{port}", "--units", str(units)]
+                        argv += ["--meter", "power-only", "--spread", "fleet"]
                         argv += ["--prefix", f"energy/v1/bench/{gw}"]
                         proc = Proc(argv, tmp / f"{gw}.log", env=env)
                     else:
@@ -243,13 +265,17 @@ def main() -> None:
                         e = dict(env)
                         if c.startswith("agent-nonumba"):
                             e["ENERGY_AGENT_NUMBA"] = "off"
+                        if c.startswith("agent-main"):
+                            assert args.main_tree, "agent-main needs --main-tree"
+                            e["PYTHONPATH"] = args.main_tree
                         proc = Proc([ENERGY_AGENT, "run", "-c", str(cfg)], tmp / f"{gw}.log", env=e)
                     res = run_one(sub, proc, gw, units, args.warmup, args.window)
                     results.setdefault((units, c), []).append(res)
                     print(
                         f"  {units} units, {c}, round {r}: {res['ms_per_poll']:.3f} ms/poll, "
                         f"{res['cpu_pct']:.1f} % CPU, {res['polls']}/{res['expected']:.0f} polls, "
-                        f"RSS {res['rss']:.0f}/{res['hwm']:.0f} MB, p50/p99 "
+                        f"RSS {res['rss']:.0f}/{res['hwm']:.0f} MB (anon {res['anon']:.0f}, "
+                        f"file {res['file']:.0f}), p50/p99 "
                         f"{res['p50']:.0f}/{res['p99']:.0f} ms, load {res['load']}",
                         flush=True,
                     )
@@ -257,9 +283,9 @@ def main() -> None:
     print(f"\nLoad average at end: {load()}\n")
     print(
         "| units | contender | CPU ms per device-poll (median; range) | × bare | CPU % of one core "
-        "| polls delivered | RSS MB median / peak | latency p50 / p99 ms |"
+        "| polls delivered | RSS MB median / peak | of it anon / file | latency p50 / p99 ms |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     for units in args.units:
         bare = results.get((units, "bare"))
         bare_ms = statistics.median(x["ms_per_poll"] for x in bare) if bare else float("nan")
@@ -273,6 +299,8 @@ def main() -> None:
                 f"| {100 * sum(x['polls'] for x in rs) / sum(x['expected'] for x in rs):.1f} % "
                 f"| {statistics.median(x['rss'] for x in rs):.0f} / "
                 f"{max(x['hwm'] for x in rs):.0f} "
+                f"| {statistics.median(x['anon'] for x in rs):.0f} / "
+                f"{statistics.median(x['file'] for x in rs):.0f} "
                 f"| {statistics.median(x['p50'] for x in rs):.0f} / "
                 f"{statistics.median(x['p99'] for x in rs):.0f} |"
             )

@@ -67,9 +67,9 @@ def test_a_seal_of_a_big_hour_does_not_stop_the_loop(tmp_path: Path) -> None:
         took, max_lag, held_during, n_entries = asyncio.run(scenario())
         assert n_entries == 1  # the hour, sealed
         assert took > 0.1, f"the seal took {took * 1000:.0f} ms: too small to show anything"
-        # On the loop the ticker waited the whole seal; beside it, a GIL switch at most
-        # now and then (5 ms each), not the seal's hundreds of milliseconds.
-        assert max_lag < min(0.1, took / 3), (max_lag, took)
+        # On the loop the ticker waited the whole seal (lag = the seal's time); beside it,
+        # GIL switches (5 ms each) and, on a loaded machine, the scheduler's slices.
+        assert max_lag < took / 3, (max_lag, took)
         # The record stored during the seal waited in memory, counted in `held` (the
         # core's snapshot waits for it), and is in the history once the seal is done.
         assert held_during == [1]
