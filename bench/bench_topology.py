@@ -70,6 +70,17 @@ POWER_REGISTERS = [_register(*r) for r in POWER_ONLY]
 LIMITS = {"max_registers": COUNT, "max_gap": 30}
 
 
+class _NoAliases(yaml.SafeDumper):
+    """Every meter's registers written out: the loaders refuse 10,000 aliased values."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump(data: Any) -> str:
+    return yaml.dump(data, Dumper=_NoAliases, sort_keys=False)
+
+
 def tree_cpu_s(pid: int) -> float:
     """utime + stime of ``pid`` and its live descendants (all threads), in seconds."""
     children: dict[int, list[int]] = {}
@@ -111,7 +122,7 @@ def start_plant(tmp: Path, units: int) -> tuple[Proc, int]:
         ]
     }
     path = tmp / f"plant-{units}.yaml"
-    path.write_text(yaml.safe_dump(plant), encoding="utf-8")
+    path.write_text(dump(plant), encoding="utf-8")
     proc = Proc([ENERGY_AGENT, "simulate", "-c", str(path)], tmp / f"plant-{units}.log")
     wait_for(lambda: "ready" in proc.text() or not proc.alive(), 60, "the simulator", 0.05)
     if not proc.alive():
@@ -150,7 +161,7 @@ def agent_config(
             section, name = key.split(".", 1)
             cfg.setdefault(section, {})[name] = value
     path = tmp / f"{gw}.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
+    path.write_text(dump(cfg), encoding="utf-8")
     return path
 
 
