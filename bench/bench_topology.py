@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -259,7 +260,7 @@ def main() -> None:
                 cold_start(tmp, sub, port, units, mqtt_port, env)
             for r in range(1, args.rounds + 1):
                 for c in args.contenders:
-                    gw = f"gw-{units}-{c.replace(':', '-').replace('=', '').replace(',', '-')}-{r}"
+                    gw = re.sub(r"[^a-z0-9-]+", "-", f"gw-{units}-{c}-{r}")
                     if c == "bare":
                         argv = [sys.executable, MINIMAL, "--mqtt", f"{LOOPBACK}:{mqtt_port}"]
                         argv += ["--tcp", f"{LOOPBACK}:{port}", "--units", str(units)]
