@@ -961,7 +961,14 @@ def main() -> None:
         f"| {verdict(ratio <= 1.5)} |"
     )
     print(f"| RSS ≤ 150 MB with numba loaded | {a_hwm:.0f} MB peak | {verdict(a_hwm <= 150)} |")
-    print(f"| poll-to-broker p99 ≤ 50 ms | {a_p99:.1f} ms (best round) | {verdict(a_p99 <= 50)} |")
+    # Messages wait for the next outbox tick by design (issue 18): 50 ms after it.
+    from agent.config.models import Buffer
+
+    limit = 1000 * Buffer().tick_s + 50
+    print(
+        f"| poll-to-broker p99 ≤ tick + 50 ms = {limit:.0f} ms | {a_p99:.1f} ms (best round) "
+        f"| {verdict(a_p99 <= limit)} |"
+    )
     print(f"| first publish ≤ 3 s, warm numba cache | {a_first:.2f} s | {verdict(a_first <= 3)} |")
     if scale:
         sc = scale[0]

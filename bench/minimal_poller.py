@@ -16,6 +16,11 @@ these two libraries.
 
     python bench/minimal_poller.py --mqtt 127.0.0.1:1883 --tcp 127.0.0.1:5020 \
         --units 10 --prefix energy/v1/bench/gw-min
+
+``--meter power-only`` is the bare baseline of ``bench.bench_topology``: a
+power-only meter whose 30 float32 input registers lie at 0x0000-0x003B (14 of
+them mapped), read with the fewest requests a hand-written script would make:
+one 60-register read per poll.
 """
 
 from __future__ import annotations
@@ -74,6 +79,32 @@ SDM630_BLOCKS: list[tuple[int, int, list[tuple[str, int, float]]]] = [
 ]
 
 
+#: The power-only meter of bench.bench_topology: one block, one read per poll.
+POWER_ONLY_BLOCKS: list[tuple[int, int, list[tuple[str, int, float]]]] = [
+    (
+        0x0000,
+        60,
+        [
+            ("voltage_l1_v", 0x00, 1.0),
+            ("voltage_l2_v", 0x02, 1.0),
+            ("voltage_l3_v", 0x04, 1.0),
+            ("current_l1_a", 0x06, 1.0),
+            ("current_l2_a", 0x08, 1.0),
+            ("current_l3_a", 0x0A, 1.0),
+            ("active_power_l1_kw", 0x0C, 0.001),
+            ("active_power_l2_kw", 0x0E, 0.001),
+            ("active_power_l3_kw", 0x10, 0.001),
+            ("frequency_hz", 0x30, 1.0),
+            ("active_power_kw", 0x34, 0.001),
+            ("reactive_power_kvar", 0x36, 0.001),
+            ("apparent_power_kva", 0x38, 0.001),
+            ("power_factor", 0x3A, 1.0),
+        ],
+    )
+]
+METERS = {"sdm630": SDM630_BLOCKS, "power-only": POWER_ONLY_BLOCKS}
+
+
 def _host_port(text: str) -> tuple[str, int]:
     host, _, port = text.rpartition(":")
     return host, int(port)
@@ -84,6 +115,7 @@ async def poll_device(
     mqtt: paho.Client,
     topic: str,
     unit: int,
+    blocks: list[tuple[int, int, list[tuple[str, int, float]]]],
     first_due: float,
     interval: float,
     stop: asyncio.Event,
@@ -99,7 +131,7 @@ async def poll_device(
                 return
         values: dict[str, float] = {}
         try:
-            for start, count, items in SDM630_BLOCKS:
+            for start, count, items in blocks:
                 rr = await client.read_input_registers(start, count=count, device_id=unit)
                 if rr.isError():
                     raise OSError(str(rr))
@@ -127,6 +159,7 @@ async def main() -> None:
     ap.add_argument("--units", type=int, default=10, help="units 1..N on every endpoint")
     ap.add_argument("--interval", type=float, default=1.0)
     ap.add_argument("--prefix", default="energy/v1/bench/gw-min")
+    ap.add_argument("--meter", choices=sorted(METERS), default="sdm630")
     ap.add_argument(
         "--spread",
         choices=("fleet", "port"),
@@ -169,7 +202,9 @@ async def main() -> None:
             first = start + share * min(args.interval, 1.0)
             tasks.append(
                 asyncio.create_task(
-                    poll_device(client, mqtt, topic, unit, first, args.interval, stop)
+                    poll_device(
+                        client, mqtt, topic, unit, METERS[args.meter], first, args.interval, stop
+                    )
                 )
             )
             i += 1

@@ -197,6 +197,10 @@ class Bus(_Strict):
     retries: Annotated[int, Field(ge=0, le=10)] = 1
     #: Pause between requests on a serial line; RS-485 meters need a few ms to turn around.
     inter_frame_delay_ms: Annotated[float, Field(ge=0, le=5000)] | None = None
+    #: Modbus TCP: the devices of the bus are polled in this many groups per interval,
+    #: each group's polls due at the same instant, instead of one poll every
+    #: interval/N (docs/performance.md, Topologies). A serial line polls one at a time.
+    poll_slots: Annotated[int, Field(ge=1, le=1000)] | None = None
 
     @model_validator(mode="after")
     def _one_transport(self) -> Bus:
@@ -204,6 +208,11 @@ class Bus(_Strict):
         if len(given) != 1:
             have = ", ".join(given) if given else "none"
             raise ValueError(f"give exactly one of tcp, rtu, rtu_over_tcp (found: {have})")
+        if self.poll_slots is not None and self.tcp is None:
+            raise ValueError(
+                "poll_slots applies to Modbus TCP buses only (a serial line carries one "
+                "request at a time): remove it"
+            )
         return self
 
     @property
@@ -337,6 +346,12 @@ class Buffer(_Strict):
     #: backlog fills the rest, so an hour of 50 meters (~183,000 messages) drains in
     #: about 90 s at the default. Lower it for a slow uplink or a small central broker.
     replay_per_s: Annotated[int, Field(ge=10, le=100_000)] = 2000
+    #: What the polls produce is stored (one outbox transaction) and handed to the
+    #: broker link once per tick, however the polls are spread: per-poll side
+    #: effects (a transaction, a pump and a paho wake-up each) were most of what the
+    #: agent cost with many meters on one bus (docs/performance.md, Topologies).
+    #: It adds at most this much to a message's way to the broker.
+    tick_s: Annotated[float, Field(ge=0.01, le=1.0)] = 0.2
 
 
 class HistorySettings(_Strict):

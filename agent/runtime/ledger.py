@@ -3,6 +3,10 @@
 The agent hands every record it stores to :meth:`LedgerJob.add` (in the same
 commit as the outbox), asks :meth:`LedgerJob.tick` once a second for entries to
 publish, and may not snapshot the core while :meth:`LedgerJob.held` is not zero.
+Sealing a period reads, hashes and signs every record in it (173 ms for an hour
+of 50 meters here, seconds on a gateway's core): it runs on a worker thread, and
+the records stored meanwhile wait in memory (counted in ``held``) until it is
+done, so the history's connection has one user at a time and no poll waits.
 The ledger runs when ``cryptography`` is importable and the gateway has a key
 (``energy-agent keys init``); otherwise the history still runs and the ledger
 is off, said once at start and in the page's status.
@@ -10,6 +14,7 @@ is off, said once at start and in the page's status.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -19,6 +24,7 @@ from typing import TYPE_CHECKING
 from agent.config.models import AgentConfig
 from agent.contract import Message, MessageKind, TopicRef, Topics, encode
 from agent.history import HISTORY_FILE, History, HistoryError
+from agent.history.db import NewRecord
 from agent.history.writer import new_record
 from agent.ledger import LedgerKeyError, crypto_missing
 from agent.ledger.canonical import group_of
@@ -51,6 +57,9 @@ class LedgerJob:
         self.sealer: Sealer | None = None
         #: Seqs handed out as items and not yet marked queued in the history.
         self._unmarked: list[int] = []
+        #: A seal runs on its worker thread: records stored meanwhile wait here.
+        self._sealing = False
+        self._waiting: list[NewRecord] = []
         #: Why the ledger is off ("" while it runs).
         self.off_reason = "not started"
         #: Why the last seal failed (None: it did not); an alarm rule watches it.
@@ -108,23 +117,27 @@ class LedgerJob:
         if not records:
             return
         site, gateway = self.topics.site, self.topics.gateway
-        self.history.put(
-            [
-                new_record(
-                    TopicRef(m.kind, site, gateway, m.device), m.topic, m.payload, encode(m.payload)
-                )
-                for m in records
-            ]
-        )
+        new = [
+            new_record(
+                TopicRef(m.kind, site, gateway, m.device), m.topic, m.payload, encode(m.payload)
+            )
+            for m in records
+        ]
+        if self._sealing:
+            self._waiting += new
+        else:
+            self.history.put(new)
 
     def held(self) -> int:
-        return self.history.held()
+        """Records only in memory: the history's (a full disk) and those waiting for a seal."""
+        return self.history.held() + len(self._waiting)
 
-    def tick(self, now_ms: int, commit: Callable[[], None]) -> list[Item]:
+    async def tick(self, now_ms: int, commit: Callable[[], None]) -> list[Item]:
         """Once a second: store what waits, prune now and then, seal what is due.
 
         ``commit`` stores the agent's pending records first: a period's cover must see
-        all of them. Nothing is sealed while records wait in memory (a full disk).
+        all of them. Nothing is sealed while records wait in memory (a full disk). The
+        seal itself runs on a worker thread (see the module's doc).
         """
         self.history.retry()
         if time.monotonic() - self._pruned_at >= PRUNE_EVERY_S:
@@ -135,10 +148,10 @@ class LedgerJob:
         commit()
         if self.history.held():
             return []
+        self._sealing = True
         try:
-            items = self._items(sealer.seal(now_ms))
+            sealed = await asyncio.to_thread(sealer.seal, now_ms)
             self.seal_error = None
-            return items
         except (HistoryError, LedgerKeyError) as exc:
             self.seal_error = str(exc)
             if (n := self._throttle.due(str(exc))) is not None:
@@ -146,6 +159,12 @@ class LedgerJob:
                     "ledger: cannot seal now: %s; trying again each second%s", exc, repeats(n)
                 )
             return []
+        finally:
+            self._sealing = False
+            waiting, self._waiting = self._waiting, []
+            if waiting:
+                self.history.put(waiting)
+        return self._items(sealed)
 
     def _prune(self, now_ms: int) -> None:
         self._pruned_at = time.monotonic()

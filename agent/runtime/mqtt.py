@@ -21,7 +21,7 @@ import ssl
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config.models import Mqtt
 from agent.mqttclient import TakeoverWatch, new_client
+from agent.paho_compat import publishing
 from agent.runtime.outbox import Outbox
 from agent.runtime.scheduler import Backoff
 
@@ -243,6 +244,15 @@ class MqttLink:
         if self.on_ack is not None:
             self.on_ack(mid, ok)
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Publishes inside go to paho's thread together (see ``paho_compat.publishing``)."""
+        if self._client is None:
+            yield
+            return
+        with publishing(self._client):
+            yield
+
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int | None:
         """QoS 1 publish; the message id, or None if not connected."""
         if self._client is None or not self.state.connected:
@@ -405,14 +415,17 @@ class Pump:
                 self.wake.clear()
                 await _wait(self.wake, self.accept_every_s)
                 continue
-            for n, e in enumerate(batch):
-                mid = self.link.publish(e.topic, e.payload, retain=e.retain)
-                if mid is None:
-                    self.outbox.reject([x.id for x in batch[n:]])
-                    break
-                self._inflight[mid] = (e.id, time.monotonic())
-                self.stats.published += 1
-                budget -= 1
+            sent, published = time.monotonic(), 0
+            with self.link.batch():  # one wake-up of paho's thread for the batch
+                for e in batch:
+                    mid = self.link.publish(e.topic, e.payload, retain=e.retain)
+                    if mid is None:
+                        self.outbox.reject([x.id for x in batch[published:]])
+                        break
+                    self._inflight[mid] = (e.id, sent)
+                    published += 1
+            self.stats.published += published
+            budget -= published
             self.stats.in_flight = len(self._inflight)
             await asyncio.sleep(0)
 

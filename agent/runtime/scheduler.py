@@ -9,7 +9,10 @@ capped, jittered delays, so a dead meter costs its bus one timeout per backoff
 period, not one per interval; its first answer puts it back on its instants.
 
 A serial line carries one request at a time, so its devices are polled in one
-loop, earliest deadline first; on TCP every device has its own task.
+loop, earliest deadline first; on TCP every device has its own task, and the
+devices are due in ``slots`` groups per interval (every device of a group at
+the same instant): one timer wake-up per group, and the group's results reach
+the agent together, instead of one poll every interval/N.
 """
 
 from __future__ import annotations
@@ -119,6 +122,7 @@ class BusPoller:
         on_result: ResultFn,
         *,
         serial: bool,
+        slots: int = 1,
         clock: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
@@ -127,6 +131,7 @@ class BusPoller:
         self.polls = polls
         self.on_result = on_result
         self.serial = serial
+        self.slots = max(1, min(slots, len(polls)))
         self.clock = clock
         self.wall_ms = wall_ms
         #: Poll durations in seconds, most recent last (for metrics and the page).
@@ -134,9 +139,11 @@ class BusPoller:
 
     async def run(self, stop: asyncio.Event) -> None:
         start = self.clock()
+        # Spread the first polls over the first interval so a bus is not hit at once:
+        # one every interval/N on a serial line, in ``slots`` groups on TCP.
+        groups = len(self.polls) if self.serial else self.slots
         for i, p in enumerate(self.polls):
-            # Spread the first polls over the first interval so a bus is not hit at once.
-            p.next_due = start + (i / max(len(self.polls), 1)) * min(p.interval_s, 1.0)
+            p.next_due = start + (i % groups / max(groups, 1)) * min(p.interval_s, 1.0)
         if self.serial:
             await self._run_serial(stop)
         else:

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from agent.contract.kinds import Message, MessageKind
 from agent.core.site import SiteCore
 from agent.core.snapshot import SnapshotError
 from agent.runtime.outbox import RECORDS, StorageGuard
@@ -23,6 +24,57 @@ log = logging.getLogger(__name__)
 SNAPSHOT = "core-snapshot.npz"
 #: Outbox marks holding each device's last measurement seq.
 SEQ_MARK = "seq:"
+#: Outbox marks holding, per kind of interval record and device, the last interval stored.
+RECORD_MARK = "last:"
+#: Records of an interval (``ts`` its end): a running core makes each once; only a core
+#: restarted from a snapshot older than the record makes it again.
+INTERVAL_KINDS = frozenset({MessageKind.ENERGY, MessageKind.INTENSITY})
+
+
+class StoredIntervals:
+    """The last interval stored per record kind and device: what a restart must not repeat.
+
+    The snapshot is written after the records (see :meth:`CoreSnapshots.save`), so a
+    kill -9 in between restarts the core from a state that has not emitted records
+    the outbox holds; it derives those intervals again from the meters' counters,
+    with other numbers and quality, and the database would get two points for one
+    interval. The marks are committed in the records' own transaction (as the
+    measurements' seq), so they say exactly what is stored; a record for an
+    interval at or before its mark is dropped. The energy it carried is in the
+    stored record; the restarted core's next interval holds its share of the gap.
+    """
+
+    def __init__(self) -> None:
+        self.last: dict[str, int] = {}
+        #: Records dropped as already stored (since the start).
+        self.dropped = 0
+
+    @staticmethod
+    def _key(m: Message) -> str | None:
+        if m.kind not in INTERVAL_KINDS:
+            return None
+        return f"{RECORD_MARK}{m.kind.value}/{m.device or ''}"
+
+    def keep(self, m: Message) -> bool:
+        """False for a record of an interval already stored (a restarted core's)."""
+        key = self._key(m)
+        if key is None:
+            return True
+        ts = int(m.payload["ts"])
+        if ts <= self.last.get(key, ts - 1):
+            self.dropped += 1
+            return False
+        self.last[key] = ts
+        return True
+
+    def marks(self, records: list[Message]) -> dict[str, int]:
+        """The marks to commit with ``records``."""
+        out: dict[str, int] = {}
+        for m in records:
+            key = self._key(m)
+            if key is not None:
+                out[key] = max(out.get(key, 0), int(m.payload["ts"]))
+        return out
 
 
 class CoreSnapshots:
@@ -54,6 +106,8 @@ class CoreSnapshots:
         self.new_baseline = False
         #: The last failure to write, if it has not been written since.
         self.error = ""
+        #: The intervals the outbox holds records of (see StoredIntervals).
+        self.stored = StoredIntervals()
 
     @property
     def due(self) -> bool:
@@ -65,10 +119,12 @@ class CoreSnapshots:
         try:
             if self.site.load_snapshot(self.path):
                 log.info("continuing counters from %s", self.path)
-            for name, seq in self.outbox.marks().items():
+            for name, value in self.outbox.marks().items():
                 info = self.site.by_id.get(name.removeprefix(SEQ_MARK))
                 if name.startswith(SEQ_MARK) and info is not None:
-                    info.seq = max(info.seq, seq)
+                    info.seq = max(info.seq, value)
+                elif name.startswith(RECORD_MARK):
+                    self.stored.last[name] = value
         except SnapshotError as exc:
             # A damaged snapshot must not keep the gateway down: keep it for inspection and
             # start the counters afresh (the first interval is then marked partial).

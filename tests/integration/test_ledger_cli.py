@@ -159,7 +159,8 @@ def test_without_cryptography_the_history_runs_and_the_ledger_is_off_said_once(
         f"c = load_config({str(cfg)!r})\n"
         "job = LedgerJob(c, Topics('energy/v1', 'plant-a', 'gw-01'))\n"
         f"assert job.start({T0}) == []\n"
-        f"assert job.tick({T0} + 3_600_000, lambda: None) == []\n"
+        "import asyncio\n"
+        f"assert asyncio.run(job.tick({T0} + 3_600_000, lambda: None)) == []\n"
         "import dataclasses\n"
         "print(json.dumps(dataclasses.asdict(job.status())))\n"
     )

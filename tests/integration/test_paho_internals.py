@@ -187,3 +187,69 @@ async def test_buffered_reads_serve_paho_from_few_socket_reads(
         pub.disconnect()
         pub.loop_stop()
         await broker.stop()
+
+
+async def test_a_published_batch_is_one_queue_entry_one_send_and_every_message_is_acked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``paho_compat.publishing``: 50 QoS 1 messages published inside reach the broker in
+    order, each is acknowledged (its own packet id), and paho's thread got them as one
+    queue entry (one wake-up) written by one ``send``, not 50 of each."""
+    assert paho_compat.PACKET_QUEUE, "paho's Client._packet_queue changed: see paho_compat"
+    sends: list[int] = []
+    publishers: list[paho.Client] = []
+    paho_sock_send = paho.Client._sock_send
+
+    def counted(self: paho.Client, buf: bytes) -> int:
+        if self in publishers:
+            sends.append(len(buf))
+        return paho_sock_send(self, buf)
+
+    monkeypatch.setattr(paho.Client, "_sock_send", counted)
+    broker = Broker(tmp_path / "broker", free_port())
+    await broker.start()
+    got: list[bytes] = []
+    sub = paho.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
+    subscribed = threading.Event()
+    sub.on_connect = lambda c, *_: c.subscribe("compat/#", qos=1)
+    sub.on_subscribe = lambda *_: subscribed.set()
+    sub.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
+    sub.connect("127.0.0.1", broker.port)
+    sub.loop_start()
+    await wait_until(subscribed.is_set, 10, "the subscription")
+    client = new_client(Mqtt(host="127.0.0.1", port=broker.port), "batch-pub")
+    assert isinstance(client, paho_compat.BufferedClient)
+    client.max_inflight_messages_set(1000)  # as MqttLink: its pump holds the window
+    publishers.append(client)
+    acked: list[int] = []
+    client.on_publish = lambda _c, _u, mid, _r, _p: acked.append(mid)
+    try:
+        client.connect("127.0.0.1", broker.port)
+        client.loop_start()
+        await wait_until(client.is_connected, 10, "the connection")
+        queued: list[int] = []
+        real_queue = paho.Client._packet_queue
+
+        def queue(self: paho.Client, command: int, packet: bytes, *a: Any) -> Any:
+            if self in publishers:  # not the subscriber's PUBACKs
+                queued.append(len(packet))
+            return real_queue(self, command, packet, *a)
+
+        monkeypatch.setattr(paho.Client, "_packet_queue", queue)
+        sends.clear()
+        payloads = [f"message {i:03d}".encode() for i in range(50)]
+        with paho_compat.publishing(client):
+            mids = [client.publish("compat/batch", p, qos=1).mid for p in payloads]
+        assert len(queued) == 1, queued  # one entry: one byte to wake paho's thread
+        await wait_until(lambda: sorted(acked) == sorted(mids), 10, "every PUBACK")
+        # 50 packets of 30 bytes each (header 2, topic 2 + 12, id 2, props 1, payload 11)
+        assert queued == [50 * 30]
+        assert sends == [50 * 30], sends  # one write for the batch
+        await wait_until(lambda: len(got) >= 50, 10, "the batch at the subscriber")
+        assert got == payloads
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        sub.disconnect()
+        sub.loop_stop()
+        await broker.stop()

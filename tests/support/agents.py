@@ -71,3 +71,11 @@ def make_agent(tmp_path: Path, minutes: int = 20, extra: str = "") -> Agent:
         agent.on_result(poll("parts"), ts, {Quantity.OUTPUT_UNITS: float(k)}, None, 0.01)
     agent.on_result(poll("spare"), T0, None, ModbusTimeout("unit 3: no answer in 0.5 s"), 0.5)
     return agent
+
+
+def feed_spare(agent: Agent, t0: int, readings: list[tuple[int, float]]) -> None:
+    """The spare meter's counter (kWh) at each second after ``t0``, 36 kW; outside a
+    running loop each poll is stored at once."""
+    for sec, kwh in readings:
+        values = {Quantity.ENERGY_IMPORT_KWH: kwh, Quantity.ACTIVE_POWER_KW: 36.0}
+        agent.on_result(poll("spare"), t0 + sec * 1000, values, None, 0.02)

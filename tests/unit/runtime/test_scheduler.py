@@ -102,3 +102,42 @@ def test_a_late_poll_skips_the_instants_it_missed() -> None:
     p = _poll(1.0)
     assert _run(p, [(False, 3.4)]) == [4.0]
     assert _run(p, [(True, 4.1)]) == [5.0]
+
+
+def _first_dues(n: int, *, serial: bool, slots: int, interval_s: float = 1.0) -> list[float]:
+    """Where ``BusPoller.run`` puts the first polls of ``n`` devices (clock at 100 s)."""
+    import asyncio
+
+    from agent.runtime.scheduler import BusPoller
+    from drivers.endpoint import Transport
+
+    polls = [_poll(interval_s) for _ in range(n)]
+    poller = BusPoller(
+        "bus",
+        cast(Transport, None),
+        polls,
+        lambda *a: None,
+        serial=serial,
+        slots=slots,
+        clock=lambda: 100.0,
+    )
+    stop = asyncio.Event()
+    stop.set()  # the phases are set, then every task returns at once
+    asyncio.run(poller.run(stop))
+    return [p.next_due - 100.0 for p in polls]
+
+
+def test_tcp_devices_are_due_in_slots_per_interval() -> None:
+    # 8 devices, 4 slots of a 1 s interval: two devices at each of 0, 0.25, 0.5, 0.75 s.
+    assert _first_dues(8, serial=False, slots=4) == [0, 0.25, 0.5, 0.75] * 2
+    # One slot: the whole bus at once (pymodbus queues the requests on the connection).
+    assert _first_dues(3, serial=False, slots=1) == [0, 0, 0]
+    # More slots than devices: one device per slot, one every interval/N.
+    assert _first_dues(4, serial=False, slots=10) == [0, 0.25, 0.5, 0.75]
+    # Intervals longer than a second spread over the first second, as before.
+    assert _first_dues(4, serial=False, slots=2, interval_s=60) == [0, 0.5, 0, 0.5]
+
+
+def test_a_serial_line_spreads_one_poll_every_interval_over_n() -> None:
+    # 4 devices on a serial line: 0, 0.25, 0.5, 0.75 s, whatever the slots.
+    assert _first_dues(4, serial=True, slots=1) == [0, 0.25, 0.5, 0.75]

@@ -1,0 +1,322 @@
+"""Topology benchmark (issue 18): one Modbus TCP port carrying 50 or 200 power-only meters.
+
+Run: ``.venv/bin/python -m bench.bench_topology [--units 50 200] [--rounds 3] [--window 60]``
+
+The common gateway topology: every meter behind **one** TCP port (unit ids 1..N
+behind one TCP-to-RS485 gateway), each a power-only meter with 30 float32 input
+registers at 0x0000-0x003B of which 14 map to canonical quantities (no energy
+counter: the agent integrates power), polled every second with one 60-register
+read (``limits: {max_registers: 60, max_gap: 30}`` in the agent's inline
+registers). Contenders, interleaved round by round against the same simulator
+process and mosquitto:
+
+* ``bare``: ``bench/minimal_poller.py --meter power-only --spread fleet``
+  (pymodbus + paho, one read, ``struct``, one JSON message at QoS 1 per poll,
+  nothing else; its polls one every interval/N, as a script with a task per
+  device makes them);
+* ``agent``: ``energy-agent run`` with numba (warm cache);
+* ``agent, numba off``: the same with ``ENERGY_AGENT_NUMBA=off`` (the 32-bit ARM path).
+
+Headline: CPU per device-poll = utime+stime of the process tree over the window
+divided by the polls that reached the broker in it (values per poll are the
+same for every contender here, but not across the repository's benchmarks).
+Also CPU % of one core, RSS (median while running / peak), polls delivered,
+latency (payload ``ts`` to broker delivery). Load averages are printed: the
+machine is shared, so each round is short and the contenders alternate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.bench_runtime import (
+    ENERGY_AGENT,
+    LOOPBACK,
+    TICK,
+    Proc,
+    Subscriber,
+    free_port,
+    load,
+    start_broker,
+    status_mb,
+    wait_for,
+)
+from bench.machine import describe
+from bench.minimal_poller import POWER_ONLY_BLOCKS
+
+MINIMAL = str(Path(__file__).with_name("minimal_poller.py"))
+(_START, COUNT, POWER_ONLY) = POWER_ONLY_BLOCKS[0]
+
+
+def _register(name: str, offset: int, scale: float) -> dict[str, Any]:
+    reg: dict[str, Any] = {"quantity": name, "table": "input", "address": offset}
+    reg["type"] = "float32"
+    if scale != 1.0:
+        reg["scale"] = scale
+    return reg
+
+
+POWER_REGISTERS = [_register(*r) for r in POWER_ONLY]
+LIMITS = {"max_registers": COUNT, "max_gap": 30}
+
+
+class _NoAliases(yaml.SafeDumper):
+    """Every meter's registers written out: the loaders refuse 10,000 aliased values."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump(data: Any) -> str:
+    return yaml.dump(data, Dumper=_NoAliases, sort_keys=False)
+
+
+def tree_cpu_s(pid: int) -> float:
+    """utime + stime of ``pid`` and its live descendants (all threads), in seconds."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            children.setdefault(int(fields[1]), []).append(int(entry))
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{p}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / TICK
+        todo += children.get(p, [])
+    return total
+
+
+def start_plant(tmp: Path, units: int) -> tuple[Proc, int]:
+    port = free_port()
+    plant = {
+        "endpoints": [
+            {
+                "tcp": f"{LOOPBACK}:{port}",
+                "meters": [
+                    {
+                        "unit": u,
+                        "registers": POWER_REGISTERS,
+                        "limits": LIMITS,
+                        "seed": u,
+                        "load_kw": 20 + u % 50,
+                    }
+                    for u in range(1, units + 1)
+                ],
+            }
+        ]
+    }
+    path = tmp / f"plant-{units}.yaml"
+    path.write_text(dump(plant), encoding="utf-8")
+    proc = Proc([ENERGY_AGENT, "simulate", "-c", str(path)], tmp / f"plant-{units}.log")
+    wait_for(lambda: "ready" in proc.text() or not proc.alive(), 60, "the simulator", 0.05)
+    if not proc.alive():
+        raise RuntimeError(f"simulator failed:\n{proc.text()}")
+    return proc, port
+
+
+def agent_config(
+    tmp: Path, gw: str, port: int, units: int, mqtt_port: int, extra: dict[str, Any]
+) -> Path:
+    """The agent's config; ``extra``: bus keys (``poll_slots``) or ``section.key`` ones."""
+    extra_bus = {k: v for k, v in extra.items() if "." not in k}
+    cfg: dict[str, Any] = {
+        "site": {"id": "bench", "timezone": "UTC"},
+        "gateway": {"id": gw},
+        "buses": [{"id": "bus-1", "tcp": {"host": LOOPBACK, "port": port}, **extra_bus}],
+        "devices": [
+            {
+                "id": f"m01-{u:03d}",
+                "bus": "bus-1",
+                "unit": u,
+                "registers": POWER_REGISTERS,
+                "limits": LIMITS,
+                "interval_s": 1,
+                "max_power_kw": 500,
+            }
+            for u in range(1, units + 1)
+        ],
+        "mqtt": {"host": LOOPBACK, "port": mqtt_port, "client_id": f"bench-{gw}"},
+        "publish": {"energy_interval_s": 60},
+        "state_dir": str(tmp / f"state-{gw}"),
+        "http": {"listen": f"{LOOPBACK}:{free_port()}"},
+    }
+    for key, value in extra.items():
+        if "." in key:
+            section, name = key.split(".", 1)
+            cfg.setdefault(section, {})[name] = value
+    path = tmp / f"{gw}.yaml"
+    path.write_text(dump(cfg), encoding="utf-8")
+    return path
+
+
+def run_one(
+    sub: Subscriber, proc: Proc, gw: str, units: int, warmup: float, window: float
+) -> dict[str, Any]:
+    try:
+        wait_for(lambda: gw in sub.first or not proc.alive(), 90, f"first publish of {gw}")
+        if not proc.alive():
+            raise RuntimeError(f"{gw} exited:\n{proc.text()[-3000:]}")
+        time.sleep(warmup)
+        ld0 = os.getloadavg()[0]
+        t0, c0 = time.time(), tree_cpu_s(proc.pid)
+        rss, anon, file = [], [], []
+        while time.time() < t0 + window:
+            time.sleep(min(1.0, max(0.0, t0 + window - time.time())))
+            rss.append(status_mb(proc.pid, "VmRSS"))
+            anon.append(status_mb(proc.pid, "RssAnon"))
+            file.append(status_mb(proc.pid, "RssFile"))
+        t1, c1 = time.time(), tree_cpu_s(proc.pid)
+        hwm = status_mb(proc.pid, "VmHWM")
+    finally:
+        proc.stop()
+    time.sleep(0.5)
+    # Polls made in the window (by ts) that reached the broker, whenever they arrived.
+    meas = [m for m in sub.of(gw) if m.kind == "measurements" and t0 * 1000 <= m.ts < t1 * 1000]
+    sub.forget(gw)
+    lat = sorted(m.recv * 1000 - m.ts for m in meas)
+    cpu = c1 - c0
+    return {
+        "gw": gw,
+        "cpu_s": cpu,
+        "window_s": t1 - t0,
+        "polls": len(meas),
+        "expected": units * (t1 - t0),
+        "ms_per_poll": 1000 * cpu / len(meas) if meas else float("nan"),
+        "cpu_pct": 100 * cpu / (t1 - t0),
+        "rss": statistics.median(rss) if rss else float("nan"),
+        # File-backed pages (libllvmlite.so above all) that another process maps too
+        # cannot be dropped (agent/runtime/lowmem.py): on a shared machine they stay.
+        "anon": statistics.median(anon) if anon else float("nan"),
+        "file": statistics.median(file) if file else float("nan"),
+        "hwm": hwm,
+        "p50": lat[len(lat) // 2] if lat else float("nan"),
+        "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"),
+        "load": f"{ld0:.2f}",
+    }
+
+
+def cold_start(
+    tmp: Path, sub: Subscriber, port: int, units: int, mqtt_port: int, env: dict[str, str]
+) -> None:
+    """Once: numba compiles the kernels into the cache every later run loads."""
+    cfg = agent_config(tmp, "gw-cold", port, units, mqtt_port, {})
+    cold = Proc([ENERGY_AGENT, "run", "-c", str(cfg)], tmp / "gw-cold.log", env=env)
+    wait_for(lambda: "gw-cold" in sub.first or not cold.alive(), 180, "cold start")
+    cold.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="topology benchmark (issue 18)")
+    ap.add_argument("--units", type=int, nargs="+", default=[50, 200])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--window", type=float, default=60.0)
+    ap.add_argument("--warmup", type=float, default=15.0)
+    ap.add_argument(
+        "--contenders",
+        nargs="+",
+        default=["bare", "agent", "agent-nonumba"],
+        help="bare, agent, agent-nonumba, agent-main (the code in --main-tree), or "
+        "agent:KEY=VALUE,... (bus keys, or section.key: settings to try)",
+    )
+    ap.add_argument(
+        "--main-tree",
+        default=None,
+        help="a checkout whose code `agent-main` runs (PYTHONPATH), to compare in one run",
+    )
+    args = ap.parse_args()
+    print(f"Machine: {describe()}")
+    print(f"Load average at start: {load()}\n")
+    results: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    with contextlib.ExitStack() as stack:
+        tmp = Path(tempfile.mkdtemp(prefix="bench-topology-", dir="/var/tmp"))
+        import shutil
+
+        stack.callback(shutil.rmtree, tmp, True)
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp / "numba-cache"))
+        broker, mqtt_port = start_broker(tmp)
+        stack.callback(broker.stop)
+        sub = Subscriber(mqtt_port)
+        stack.callback(sub.close)
+        for units in args.units:
+            sim, port = start_plant(tmp, units)
+            if units == args.units[0]:
+                cold_start(tmp, sub, port, units, mqtt_port, env)
+            for r in range(1, args.rounds + 1):
+                for c in args.contenders:
+                    gw = re.sub(r"[^a-z0-9-]+", "-", f"gw-{units}-{c}-{r}")
+                    if c == "bare":
+                        argv = [sys.executable, MINIMAL, "--mqtt", f"{LOOPBACK}:{mqtt_port}"]
+                        argv += ["--tcp", f"{LOOPBACK}:{port}", "--units", str(units)]
+                        argv += ["--meter", "power-only", "--spread", "fleet"]
+                        argv += ["--prefix", f"energy/v1/bench/{gw}"]
+                        proc = Proc(argv, tmp / f"{gw}.log", env=env)
+                    else:
+                        extra: dict[str, Any] = {}
+                        if ":" in c:
+                            for kv in c.split(":", 1)[1].split(","):
+                                k, v = kv.split("=")
+                                extra[k] = yaml.safe_load(v)
+                        cfg = agent_config(tmp, gw, port, units, mqtt_port, extra)
+                        e = dict(env)
+                        if c.startswith("agent-nonumba"):
+                            e["ENERGY_AGENT_NUMBA"] = "off"
+                        if c.startswith("agent-main"):
+                            assert args.main_tree, "agent-main needs --main-tree"
+                            e["PYTHONPATH"] = args.main_tree
+                        proc = Proc([ENERGY_AGENT, "run", "-c", str(cfg)], tmp / f"{gw}.log", env=e)
+                    res = run_one(sub, proc, gw, units, args.warmup, args.window)
+                    results.setdefault((units, c), []).append(res)
+                    print(
+                        f"  {units} units, {c}, round {r}: {res['ms_per_poll']:.3f} ms/poll, "
+                        f"{res['cpu_pct']:.1f} % CPU, {res['polls']}/{res['expected']:.0f} polls, "
+                        f"RSS {res['rss']:.0f}/{res['hwm']:.0f} MB (anon {res['anon']:.0f}, "
+                        f"file {res['file']:.0f}), p50/p99 "
+                        f"{res['p50']:.0f}/{res['p99']:.0f} ms, load {res['load']}",
+                        flush=True,
+                    )
+            sim.stop()
+    print(f"\nLoad average at end: {load()}\n")
+    print(
+        "| units | contender | CPU ms per device-poll (median; range) | × bare | CPU % of one core "
+        "| polls delivered | RSS MB median / peak | of it anon / file | latency p50 / p99 ms |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for units in args.units:
+        bare = results.get((units, "bare"))
+        bare_ms = statistics.median(x["ms_per_poll"] for x in bare) if bare else float("nan")
+        for c in args.contenders:
+            rs = results[(units, c)]
+            ms = [x["ms_per_poll"] for x in rs]
+            med = statistics.median(ms)
+            print(
+                f"| {units} | {c} | {med:.3f} ({min(ms):.3f}–{max(ms):.3f}) "
+                f"| {med / bare_ms:.2f}× | {statistics.median(x['cpu_pct'] for x in rs):.1f} "
+                f"| {100 * sum(x['polls'] for x in rs) / sum(x['expected'] for x in rs):.1f} % "
+                f"| {statistics.median(x['rss'] for x in rs):.0f} / "
+                f"{max(x['hwm'] for x in rs):.0f} "
+                f"| {statistics.median(x['anon'] for x in rs):.0f} / "
+                f"{statistics.median(x['file'] for x in rs):.0f} "
+                f"| {statistics.median(x['p50'] for x in rs):.0f} / "
+                f"{statistics.median(x['p99'] for x in rs):.0f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
