@@ -207,6 +207,10 @@ ENERGY = Record(
     span="interval_s",
 )
 
+#: When the coverage fields and ``rev`` are present: agents before them sent neither,
+#: and a bridge takes their records as they are.
+_COVERAGE = "the agent reports coverage"
+
 WINDOW = Record(
     "intensity window",
     (
@@ -261,6 +265,43 @@ WINDOW = Record(
             unit="t",
             plausible=(0.0, PerHour(POWER_MAX_KW, TCE_MAX_T_PER_KWH)),
         ),
+        Field(
+            "measured_share",
+            NUMBER,
+            "share of the window's time, over the counted meters, that readings measured",
+            plausible=(0.0, 1.0),
+            when=_COVERAGE,
+        ),
+        Field(
+            "interpolated_share",
+            NUMBER,
+            "share interpolated across a gap in the readings",
+            plausible=(0.0, 1.0),
+            when=_COVERAGE,
+        ),
+        Field(
+            "missing_share",
+            NUMBER,
+            "share with no data (yet): 1 - measured - interpolated",
+            plausible=(0.0, 1.0),
+            when=_COVERAGE,
+        ),
+        Field(
+            "missing_count",
+            INTEGER,
+            "how many counted meters miss some of the window",
+            limits=Interval(ge=0, le=SEQ_MAX),
+            when=_COVERAGE,
+        ),
+        Field(
+            "missing_devices",
+            ARRAY,
+            "the first five of them, by device id",
+            items=STRING,
+            pattern=ID,
+            store=Store.NOT_STORED,
+            when=_COVERAGE,
+        ),
     ),
 )
 
@@ -268,6 +309,14 @@ INTENSITY = Record(
     "intensity",
     (
         TS,
+        Field(
+            "rev",
+            INTEGER,
+            "0 when first published; one more each time late data changed it (same ts)",
+            limits=Interval(ge=0, le=SEQ_MAX),
+            store=Store.NOT_STORED,
+            when=_COVERAGE,
+        ),
         Field(
             "windows",
             OBJECT,

@@ -371,6 +371,10 @@ class Engine:
         """Channel ``c`` has accepted a reading: it counts, and closes intervals."""
         return bool(self.I[c, self.k.I_HAS_REF] != 0)
 
+    def first_slot(self, c: int) -> int:
+        """The slot of channel ``c``'s first reading (its data starts there)."""
+        return int(self.I[c, self.k.I_FIRST_T]) // SLOT_MS
+
     def emitted_end(self, c: int) -> int:
         """End (Unix ms) of the last interval channel ``c`` has closed, once it has a
         reference (before its first closed interval: the start of its first one)."""

@@ -18,7 +18,7 @@ from agent.contract.vocab import Carrier
 from agent.core.channels import quality_of
 from agent.core.devices import DeviceInfo
 from agent.core.factors import EmissionFactors
-from agent.core.windows import Totals
+from agent.core.windows import MISSING_NAMED, Totals
 
 
 class RecordBuilder:
@@ -67,9 +67,16 @@ class RecordBuilder:
         payload["unmetered_kwh"] = opt(kwh)
 
     @staticmethod
-    def intensity(end: int, windows: Mapping[str, Totals]) -> dict[str, Any]:
+    def intensity(end: int, windows: Mapping[str, Totals], rev: int = 0) -> dict[str, Any]:
         values = {
-            name: window_values(t.energy_kwh, t.co2_kg, t.units, t.kgce)
+            name: window_values(
+                t.energy_kwh,
+                t.co2_kg,
+                t.units,
+                t.kgce,
+                (t.share(t.measured_ms), t.share(t.interpolated_ms), t.missing_share),
+                (len(t.missing), list(t.missing[:MISSING_NAMED])),
+            )
             for name, t in windows.items()
         }
-        return intensity_payload(end, values)
+        return intensity_payload(end, values, rev)

@@ -33,7 +33,7 @@ from agent.contract.kinds import Message, MessageKind, Topics
 from agent.contract.vocab import DEFAULT_PREFIX
 from agent.core import snapshot
 from agent.core.calendar import SiteCalendar
-from agent.core.channels import CORRECTION, Event
+from agent.core.channels import CORRECTION, SLOT_MS, Event
 from agent.core.devices import DeviceChannels, DeviceInfo, SiteError
 from agent.core.engine import CACHE_DIR, Engine, Events, Records, load_kernel
 from agent.core.factors import EmissionFactors
@@ -88,7 +88,13 @@ class SiteCore:
         self.tree = MeterTree(
             [d.device.id for d in self.devices], self.channels.parents(), self._may_deliver
         )
-        self.windows = SiteWindows(self.engine, self.channels.weights, self.factors, self.calendar)
+        self.windows = SiteWindows(
+            self.engine,
+            self.channels.weights,
+            self.factors,
+            self.calendar,
+            [d.device.id for d in self.devices],
+        )
         self.records = RecordBuilder(config, self.factors)
         #: What keeps state across a restart, each its own piece of the snapshot.
         self._parts: tuple[snapshot.Part, ...] = (
@@ -162,6 +168,7 @@ class SiteCore:
         if ts.size:
             self._cover_months(int(ts.min()), int(ts.max()))
         closed = self.engine.feed(chans, ts, vals)
+        self.windows.add(closed.slots)
         out = self._event_messages(closed.events)
         out += self._energy_messages(closed.records)
         out += self._release_held(final=False)
@@ -235,9 +242,25 @@ class SiteCore:
         out = []
         for end in self.windows.due(upto):
             payload = self.records.intensity(end, self.windows.at(end))
+            rev = self.windows.revision(end, payload["windows"])
+            if rev is None:
+                continue  # late data that changed nothing it publishes
+            payload["rev"] = rev
             out.append(self.topics.message(MessageKind.INTENSITY, payload))
-            self.latest_intensity = payload
+            if self.latest_intensity is None or end >= int(str(self.latest_intensity["ts"])):
+                self.latest_intensity = payload
+        self._forget()
         return out
+
+    def _forget(self) -> None:
+        """What no channel can close again no window needs again: the oldest slot a
+        counted channel may still close, or an owed record may still cover."""
+        ends = self.engine.closed_slot_end()
+        counted = self.windows.series.counted
+        open_slots = [int(ends[c]) for c in counted.tolist() if self.engine.has_reference(c)]
+        owed = [e // SLOT_MS for e in self.windows.due_first()]
+        if open_slots or owed:
+            self.windows.forget_before(min(open_slots + owed))
 
     # --- snapshot ------------------------------------------------------------------------
 

@@ -108,14 +108,27 @@ def test_the_new_core_writes_what_the_old_one_reads(case: Path, tmp_path: Path) 
 
     Except each channel's glitch limit: a channel without one had none then and has its
     carrier's default now (docs/core.md, "Which limit applies"). A core restored from a
-    file keeps the limits in force, not those saved, so that column is never read back."""
+    file keeps the limits in force, not those saved, so that column is never read back.
+
+    And the windows' keys: the site's series keeps them now, and writes the first
+    format's from it — the same finished days (summed in another order: to 1e-9), the
+    same day, and an empty factor ring the old core fills again (``weights_end`` -1)."""
     config, rows, cut = _case(case)
     site = SiteCore(config, LIBRARY)
     feed(site, rows[:cut])
     site.save_snapshot(tmp_path / "core.npz")
     meta, arrays = _content(tmp_path / "core.npz")
     old_meta, old_arrays = _content(case / "core.npz")
-    assert {k: meta.get(k) for k in old_meta} == old_meta
+    windows_keys = {"days", "weights_end"}
+    assert {k: meta.get(k) for k in old_meta if k not in windows_keys} == {
+        k: v for k, v in old_meta.items() if k not in windows_keys
+    }
+    assert meta["weights_end"] == -1
+    assert not arrays["weights"].any()
+    old_arrays.pop("weights")
+    assert meta["days"].keys() == old_meta["days"].keys()
+    for day, sums in old_meta["days"].items():
+        assert meta["days"][day] == pytest.approx(sums, abs=1e-9)
     # the one column that differs: inf then, the limit in force (2e6 kW) now
     (limit,) = np.flatnonzero((arrays["F"] != old_arrays["F"]).any(axis=0))
     in_force = [site.engine.max_rate(c) for c in range(len(site.devices))]
