@@ -203,6 +203,14 @@ ENERGY = Record(
             when="a meter with children",
             plausible=(-_E, _E),
         ),
+        Field(
+            "incomplete_children",
+            INTEGER,
+            "children that did not cover the whole interval (late, silent, started in it);"
+            " unmetered_kwh is null unless 0 and the meter covered it itself",
+            when="a meter with children (agents that report coverage)",
+            limits=Interval(ge=0, le=SEQ_MAX),
+        ),
     ),
     span="interval_s",
 )

@@ -62,9 +62,11 @@ class RecordBuilder:
         return energy_payload(**values)
 
     @staticmethod
-    def set_unmetered(payload: dict[str, Any], kwh: float | None) -> None:
-        """A parent's record, once its children's energy is known (None: it is not)."""
+    def set_unmetered(payload: dict[str, Any], kwh: float | None, incomplete: int = 0) -> None:
+        """A parent's record, once its children's energy is known (None: it is not), and
+        how many children did not cover the interval."""
         payload["unmetered_kwh"] = opt(kwh)
+        payload["incomplete_children"] = incomplete
 
     @staticmethod
     def intensity(end: int, windows: Mapping[str, Totals], rev: int = 0) -> dict[str, Any]:

@@ -219,7 +219,10 @@ class SiteCore:
                 has_children=self.tree.is_parent(i),
             )
             self.windows.expect(end)
-            if not self.tree.closed(i, end, kwh, payload):
+            covered = (
+                int(rec.measured_ms[k]) + int(rec.interpolated_ms[k]) >= self.engine.interval_ms
+            )
+            if not self.tree.closed(i, end, kwh, payload, covered=covered):
                 out.append(self.topics.message(MessageKind.ENERGY, payload, info.device.id))
         return out
 
@@ -232,7 +235,7 @@ class SiteCore:
     def _release_held(self, *, final: bool, older_than: int | None = None) -> list[Message]:
         out: list[Message] = []
         for r in self.tree.release(final=final, older_than=older_than):
-            self.records.set_unmetered(r.payload, r.unmetered_kwh)
+            self.records.set_unmetered(r.payload, r.unmetered_kwh, r.incomplete_children)
             device = self.devices[r.device].device.id
             out.append(self.topics.message(MessageKind.ENERGY, r.payload, device))
         return out

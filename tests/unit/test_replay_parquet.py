@@ -33,6 +33,8 @@ COLUMNS = [
     "quantity",
     "seq",
     "interval_s",
+    "incomplete_children",
+    "missing_count",
     "energy_kwh",
     "co2_kg",
     "avg_power_kw",
@@ -45,6 +47,9 @@ COLUMNS = [
     "kgco2_per_unit",
     "intensity_g_per_kwh",
     "tce",
+    "measured_share",
+    "interpolated_share",
+    "missing_share",
     "value",
     "limit_per_h",
 ]
