@@ -139,11 +139,21 @@ class SiteSeries:
     def keep_from(self, slot: int) -> None:
         """No window will need slots before ``slot`` again (nor days before its month)."""
         self._keep_from = slot
+        if slot - self.base > REACH_SLOTS:  # at most about once a day
+            self._shrink(slot)
         month = self.calendar.local_date(slot * SLOT_MS).replace(day=1).toordinal()
         for d in [d for d in self.days if d < month - DAY_MARGIN]:
             del self.days[d]
         for a in [a for a in self._factors if a < slot - REACH_SLOTS]:
             del self._factors[a]
+
+    def _shrink(self, slot: int) -> None:
+        """Drop the rows before ``slot`` (an outage's, once no window needs them)."""
+        kept = self.data[slot - self.base :]
+        last = np.flatnonzero(kept.any(axis=1))
+        n = int(last[-1]) + 1 if last.size else 0
+        self.data = np.array(kept[: max(n + n // 2, 64)])
+        self.base = slot
 
     def _day_of(self, s: np.ndarray) -> np.ndarray:
         """The local day (ordinal) each slot belongs to."""
