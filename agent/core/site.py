@@ -83,6 +83,7 @@ class SiteCore:
             self.channels.specs,
             self.interval_s,
             demand=self.channels.demand,
+            align_offset_slots=self.calendar.align_offset_minutes(self.interval_s // 60),
             kernel=load_kernel(config.state_dir / CACHE_DIR),
         )
         self.tree = MeterTree(
