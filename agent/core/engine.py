@@ -11,8 +11,8 @@ The API the site builds on (all arrays numpy, one element per row):
 ``Engine(specs, interval_s, *, demand=None, align_offset_slots=0, month_starts_ms=())``
     Channel ``c`` is ``specs[c]``. Intervals are ``interval_s`` long and end at the
     one-minute slots s with ``(s - align_offset_slots) % interval_slots == 0`` (0:
-    aligned to UTC; the site passes its zone's standard offset modulo the interval,
-    e.g. 30 for hourly intervals in Asia/Kolkata). ``demand[c]``: channel ``c``
+    aligned to UTC; the site passes the UTC minute of local midnight modulo the
+    interval, e.g. 30 for hourly intervals in Asia/Kolkata, 15 in Asia/Kathmandu). ``demand[c]``: channel ``c``
     tracks the 15-minute demand.
 
 ``feed(chans, ts, vals) -> Closed``: readings (channel, Unix ms, value; in time
