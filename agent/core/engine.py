@@ -12,8 +12,8 @@ The API the site builds on (all arrays numpy, one element per row):
     Channel ``c`` is ``specs[c]``. Intervals are ``interval_s`` long and end at the
     one-minute slots s with ``(s - align_offset_slots) % interval_slots == 0`` (0:
     aligned to UTC; the site passes the UTC minute of local midnight modulo the
-    interval, e.g. 30 for hourly intervals in Asia/Kolkata, 15 in Asia/Kathmandu). ``demand[c]``: channel ``c``
-    tracks the 15-minute demand.
+    interval, e.g. 30 for hourly intervals in Asia/Kolkata, 15 in Asia/Kathmandu).
+    ``demand[c]``: channel ``c`` tracks the 15-minute demand.
 
 ``feed(chans, ts, vals) -> Closed``: readings (channel, Unix ms, value; in time
 order per channel). ``Closed`` holds everything they closed, each in the order it
