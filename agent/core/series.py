@@ -71,6 +71,8 @@ class SiteSeries:
         self._factors: dict[int, tuple[float, float]] = {}  # interval start slot: (el, gas)
         self._day_starts = np.zeros(0, dtype=np.int64)  # slot of each local midnight
         self._day_ords = np.zeros(0, dtype=np.int64)
+        self._version = 0  # one more with every change to the days
+        self._month_cache: tuple[tuple[int, int], np.ndarray] | None = None
 
     # --- adding --------------------------------------------------------------------------
 
@@ -94,6 +96,7 @@ class SiteSeries:
         self._reserve(int(s.min()), int(s.max()) + 1)
         np.add.at(self.data, s - self.base, rows)
         ords = self._day_of(s)
+        self._version += 1
         for d in np.unique(ords).tolist():
             day = self.days.setdefault(d, np.zeros(self.width))
             day += rows[ords == d].sum(axis=0)
@@ -144,6 +147,7 @@ class SiteSeries:
         month = self.calendar.local_date(slot * SLOT_MS).replace(day=1).toordinal()
         for d in [d for d in self.days if d < month - DAY_MARGIN]:
             del self.days[d]
+            self._version += 1
         for a in [a for a in self._factors if a < slot - REACH_SLOTS]:
             del self._factors[a]
 
@@ -179,18 +183,37 @@ class SiteSeries:
 
     def span(self, first: int, end: int) -> np.ndarray:
         """The sums over slots [first, end)."""
-        a = max(first - self.base, 0)
-        b = max(min(end - self.base, self.data.shape[0]), a)
-        out: np.ndarray = self.data[a:b].sum(axis=0)
+        return self.tail_sums(end, [end - first])[0]
+
+    def tail_sums(self, end: int, lengths: list[int]) -> np.ndarray:
+        """Row i: the sums over the ``lengths[i]`` slots before ``end``; each slot summed
+        once (the shorter windows are the start of the longer ones)."""
+        out = np.zeros((len(lengths), self.width))
+        acc = np.zeros(self.width)
+        done = 0  # slots before end summed so far
+        rows = self.data.shape[0]
+        for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+            n = lengths[i]
+            a = min(max(end - n - self.base, 0), rows)
+            b = min(max(end - done - self.base, 0), rows)
+            if b > a:
+                acc = acc + self.data[a:b].sum(axis=0)
+            done = max(done, n)
+            out[i] = acc
         return out
 
     def days_of_month_before(self, day: date) -> np.ndarray:
-        """The sums of the local days of ``day``'s month before it."""
+        """The sums of the local days of ``day``'s month before it (cached until a slot
+        is added)."""
+        key = (day.toordinal(), self._version)
+        if self._month_cache is not None and self._month_cache[0] == key:
+            return self._month_cache[1]
         first = day.replace(day=1).toordinal()
         out = np.zeros(self.width)
         for d, sums in self.days.items():
             if first <= d < day.toordinal():
                 out += sums
+        self._month_cache = (key, out)
         return out
 
     # --- snapshot ------------------------------------------------------------------------
@@ -220,6 +243,7 @@ class SiteSeries:
                 return  # other counted channels: start the series afresh
             self.base, self.data = base, np.array(rows, dtype=np.float64)
             self.days = {d: v for d, v in days.items() if v.size == width}
+            self._version += 1
 
         return restore
 
@@ -244,6 +268,7 @@ class SiteSeries:
             sums[:SUMS] = (energy, co2, units, kgce, ms * self.counted.size, 0.0)
             sums[SUMS:] = ms
             self.days[d.toordinal()] = sums
+            self._version += 1
 
 
 def _day_sums(v: Any) -> dict[int, np.ndarray]:

@@ -245,11 +245,11 @@ class SiteCore:
         """The intensity records owed up to ``upto`` (None: all), in time order."""
         out = []
         for end in self.windows.due(upto):
-            payload = self.records.intensity(end, self.windows.at(end))
-            rev = self.windows.revision(end, payload["windows"])
+            windows = self.windows.at(end)
+            rev = self.windows.revision(end, windows)
             if rev is None:
                 continue  # late data that changed nothing it publishes
-            payload["rev"] = rev
+            payload = self.records.intensity(end, windows, rev)
             out.append(self.topics.message(MessageKind.INTENSITY, payload))
             if self.latest_intensity is None or end >= int(str(self.latest_intensity["ts"])):
                 self.latest_intensity = payload

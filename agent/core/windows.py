@@ -22,7 +22,7 @@ this module keeps each rolling one's length and computes the calendar ones.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -107,6 +107,7 @@ class SiteWindows:
         self._last_published = -1
         #: The local day of the latest record computed (the first format's ``today``).
         self._today: date | None = None
+        self._day_cache: tuple[date, int, int, int, int] | None = None
 
     # --- slots in, and which intervals wait for their intensity record -------------------
 
@@ -139,10 +140,18 @@ class SiteWindows:
         """The earliest owed interval end, if any (as a list of zero or one)."""
         return [min(self._pending)] if self._pending else []
 
-    def revision(self, end_ms: int, payload: object) -> int | None:
+    def revision(self, end_ms: int, windows: Mapping[str, Totals]) -> int | None:
         """The revision under which the record ending at ``end_ms`` goes out: 0 the first
-        time, one more each time it changed; None when it is what was published."""
-        digest = hashlib.blake2b(repr(payload).encode(), digest_size=12).hexdigest()
+        time, one more each time it changed; None when it is what was published (its
+        sums and coverage to the payload's 9 decimals, the same missing devices)."""
+        numbers = np.array(
+            [
+                (t.energy_kwh, t.co2_kg, t.units, t.kgce, t.measured_ms, t.interpolated_ms)
+                for t in windows.values()
+            ]
+        ).round(9)
+        names = "|".join(",".join(t.missing) for t in windows.values())
+        digest = hashlib.blake2b(numbers.tobytes() + names.encode(), digest_size=12).hexdigest()
         before = self._published.get(end_ms)
         if before is not None and before[1] == digest:
             return None
@@ -163,34 +172,51 @@ class SiteWindows:
     def at(self, end_ms: int) -> dict[str, Totals]:
         """Every window as of the interval ending at ``end_ms``, by name."""
         t = end_ms // SLOT_MS
-        day = self.calendar.local_date(end_ms - 1)
+        day, day_start, month_start = self._day(end_ms - 1)
         if self._today is None or day > self._today:
             self._today = day
-        day_start = self.calendar.day_start_ms(day) // SLOT_MS
-        series = self.series
-        windows: dict[str, Totals] = {
-            name: self._totals(series.span(t - w, t), w) for name, w in ROLLING.items()
-        }
-        today = series.span(day_start, t)
-        windows[Window.TODAY] = self._totals(today, t - day_start)
-        month_start = self.calendar.month_bounds(end_ms - 1)[0] // SLOT_MS
-        month = series.days_of_month_before(day) + today
-        windows[Window.MONTH] = self._totals(month, t - month_start)
-        return windows
+        lengths = [*ROLLING.values(), t - day_start]
+        sums = self.series.tail_sums(t, lengths)
+        month = self.series.days_of_month_before(day) + sums[-1]
+        names = [*ROLLING, Window.TODAY, Window.MONTH]
+        slots = np.array([*lengths, t - month_start], dtype=np.int64)
+        return dict(zip(names, self._totals(np.vstack([sums, month]), slots), strict=True))
 
-    def _totals(self, sums: np.ndarray, slots: int) -> Totals:
+    def _day(self, ms: int) -> tuple[date, int, int]:
+        """The local day holding ``ms``, its first slot and its month's (cached: records
+        come in time order, many to a day)."""
+        cached = self._day_cache
+        if cached is not None and cached[3] <= ms < cached[4]:
+            return cached[0], cached[1], cached[2]
+        day = self.calendar.local_date(ms)
+        start, end = self.calendar.day_bounds(ms)
+        month_start = self.calendar.month_bounds(ms)[0] // SLOT_MS
+        self._day_cache = (day, start // SLOT_MS, month_start, start, end)
+        return day, start // SLOT_MS, month_start
+
+    def _totals(self, sums: np.ndarray, slots: np.ndarray) -> list[Totals]:
+        """Each row of ``sums`` (a window of ``slots[i]`` slots) as Totals."""
         window_ms = slots * SLOT_MS
-        short = np.flatnonzero(sums[SUMS:] < window_ms).tolist()
-        return Totals(
-            energy_kwh=float(sums[ENERGY]),
-            co2_kg=float(sums[CO2]),
-            units=float(sums[UNITS]),
-            kgce=float(sums[KGCE]),
-            measured_ms=float(sums[MEASURED]),
-            interpolated_ms=float(sums[INTERPOLATED]),
-            span_ms=float(window_ms * len(self._names)),
-            missing=tuple(self._names[i] for i in short),
-        )
+        short = sums[:, SUMS:] < window_ms[:, None]
+        counted = len(self._names)
+        out = []
+        for i, row in enumerate(sums.tolist()):
+            missing: tuple[str, ...] = ()
+            if short[i].any():
+                missing = tuple(self._names[j] for j in np.flatnonzero(short[i]).tolist())
+            out.append(
+                Totals(
+                    energy_kwh=row[ENERGY],
+                    co2_kg=row[CO2],
+                    units=row[UNITS],
+                    kgce=row[KGCE],
+                    measured_ms=row[MEASURED],
+                    interpolated_ms=row[INTERPOLATED],
+                    span_ms=float(window_ms[i] * counted),
+                    missing=missing,
+                )
+            )
+        return out
 
     # --- snapshot (agent.core.snapshot.Part) -----------------------------------------
 
