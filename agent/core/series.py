@@ -183,7 +183,8 @@ class SiteSeries:
 
     def span(self, first: int, end: int) -> np.ndarray:
         """The sums over slots [first, end)."""
-        return self.tail_sums(end, [end - first])[0]
+        out: np.ndarray = self.tail_sums(end, [end - first])[0]
+        return out
 
     def tail_sums(self, end: int, lengths: list[int]) -> np.ndarray:
         """Row i: the sums over the ``lengths[i]`` slots before ``end``; each slot summed
