@@ -181,11 +181,6 @@ class SiteSeries:
 
     # --- reading -------------------------------------------------------------------------
 
-    def span(self, first: int, end: int) -> np.ndarray:
-        """The sums over slots [first, end)."""
-        out: np.ndarray = self.tail_sums(end, [end - first])[0]
-        return out
-
     def tail_sums(self, end: int, lengths: list[int]) -> np.ndarray:
         """Row i: the sums over the ``lengths[i]`` slots before ``end``; each slot summed
         once (the shorter windows are the start of the longer ones)."""

@@ -35,7 +35,7 @@ from agent.core import snapshot
 from agent.core.calendar import SiteCalendar
 from agent.core.channels import CORRECTION, SLOT_MS, Event
 from agent.core.devices import DeviceChannels, DeviceInfo, SiteError
-from agent.core.engine import CACHE_DIR, Engine, Events, Records, load_kernel
+from agent.core.engine import CACHE_DIR, INT64_MIN, Engine, Events, Records, load_kernel
 from agent.core.factors import EmissionFactors
 from agent.core.records import RecordBuilder
 from agent.core.tree import MeterTree
@@ -253,15 +253,16 @@ class SiteCore:
             out.append(self.topics.message(MessageKind.INTENSITY, payload))
             if self.latest_intensity is None or end >= int(str(self.latest_intensity["ts"])):
                 self.latest_intensity = payload
-        self._forget()
+        if out:  # at most once an interval: what the published records no longer need
+            self._forget()
         return out
 
     def _forget(self) -> None:
         """What no channel can close again no window needs again: the oldest slot a
         counted channel may still close, or an owed record may still cover."""
-        ends = self.engine.closed_slot_end()
         counted = self.windows.series.counted
-        open_slots = [int(ends[c]) for c in counted.tolist() if self.engine.has_reference(c)]
+        ends = self.engine.closed_slot_end()[counted]
+        open_slots = ends[ends != INT64_MIN].tolist()
         owed = [e // SLOT_MS for e in self.windows.due_first()]
         if open_slots or owed:
             self.windows.forget_before(min(open_slots + owed))

@@ -114,7 +114,7 @@ class SiteWindows:
     def add(self, slots: Slots) -> None:
         """Closed slots: into the series; published records whose windows cover a slot
         closed late are owed again."""
-        if not len(slots):
+        if not slots.slot.size:
             return
         self.series.add(slots)
         lo = int(slots.slot.min())
