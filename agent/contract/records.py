@@ -123,6 +123,10 @@ MEASUREMENTS = Record(
     ),
 )
 
+#: When the coverage fields and ``rev`` are present: agents before them sent neither,
+#: and a bridge takes their records as they are.
+_COVERAGE = "the agent reports coverage"
+
 ENERGY = Record(
     "energy",
     (
@@ -178,6 +182,27 @@ ENERGY = Record(
             store=Store.TAG,
         ),
         Field(
+            "measured_share",
+            NUMBER,
+            "share of the interval measured by readings at the normal polling rate",
+            when=_COVERAGE,
+            plausible=(0.0, 1.0),
+        ),
+        Field(
+            "interpolated_share",
+            NUMBER,
+            "share spread across a polling gap",
+            when=_COVERAGE,
+            plausible=(0.0, 1.0),
+        ),
+        Field(
+            "missing_share",
+            NUMBER,
+            "share with no data (before the first reading, a power gap, a reset)",
+            when=_COVERAGE,
+            plausible=(0.0, 1.0),
+        ),
+        Field(
             "volume_m3",
             NUMBER,
             "gas volume in the interval",
@@ -197,7 +222,8 @@ ENERGY = Record(
         Field(
             "unmetered_kwh",
             NUMBER,
-            "own energy minus the children's; null until they all reported",
+            "own energy minus the children's; null unless it and every child covered the"
+            " whole interval",
             unit="kWh",
             nullable=True,
             when="a meter with children",
@@ -214,10 +240,6 @@ ENERGY = Record(
     ),
     span="interval_s",
 )
-
-#: When the coverage fields and ``rev`` are present: agents before them sent neither,
-#: and a bridge takes their records as they are.
-_COVERAGE = "the agent reports coverage"
 
 WINDOW = Record(
     "intensity window",

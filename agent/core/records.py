@@ -36,17 +36,23 @@ class RecordBuilder:
         kwh: float,
         flags: int,
         has_children: bool,
+        covered_ms: tuple[int, int] = (0, 0),
     ) -> dict[str, Any]:
         """The record of the interval ending at ``end``: ``native`` units of the device's
         carrier (``kwh`` of energy), quality from the interval's slot ``flags``, CO2 at
-        the interval's factor."""
+        the interval's factor, coverage from the ms measured and interpolated."""
         start = end - self.interval_s * 1000
         factor = self.factors.at(info.carrier, start, end).value
+        interval_ms = self.interval_s * 1000
+        measured, interpolated = covered_ms[0] / interval_ms, covered_ms[1] / interval_ms
         values: dict[str, Any] = {
             "ts": end,
             "interval_s": self.interval_s,
             "carrier": info.carrier,
             "quality": quality_of(flags, info.channel_kind).value,
+            "measured_share": measured,
+            "interpolated_share": interpolated,
+            "missing_share": max(0.0, 1.0 - measured - interpolated),
             "energy_kwh": kwh,
         }
         if info.carrier is Carrier.PRODUCTION:

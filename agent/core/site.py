@@ -218,6 +218,7 @@ class SiteCore:
                 kwh=kwh,
                 flags=int(rec.flags[k]),
                 has_children=self.tree.is_parent(i),
+                covered_ms=(int(rec.measured_ms[k]), int(rec.interpolated_ms[k])),
             )
             self.windows.expect(end)
             covered = (

@@ -94,12 +94,30 @@ def test_an_old_snapshot_continues_like_one_run(case: Path) -> None:
     restored = SiteCore(config, LIBRARY)
     assert restored.load_snapshot(case / "core.npz")
     got = feed(restored, rows[cut:]) + restored.flush()
-    assert _wire(got) == _wire(expected)
+    # A record the old file held for its children was built before energy records had
+    # coverage: it goes out as it was built, without it; every other one has it.
+    meta, _ = _content(case / "core.npz")
+    held = {(end, dev) for end, dev, _ in meta["held"]}
+    assert _wire(got) == _wire([_without_coverage(m) if _key(m) in held else m for m in expected])
 
     # The file carries what the rows before the cut left behind: without it, the same
     # rows give other records (a partial first interval, a month without its first day).
     fresh = SiteCore(config, LIBRARY)
     assert _wire(feed(fresh, rows[cut:]) + fresh.flush()) != _wire(expected)
+
+
+COVERAGE = ("measured_share", "interpolated_share", "missing_share")
+
+
+def _key(m: Message) -> tuple[int, str]:
+    return int(m.payload["ts"]), m.topic.split("/")[-2]
+
+
+def _without_coverage(m: Message) -> Message:
+    if not m.topic.endswith("/energy"):
+        return m
+    payload = {k: v for k, v in m.payload.items() if k not in COVERAGE}
+    return m._replace(payload=payload)
 
 
 @pytest.mark.parametrize("case", SNAPSHOT_CASES, ids=lambda p: p.name.removeprefix("snapshot-"))
@@ -119,6 +137,10 @@ def test_the_new_core_writes_what_the_old_one_reads(case: Path, tmp_path: Path) 
     site.save_snapshot(tmp_path / "core.npz")
     meta, arrays = _content(tmp_path / "core.npz")
     old_meta, old_arrays = _content(case / "core.npz")
+    # a held record has the coverage energy records carry now (the old core publishes
+    # it with them: the contract's optional fields)
+    for held in meta["held"]:
+        held[2] = {k: v for k, v in held[2].items() if k not in COVERAGE}
     windows_keys = {"days", "weights_end"}
     assert {k: meta.get(k) for k in old_meta if k not in windows_keys} == {
         k: v for k, v in old_meta.items() if k not in windows_keys

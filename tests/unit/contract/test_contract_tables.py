@@ -116,6 +116,9 @@ def test_energy_ranges_for_a_quarter_hour() -> None:
         "co2_kg": (0.0, 2.5e9),
         "avg_power_kw": (0.0, 1e8),
         "ef_kg_per_kwh": (0.0, 100.0),
+        "measured_share": (0.0, 1.0),  # shares of the interval, at any length
+        "interpolated_share": (0.0, 1.0),
+        "missing_share": (0.0, 1.0),
         "volume_m3": (0.0, 2.5e7),
         "units": (0.0, 2.5e11),
         "unmetered_kwh": (-2.5e7, 2.5e7),
