@@ -156,3 +156,23 @@ def test_the_series_shrinks_once_an_outage_is_over(tmp_path: Path) -> None:
     assert sorted(series.days) == [
         datetime(2024, 1, d).toordinal() for d in (1, 2, 3)
     ]  # January's days so far
+
+
+def test_a_snapshot_of_this_format_taken_mid_outage_continues(tmp_path: Path) -> None:
+    """tests/cases/series-v2-one-of-two/core.npz: written by this format (the site's
+    series, the revisions published) at 03:00 Jan 2 local, m2 down since 23:00. A later
+    version must read it and continue exactly like one run: the 00:00 record's rev 1 says
+    2880 kWh once m2 is back. (Rewrite it only with a core whose files must stay
+    readable: see ``case.json`` for the cut.)"""
+    golden = CASES / "series-v2-one-of-two"
+    case, rows = _case("replay-outage-one-of-two")
+    cut = int((golden / "case.json").read_text().split('"cut": ')[1].split("}")[0])
+    one_run = _site(case, tmp_path / "a")
+    feed(one_run, rows[:cut])
+    expected = feed(one_run, rows[cut:]) + one_run.flush()
+    restored = _site(case, tmp_path / "b")
+    assert restored.load_snapshot(golden / "core.npz")
+    got = feed(restored, rows[cut:]) + restored.flush()
+    assert _wire(got) == _wire(expected)
+    midnight = [p for p in _intensity(got) if p["ts"] == local_ms(2)]
+    assert [(p["rev"], _kwh(p, "today")) for p in midnight] == [(1, 2880.0)]
