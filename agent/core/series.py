@@ -31,7 +31,7 @@ from agent.core.channels import SLOT_MS
 from agent.core.devices import SiteWeights
 from agent.core.engine import Slots
 from agent.core.factors import EmissionFactors
-from agent.core.snapshot import Snapshot
+from agent.core.snapshot import Snapshot, SnapshotError
 
 #: Columns of a slot's (and a day's) sums, then one column per counted channel: ms covered.
 ENERGY, CO2, UNITS, KGCE, MEASURED, INTERPOLATED = range(6)
@@ -214,7 +214,9 @@ class SiteSeries:
 
     # --- snapshot ------------------------------------------------------------------------
 
-    def save(self, snap: Snapshot) -> None:
+    def save(self, snap: Snapshot, names: list[str]) -> None:
+        """The slots a window may still need, the days, and the counted devices' names
+        (``names``, in column order: a restore matches the coverage columns by them)."""
         lo = self.base
         if self._keep_from is not None:
             lo = max(lo, min(self._keep_from, self.base + self.data.shape[0]))
@@ -222,23 +224,35 @@ class SiteSeries:
         last = np.flatnonzero(rows.any(axis=1))
         rows = rows[: int(last[-1]) + 1] if last.size else rows[:0]
         snap.put("series_base", lo)
+        snap.put("series_columns", names)
         snap.put_array("series", rows)
         snap.put("series_days", {str(d): v.tolist() for d, v in self.days.items()})
 
-    def restore_from(self, snap: Snapshot) -> Callable[[], None] | None:
-        """The series saved in ``snap``; None when the file predates it."""
+    def restore_from(self, snap: Snapshot, names: list[str]) -> Callable[[], None] | None:
+        """The series saved in ``snap``; None when the file predates it. A device counted
+        now and not then has no coverage before the restart (missing); one counted then
+        and not now leaves its sums in the site's (it was counted), its column goes."""
         if "series" not in snap.arrays:
             return None
         base = snap.value("series_base", int)
+        saved = snap.value("series_columns", lambda v: [str(n) for n in v])
         rows = snap.arrays["series"]
         days = snap.value("series_days", _day_sums)
-        width = self.width
+        if rows.ndim != 2 or rows.shape[1] != SUMS + len(saved):
+            raise SnapshotError(f"{snap.path}: series of {rows.shape} for {len(saved)} devices")
+        src = [SUMS + saved.index(n) if n in saved else -1 for n in names]
+
+        def columns(a: np.ndarray) -> np.ndarray:
+            out = np.zeros((*a.shape[:-1], self.width))
+            out[..., :SUMS] = a[..., :SUMS]
+            for j, k in enumerate(src):
+                if k >= 0:
+                    out[..., SUMS + j] = a[..., k]
+            return out
 
         def restore() -> None:
-            if rows.ndim != 2 or rows.shape[1] != width:
-                return  # other counted channels: start the series afresh
-            self.base, self.data = base, np.array(rows, dtype=np.float64)
-            self.days = {d: v for d, v in days.items() if v.size == width}
+            self.base, self.data = base, columns(np.asarray(rows, dtype=np.float64))
+            self.days = {d: columns(v) for d, v in days.items() if v.size == len(saved) + SUMS}
             self._version += 1
 
         return restore

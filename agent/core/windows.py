@@ -72,7 +72,9 @@ class Totals:
     missing: tuple[str, ...] = ()
 
     def share(self, ms: float) -> float:
-        return ms / self.span_ms if self.span_ms > 0 else 0.0
+        """``ms`` of the window's meter-time (at most all of it: a meter no longer
+        configured left its coverage in the sums of the days it was counted)."""
+        return min(ms / self.span_ms, 1.0) if self.span_ms > 0 else 0.0
 
     @property
     def missing_share(self) -> float:
@@ -224,7 +226,7 @@ class SiteWindows:
         self._save_first_format(snap)
         snap.put("pending_ends", sorted(self._pending))
         snap.put("published", [[e, r, d] for e, (r, d) in sorted(self._published.items())])
-        self.series.save(snap)
+        self.series.save(snap, self._names)
 
     def _save_first_format(self, snap: Snapshot) -> None:
         """The keys the first format's windows read, so that a rollback continues: its
@@ -250,7 +252,7 @@ class SiteWindows:
         and the finished days the file kept."""
         pending = snap.value("pending_ends", set)
         today = snap.value("today", lambda v: None if v is None else date.fromisoformat(v))
-        series = self.series.restore_from(snap)
+        series = self.series.restore_from(snap, self._names)
         published: dict[int, tuple[int, str]] = {}
         old_days: dict[date, tuple[float, float, float, float]] = {}
         if series is None:

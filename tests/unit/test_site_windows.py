@@ -176,3 +176,27 @@ def test_a_snapshot_of_this_format_taken_mid_outage_continues(tmp_path: Path) ->
     assert _wire(got) == _wire(expected)
     midnight = [p for p in _intensity(got) if p["ts"] == local_ms(2)]
     assert [(p["rev"], _kwh(p, "today")) for p in midnight] == [(1, 2880.0)]
+
+
+def test_a_meter_added_across_a_restart_keeps_the_day_and_counts_as_missing_before(
+    tmp_path: Path,
+) -> None:
+    """m1 alone until 12:00 Jan 1 (720 kWh), restarted with m2 configured too, which never
+    answers: the 00:00 Jan 2 record still has all of m1's day (1440 kWh) and names m2,
+    missing for the whole day: half of the day's meter-time."""
+    case, rows = _case("replay-outage-overnight")
+    before = [r for r in rows if r.ts <= local_ms(1, 12)]
+    first = _site(case, tmp_path / "a")
+    feed(first, before)
+    first.save_snapshot(tmp_path / "core.npz")
+    config = load_config(case / "config.yaml")
+    m2 = config.devices[0].model_copy(update={"id": "m2", "unit": 2})
+    config = config.model_copy(update={"devices": [*config.devices, m2], "state_dir": tmp_path})
+    restored = SiteCore(config, LIBRARY)
+    assert restored.load_snapshot(tmp_path / "core.npz")
+    out = _intensity(feed(restored, rows[len(before) :]))
+    (midnight,) = (p for p in out if p["ts"] == local_ms(2))
+    today = midnight["windows"]["today"]  # type: ignore[index]
+    assert (today["energy_kwh"], today["missing_devices"]) == (1440.0, ["m2"])
+    assert today["missing_share"] == 0.5
+    assert today["interpolated_share"] == pytest.approx(60 / 2880)  # m1's 23:00 - 24:00
