@@ -45,6 +45,11 @@ from drivers.quantities import Quantity
 
 __all__ = ["DeviceInfo", "Reading", "SiteCore", "SiteError", "readings_from_rows"]
 
+#: How far back late data still revise the site's records: an outage up to this long
+#: is revised exactly (docs/core.md, "Revisions"); slots older than this before the
+#: newest closed are dropped from the site's series.
+REVISE_DAYS = 45
+
 
 @dataclass(frozen=True)
 class Reading:
@@ -260,13 +265,18 @@ class SiteCore:
 
     def _forget(self) -> None:
         """What no channel can close again no window needs again: the oldest slot a
-        counted channel may still close, or an owed record may still cover."""
+        counted channel may still close, or an owed record may still cover; but never
+        more than ``REVISE_DAYS`` before the newest slot closed (a meter that never comes
+        back must not make the site keep everything since it died)."""
         counted = self.windows.series.counted
         ends = self.engine.closed_slot_end()[counted]
         open_slots = ends[ends != INT64_MIN].tolist()
         owed = [e // SLOT_MS for e in self.windows.due_first()]
         if open_slots or owed:
-            self.windows.forget_before(min(open_slots + owed))
+            oldest = min(open_slots + owed)
+            if open_slots:
+                oldest = max(oldest, max(open_slots) - REVISE_DAYS * 1440)
+            self.windows.forget_before(oldest)
 
     # --- snapshot ------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from agent.core.site import Reading, SiteCore
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
 
+DAY_MS = 86_400_000
 CASES = Path(__file__).resolve().parents[1] / "cases"
 LIBRARY = ProfileLibrary()
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -200,3 +201,24 @@ def test_a_meter_added_across_a_restart_keeps_the_day_and_counts_as_missing_befo
     assert (today["energy_kwh"], today["missing_devices"]) == (1440.0, ["m2"])
     assert today["missing_share"] == 0.5
     assert today["interpolated_share"] == pytest.approx(60 / 2880)  # m1's 23:00 - 24:00
+
+
+def test_a_meter_that_never_comes_back_does_not_make_the_series_grow_for_ever(
+    tmp_path: Path,
+) -> None:
+    """m2 answers for the first hour of 60 days, m1 all along (a reading every 15 min):
+    the series keeps at most REVISE_DAYS (45) and a window's reach, not 60 days."""
+    config = load_config(CASES / "replay-outage-one-of-two" / "config.yaml")
+    site = SiteCore(config.model_copy(update={"state_dir": tmp_path}), LIBRARY)
+    t0, ek = local_ms(1), Quantity.ENERGY_IMPORT_KWH
+    rows = [Reading("m2", t0 + k * 15 * 60_000, {ek: 10.0 + k}) for k in range(5)]
+    rows += [Reading("m1", t0 + k * 15 * 60_000, {ek: 100.0 + k}) for k in range(60 * 96)]
+    rows.sort(key=lambda r: (r.ts, r.device))
+    for day in range(60):
+        batch = [r for r in rows if t0 + day * DAY_MS <= r.ts < t0 + (day + 1) * DAY_MS]
+        site.feed(batch, measurements=False)
+        site.flush(now_ms=batch[-1].ts)
+    series = site.windows.series
+    kept_days = (rows[-1].ts // 60_000 - series.base) / 1440
+    assert 45 <= kept_days <= 45 + 2 * REACH_SLOTS / 1440
+    assert len(site.windows._published) <= 46 * 96
