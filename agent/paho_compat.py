@@ -9,7 +9,7 @@ the public fallback is taken instead, and :func:`report_fallbacks` says so once
 in the log when the first client is made. Nothing else changes: the fallbacks
 are slower, not different.
 
-After a paho upgrade run ``tests/unit/test_paho_compat.py`` and
+After a paho upgrade run ``tests/unit/runtime/test_paho_compat.py`` and
 ``tests/integration/test_paho_internals.py``: they fail, naming the internal that
 changed, as soon as one no longer exists, has another signature or stops doing
 what the code here relies on (on a real client against a real mosquitto).

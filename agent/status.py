@@ -45,6 +45,8 @@ class AgentInfo:
     core: str
     #: Why the core runs without numba ("" when it does not).
     core_reason: str = ""
+    #: The site's IANA zone: "today" is counted in it, and every view shows times in it.
+    timezone: str = "UTC"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +179,10 @@ class MeterDemand:
     peak_kw: float | None
     #: End of the peak's period (Unix ms).
     peak_ts: int | None
+    #: Minutes of the demand window the meter has data for (since its first reading);
+    #: below ``DemandStatus.period_min`` the window is warming up and ``now_kw`` is
+    #: an average over fewer minutes than the period. None: not known (full).
+    window_min: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +192,23 @@ class DemandStatus:
     #: not the sum of meter peaks (they happen at different times), so none is given.
     now_kw: float | None
     meters: tuple[MeterDemand, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HeldRecord:
+    """The site's next intensity record, held because meters have not closed its interval.
+
+    The core publishes a site record once every meter with data has closed the
+    interval, or after ``core.site_hold_s``; until then a view must say which
+    meters it waits for, not that there is no record.
+    """
+
+    #: End of the interval the record is for (Unix ms).
+    end_ms: int
+    #: The meters that have not closed that interval yet.
+    waiting_for: tuple[str, ...]
+    #: When the core gives up waiting and publishes without them (Unix ms).
+    until_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +225,8 @@ class SiteStatus:
     intensity_1h: WindowFigures | None
     today: WindowFigures | None
     demand: DemandStatus
+    #: The next site record while late meters hold it (None: nothing held).
+    held: HeldRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +263,42 @@ class LedgerStatus:
     period_s: int
     key_id: str | None
     history: HistoryStatus
+    #: Why the last seal failed, until one succeeds.
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmStatus:
+    """One alarm raised now (README, Alarms): what ``status`` and the page list."""
+
+    #: ``{rule}/{subject}``
+    id: str
+    rule: str
+    #: What the rule watches: offline, power_above, power_below, coverage_below, ...
+    condition: str
+    #: A device's id, a line's (the rule's id), ``site``, ``outbox`` or ``ledger``.
+    subject: str
+    state: str
+    #: The measured value (kW, %, minutes) and the rule's limit, in the same unit.
+    value: float | None
+    limit: float | None
+    #: When the condition began (Unix ms).
+    since_ms: int
+    #: The alarm in English; views may say it in their language from ``condition``.
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmCounts:
+    """Alarm changes since the start, and what became of their webhook POSTs."""
+
+    raised: int = 0
+    cleared: int = 0
+    webhook_sent: int = 0
+    #: Given up after the webhook's attempts.
+    webhook_failed: int = 0
+    #: Dropped from a full webhook queue.
+    webhook_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,3 +326,6 @@ class AgentStatus:
     site: SiteStatus
     devices: tuple[DeviceStatus, ...]
     ledger: LedgerStatus | None = None
+    #: The alarms raised now, in the config's rule order.
+    alarms: tuple[AlarmStatus, ...] = ()
+    alarm_counts: AlarmCounts = AlarmCounts()

@@ -130,8 +130,8 @@ def _write(url: str, body: bytes) -> None:
 async def vm_read_back(meters: int, tmp: Path) -> dict[str, float] | None:
     from agent.bridge.lineproto import line
     from agent.store.victoria import VictoriaMetricsStore
-    from tests.conftest import free_port
-    from tests.integration.bridge_helpers import VictoriaMetrics, have_victoria_metrics
+    from tests.support.bridge import VictoriaMetrics, have_victoria_metrics
+    from tests.support.cli import free_port
 
     if not have_victoria_metrics():
         return None

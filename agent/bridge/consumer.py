@@ -146,6 +146,39 @@ def dead_letter_payload(topic: str, payload: bytes, rejected: Rejected, client_i
     ).encode()
 
 
+def bridge_client(settings: Mqtt, client_id: str) -> paho.Client:
+    """The paho client, set up for manual acknowledgements and for bugs in callbacks."""
+    try:
+        client = new_client(settings, client_id, manual_ack=True)
+    except MqttConfigError as exc:
+        raise BridgeSetupError(str(exc)) from None
+    # The process boundary for a bug in a callback: paho logs it and its network
+    # thread lives on (the message stays unacknowledged and comes back later),
+    # instead of the thread dying silently while the process looks healthy.
+    client.suppress_exceptions = True
+    client.enable_logger(logging.getLogger("paho"))
+    client.max_inflight_messages_set(1000)  # our own publishes: dead letters only
+    return client
+
+
+def connect_properties(bridge: BridgeSettings) -> Properties:
+    """A persistent session, the broker's sends bounded, and packets no larger than allowed."""
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = bridge.session_expiry_s
+    props.ReceiveMaximum = bridge.receive_max
+    props.MaximumPacketSize = max_packet_size(bridge.max_payload_bytes)
+    return props
+
+
+def log_refused_dead_letter(topic: str, reason: ReasonCode) -> None:
+    log.error(
+        "the broker refused a dead letter on %s (%s); its original is acknowledged "
+        "anyway: check the broker's ACL for this bridge",
+        topic,
+        reason,
+    )
+
+
 class Consumer:
     """Receives and hands messages to ``sink``; acknowledges on request; dead-letters."""
 
@@ -179,16 +212,7 @@ class Consumer:
     # --- set-up and stop --------------------------------------------------------------------
 
     def _build(self) -> paho.Client:
-        try:
-            client = new_client(self.settings, self.client_id, manual_ack=True)
-        except MqttConfigError as exc:
-            raise BridgeSetupError(str(exc)) from None
-        # The process boundary for a bug in a callback: paho logs it and its network
-        # thread lives on (the message stays unacknowledged and comes back later),
-        # instead of the thread dying silently while the process looks healthy.
-        client.suppress_exceptions = True
-        client.enable_logger(logging.getLogger("paho"))
-        client.max_inflight_messages_set(1000)  # our own publishes: dead letters only
+        client = bridge_client(self.settings, self.client_id)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
@@ -198,22 +222,17 @@ class Consumer:
         return client
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.bridge.session_expiry_s
-        props.ReceiveMaximum = self.bridge.receive_max
-        props.MaximumPacketSize = max_packet_size(self.bridge.max_payload_bytes)
         self._client.connect_async(
             self.settings.host,
             self.settings.port,
             keepalive=self.settings.keepalive_s,
             clean_start=False,
-            properties=props,
+            properties=connect_properties(self.bridge),
         )
         self._client.loop_start()
 
     def pause(self) -> None:
-        """Take no more messages: what the broker sends from now on stays unacknowledged
-        and comes back at the next start, so a stop is not held up by a backlog."""
+        """Take no more messages (they come back at the next start): a backlog holds no stop."""
         self._intake = False
 
     def stop(self, limit_s: float) -> bool:
@@ -354,12 +373,7 @@ class Consumer:
             # slots until the next reconnect, and the next copy would be refused too:
             # enough of them stop the bridge. The rejection is in the log above.
             self.metrics.dead_letters_refused.inc()
-            log.error(
-                "the broker refused a dead letter on %s (%s); its original is acknowledged "
-                "anyway: check the broker's ACL for this bridge",
-                self.bridge.dead_letter_topic,
-                reason,
-            )
+            log_refused_dead_letter(self.bridge.dead_letter_topic, reason)
         self._ack_many([(original.mid, original.qos, original.generation)])
         self.progress()
 

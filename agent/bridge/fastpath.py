@@ -7,22 +7,22 @@ sure of (a wrong type, a non-finite number, an unknown key, any other kind): the
 strict path then decides, reason and detail included.
 
 An energy record is read from its rows: its span (``interval_s``), its tags with
-their choices, and its integer and number fields in written order, so a new
+their choices or pattern (an optional one may be absent), and its integer and
+number fields in written order, so a new
 number or tag in the table is written here too. A row of another shape (a field
 that is not stored, an object) turns the fast path off for energy until it is
 taught it; the measurements record is read by hand. Either way the fast path
-steps aside rather than guess, and tests/unit/test_bridge_fastpath.py fails
+steps aside rather than guess, and tests/unit/bridge/test_bridge_fastpath.py fails
 until it writes both kinds again.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from operator import itemgetter
 
 from agent.bridge.lineproto import LineProtocolError, escape_tag_value
 from agent.contract.kinds import MessageKind, TopicError, TopicRef, parse_topic
@@ -76,7 +76,8 @@ _Plan = tuple[tuple[str, Callable[[object], str]], ...]
 
 def _energy_plan(record: Record) -> _Plan | None:
     """How an energy point's fields are written, or None when the record has a row the
-    fast path cannot write (it must be the span, then tags and numbers and integers)."""
+    fast path cannot write (it must be the span, then tags with choices or a pattern,
+    and numbers and integers)."""
     stored = [f for f in record.fields if f.store is Store.FIELD]
     if record.span is None or not stored or stored[0].name != record.span:
         return None
@@ -87,7 +88,7 @@ def _energy_plan(record: Record) -> _Plan | None:
         elif f.store is Store.FIELD and f.type is JsonType.INTEGER:
             if f.name != record.span:
                 plan.append((f.name, _integer))
-        elif not (f.store is Store.TIME or (f.store is Store.TAG and f.choices and f.required)):
+        elif not (f.store is Store.TIME or (f.store is Store.TAG and (f.choices or f.pattern))):
             return None
     return tuple(plan)
 
@@ -112,16 +113,33 @@ def _energy_bounds(span: int) -> dict[str, tuple[float, float]]:
 #: The payload's tags, in the order they stand in a point's sorted tags; what they may be.
 _TAG_FIELDS = sorted((f for f in ENERGY.fields if f.store is Store.TAG), key=lambda f: f.db_name)
 _ENERGY_TAGS = tuple(f.db_name for f in _TAG_FIELDS)
-_TAG_CHOICES = frozenset(itertools.product(*(f.choices for f in _TAG_FIELDS)))
+_TAG_NAMES = tuple(f.name for f in _TAG_FIELDS)
 
 
-def _tag_values(names: tuple[str, ...]) -> Callable[[dict[str, object]], tuple[object, ...]]:
-    if len(names) == 1:
-        return lambda doc: (doc[names[0]],)
-    return itemgetter(*names) if names else (lambda doc: ())
+def _tag_check(f: Field) -> Callable[[object], bool]:
+    """Whether a payload value may stand as this tag (None: absent, if optional)."""
+    choices = frozenset(f.choices)
+    rx = re.compile(f.pattern.removeprefix("^").removesuffix("$") + r"\Z") if f.pattern else None
+
+    def ok(value: object) -> bool:
+        if value is None:
+            return not f.required
+        if type(value) is not str:
+            return False
+        return value in choices if choices else rx is not None and rx.match(value) is not None
+
+    return ok
 
 
-_TAG_VALUES = _tag_values(tuple(f.name for f in _TAG_FIELDS))
+_TAG_CHECKS = tuple(_tag_check(f) for f in _TAG_FIELDS)
+
+
+def _tag_values(doc: dict[str, object]) -> tuple[object, ...]:
+    return tuple(map(doc.get, _TAG_NAMES))
+
+
+#: Heads cached per topic at most (a device's tags are its carrier, quality, place).
+_HEADS_MAX = 64
 _SEQ_RANGE = _int_range(MEASUREMENTS.field("seq"))
 #: The kinds the fast path writes (the others are rare: the strict path takes them).
 FAST_KINDS = frozenset(
@@ -139,17 +157,26 @@ class Route:
     """What one topic contributes to its points, worked out once per topic."""
 
     ref: TopicRef
-    #: The point's measurement and sorted tags, escaped; ``%s`` where the payload's go.
+    #: The point's measurement and sorted tags, escaped (measurements: all of them).
     head: str
-    #: The head with each set of the payload's tag values seen so far (at most one per
-    #: combination of their choices): one lookup checks and writes them.
+    #: The topic's tags, escaped (the payload's are added per set of values).
+    ids: dict[str, str] = field(default_factory=dict)
+    #: The head with each set of the payload's tag values seen so far (a device has one
+    #: or two): one lookup checks and writes them.
     heads: dict[tuple[object, ...], str] = field(default_factory=dict)
 
     def first_head(self, tags: tuple[object, ...]) -> str:
-        """The head for tag values not seen before; StepAside unless each is a choice."""
-        if tags not in _TAG_CHOICES:
+        """The head for tag values not seen before; StepAside unless each may stand."""
+        if len(self.heads) >= _HEADS_MAX:
+            raise StepAside  # a device whose tags change all the time: not worth caching
+        if not all(check(v) for check, v in zip(_TAG_CHECKS, tags, strict=True)):
             raise StepAside
-        head = self.heads[tags] = self.head % tags
+        given = {k: v for k, v in zip(_ENERGY_TAGS, tags, strict=True) if isinstance(v, str)}
+        every = {**self.ids, **given}
+        head = self.ref.kind.spec.measurement
+        for key in sorted(every):
+            head += f",{key}={every[key]}"
+        self.heads[tags] = head
         return head
 
 
@@ -161,19 +188,16 @@ def route(topic: str, prefix: str) -> Route:
         raise StepAside from None
     if ref.kind not in FAST_KINDS or ref.device is None:
         raise StepAside
-    ids = {"site": ref.site, "gateway": ref.gateway, "device": ref.device}
-    payload_tags = list(_ENERGY_TAGS) if ref.kind is MessageKind.ENERGY else []
-    head = ref.kind.spec.measurement
     try:
-        for key in sorted([*ids, *payload_tags]):
-            value = escape_tag_value(ids[key]) if key in ids else None
-            if value is None:
-                head += f",{key}=%s"
-            else:
-                head += f",{key}={value.replace('%', '%%') if payload_tags else value}"
+        ids = {
+            "site": escape_tag_value(ref.site),
+            "gateway": escape_tag_value(ref.gateway),
+            "device": escape_tag_value(ref.device),
+        }
     except LineProtocolError:
         raise StepAside from None
-    return Route(ref, head)
+    head = ref.kind.spec.measurement + "".join(f",{k}={ids[k]}" for k in sorted(ids))
+    return Route(ref, head, ids)
 
 
 def measurements_line(r: Route, doc: dict[str, object], ts: int) -> str:
@@ -211,7 +235,7 @@ def energy_line(r: Route, doc: dict[str, object], ts: int) -> str:
     span = doc[_SPAN]
     if type(span) is not int or not _SPAN_LO <= span <= _SPAN_HI:
         raise StepAside
-    tags = _TAG_VALUES(doc)
+    tags = _tag_values(doc)
     try:
         head = r.heads.get(tags)
     except TypeError:  # an unhashable value (a list): not a tag

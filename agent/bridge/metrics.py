@@ -68,7 +68,12 @@ class BatchHistogram:
 
 class BridgeMetrics:
     def __init__(self) -> None:
-        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._flow(self.registry)
+        self._ledger(self.registry)
+
+    def _flow(self, r: CollectorRegistry) -> None:
+        """The message flow: received, written, acknowledged, rejected, and how fast."""
         self.received = Counter(
             "energy_bridge_messages_received", "MQTT messages received", registry=r
         )
@@ -135,6 +140,8 @@ class BridgeMetrics:
             registry=r,
         )
 
+    def _ledger(self, r: CollectorRegistry) -> None:
+        """The gateways' ledgers as verified here (docs/ledger.md, "At the bridge")."""
         self.ledger_entries = Counter(
             "energy_bridge_ledger_entries",
             "ledger entries by outcome: verified, failed, untrusted (no key in ledger.trust), "

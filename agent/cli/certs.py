@@ -49,7 +49,11 @@ def register(commands: Commands) -> None:
 
     q = certs.add_parser("init", help="create the CA (ca.pem, ca.key)")
     common(q, 3650)
-    q.add_argument("--cn", default="energy-agent pilot CA", help="the CA's common name")
+    q.add_argument(
+        "--cn",
+        default="energy-agent pilot CA",
+        help="the CA's common name (default: energy-agent pilot CA)",
+    )
 
     q = certs.add_parser("server", help="the broker's certificate (server.pem, server.key)")
     common(q, 825)

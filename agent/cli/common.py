@@ -72,7 +72,12 @@ def add_endpoint_args(p: argparse.ArgumentParser, *, required: bool = True) -> N
         help="serial speed (default: the profile's, or 9600)",
     )
     p.add_argument("--parity", choices=["N", "E", "O"], help="serial parity (default: profile's)")
-    p.add_argument("--stopbits", type=int, choices=[1, 2], help="serial stop bits")
+    p.add_argument(
+        "--stopbits",
+        type=int,
+        choices=[1, 2],
+        help="serial stop bits (default: the profile's, or 1)",
+    )
 
 
 def endpoint_from_args(args: argparse.Namespace, serial: SerialDefaults | None = None) -> Endpoint:

@@ -31,10 +31,12 @@ from rich.text import Text
 
 from agent.cli.common import EXIT_OK, Commands, UsageError
 from agent.cli.run import serve
+from agent.cli.words import add_lang_arg, language, site_time, zone_label
 from agent.config import parse_config
 from agent.demo.broker import Mosquitto, find_mosquitto
 from agent.demo.minibroker import EmbeddedBroker
 from agent.demo.plant import plant_for
+from agent.i18n import Translator
 from agent.runtime.agent import Agent
 from agent.status import ERROR, OK, AgentStatus, WindowFigures
 from drivers.profile import ProfileLibrary
@@ -67,6 +69,7 @@ def register(commands: Commands) -> None:
         help="MQTT broker to start: mosquitto when installed, else a built-in demo broker "
         "(default auto)",
     )
+    add_lang_arg(p)
     p.set_defaults(handler=run_demo)
 
 
@@ -88,11 +91,16 @@ def run_demo(args: argparse.Namespace) -> int:
             "--broker mosquitto: mosquitto is not installed (apt-get install mosquitto), "
             "or use --broker embedded"
         )
-    return asyncio.run(_demo(args.duration, use_socat=not args.no_rtu, broker=broker))
+    lang = language(args.lang)
+    return asyncio.run(_demo(args.duration, use_socat=not args.no_rtu, broker=broker, lang=lang))
 
 
 async def _demo(
-    duration: float | None, *, use_socat: bool, broker: BrokerChoice = BrokerChoice.AUTO
+    duration: float | None,
+    *,
+    use_socat: bool,
+    broker: BrokerChoice = BrokerChoice.AUTO,
+    lang: str | None = None,
 ) -> int:
     console = Console() if sys.stdout.isatty() else Console(width=140)
     library = ProfileLibrary()
@@ -144,11 +152,13 @@ async def _demo(
                 "  energy and intensity records close at each full minute. "
                 "Ctrl-C stops everything.\n"
             )
-            await _run_with_view(agent, console, duration)
+            await _run_with_view(agent, console, duration, lang)
     return EXIT_OK
 
 
-async def _run_with_view(agent: Agent, console: Console, duration: float | None) -> None:
+async def _run_with_view(
+    agent: Agent, console: Console, duration: float | None, lang: str | None = None
+) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
@@ -157,7 +167,7 @@ async def _run_with_view(agent: Agent, console: Console, duration: float | None)
     async def view() -> None:
         deadline = None if duration is None else time.monotonic() + duration
         live = Live(
-            _render(agent.status()),
+            _render(agent.status(), lang),
             console=console,
             refresh_per_second=2,
             auto_refresh=sys.stdout.isatty(),
@@ -167,48 +177,54 @@ async def _run_with_view(agent: Agent, console: Console, duration: float | None)
             while not agent.stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(agent.stop.wait(), 1.0)
-                live.update(_render(agent.status()))
+                live.update(_render(agent.status(), lang))
                 if deadline is not None and time.monotonic() >= deadline:
                     agent.stop.set()
 
     await serve(agent, view)
 
 
-def _n(v: float | None, spec: str) -> str:
-    return "n/a" if v is None else format(v, spec)
+def _n(t: Translator, v: float | None, spec: str) -> str:
+    return t("demo.na") if v is None else format(v, spec)
 
 
-def _site_line(w: WindowFigures, today: WindowFigures | None) -> Text:
+def _site_line(t: Translator, w: WindowFigures, today: WindowFigures | None) -> Text:
     energy, tce = (None, None) if today is None else (today.energy_kwh, today.tce)
     return Text(
-        f"site, last 15 min: {_n(w.energy_kwh, '.2f')} kWh, {_n(w.co2_kg, '.2f')} kg CO2, "
-        f"{_n(w.intensity_g_per_kwh, '.0f')} g/kWh;  today: {_n(energy, '.1f')} kWh, "
-        f"{_n(tce, '.4f')} tce",
+        t(
+            "demo.site_line",
+            kwh=_n(t, w.energy_kwh, ",.2f"),
+            co2=_n(t, w.co2_kg, ",.2f"),
+            intensity=_n(t, w.intensity_g_per_kwh, ",.0f"),
+            today_kwh=_n(t, energy, ",.1f"),
+            tce=_n(t, tce, ".4f"),
+        ),
         style="bold",
     )
 
 
-def _render(status: AgentStatus) -> Group:
+def _render(status: AgentStatus, lang: str | None = None) -> Group:
     """The demo's table: every device of the snapshot, the link, the outbox, the site."""
+    t = Translator(lang)
     table = Table(expand=False)
     for col, just in (
-        ("device", "left"),
-        ("bus", "left"),
-        ("unit", "right"),
-        ("meter", "left"),
-        ("status", "left"),
-        ("power kW", "right"),
-        ("counter", "right"),
-        ("last good poll", "right"),
+        ("col_device", "left"),
+        ("col_bus", "left"),
+        ("col_unit", "right"),
+        ("col_meter", "left"),
+        ("col_status", "left"),
+        ("col_power", "right"),
+        ("col_counter", "right"),
+        ("col_last", "right"),
     ):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+        table.add_column(t(f"demo.{col}"), justify=just)  # type: ignore[arg-type]
     for d in status.devices:
         if d.state == OK:
-            state = Text("OK", style="green")
+            state = Text(t("demo.ok"), style="green")
         elif d.state == ERROR:
-            state = Text(f"ERROR {d.reason or ''}", style="bold red")
+            state = Text(t("demo.error", reason=d.reason or "").strip(), style="bold red")
         else:
-            state = Text("waiting", style="yellow")
+            state = Text(t("demo.waiting"), style="yellow")
         main = d.main
         table.add_row(
             d.id,
@@ -218,22 +234,23 @@ def _render(status: AgentStatus) -> Group:
             state,
             "" if d.power_kw is None else f"{d.power_kw:,.2f}",
             "" if main.value is None else f"{main.value:,.2f} {main.unit}",
-            "never" if d.age_s is None else f"{d.age_s:.1f} s ago",
+            t("demo.never") if d.age_s is None else t("demo.ago", n=f"{d.age_s:.1f}"),
         )
     link = status.link
     mqtt = (
-        Text("MQTT connected", style="green")
+        Text(t("demo.mqtt_ok"), style="green")
         if link.connected
-        else Text(f"MQTT DOWN {link.last_error or ''}", style="bold red")
+        else Text(t("demo.mqtt_down", error=link.last_error or "").strip(), style="bold red")
     )
-    depth = status.outbox.depth
+    zone = status.agent.timezone
     header = Text.assemble(
         mqtt,
-        f"   outbox: {depth} message{'s' if depth != 1 else ''}   published: {status.outbox.acked}",
+        "   " + t("demo.outbox", n=f"{status.outbox.depth:,}", acked=f"{status.outbox.acked:,}"),
+        "   " + t("demo.times", time=site_time(status.ts, zone), zone=zone_label(status.ts, zone)),
     )
     parts: list[Text | Table] = [header]
     if status.site.intensity is not None:
-        parts.append(_site_line(status.site.intensity, status.site.today))
+        parts.append(_site_line(t, status.site.intensity, status.site.today))
     parts.append(table)
     return Group(*parts)
 

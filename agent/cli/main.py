@@ -9,7 +9,7 @@ command starts no slower for the others. ``--help`` imports them all.
 
 A new command: ``agent/cli/<name>.py`` with ``register`` (help on the command and
 every option) and a handler returning an exit code, and ``<name>`` in
-:data:`COMMANDS`; tests/unit/test_cli_commands.py checks both and the help.
+:data:`COMMANDS`; tests/unit/cli/test_cli_commands.py checks both and the help.
 
 Exit codes: 0 success, 1 the job ran but failed (a meter did not answer),
 2 the input is wrong (bad config, bad arguments, unknown profile). A user never
@@ -45,6 +45,7 @@ COMMANDS = (
     "keys",
     "history",
     "verify",
+    "report",
     "schema",
 )
 

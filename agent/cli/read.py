@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import sys
+from decimal import Decimal
 
 from rich.console import Console
 from rich.table import Table
@@ -18,7 +19,9 @@ from agent.cli.common import (
     add_endpoint_args,
     endpoint_from_args,
 )
-from drivers.errors import ModbusTimeout, TransportError
+from drivers.errors import TransportError
+from drivers.exact import RecordingTransport, exact_values, format_exact
+from drivers.hints import failure_hint
 from drivers.profile import Profile, ProfileLibrary
 from drivers.quantities import Quantity
 from drivers.reader import DeviceReader, Sample
@@ -79,38 +82,39 @@ def run_read(args: argparse.Namespace) -> int:
         raise UsageError(f"--unit {unit}: unit ids are 0..255 (1..247 on a serial line)")
     timing = Timing(timeout_s=args.timeout, retries=args.retries)
     try:
-        sample, ratios = asyncio.run(_read_once(endpoint, timing, profile, unit))
+        sample, ratios, exact = asyncio.run(_read_once(endpoint, timing, profile, unit))
     except TransportError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        if isinstance(exc, ModbusTimeout):
-            print(
-                "hint: check wiring, unit id, baud rate and parity; `energy-agent scan` "
-                "lists the unit ids that answer",
-                file=sys.stderr,
-            )
+        print(f"hint: {failure_hint(endpoint, exc, unit)}", file=sys.stderr)
         return EXIT_FAILED
-    values = sample.values
-    for q, raw in sample.implausible.items():
+    shown = _shown(sample, exact)
+    for q in sample.implausible:
         lo, hi = profile.plausible_range(q)
         print(
-            f"note: {q.value} reads {raw:.6g}, outside its plausible range "
-            f"[{lo:g}, {hi:g}]; the agent publishes it as null",
+            f"note: {q.value} reads {shown[q] or sample.implausible[q]}, outside its plausible "
+            f"range [{_plain(lo)}, {_plain(hi)}]; the agent publishes it as null",
             file=sys.stderr,
         )
     if args.json:
-        print(json.dumps({q.value: v for q, v in values.items()}))
+        # Exact decimals as JSON numbers: a reader that wants every digit parses them
+        # with Decimal (Python: json.loads(text, parse_float=Decimal)).
+        fields = (f"{json.dumps(q.value)}: {shown[q] or 'null'}" for q in sample.values)
+        print("{" + ", ".join(fields) + "}")
         return EXIT_OK
     table = Table(
         title=f"{profile.manufacturer} {profile.model} — unit {unit} at {endpoint.describe()}"
     )
     table.add_column("quantity")
-    table.add_column("value", justify="right")
+    table.add_column("value", justify="right", no_wrap=True)
     table.add_column("unit")
-    for q, v in values.items():
-        shown = "n/a" if v is None else f"{v:.6g}"
+    table.add_column("register")
+    for spec in profile.registers:
+        q = spec.quantity
+        text = "n/a" if shown[q] is None else _grouped(exact[q])
         if q in sample.implausible:
-            shown = f"implausible: {sample.implausible[q]:.6g}"
-        table.add_row(q.value, shown, _unit_label(q))
+            text = f"implausible: {text}"
+        where = f"{spec.type.value} @ {spec.address} (0x{spec.address:04X})"
+        table.add_row(q.value, text, _unit_label(q), where)
     if ratios:
         # Values are scaled by these; a commissioning engineer compares them with the
         # meter's own PT/CT set-up screen.
@@ -121,10 +125,33 @@ def run_read(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _shown(sample: Sample, exact: dict[Quantity, Decimal | None]) -> dict[Quantity, str | None]:
+    """Each value as the register holds it (every digit, no exponent), None where the
+    reader found none ("not available" patterns, NaN)."""
+    out: dict[Quantity, str | None] = {}
+    for q, v in sample.values.items():
+        value = exact.get(q)
+        if v is None and q not in sample.implausible:
+            out[q] = None
+        else:
+            out[q] = format_exact(value, grouped=False) if value is not None else repr(v)
+    return out
+
+
+def _plain(x: float) -> str:
+    """A limit as written (1e12 as 1,000,000,000,000): no exponent beside exact digits."""
+    return format_exact(Decimal(repr(x)).normalize(), grouped=True)
+
+
+def _grouped(value: Decimal | None) -> str:
+    return "n/a" if value is None else format_exact(value, grouped=True)
+
+
 async def _read_once(
     endpoint: Endpoint, timing: Timing, profile: Profile, unit: int
-) -> tuple[Sample, dict[str, float]]:
+) -> tuple[Sample, dict[str, float], dict[Quantity, Decimal | None]]:
     reader = DeviceReader(profile, unit)
     async with ModbusTransport(endpoint, timing) as transport:
-        sample = await reader.read(transport)
-    return sample, reader.ratios
+        recorder = RecordingTransport(transport)
+        sample = await reader.read(recorder)
+    return sample, reader.ratios, exact_values(profile, recorder.blocks, unit)

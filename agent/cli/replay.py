@@ -86,8 +86,8 @@ def register(commands: Commands) -> None:
         "--progress",
         choices=["auto", "on", "off"],
         default="auto",
-        help="progress bar on stderr, and the time taken in the summary (auto: when stderr "
-        "is a terminal)",
+        help="progress bar on stderr, and the time taken in the summary (default auto: "
+        "when stderr is a terminal)",
     )
     p.add_argument(
         "--quiet",

@@ -16,16 +16,20 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from agent.cli.common import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Commands, add_config_arg
 from agent.config import load_config
 from agent.config.load import run_refusal
 from agent.http.limits import Limits
 from agent.http.server import TICK_S, HttpServer
-from agent.mqttclient import MqttConfigError
-from agent.runtime.agent import Agent
+from agent.mqttclient import MqttConfigError, client_id_of
+from agent.runtime.agent import Agent, now_ms
 from drivers.profile import ProfileLibrary
+
+log = logging.getLogger("agent.run")
 
 
 def register(commands: Commands) -> None:
@@ -50,8 +54,19 @@ def run_agent(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     if not args.verbose:
         logging.getLogger().setLevel(logging.INFO)
+    log.info(
+        "starting from %s: site %s, gateway %s; loading the core (a few seconds on a gateway)",
+        args.config,
+        config.site.id,
+        config.gateway.id,
+    )
     try:
         agent = Agent(config, ProfileLibrary())
+        # Compiled here, not at the agent's start (where it is then instant), so that the
+        # first close said below is the one after the first poll.
+        agent.warm_up()
+        for line in start_lines(agent, now_ms()):
+            log.info("%s", line)
         asyncio.run(_main(agent))
     except MqttConfigError as exc:
         print(f"error: {args.config}: {exc}", file=sys.stderr)
@@ -62,6 +77,40 @@ def run_agent(args: argparse.Namespace) -> int:
     # Messages that could be neither stored nor sent were lost at the exit (said in the
     # log): a failed stop, so that systemd and whoever reads its status see it.
     return EXIT_FAILED if agent.lost_at_exit else EXIT_OK
+
+
+def start_lines(agent: Agent, now: int) -> list[str]:
+    """What `run` is about to do, said before it does it: buses, devices, broker, page,
+    and when the first record closes (an engineer otherwise watches a silent terminal)."""
+    config = agent.config
+    lines = []
+    for bus in config.buses:
+        devices = [d for d in config.devices if d.bus == bus.id]
+        listed = ", ".join(
+            f"{d.id} (unit {d.unit}, {d.profile or 'inline registers'}, every {d.interval_s:g} s)"
+            for d in devices
+        )
+        lines.append(f"bus {bus.id}: {bus.endpoint().describe()}: {listed}")
+    mqtt = config.mqtt
+    if mqtt is not None:
+        tls = "TLS" if mqtt.tls is not None else "no TLS"
+        client_id = client_id_of(mqtt, config.site.id, config.gateway.id)
+        lines.append(
+            f"broker {mqtt.host}:{mqtt.port} ({tls}) as client id {client_id}, "
+            f"topics under {agent.status(now).agent.topic_base}/"
+        )
+    lines.append(f"live page on http://{config.http.listen}/; state in {config.state_dir}")
+    end_ms = agent.interval_end_ms(now)
+    zone = ZoneInfo(config.site.timezone)
+    at = datetime.fromtimestamp(end_ms / 1000, zone)
+    lines.append(
+        f"first {config.publish.energy_interval_s} s energy records close at "
+        f"{at:%H:%M:%S} {at.tzname()} (site time, in {(end_ms - now) / 1000:.0f} s), "
+        "(a meter's first record after a fresh start is partial: it was first read inside "
+        f"it); the site's intensity waits up to {config.core.site_hold_s:g} s longer for a "
+        "late meter"
+    )
+    return lines
 
 
 async def _main(agent: Agent) -> None:

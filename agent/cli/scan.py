@@ -23,6 +23,7 @@ from agent.cli.common import (
 )
 from drivers.decode import decode_value
 from drivers.errors import ModbusTimeout, RetryableError, TransportError
+from drivers.hints import failure_hint, silent_bus_hint
 from drivers.profile import ProfileLibrary
 from drivers.registers import READ_CODE, RegisterSpec
 from drivers.transport import Endpoint, ModbusTransport, Timing
@@ -93,6 +94,7 @@ def run_scan(args: argparse.Namespace) -> int:
             hits = asyncio.run(_scan(endpoint, timing, units, probes, progress, task))
     except TransportError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        print(f"hint: {failure_hint(endpoint, exc)}", file=sys.stderr)
         return EXIT_FAILED
     if args.json:
         print(
@@ -101,8 +103,8 @@ def run_scan(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not hits:
         print(
-            f"no unit answered on {endpoint.describe()} (tried {len(units)} ids); check "
-            "wiring, baud rate and parity",
+            f"no unit answered on {endpoint.describe()} (tried {len(units)} ids)\n"
+            f"hint: {silent_bus_hint(endpoint)}",
             file=sys.stderr,
         )
         return EXIT_FAILED

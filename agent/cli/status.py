@@ -23,6 +23,8 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.cli.common import EXIT_FAILED, EXIT_OK, Commands, UsageError, add_config_arg
+from agent.cli.words import add_lang_arg, language, site_time, zone_label
+from agent.i18n import Translator
 
 BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -45,9 +47,10 @@ def register(commands: Commands) -> None:
         type=float,
         default=5.0,
         metavar="SECONDS",
-        help="seconds to wait for the agent",
+        help="seconds to wait for the agent (default 5)",
     )
     p.add_argument("--json", action="store_true", help="the /api/state document as JSON")
+    add_lang_arg(p)
     p.set_defaults(handler=run_status)
 
 
@@ -109,63 +112,75 @@ def _spark(points: list[list[float]], width: int = 24) -> str:
     return "".join(BLOCKS[int((v - lo) / (hi - lo) * (len(BLOCKS) - 1))] for v in means)
 
 
-def _ago(s: object) -> str:
+def _ago(t: Translator, s: object) -> str:
     if not isinstance(s, int | float):
-        return "never"
+        return t("status.never")
     if s < 60:
-        return f"{s:.1f} s ago"
+        return t("status.ago_s", n=f"{s:.1f}")
     if s < 3600:
-        return f"{int(s // 60)} min {int(s % 60)} s ago"
-    return f"{s / 3600:.1f} h ago"
+        return t("status.ago_min", m=int(s // 60), s=int(s % 60))
+    return t("status.ago_h", h=f"{s / 3600:.1f}")
 
 
-def render(doc: dict[str, Any]) -> Group:
-    """The page's picture as rich renderables: header, alerts, site, demand, devices."""
+def render(doc: dict[str, Any], lang: str | None = None, url: str | None = None) -> Group:
+    """The page's picture as rich renderables: header, alerts, site, demand, devices, in
+    ``lang`` (default English), times on the site's clock."""
+    t = Translator(lang)
     site = doc["site"]
     return Group(
-        *_header(doc),
-        _site_table(site),
-        _demand_table(site["demand"]),
-        _devices_table(doc["devices"], (doc.get("history") or {}).get("power_kw", {})),
+        *_header(t, doc, url),
+        _site_table(t, site, doc["agent"].get("timezone") or "UTC"),
+        _demand_table(t, site["demand"]),
+        _devices_table(t, doc["devices"], (doc.get("history") or {}).get("power_kw", {})),
     )
 
 
-def _header(doc: dict[str, Any]) -> list[Text]:
+def _header(t: Translator, doc: dict[str, Any], url: str | None) -> list[Text]:
     """Who, whether all is well and every problem, then the link, the disk and the buffer."""
     a, mqtt, buf = doc["agent"], doc["mqtt"], doc["buffer"]
     health = (
-        Text("ALL OK", style="bold green")
+        Text(t("status.all_ok"), style="bold green")
         if doc["health"]["state"] == "ok"
-        else Text("ATTENTION", style="bold red")
+        else Text(t("status.attention"), style="bold red")
     )
+    who = t("status.who", site=a["site"], gateway=a["gateway"], version=a["version"])
     lines = [
         Text.assemble(
             (f"{a['site_name']}", "bold"),
-            f"  site {a['site']} · gateway {a['gateway']} · energy-agent {a['version']}"
-            + (" · core without numba (slower)" if a.get("core") == "python" else "")
-            + "  ",
+            f"  {who}" + (t("status.no_numba") if a.get("core") == "python" else "") + "  ",
             health,
         )
     ]
+    zone = a.get("timezone") or "UTC"
+    lines.append(
+        Text(
+            t(
+                "status.read_from",
+                url=url or "?",
+                time=site_time(doc["ts"], zone),
+                zone=zone_label(doc["ts"], zone),
+            ),
+            style="dim",
+        )
+    )
     lines += [Text(f"  ! {problem}", style="bold red") for problem in doc["health"]["problems"]]
+    lines += _alarms(t, doc.get("alarms"), zone)
     why = f": {mqtt['last_error']}" if mqtt["last_error"] else ""
     link = (
-        Text("MQTT connected", style="green")
+        Text(t("status.mqtt_ok"), style="green")
         if mqtt["connected"]
-        else Text(f"MQTT DOWN ({mqtt['broker']}{why})", style="bold red")
+        else Text(t("status.mqtt_down", broker=mqtt["broker"], error=why), style="bold red")
     )
     storage = doc.get("storage") or {"ok": True}
     disk = (
-        Text("disk ok", style="green")
+        Text(t("status.disk_ok"), style="green")
         if storage["ok"]
-        else Text(
-            f"STORAGE FAILING ({storage['unstored']} messages in memory only)", style="bold red"
-        )
+        else Text(t("status.storage_failing", n=storage["unstored"]), style="bold red")
     )
     waiting = (
-        f"buffer: {buf['depth']} waiting"
-        + (f", oldest {buf['oldest_age_s']:.0f} s" if buf["oldest_age_s"] else "")
-        + (" — GROWING" if buf["growing"] else "")
+        t("status.buffer", n=f"{buf['depth']:,}")
+        + (t("status.buffer_oldest", s=f"{buf['oldest_age_s']:.0f}") if buf["oldest_age_s"] else "")
+        + (t("status.buffer_growing") if buf["growing"] else "")
     )
     lines.append(
         Text.assemble(
@@ -174,88 +189,130 @@ def _header(doc: dict[str, Any]) -> list[Text]:
             disk,
             "   ",
             (waiting, "bold yellow" if buf["alarm"] else ""),
-            f"   acknowledged: {buf['acked']}",
+            "   " + t("status.acked", n=f"{buf['acked']:,}"),
         )
     )
-    return lines + _ledger(doc.get("ledger"))
+    return lines + _ledger(t, doc.get("ledger"))
 
 
-def _ledger(ledger: dict[str, Any] | None) -> list[Text]:
+def _alarms(t: Translator, alarms: object, zone: str) -> list[Text]:
+    """The alarms the agent raised (an agent without alarms sends none: nothing shown)."""
+    if not isinstance(alarms, list) or not alarms:
+        return []
+    out = [Text(t("status.alarms", n=len(alarms)), style="bold red")]
+    for a in alarms:
+        since = site_time(a["since_ms"], zone) if isinstance(a.get("since_ms"), int) else "?"
+        text = t(
+            "status.alarm",
+            subject=a.get("subject") or a.get("rule"),
+            text=a.get("text") or a.get("rule"),
+            since=since,
+        )
+        out.append(Text(f"  ! {text}", style="bold red"))
+    return out
+
+
+def _ledger(t: Translator, ledger: dict[str, Any] | None) -> list[Text]:
     """The ledger in one line, and the history's size warning if there is one."""
     if ledger is None:
         return []  # an agent from before the ledger
     if ledger["on"]:
         line = Text(
-            f"ledger: entry {ledger['seq']}, periods of {ledger['period_s']} s, "
-            f"key {ledger['key_id']}",
+            t(
+                "status.ledger_on",
+                seq=ledger["seq"],
+                period=ledger["period_s"],
+                key=ledger["key_id"],
+            ),
             style="green",
         )
     else:
-        line = Text(f"ledger off: {ledger['reason']}", style="yellow")
+        line = Text(t("status.ledger_off", reason=ledger["reason"]), style="yellow")
     warning = ledger["history"].get("warning")
     return [line] + ([Text(f"  ! {warning}", style="bold yellow")] if warning else [])
 
 
-def _site_table(site: dict[str, Any]) -> Table:
+def _site_table(t: Translator, site: dict[str, Any], zone: str) -> Table:
     it, hour, today = site["intensity"] or {}, site["intensity_1h"] or {}, site["today"] or {}
-    summary = Table(title="site", title_justify="left", show_header=True)
-    for col in ("", "value", "unit"):
-        summary.add_column(col, justify="left" if col != "value" else "right")
-    summary.add_row("intensity, last 15 min", _n(it.get("intensity_g_per_kwh"), 0), "g CO₂/kWh")
-    summary.add_row("CO₂ per unit, last 15 min", _n(it.get("kgco2_per_unit"), 3), "kg")
-    summary.add_row("energy per unit, last 15 min", _n(it.get("kwh_per_unit"), 3), "kWh")
-    summary.add_row("intensity, last hour", _n(hour.get("intensity_g_per_kwh"), 0), "g CO₂/kWh")
+    summary = Table(title=t("status.site"), title_justify="left", show_header=True)
+    summary.add_column("", justify="left")
+    summary.add_column(t("status.col_value"), justify="right")
+    summary.add_column(t("status.col_unit"), justify="left")
+    g_kwh = "g CO₂/kWh"
+    summary.add_row(t("status.intensity_15m"), _n(it.get("intensity_g_per_kwh"), 0), g_kwh)
+    summary.add_row(t("status.co2_per_unit"), _n(it.get("kgco2_per_unit"), 3), "kg")
+    summary.add_row(t("status.energy_per_unit"), _n(it.get("kwh_per_unit"), 3), "kWh")
+    summary.add_row(t("status.intensity_1h"), _n(hour.get("intensity_g_per_kwh"), 0), g_kwh)
     summary.add_row(
-        "total power now" + ("" if site["power_complete"] else " (INCOMPLETE)"),
+        t("status.power_now") + ("" if site["power_complete"] else t("status.incomplete")),
         _n(site["power_kw"], 1),
         "kW",
     )
-    summary.add_row("today: energy", _n(today.get("energy_kwh"), 1), "kWh")
-    summary.add_row("today: CO₂", _n(today.get("co2_kg"), 1), "kg")
-    summary.add_row("today: standard coal", _n(today.get("tce"), 4), "tce")
-    summary.add_row("15-min demand now", _n(site["demand"]["now_kw"], 1), "kW")
+    summary.add_row(t("status.today_energy"), _n(today.get("energy_kwh"), 1), "kWh")
+    summary.add_row(t("status.today_co2"), _n(today.get("co2_kg"), 1), "kg")
+    summary.add_row(t("status.today_coal"), _n(today.get("tce"), 4), "tce")
+    summary.add_row(t("status.demand_now"), _n(site["demand"]["now_kw"], 1), "kW")
+    notes = []
+    if isinstance(it.get("ts"), int):
+        notes.append(t("status.interval_end", time=site_time(it["ts"], zone)))
+    held = site.get("held")
+    if held:
+        notes.append(
+            t(
+                "status.held",
+                time=site_time(held["end_ms"], zone),
+                meters=", ".join(held["waiting_for"]),
+                until=site_time(held["until_ms"], zone),
+            )
+        )
+    if notes:
+        summary.caption = "\n".join(notes)
+        summary.caption_justify = "left"
     return summary
 
 
-def _demand_table(demand: dict[str, Any]) -> Table:
-    table = Table(title="15-minute demand per root meter", title_justify="left")
-    table.add_column("meter")
-    table.add_column("now kW", justify="right")
-    table.add_column("month peak kW", justify="right")
-    table.add_column("of peak", justify="right")
+def _demand_table(t: Translator, demand: dict[str, Any]) -> Table:
+    table = Table(title=t("status.demand_title"), title_justify="left")
+    table.add_column(t("status.col_meter"))
+    table.add_column(t("status.col_now"), justify="right")
+    table.add_column(t("status.col_peak"), justify="right")
+    table.add_column(t("status.col_share"), justify="right")
+    period = demand["period_min"]
     for m in demand["meters"]:
-        share = (
-            f"{100 * m['now_kw'] / m['peak_kw']:.0f} %"
-            if m["now_kw"] is not None and m["peak_kw"]
-            else ""
-        )
+        have = m.get("window_min")
+        if have is not None and have < period:
+            share = t("status.warming_up", have=have, period=period)  # not "100 %" of itself
+        elif m["now_kw"] is not None and m["peak_kw"]:
+            share = f"{100 * m['now_kw'] / m['peak_kw']:.0f} %"
+        else:
+            share = ""
         table.add_row(m["device"], _n(m["now_kw"], 1), _n(m["peak_kw"], 1), share)
     return table
 
 
-def _devices_table(devices: list[dict[str, Any]], history: dict[str, Any]) -> Table:
-    table = Table(title="devices", title_justify="left")
+def _devices_table(t: Translator, devices: list[dict[str, Any]], history: dict[str, Any]) -> Table:
+    table = Table(title=t("status.devices"), title_justify="left")
     for col, just in (
-        ("device", "left"),
-        ("status", "left"),
-        ("last good poll", "right"),
-        ("power kW", "right"),
-        ("last 15 min", "left"),
-        ("counter", "right"),
+        ("col_device", "left"),
+        ("col_status", "left"),
+        ("col_last", "right"),
+        ("col_power", "right"),
+        ("col_spark", "left"),
+        ("col_counter", "right"),
     ):
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+        table.add_column(t(f"status.{col}"), justify=just)  # type: ignore[arg-type]
     for d in devices:
         if d["state"] == "ok":
-            status = Text("OK", style="green")
+            status = Text(t("status.ok"), style="green")
         elif d["state"] == "error":
-            status = Text(f"ERROR {d['reason'] or ''}".strip(), style="bold red")
+            status = Text(t("status.error", reason=d["reason"] or "").strip(), style="bold red")
         else:
-            status = Text("waiting", style="yellow")
+            status = Text(t("status.waiting"), style="yellow")
         main = d["main"]
         table.add_row(
             ("└ " if d["parent"] else "") + d["id"],
             status,
-            _ago(d["age_s"]),
+            _ago(t, d["age_s"]),
             _n(d["power_kw"], 2),
             _spark(history.get(d["id"], [])),
             "" if main["value"] is None else f"{main['value']:,.2f} {main['unit']}",
@@ -279,12 +336,17 @@ def run_status(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
+    # Which agent answered: the default port may be another agent's (docs: two on one host).
+    source = (
+        "--url" if args.url else f"from {args.config}" if args.config else "default; -c or --url"
+    )
     if args.json:
         doc.pop("history", None)
         print(json.dumps(doc, indent=2))
+        print(f"read {url} ({source})", file=sys.stderr)
     else:
         console = Console() if sys.stdout.isatty() else Console(width=140)
-        console.print(render(doc))
+        console.print(render(doc, language(args.lang), f"{url} ({source})"))
     return EXIT_OK if doc["health"]["state"] == "ok" else EXIT_FAILED
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from agent.config.alarms import alarm_problems
 from agent.config.bridge import BridgeConfig, bridge_config
 from agent.config.bridge import load_bridge_config as load_bridge_config
 from agent.config.bridge import parse_bridge_config as parse_bridge_config
@@ -156,6 +157,32 @@ def cross_reference_problems(doc: YamlDocument, library: ProfileLibrary) -> list
     for i, dev in devices:
         out += _parent_problems(doc, i, dev, dev_ids, parents)
     out += _seal_delay_problems(doc)
+    out += alarm_problems(doc, dev_ids)
+    out += _report_problems(doc, dev_ids)
+    return out
+
+
+def _report_problems(doc: YamlDocument, dev_ids: dict[str, int]) -> list[Problem]:
+    """A line or product that names a device the config does not have."""
+    data = doc.data if isinstance(doc.data, dict) else {}
+    report = data.get("report")
+    out: list[Problem] = []
+    if not isinstance(report, dict):
+        return out
+    for section in ("lines", "products"):
+        for i, group in _items(report, section):
+            for field in ("devices", "counters"):
+                ids = group.get(field)
+                if not isinstance(ids, list):
+                    continue
+                for j, did in enumerate(ids):
+                    if isinstance(did, str) and ID_RX.match(did) and did not in dev_ids:
+                        out.append(
+                            doc.problem(
+                                ("report", section, i, field, j),
+                                f"unknown device '{did}' (it must be the id of a device)",
+                            )
+                        )
     return out
 
 

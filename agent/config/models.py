@@ -24,6 +24,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 # The bridge's models and the shared ones live apart, importable without drivers;
 # their names stay importable from here.
+from agent.config.alarms import Alarms
 from agent.config.bridge import BridgeConfig as BridgeConfig
 from agent.config.bridge import BridgeSettings as BridgeSettings
 from agent.config.bridge import Influx as Influx
@@ -35,6 +36,7 @@ from agent.config.common import SecretFiles
 from agent.config.common import Strict as _Strict
 from agent.config.common import TlsSettings as TlsSettings
 from agent.config.kinds import CARRIER, UNIT, kind_of, main_quantity
+from agent.config.report import ReportSettings
 from agent.contract.vocab import Carrier
 from drivers.endpoint import Endpoint, Framing, Timing
 from drivers.profile import DeviceKind, PlausibleRange, ProfileLibrary, ReadLimits, RegisterMap
@@ -457,6 +459,9 @@ class AgentConfig(_Strict):
     http: Http = Http()
     history: HistorySettings = HistorySettings()
     ledger: LedgerSettings = LedgerSettings()
+    alarms: Alarms = Alarms()
+    #: `energy-agent report`: lines, products, tariff, baseline, targets (docs/report.md).
+    report: ReportSettings = ReportSettings()
     #: The devices resolved with one profile library: (library, devices).
     _resolved: tuple[ProfileLibrary, tuple[ResolvedDevice, ...]] | None = PrivateAttr(None)
 

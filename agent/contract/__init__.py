@@ -22,6 +22,7 @@ import it; it imports nothing of theirs (only drivers' quantity vocabulary).
 
 from agent.contract.build import (
     DIGITS,
+    alarm_payload,
     build,
     device_status_payload,
     encode,
@@ -80,6 +81,7 @@ __all__ = [
     "TopicRef",
     "Topics",
     "Window",
+    "alarm_payload",
     "build",
     "device_status_payload",
     "encode",

@@ -17,6 +17,8 @@ from typing import Any, Literal
 
 from agent.contract.plausible import VALUE_RANGES
 from agent.contract.records import (
+    ACTIVE_ALARM,
+    ALARM,
     DEVICE_STATUS,
     ENERGY,
     EVENTS,
@@ -201,3 +203,16 @@ def window_values(
 
 def intensity_payload(ts: int, windows: dict[str, dict[str, Any]], rev: int = 0) -> dict[str, Any]:
     return build(INTENSITY, {"ts": ts, "rev": rev, "windows": windows})
+
+
+def alarm_payload(
+    ts: int,
+    change: Mapping[str, Any],
+    state: Literal["raised", "cleared"],
+    text: str,
+    active: Sequence[Mapping[str, Any]],
+) -> dict[str, Any]:
+    """One raise or clear: ``change`` and each of ``active`` hold the active-alarm rows
+    (rule, condition, subject, value, limit, since_ms)."""
+    rows = [build(ACTIVE_ALARM, a) for a in active]
+    return build(ALARM, {"ts": ts, **change, "state": state, "text": text, "active": rows})

@@ -71,7 +71,8 @@ def _tags(specs: list[KindSpec]) -> str:
     for r in dict.fromkeys(s.record for s in specs):
         for f in r.fields:
             if f.store is Store.TAG:
-                tags.append(f"`{f.db_name}` ({', '.join(_code(c) for c in f.choices)})")
+                values = ", ".join(_code(c) for c in f.choices) if f.choices else "an id"
+                tags.append(f"`{f.db_name}` ({values}{'' if f.required else '; when present'})")
             elif f.store is Store.KEYS_AS_POINTS and f.keys is not None:
                 tags.append(f"`{f.db_name}` ({', '.join(_code(k) for k in f.keys.names)})")
     return ", ".join(tags)

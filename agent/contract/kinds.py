@@ -27,6 +27,7 @@ class MessageKind(StrEnum):
     INTENSITY = "intensity"
     EVENTS = "events"
     LEDGER = "ledger"
+    ALARM = "alarm"
 
     @property
     def spec(self) -> KindSpec:
@@ -147,6 +148,17 @@ KINDS: Mapping[MessageKind, KindSpec] = MappingProxyType(
             derived="`covers`, `energy_records`, `hash48`, `prev48`, `covered_by` (integers, "
             "from the entry: docs/ledger.md); the bridge's verdict `verified`, `records`, "
             "`reason` (integers)",
+        ),
+        MessageKind.ALARM: KindSpec(
+            "alarms",
+            Scope.GATEWAY,
+            records.ALARM,
+            "alarm",
+            # Kept like a status: retained, and the latest one says every raised alarm.
+            OutboxClass.STATUS,
+            published="when an alarm is raised or cleared (README, Alarms)",
+            point="raise or clear of an alarm",
+            retained=True,
         ),
     }
 )

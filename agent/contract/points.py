@@ -78,7 +78,8 @@ def _points(
         if f.store is Store.TIME:
             ts = int(obj[f.name])
         elif f.store is Store.TAG:
-            tags[f.db_name] = str(value)
+            if value is not None:  # an optional tag (an energy record's parent) left out
+                tags[f.db_name] = str(value)
         elif value is None or f.store is Store.NOT_STORED:
             continue
         elif f.store is Store.FIELD:

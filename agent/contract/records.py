@@ -229,6 +229,25 @@ ENERGY = Record(
             when="a meter with children",
             plausible=(-_E, _E),
         ),
+        # The device's place in the meter tree, as tags: a site total or peak sums
+        # `root == "true"` only (a child's energy is inside its parent's). Optional: an
+        # older gateway's records have neither, and are not counted as roots.
+        Field(
+            "root",
+            STRING,
+            "`true`: the device has no parent (its energy is part of the site's total)",
+            when="the agent writes it (older agents leave it out)",
+            choices=("true", "false"),
+            store=Store.TAG,
+        ),
+        Field(
+            "parent",
+            STRING,
+            "the id of the meter this one is inside of",
+            when="a meter with a parent",
+            pattern=ID,
+            store=Store.TAG,
+        ),
         Field(
             "incomplete_children",
             INTEGER,
@@ -405,6 +424,91 @@ EVENTS = Record(
             NUMBER,
             "the glitch limit in force: the quantity's unit per hour (kW for kWh and for power)",
             plausible=(0.0, LIMIT_MAX_PER_H),
+        ),
+    ),
+)
+
+
+# --- alarms (README, "Alarms") ------------------------------------------------------------
+
+#: What an alarm rule watches: its ``condition`` (agent/config/alarms.py has one model each).
+CONDITIONS = (
+    "offline",
+    "power_above",
+    "power_below",
+    "coverage_below",
+    "outbox_age",
+    "ledger_failure",
+)
+_ALARM_MS = Interval(ge=0, le=TS_MAX_MS)
+#: A measured value or a limit, in kW (an exporting meter's is negative), % or minutes.
+_ALARM_RANGE = (-POWER_MAX_KW, LIMIT_MAX_PER_H)
+
+_ALARM_ID = (
+    Field(
+        "rule", STRING, "the rule's id (config `alarms.rules[].id`)", pattern=ID, store=Store.TAG
+    ),
+    Field(
+        "condition",
+        STRING,
+        "what the rule watches",
+        choices=CONDITIONS,
+        store=Store.TAG,
+    ),
+    Field(
+        "subject",
+        STRING,
+        "what it is about: a device's id, a line's (the rule's id), `site`, `outbox`, `ledger`",
+        pattern=ID,
+        store=Store.TAG,
+    ),
+)
+_ALARM_VALUES = (
+    Field(
+        "value",
+        NUMBER,
+        "what was measured, in the condition's unit (kW; %; minutes); null: nothing to show",
+        nullable=True,
+        plausible=_ALARM_RANGE,
+    ),
+    Field(
+        "limit", NUMBER, "the rule's limit, in the same unit", nullable=True, plausible=_ALARM_RANGE
+    ),
+    Field(
+        "since_ms",
+        INTEGER,
+        "when the condition began (a meter's last answer, the oldest waiting message, "
+        "the interval's end, or the first bad reading)",
+        unit="ms",
+        limits=_ALARM_MS,
+    ),
+)
+
+#: One raised alarm in an alarm message's ``active`` list.
+ACTIVE_ALARM = Record("active alarm", (*_ALARM_ID, *_ALARM_VALUES))
+
+ALARM = Record(
+    "alarm",
+    (
+        dataclasses.replace(TS, meaning="Unix ms, UTC: when the alarm was raised or cleared"),
+        *_ALARM_ID,
+        Field(
+            "state",
+            STRING,
+            "the change this message reports",
+            choices=("raised", "cleared"),
+            column="raised",
+            codes=MappingProxyType({"raised": 1, "cleared": 0}),
+        ),
+        *_ALARM_VALUES,
+        Field("text", STRING, "the alarm in English words", store=Store.NOT_STORED),
+        Field(
+            "active",
+            ARRAY,
+            "every alarm raised after this change (the first 100, in the config's rule "
+            "order): a retained message tells a new subscriber what is raised",
+            items=ACTIVE_ALARM,
+            store=Store.NOT_STORED,
         ),
     ),
 )

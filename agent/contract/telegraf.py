@@ -60,6 +60,8 @@ def _fields(f: Field) -> Iterator[str]:
     if f.store is Store.TAG:
         yield f"    [[{_JSON}.tag]]"
         yield f'      path = "{f.name}"'
+        if not f.required:
+            yield "      optional = true"
     elif f.store is Store.FIELD:
         yield f"    [[{_JSON}.field]]"
         yield f'      path = "{f.name}"'

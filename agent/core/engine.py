@@ -380,6 +380,11 @@ class Engine:
         reference (before its first closed interval: the start of its first one)."""
         return int(self.I[c, self.k.I_EMITTED_END])
 
+    def first_ts(self, c: int) -> int:
+        """Time (Unix ms) of channel ``c``'s first accepted reading (meaningful once it
+        has a reference): windows reaching before it are not full."""
+        return int(self.I[c, self.k.I_FIRST_T])
+
     def complete_end(self) -> int:
         """The latest interval end that every channel with data has closed (0: none has)."""
         k = self.k

@@ -54,6 +54,7 @@ class RecordBuilder:
             "interpolated_share": interpolated,
             "missing_share": max(0.0, 1.0 - measured - interpolated),
             "energy_kwh": kwh,
+            **self.tree_tags(info),
         }
         if info.carrier is Carrier.PRODUCTION:
             values.update(co2_kg=0.0, ef_kg_per_kwh=None, units=native)
@@ -66,6 +67,13 @@ class RecordBuilder:
         if has_children:
             values["unmetered_kwh"] = None  # until the children's energy is known
         return energy_payload(**values)
+
+    @staticmethod
+    def tree_tags(info: DeviceInfo) -> dict[str, str]:
+        """Its place in the meter tree, for the database: a site's total or peak sums the
+        roots only (a child's energy is inside its parent's)."""
+        parent = info.device.parent
+        return {"root": "true"} if parent is None else {"root": "false", "parent": parent}
 
     @staticmethod
     def set_unmetered(payload: dict[str, Any], kwh: float | None, incomplete: int = 0) -> None:

@@ -242,8 +242,12 @@ class SiteCore:
     def _release_held(self, *, final: bool, older_than: int | None = None) -> list[Message]:
         out: list[Message] = []
         for r in self.tree.release(final=final, older_than=older_than):
+            info = self.devices[r.device]
+            # A record held in a snapshot of an older agent has no tree tags yet.
+            for key, value in self.records.tree_tags(info).items():
+                r.payload.setdefault(key, value)
             self.records.set_unmetered(r.payload, r.unmetered_kwh, r.incomplete_children)
-            device = self.devices[r.device].device.id
+            device = info.device.id
             out.append(self.topics.message(MessageKind.ENERGY, r.payload, device))
         return out
 

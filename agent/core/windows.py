@@ -132,6 +132,10 @@ class SiteWindows:
         """An interval ending at ``end_ms`` has a record: the site owes its windows."""
         self._pending.add(end_ms)
 
+    def owed(self) -> list[int]:
+        """The interval ends still owed, in order (the views say what holds them)."""
+        return sorted(self._pending)
+
     def due(self, upto: int | None) -> list[int]:
         """The owed interval ends up to ``upto`` (None: all), in order; no longer owed."""
         ends = sorted(e for e in self._pending if upto is None or e <= upto)

@@ -158,6 +158,87 @@ class Connection:
         self.writer.close()
 
 
+class Router:
+    """Who gets a published message: the sessions, their subscriptions, the retained store.
+
+    Kept apart from the connections so that routing (MQTT 5 sections 3.3 and
+    4.7) reads on its own, and the broker class only speaks the wire.
+    """
+
+    def __init__(self) -> None:
+        self.sessions: dict[str, Session] = {}
+        self.retained: dict[str, Message] = {}
+
+    def publish(self, msg: Message) -> None:
+        if msg.retain:
+            if msg.payload:
+                self.retained[msg.topic] = msg
+            else:
+                self.retained.pop(msg.topic, None)
+        for session in list(self.sessions.values()):
+            qos, keep_retain = -1, False
+            for topic_filter, sub in session.subscriptions.items():
+                if sub.no_local and msg.sender == session.client_id:
+                    continue
+                if matches(topic_filter, msg.topic):
+                    qos = max(qos, min(sub.qos, msg.qos))
+                    keep_retain = keep_retain or sub.retain_as_published
+            if qos >= 0:  # one copy per session, at the highest QoS of its matching filters
+                self.deliver(session, msg, qos, retain=msg.retain and keep_retain)
+
+    def deliver(self, session: Session, msg: Message, qos: int, *, retain: bool) -> None:
+        out = Message(msg.topic, msg.payload, qos, retain, msg.props, msg.sender)
+        conn = session.conn
+        if qos == 0:
+            # Not queued for an absent client; dropped, not buffered, for one that is too slow.
+            if conn is not None and conn.writer.transport.get_write_buffer_size() < (
+                WRITE_BUFFER_LIMIT
+            ):
+                conn.send_publish(out, None)
+            return
+        session.enqueue(out)
+        self.pump(session)
+
+    def pump(self, session: Session) -> None:
+        """Send queued QoS 1 messages while the client's Receive Maximum allows."""
+        conn = session.conn
+        if conn is None or conn.closed:
+            return
+        while session.queue and len(session.inflight) < conn.receive_maximum:
+            msg = session.queue.popleft()
+            pid = session.next_id()
+            if conn.send_publish(msg, pid):
+                session.inflight[pid] = msg
+
+    def gone(self, conn: Connection, graceful: bool) -> None:
+        """The connection ended: publish the will unless it ended well, keep or end the session."""
+        conn.close()
+        session = conn.session
+        if session.conn is not conn:
+            return  # already handled (session takeover)
+        session.conn = None
+        if conn.will is not None and not graceful:
+            self.publish(conn.will)
+        conn.will = None
+        if session.expiry_s == 0:
+            self.sessions.pop(session.client_id, None)
+        elif session.expiry_s != NEVER_EXPIRES:
+            loop = asyncio.get_running_loop()
+            session.expiry_timer = loop.call_later(
+                session.expiry_s, self._expire, session.client_id, session
+            )
+
+    def _expire(self, client_id: str, session: Session) -> None:
+        if self.sessions.get(client_id) is session and session.conn is None:
+            del self.sessions[client_id]
+
+    def release_retained(self, session: Session, topic_filter: str, granted: int) -> None:
+        """The retained messages a new subscription gets, after its SUBACK (as mosquitto)."""
+        for msg in list(self.retained.values()):
+            if matches(topic_filter, msg.topic):
+                self.deliver(session, msg, min(msg.qos, granted), retain=True)
+
+
 class EmbeddedBroker:
     """``async with EmbeddedBroker(port):`` an MQTT 5 broker on 127.0.0.1:port in this loop.
 
@@ -171,8 +252,9 @@ class EmbeddedBroker:
         self.port = port
         self.max_packet = max_packet
         self.queue_limit = queue_limit
-        self.sessions: dict[str, Session] = {}
-        self.retained: dict[str, Message] = {}
+        self.router = Router()
+        self.sessions = self.router.sessions
+        self.retained = self.router.retained
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._conns: set[Connection] = set()
@@ -247,43 +329,11 @@ class EmbeddedBroker:
             self._tasks.discard(task)
 
     def _connect(self, r: Reader, writer: asyncio.StreamWriter) -> Connection | None:
-        name, level = r.string(), r.byte()
-        if name != "MQTT" or level != 5:
-            # A v3.1.1 client cannot read a v5 CONNACK: answer in its version's terms
-            # (return code 1, unacceptable protocol version), which paho reports as such.
-            if name in ("MQTT", "MQIsdp") and level in (3, 4):
-                writer.write(packet(PacketType.CONNACK, b"\x00\x01"))
-            else:
-                writer.write(connack(False, Reason.UNSUPPORTED_PROTOCOL_VERSION))
+        request = parse_connect(r)
+        if isinstance(request, bytes):
+            writer.write(request)  # refused, in the client's protocol version's terms
             return None
-        flags = r.byte()
-        will_qos = (flags >> 3) & 3
-        if flags & 1 or (not flags & 4 and flags & 0x38) or will_qos == 3:
-            raise malformed(f"CONNECT flags 0x{flags:02x}")
-        keepalive, props = r.u16(), r.props()
-        client_id = r.string()
-        will = None
-        if flags & 4:
-            will_props = r.props().only(*FORWARDED)
-            topic, payload = r.string(), r.binary()
-            check_topic_name(topic)
-            will = Message(topic, payload, will_qos, bool(flags & 0x20), will_props, client_id)
-        if flags & 0x80:
-            r.string()  # user name: the demo broker lets everyone in
-        if flags & 0x40:
-            r.binary()
-        if r.left():
-            raise malformed("bytes after the CONNECT payload")
-        if props.has(Prop.AUTHENTICATION_METHOD):
-            writer.write(connack(False, Reason.BAD_AUTHENTICATION_METHOD))
-            return None
-        if will is not None and will.qos > 1:
-            writer.write(connack(False, Reason.QOS_NOT_SUPPORTED))
-            return None
-        receive_maximum = props.get_int(Prop.RECEIVE_MAXIMUM, 65535)
-        max_packet = props.get_int(Prop.MAXIMUM_PACKET_SIZE, 1 << 28)
-        if not receive_maximum or not max_packet:
-            raise MqttError(Reason.PROTOCOL_ERROR, "Receive Maximum or Maximum Packet Size 0")
+        client_id, flags, props = request.client_id, request.flags, request.props
         answer = Props()
         if not client_id:
             client_id = f"energy-demo-{next(self._client_ids)}"
@@ -304,7 +354,14 @@ class EmbeddedBroker:
             session.expiry_timer.cancel()
             session.expiry_timer = None
         session.expiry_s = props.get_int(Prop.SESSION_EXPIRY_INTERVAL, 0)
-        conn = Connection(writer, session, keepalive, receive_maximum, max_packet, will)
+        conn = Connection(
+            writer,
+            session,
+            request.keepalive,
+            request.receive_maximum,
+            request.max_packet,
+            request.will,
+        )
         session.conn = conn
         answer.values.update(
             {
@@ -322,31 +379,12 @@ class EmbeddedBroker:
         # Unacknowledged messages first, flagged DUP and with their old ids (4.4), then the queue.
         for pid, msg in session.inflight.items():
             conn.send_publish(msg, pid, dup=True)
-        self._pump(session)
+        self.router.pump(session)
         return conn
 
     def _gone(self, conn: Connection, graceful: bool) -> None:
-        """The connection ended: publish the will unless it ended well, keep or end the session."""
         self._conns.discard(conn)
-        conn.close()
-        session = conn.session
-        if session.conn is not conn:
-            return  # already handled (session takeover)
-        session.conn = None
-        if conn.will is not None and not graceful:
-            self._publish(conn.will)
-        conn.will = None
-        if session.expiry_s == 0:
-            self.sessions.pop(session.client_id, None)
-        elif session.expiry_s != NEVER_EXPIRES:
-            loop = asyncio.get_running_loop()
-            session.expiry_timer = loop.call_later(
-                session.expiry_s, self._expire, session.client_id, session
-            )
-
-    def _expire(self, client_id: str, session: Session) -> None:
-        if self.sessions.get(client_id) is session and session.conn is None:
-            del self.sessions[client_id]
+        self.router.gone(conn, graceful)
 
     # --- packets -------------------------------------------------------------------------
 
@@ -360,7 +398,7 @@ class EmbeddedBroker:
                 self._on_publish(conn, flags, r)
             case PacketType.PUBACK:
                 conn.session.inflight.pop(r.u16(), None)
-                self._pump(conn.session)
+                self.router.pump(conn.session)
             case PacketType.SUBSCRIBE:
                 self._on_subscribe(conn, r)
             case PacketType.UNSUBSCRIBE:
@@ -398,7 +436,7 @@ class EmbeddedBroker:
             raise MqttError(Reason.TOPIC_ALIAS_INVALID, "topic aliases are not accepted")
         payload = r.take(r.left())
         sender = conn.session.client_id
-        self._publish(Message(topic, payload, qos, retain, props.only(*FORWARDED), sender))
+        self.router.publish(Message(topic, payload, qos, retain, props.only(*FORWARDED), sender))
         if pid is not None:
             conn.send(ack(PacketType.PUBACK, pid))
 
@@ -432,10 +470,8 @@ class EmbeddedBroker:
         if not reasons:
             raise MqttError(Reason.PROTOCOL_ERROR, "SUBSCRIBE without a topic filter")
         conn.send(ack(PacketType.SUBACK, pid, bytes(reasons)))
-        for topic_filter, granted in release:  # after the SUBACK, as mosquitto does
-            for msg in list(self.retained.values()):
-                if matches(topic_filter, msg.topic):
-                    self._deliver(conn.session, msg, min(msg.qos, granted), retain=True)
+        for topic_filter, granted in release:
+            self.router.release_retained(conn.session, topic_filter, granted)
 
     def _on_disconnect(self, conn: Connection, r: Reader) -> bool:
         reason = r.byte() if r.left() else Reason.SUCCESS
@@ -448,48 +484,56 @@ class EmbeddedBroker:
         conn.close()
         return reason != Reason.DISCONNECT_WITH_WILL
 
-    # --- routing -------------------------------------------------------------------------
 
-    def _publish(self, msg: Message) -> None:
-        if msg.retain:
-            if msg.payload:
-                self.retained[msg.topic] = msg
-            else:
-                self.retained.pop(msg.topic, None)
-        for session in list(self.sessions.values()):
-            qos, keep_retain = -1, False
-            for topic_filter, sub in session.subscriptions.items():
-                if sub.no_local and msg.sender == session.client_id:
-                    continue
-                if matches(topic_filter, msg.topic):
-                    qos = max(qos, min(sub.qos, msg.qos))
-                    keep_retain = keep_retain or sub.retain_as_published
-            if qos >= 0:  # one copy per session, at the highest QoS of its matching filters
-                self._deliver(session, msg, qos, retain=msg.retain and keep_retain)
+@dataclass(frozen=True)
+class ConnectRequest:
+    """A CONNECT packet as read, checked for what does not depend on the broker's state."""
 
-    def _deliver(self, session: Session, msg: Message, qos: int, *, retain: bool) -> None:
-        out = Message(msg.topic, msg.payload, qos, retain, msg.props, msg.sender)
-        conn = session.conn
-        if qos == 0:
-            # Not queued for an absent client; dropped, not buffered, for one that is too slow.
-            if conn is not None and conn.writer.transport.get_write_buffer_size() < (
-                WRITE_BUFFER_LIMIT
-            ):
-                conn.send_publish(out, None)
-            return
-        session.enqueue(out)
-        self._pump(session)
+    client_id: str
+    flags: int
+    keepalive: int
+    props: Props
+    will: Message | None
+    receive_maximum: int
+    max_packet: int
 
-    def _pump(self, session: Session) -> None:
-        """Send queued QoS 1 messages while the client's Receive Maximum allows."""
-        conn = session.conn
-        if conn is None or conn.closed:
-            return
-        while session.queue and len(session.inflight) < conn.receive_maximum:
-            msg = session.queue.popleft()
-            pid = session.next_id()
-            if conn.send_publish(msg, pid):
-                session.inflight[pid] = msg
+
+def parse_connect(r: Reader) -> ConnectRequest | bytes:
+    """Read a CONNECT; a refusal is returned as the CONNACK to send, a broken packet raises."""
+    name, level = r.string(), r.byte()
+    if name != "MQTT" or level != 5:
+        # A v3.1.1 client cannot read a v5 CONNACK: answer in its version's terms
+        # (return code 1, unacceptable protocol version), which paho reports as such.
+        if name in ("MQTT", "MQIsdp") and level in (3, 4):
+            return packet(PacketType.CONNACK, b"\x00\x01")
+        return connack(False, Reason.UNSUPPORTED_PROTOCOL_VERSION)
+    flags = r.byte()
+    will_qos = (flags >> 3) & 3
+    if flags & 1 or (not flags & 4 and flags & 0x38) or will_qos == 3:
+        raise malformed(f"CONNECT flags 0x{flags:02x}")
+    keepalive, props = r.u16(), r.props()
+    client_id = r.string()
+    will = None
+    if flags & 4:
+        will_props = r.props().only(*FORWARDED)
+        topic, payload = r.string(), r.binary()
+        check_topic_name(topic)
+        will = Message(topic, payload, will_qos, bool(flags & 0x20), will_props, client_id)
+    if flags & 0x80:
+        r.string()  # user name: the demo broker lets everyone in
+    if flags & 0x40:
+        r.binary()
+    if r.left():
+        raise malformed("bytes after the CONNECT payload")
+    if props.has(Prop.AUTHENTICATION_METHOD):
+        return connack(False, Reason.BAD_AUTHENTICATION_METHOD)
+    if will is not None and will.qos > 1:
+        return connack(False, Reason.QOS_NOT_SUPPORTED)
+    receive_maximum = props.get_int(Prop.RECEIVE_MAXIMUM, 65535)
+    max_packet = props.get_int(Prop.MAXIMUM_PACKET_SIZE, 1 << 28)
+    if not receive_maximum or not max_packet:
+        raise MqttError(Reason.PROTOCOL_ERROR, "Receive Maximum or Maximum Packet Size 0")
+    return ConnectRequest(client_id, flags, keepalive, props, will, receive_maximum, max_packet)
 
 
 def connack(present: bool, reason: Reason, props: Props | None = None) -> bytes:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from agent.config.models import AgentConfig, ResolvedDevice
 from drivers.endpoint import Framing
@@ -34,12 +34,18 @@ def _meter(resolved: ResolvedDevice, seed: int) -> SimMeter:
 
 
 def plant_for(
-    config: AgentConfig, library: ProfileLibrary, serial_peer: Mapping[str, str]
+    config: AgentConfig,
+    library: ProfileLibrary,
+    serial_peer: Mapping[str, str],
+    only: Collection[str] | None = None,
 ) -> Plant:
-    """One simulator endpoint per bus. ``serial_peer`` maps an RTU bus id to the pty path
-    the simulator listens on (the other end of the agent's serial device)."""
+    """One simulator endpoint per bus (of the buses ``only`` names, if given).
+    ``serial_peer`` maps an RTU bus id to the pty path the simulator listens on (the
+    other end of the agent's serial device)."""
     endpoints = []
     for i, bus in enumerate(config.buses):
+        if only is not None and bus.id not in only:
+            continue
         meters = [
             _meter(dev, seed=100 * i + j)
             for j, dev in enumerate(d for d in config.resolved(library) if d.device.bus == bus.id)

@@ -19,7 +19,7 @@ tests) never share or collide on series.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -29,6 +29,8 @@ from prometheus_client.registry import Collector
 from agent.status import (
     OK,
     AgentStatus,
+    AlarmCounts,
+    AlarmStatus,
     DeviceStatus,
     LedgerStatus,
     LinkStatus,
@@ -131,6 +133,7 @@ class LevelCollector(Collector):
         yield from _devices(s.devices)
         if s.ledger is not None:
             yield from _ledger(s.ledger)
+        yield from _alarms(s.alarms, s.alarm_counts)
         yield _gauge(
             "energy_agent_uptime_seconds", "Seconds since the agent started", s.agent.uptime_s
         )
@@ -250,6 +253,37 @@ def _mqtt(ob: OutboxStatus, link: LinkStatus) -> Iterable[Metric]:
     yield _counter(
         "energy_agent_mqtt_disconnects", "Times the MQTT link went down", link.disconnects
     )
+
+
+def _alarms(alarms: Sequence[AlarmStatus], counts: AlarmCounts) -> Iterable[Metric]:
+    yield _gauge("energy_agent_alarms_raised", "Alarms raised now (README, Alarms)", len(alarms))
+    changes = CounterMetricFamily(
+        "energy_agent_alarm_changes", "Alarms raised and cleared since the start", labels=["state"]
+    )
+    changes.add_metric(["raised"], counts.raised)
+    changes.add_metric(["cleared"], counts.cleared)
+    yield changes
+    webhook = CounterMetricFamily(
+        "energy_agent_alarm_webhook",
+        "Alarm changes POSTed to the webhook: sent, given up after its attempts, dropped "
+        "from a full queue",
+        labels=["outcome"],
+    )
+    for outcome, n in (
+        ("sent", counts.webhook_sent),
+        ("failed", counts.webhook_failed),
+        ("dropped", counts.webhook_dropped),
+    ):
+        webhook.add_metric([outcome], n)
+    yield webhook
+    each = GaugeMetricFamily(
+        "energy_agent_alarm_raised",
+        "1 for each alarm raised now, by rule, condition and subject",
+        labels=["rule", "condition", "subject"],
+    )
+    for a in alarms:
+        each.add_metric([a.rule, a.condition, a.subject], 1.0)
+    yield each
 
 
 def _devices(devices: Iterable[DeviceStatus]) -> Iterable[Metric]:

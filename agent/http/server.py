@@ -51,9 +51,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from agent import i18n
 from agent.config.models import Http
 from agent.config.secrets import read_secret
 from agent.http import history as history_api
+from agent.http import trend as trend_api
 from agent.http import wire
 from agent.http.limits import Gate, GateCollector, Limits, Slot, address_key
 from agent.http.metrics import CONTENT_TYPE as METRICS_TYPE
@@ -81,7 +83,9 @@ _PAGE_CSP = (
 )
 
 
-ROUTES = frozenset({"/", "/index.html", "/api/state", "/api/history", "/events", "/metrics"})
+ROUTES = frozenset(
+    {"/", "/index.html", "/api/state", "/api/history", "/api/trend", "/events", "/metrics"}
+)
 _ALLOW = (("Allow", "GET, HEAD"),)
 _CHALLENGE = (("WWW-Authenticate", 'Basic realm="energy-agent", charset="UTF-8"'),)
 
@@ -102,8 +106,21 @@ def refusal(
 
 
 def page_html() -> bytes:
-    """The live page: one self-contained file shipped in this package."""
-    return (resources.files("agent.http") / "page.html").read_bytes()
+    """The live page: one self-contained file shipped in this package, with the words of
+    every shipped language (agent/i18n/*/page.json) put in, so it needs no other request."""
+    words = {lang: i18n.catalog(lang, "page") for lang in i18n.LANGUAGES}
+    blob = json.dumps(words, ensure_ascii=False, separators=(",", ":")).replace("</", "<\\/")
+    text = (resources.files("agent.http") / "page.html").read_text("utf-8")
+    return text.replace("__WORDS__", blob, 1).encode()
+
+
+def page_in(page: bytes, accept_language: str | None) -> bytes:
+    """The page in the language the browser prefers (its ``lang``, which the page
+    starts in unless the viewer chose one with its switch)."""
+    lang = i18n.from_accept_language(accept_language)
+    if lang == i18n.DEFAULT:
+        return page
+    return page.replace(b'<html lang="en">', f'<html lang="{lang}">'.encode(), 1)
 
 
 def read_password(path: Path) -> str:
@@ -159,6 +176,7 @@ class HttpServer:
         self.settings = settings
         #: The history's file for /api/history (None: answered with no records).
         self.history = history
+        self._trends = trend_api.Trends(history, clock)
         self.view = view
         self.metrics = metrics
         self.auth = auth
@@ -343,9 +361,9 @@ class HttpServer:
             await wire.respond(
                 writer,
                 200,
-                self._page,
+                page_in(self._page, headers.get("accept-language")),
                 "text/html; charset=utf-8",
-                extra=(("Content-Security-Policy", _PAGE_CSP),),
+                extra=(("Content-Security-Policy", _PAGE_CSP), ("Vary", "Accept-Language")),
                 head_only=head_only,
             )
         elif path == "/api/state":
@@ -358,6 +376,12 @@ class HttpServer:
             )
         elif path == "/api/history":
             status, doc = await self._history(parse_qs(url.query))
+            body = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+            await wire.respond(
+                writer, status, body, "application/json; charset=utf-8", head_only=head_only
+            )
+        elif path == "/api/trend":
+            status, doc = await self._trend(parse_qs(url.query))
             body = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
             await wire.respond(
                 writer, status, body, "application/json; charset=utf-8", head_only=head_only
@@ -378,6 +402,11 @@ class HttpServer:
             return 400, {"error": str(exc)}
         except history_api.HistoryError as exc:
             return 503, {"error": f"the history cannot be read now: {exc.reason}"}
+
+    async def _trend(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        """The page's 24 h or 30 days (see agent.http.trend), for the configured devices."""
+        span = (query.get("span") or ["24h"])[-1]
+        return await self._trends.answer(span, self.view.status(), int(self.clock() * 1000))
 
     async def _stream(self, slot: Slot, writer: asyncio.StreamWriter, *, head_only: bool) -> None:
         """Server-sent events: the state document as ``event: state`` once per tick."""

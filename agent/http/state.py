@@ -61,6 +61,8 @@ def state_document(s: AgentStatus) -> dict[str, Any]:
         "ledger": None if s.ledger is None else _ledger(s.ledger),
         "site": _site(s.site),
         "devices": [_device(d) for d in s.devices],
+        # The alarms raised now (README, Alarms), each as agent.status.AlarmStatus says.
+        "alarms": [_plain(a, value=_f(a.value, 3), limit=_f(a.limit, 3)) for a in s.alarms],
     }
 
 
@@ -78,6 +80,8 @@ def _agent(a: AgentInfo) -> dict[str, Any]:
         "uptime_s": _f(a.uptime_s, 1),
         # "python" when numba is unavailable: same numbers, slower (agent.core.jit)
         "core": a.core,
+        # the site's IANA zone: the page shows every time in it ("today" is counted in it)
+        "timezone": a.timezone,
     }
 
 
@@ -101,6 +105,14 @@ def _site(site: SiteStatus) -> dict[str, Any]:
         "intensity_1h": _window(site.intensity_1h),
         "today": _window(site.today),
         "demand": _demand(site.demand),
+        # the next site record while late meters hold it: which, and until when
+        "held": None
+        if site.held is None
+        else {
+            "end_ms": site.held.end_ms,
+            "waiting_for": list(site.held.waiting_for),
+            "until_ms": site.held.until_ms,
+        },
     }
 
 
@@ -127,6 +139,7 @@ def _demand(d: DemandStatus) -> dict[str, Any]:
             "now_kw": _f(m.now_kw, 3),
             "peak_kw": _f(m.peak_kw, 3),
             "peak_ts": m.peak_ts,
+            "window_min": m.window_min,
         }
         for m in d.meters
     ]

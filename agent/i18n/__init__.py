@@ -6,7 +6,7 @@ per language (``en/``, ``zh-CN/``), one file per domain (``common``, ``page``,
 ``status``, ``report``, ``alarms`` …) so that the page, the CLI and the report
 can each grow their words without touching each other's files.
 
-Rules, checked by tests/unit/test_i18n.py: every language has the same keys in
+Rules, checked by tests/unit/i18n/test_i18n.py: every language has the same keys in
 every domain with the same ``{placeholders}``; English is the fallback for a
 language that is not shipped, never for a key that is missing.
 

@@ -52,6 +52,8 @@ def group_of(kind: MessageKind) -> Group | None:
         MessageKind.GATEWAY_STATUS,
         MessageKind.DEVICE_STATUS,
         MessageKind.LEDGER,
+        # An alarm is what the gateway noticed about its records, not a record.
+        MessageKind.ALARM,
     ):
         return None
     return Group.SITE

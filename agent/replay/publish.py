@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 from agent.config.models import AgentConfig
+from agent.mqttclient import client_id_of
 from agent.replay.pipeline import Backfill
 from agent.replay.report import Bar
 from agent.replay.rows import ReplayError, ReplayInputError
@@ -127,7 +128,7 @@ class _Publisher:
         self.backfill = backfill
         self.outbox = outbox
         self.skip = skip
-        base = config.mqtt.client_id or f"energy-agent-{config.site.id}-{config.gateway.id}"
+        base = client_id_of(config.mqtt, config.site.id, config.gateway.id)
         self.link = MqttLink(config.mqtt, client_id=f"{base}-backfill", will=None, birth=None)
         self.pump = Pump(outbox, self.link, rate_per_s=rate or DEFAULT_RATE)
         self.bar = Bar(backfill, progress)

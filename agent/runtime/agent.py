@@ -31,10 +31,12 @@ from agent.config.models import AgentConfig
 from agent.contract.build import device_status_payload, encode, gateway_status_payload
 from agent.contract.kinds import Message, MessageKind, Topics
 from agent.contract.vocab import Carrier
-from agent.core.channels import RING
+from agent.core.channels import RING, SLOT_MS
 from agent.core.factors import EmissionFactors, FactorError, parse_live_factor
 from agent.core.site import Reading, SiteCore
 from agent.http.metrics import AgentMetrics
+from agent.mqttclient import client_id_of
+from agent.runtime.alarms import AlarmJob
 from agent.runtime.devices import DeviceState
 from agent.runtime.ledger import HISTORY_KINDS, LedgerJob
 from agent.runtime.lowmem import release_compiler_pages
@@ -100,7 +102,7 @@ def mqtt_link(config: AgentConfig, topics: Topics) -> MqttLink:
 
     return MqttLink(
         config.mqtt,
-        client_id=config.mqtt.client_id or f"energy-agent-{config.site.id}-{config.gateway.id}",
+        client_id=client_id_of(config.mqtt, config.site.id, config.gateway.id),
         will=gateway_status("offline"),
         birth=lambda: gateway_status("online"),
     )
@@ -160,11 +162,22 @@ class Agent:
         self.metrics = AgentMetrics({d.id: d.bus for d in config.devices})
         #: Messages that were neither stored nor sent when the job ended (exit 1 if any).
         self.lost_at_exit = 0
+        #: The config's alarm rules, judged once a second (README, Alarms).
+        self.alarms = AlarmJob(config, self.site.topics, self._store, self.started_ms)
         self._status = StatusSource(self)
 
     def status(self, now_ms: int | None = None) -> AgentStatus:
         """What every view shows: devices, link, outbox, storage, the site, the health."""
         return self._status(now_ms)
+
+    def warm_up(self) -> None:
+        """Compile the core now (`run` does, before it says when the first record closes)."""
+        warm_up(self.site)
+
+    def interval_end_ms(self, now: int) -> int:
+        """When the publish interval holding ``now`` closes (`run` says it at start)."""
+        engine = self.site.engine
+        return (engine.interval_start_slot(now // SLOT_MS) + engine.interval_slots) * SLOT_MS
 
     @property
     def _closed_since_snapshot(self) -> bool:
@@ -187,6 +200,7 @@ class Agent:
             if m.kind in HISTORY_KINDS:
                 self._records.append(m)
             items.append(item_of(m))
+        self.alarms.records(messages)
         self._pending += items
         if self._commit_at is None:
             try:
@@ -282,8 +296,10 @@ class Agent:
         """At every connect, the devices' retained statuses again (the gateway's is the
         birth message): a broker restarted without persistence, or another node of a
         cluster, has forgotten them, and they change too rarely to come back by themselves.
-        The same payloads as before, queued after anything older: the last one stays."""
-        self._store([st.status for st in self.devices.values() if st.status is not None])
+        The same payloads as before, queued after anything older: the last one stays.
+        So is the last alarm message, which lists the alarms raised."""
+        restated = [st.status for st in self.devices.values() if st.status is not None]
+        self._store(restated + ([self.alarms.last] if self.alarms.last is not None else []))
 
     # --- the job -----------------------------------------------------------------------
 
@@ -295,6 +311,8 @@ class Agent:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), 1.0)
             self._store(self.site.flush(now_ms()))
+            if self.alarms.on:
+                self.alarms.tick(self.status())
             # Ledger entries due now, stored in the history before they are queued here.
             if entries := self.ledger.tick(now_ms(), self.commit):
                 self.outbox.put_many(entries)
@@ -345,6 +363,8 @@ class Agent:
                         for poller in self.pollers:
                             tg.create_task(poller.run(self.stop), name=f"bus-{poller.bus_id}")
                         tg.create_task(self._housekeeping(notifier), name="housekeeping")
+                        if self.alarms.webhook is not None:
+                            tg.create_task(self.alarms.webhook.run(self.stop), name="webhook")
                         notifier.notify(State.READY, status=status_line(self.status()))
                 finally:
                     notifier.notify(State.STOPPING, status="stopping: draining the outbox")

@@ -53,6 +53,8 @@ class LedgerJob:
         self._unmarked: list[int] = []
         #: Why the ledger is off ("" while it runs).
         self.off_reason = "not started"
+        #: Why the last seal failed (None: it did not); an alarm rule watches it.
+        self.seal_error: str | None = None
         self._pruned_at = -math.inf
         self._throttle = LogThrottle(60.0)
 
@@ -134,8 +136,11 @@ class LedgerJob:
         if self.history.held():
             return []
         try:
-            return self._items(sealer.seal(now_ms))
+            items = self._items(sealer.seal(now_ms))
+            self.seal_error = None
+            return items
         except (HistoryError, LedgerKeyError) as exc:
+            self.seal_error = str(exc)
             if (n := self._throttle.due(str(exc))) is not None:
                 log.error(
                     "ledger: cannot seal now: %s; trying again each second%s", exc, repeats(n)
@@ -180,4 +185,5 @@ class LedgerJob:
             period_s=self.config.ledger.period_s,
             key_id=None if key is None else key.public.key_id,
             history=self.history.stats(),
+            error=self.seal_error,
         )

@@ -32,7 +32,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config.models import Mqtt
-from agent.mqttclient import new_client
+from agent.mqttclient import TakeoverWatch, new_client
 from agent.runtime.outbox import Outbox
 from agent.runtime.scheduler import Backoff
 
@@ -82,6 +82,9 @@ class MqttLink:
         self._acks: list[tuple[int, bool, str]] = []
         self._acks_lock = threading.Lock()
         self._acks_posted = False
+        #: Another client with our id (see TakeoverWatch): recognised and explained.
+        self._takeover = TakeoverWatch(client_id)
+        self._takeover_logged = -math.inf
 
     def _build(self) -> paho.Client:
         client = new_client(self.settings, self.client_id)
@@ -134,7 +137,8 @@ class MqttLink:
     def _on_disconnect(
         self, client: paho.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any
     ) -> None:
-        self._post(self._disconnected, str(reason))
+        from_server = bool(getattr(flags, "is_disconnect_packet_from_server", False))
+        self._post(self._disconnected, str(reason), int(reason.value), from_server)
 
     def _on_publish(
         self, client: paho.Client, userdata: Any, mid: int, reason: ReasonCode, props: Any
@@ -169,7 +173,10 @@ class MqttLink:
             return
         self.state.connected = True
         self.state.connects += 1
-        self.state.last_error = ""
+        now = time.monotonic()
+        self._takeover.connected(now)
+        if not self._takeover.active(now):
+            self.state.last_error = ""
         log.info("mqtt connected to %s:%d", self.settings.host, self.settings.port)
         if self.birth is not None:
             topic, payload = self.birth()  # a fresh timestamp at every connect
@@ -188,14 +195,22 @@ class MqttLink:
             log.error("mqtt %s:%d: %s (retrying)", self.settings.host, self.settings.port, text)
         self.state.last_error = text
 
-    def _disconnected(self, reason: str) -> None:
+    def _disconnected(self, reason: str, code: int = 0, from_server: bool = False) -> None:
         was = self.state.connected
+        clash = self._takeover.dropped(code, from_server, time.monotonic())
+        if clash is not None:
+            self.state.last_error = clash
+            if time.monotonic() - self._takeover_logged >= 60:  # once a minute, not a second
+                log.error("mqtt %s:%d: %s", self.settings.host, self.settings.port, clash)
+                self._takeover_logged = time.monotonic()
         self.state.connected = False
         self.connected.clear()
         if was:
             self.state.disconnects += 1
             # Our own disconnect at shutdown is routine; anything else is worth a warning.
             level = logging.INFO if reason == "Normal disconnection" else logging.WARNING
+            if self._takeover.active(time.monotonic()):
+                level = logging.DEBUG  # explained once a minute above, not every second
             log.log(
                 level,
                 "mqtt disconnected from %s:%d: %s",
@@ -203,7 +218,7 @@ class MqttLink:
                 self.settings.port,
                 reason,
             )
-        elif reason and reason != "Success":
+        elif reason and reason != "Success" and clash is None:
             self.state.last_error = f"cannot connect: {reason}"
         if self.on_disconnected is not None:
             self.on_disconnected()

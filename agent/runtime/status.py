@@ -39,6 +39,7 @@ from agent.config.models import AgentConfig
 from agent.core.channels import DEMAND_SLOTS, SLOT_MS
 from agent.core.devices import DeviceInfo
 from agent.core.site import SiteCore
+from agent.mqttclient import TAKEOVER
 from agent.runtime.devices import DeviceState
 from agent.runtime.mqtt import MqttLink, Pump
 from agent.runtime.outbox import StorageGuard
@@ -48,9 +49,12 @@ from agent.status import (
     OK,
     AgentInfo,
     AgentStatus,
+    AlarmCounts,
+    AlarmStatus,
     DemandStatus,
     DeviceStatus,
     Health,
+    HeldRecord,
     HistoryStatus,
     LedgerStatus,
     LinkStatus,
@@ -107,6 +111,15 @@ class Runtime(Protocol):
     def started_ms(self) -> int: ...
     @property
     def ledger(self) -> LedgerSource: ...
+    @property
+    def alarms(self) -> AlarmSource: ...
+
+
+class AlarmSource(Protocol):
+    """The alarms raised now (agent.runtime.alarms.AlarmJob)."""
+
+    def status(self) -> tuple[AlarmStatus, ...]: ...
+    def counts(self) -> AlarmCounts: ...
 
 
 class LedgerSource(Protocol):
@@ -176,6 +189,8 @@ class StatusSource:
             site=_site(rt.site, devices),
             devices=devices,
             ledger=ledger,
+            alarms=rt.alarms.status(),
+            alarm_counts=rt.alarms.counts(),
         )
 
     def _info(self, now: int) -> AgentInfo:
@@ -192,6 +207,7 @@ class StatusSource:
             uptime_s=(now - rt.started_ms) / 1000,
             core=jit.backend.value,
             core_reason=jit.reason,
+            timezone=cfg.site.timezone,
         )
 
     def _link(self) -> LinkStatus:
@@ -269,6 +285,7 @@ def _site(site: SiteCore, devices: Iterable[DeviceStatus]) -> SiteStatus:
             complete = False
     latest = site.latest_intensity
     return SiteStatus(
+        held=_held(site),
         power_kw=power if meters else None,
         power_meters=meters,
         power_complete=complete,
@@ -277,6 +294,23 @@ def _site(site: SiteCore, devices: Iterable[DeviceStatus]) -> SiteStatus:
         today=_window(latest, "today"),
         demand=_demand(site),
     )
+
+
+def _held(site: SiteCore) -> HeldRecord | None:
+    """The oldest site record the core still owes, if meters hold it (see HeldRecord)."""
+    owed = site.windows.owed()
+    engine = site.engine
+    if not owed:
+        return None
+    end = owed[0]
+    waiting = tuple(
+        d.device.id
+        for d in site.devices
+        if engine.has_reference(d.channel) and engine.emitted_end(d.channel) < end
+    )
+    if not waiting:
+        return None  # every meter closed it: published at the next feed
+    return HeldRecord(end, waiting, end + int(site.config.core.site_hold_s * 1000))
 
 
 def _window(latest: Mapping[str, object] | None, name: str) -> WindowFigures | None:
@@ -307,9 +341,12 @@ def _demand(site: SiteCore) -> DemandStatus:
     for d in roots:
         end = int(closed[d.channel])
         now_kw: float | None = None
+        window_min: int | None = None
         peak = engine.demand_peak(d.channel)
         if sums is not None and end > 0 and peak is not None:  # a slot has closed
             now_kw = float(sums[d.channel, ends.index(end)]) * 60.0 / DEMAND_SLOTS
+            first_slot = -(-engine.first_ts(d.channel) // SLOT_MS)  # first whole slot
+            window_min = max(0, min(DEMAND_SLOTS, end - first_slot)) * SLOT_MS // 60_000
             total += now_kw
             have = True
         meters.append(
@@ -318,6 +355,7 @@ def _demand(site: SiteCore) -> DemandStatus:
                 now_kw=_num(now_kw),
                 peak_kw=_num(peak[0]) if peak else None,
                 peak_ts=(peak[1] + 1) * SLOT_MS if peak else None,
+                window_min=window_min,
             )
         )
     return DemandStatus(DEMAND_SLOTS, _num(total) if have else None, tuple(meters))
@@ -328,7 +366,9 @@ def _demand(site: SiteCore) -> DemandStatus:
 
 def _link_problems(link: LinkStatus) -> list[str]:
     if link.connected:
-        return []
+        # connected between two takeovers: still a problem (agent.mqttclient.TakeoverWatch)
+        clash = link.last_error is not None and link.last_error.startswith(TAKEOVER)
+        return [link.last_error] if clash and link.last_error else []
     if link.connects or link.last_error:
         return ["MQTT link down" + (f": {link.last_error}" if link.last_error else "")]
     return ["MQTT not connected yet"]

@@ -8,7 +8,7 @@ Integer fields come back as integers, floats as floats.
 
 Not tested here against a server (none runs on the test machine): the query's
 text and the parsing of an answer are tested with recorded annotated-CSV
-responses served to the real client (tests/unit/test_store.py). InfluxDB 3 does
+responses served to the real client (tests/unit/store/test_store.py). InfluxDB 3 does
 not serve Flux; it answers SQL and InfluxQL (docs/ledger.md says what to use).
 """
 

@@ -100,8 +100,14 @@ class MeterModel:
             factor = spec.scale
             for name in spec.ratios:
                 factor *= self.ratios.get(name, 1.0)
-            top = ((1 << spec.type.bits) - 1) * factor
-            return top - self.near_wrap
+            top_raw = (1 << spec.type.bits) - 1
+            start = top_raw * factor - self.near_wrap
+            # A uint64 in 0.01 kWh tops out at 1.8e17 kWh, where a float64 steps by 32 kWh:
+            # `top - 5` is `top`, whose register value rounds past the top and reads 0.
+            # Step down to the first float whose register value is still below the top.
+            while round(start / factor) > top_raw:
+                start = math.nextafter(start, 0.0)
+            return start
         return self.start_counters * (1.0 + self.start_jitter * self._rng.random())
 
     # --- dynamics ---------------------------------------------------------------------------

@@ -24,8 +24,8 @@ from drivers.quantities import Quantity
 from drivers.simulator.meter import MeterModel
 from drivers.simulator.server import SimulatedDevice, SimulatorServer
 from drivers.transport import Endpoint, Framing
-from tests.conftest import Cli, free_port
-from tests.integration.mqtt_helpers import (
+from tests.support.cli import Cli, free_port
+from tests.support.mqtt import (
     AgentProcess,
     Broker,
     Subscriber,

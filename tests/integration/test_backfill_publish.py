@@ -23,8 +23,7 @@ import pytest
 import yaml
 
 from agent.contract import Message
-from tests.conftest import Cli
-from tests.integration.bridge_helpers import (
+from tests.support.bridge import (
     LOOPBACK,
     Stack,
     assert_same_points,
@@ -32,7 +31,8 @@ from tests.integration.bridge_helpers import (
     have_victoria_metrics,
     wait_until,
 )
-from tests.integration.mqtt_helpers import Subscriber
+from tests.support.cli import Cli
+from tests.support.mqtt import Subscriber
 
 pytestmark = [
     pytest.mark.integration,

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 
 from agent.contract import MessageKind, Topics, measurements_payload
-from tests.conftest import Cli
-from tests.integration.bridge_helpers import (
+from tests.support.bridge import (
     PREFIX,
     Stack,
     assert_same_points,
@@ -27,6 +26,7 @@ from tests.integration.bridge_helpers import (
     wait_until,
     wire,
 )
+from tests.support.cli import Cli
 
 pytestmark = [
     pytest.mark.integration,

@@ -39,8 +39,8 @@ from agent.contract import (
     measurements_payload,
 )
 from agent.contract.plausible import SEQ_MAX, VALUE_RANGES
-from tests.conftest import ROOT, Cli
-from tests.integration.bridge_helpers import (
+from tests.support import payload_fuzz as fuzz
+from tests.support.bridge import (
     PREFIX,
     Stack,
     VictoriaMetrics,
@@ -49,7 +49,7 @@ from tests.integration.bridge_helpers import (
     have_victoria_metrics,
     wait_until,
 )
-from tests.unit import test_bridge_fuzz as fuzz
+from tests.support.cli import ROOT, Cli
 
 pytestmark = [
     pytest.mark.integration,

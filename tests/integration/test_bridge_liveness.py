@@ -25,8 +25,7 @@ from pathlib import Path
 import pytest
 
 from agent.contract import Message, MessageKind, Topics, encode, measurements_payload
-from tests.conftest import Cli
-from tests.integration.bridge_helpers import (
+from tests.support.bridge import (
     PREFIX,
     BridgeProcess,
     Recorder,
@@ -37,6 +36,7 @@ from tests.integration.bridge_helpers import (
     many_measurements,
     wire,
 )
+from tests.support.cli import Cli
 
 pytestmark = [
     pytest.mark.integration,

@@ -15,8 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Cli
-from tests.integration.bridge_helpers import (
+from tests.support.bridge import (
     Stack,
     assert_same_points,
     expected_points,
@@ -25,6 +24,7 @@ from tests.integration.bridge_helpers import (
     wait_until,
     wire,
 )
+from tests.support.cli import Cli
 
 pytestmark = [
     pytest.mark.integration,

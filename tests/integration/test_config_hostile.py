@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, _env, cli_command
 from tests.support import peak_rss
+from tests.support.cli import ROOT, cli_command, env_with
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ class Measured:
 
 def energy_agent(*args: str, cwd: Path, timeout: float = 120.0) -> Measured:
     """Run the CLI; time it, and take its own peak RSS from the kernel (tests.support.peak_rss)."""
-    done = peak_rss.run([*cli_command(), *args], cwd=cwd, env=_env(None), timeout=timeout)
+    done = peak_rss.run([*cli_command(), *args], cwd=cwd, env=env_with(None), timeout=timeout)
     if done.timed_out:
         pytest.fail(f"energy-agent {' '.join(args)}: still running after {timeout} s")
     return Measured(args, done.returncode, done.stdout, done.stderr, done.seconds, done.peak_mb)

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from agent.demo.broker import find_mosquitto
-from tests.conftest import Cli
+from tests.support.cli import Cli
 
 pytestmark = pytest.mark.integration
 

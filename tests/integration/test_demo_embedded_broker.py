@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from agent.cli.demo import demo_config_text
-from tests.conftest import Cli, free_port
-from tests.integration.mqtt_helpers import Subscriber, next_boundary, port_open
-from tests.integration.test_run import check_contract
+from tests.support.cli import Cli, free_port
+from tests.support.mqtt import Subscriber, next_boundary, port_open
+from tests.support.run_rig import check_contract
 
 pytestmark = pytest.mark.integration
 

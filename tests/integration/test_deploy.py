@@ -29,8 +29,7 @@ import yaml
 from agent import __version__
 from agent.config import load_bridge_config
 from agent.config.bridge import BridgeSettings
-from tests.conftest import Simulators, cli_command, free_port
-from tests.integration.bridge_helpers import (
+from tests.support.bridge import (
     Stack,
     assert_same_points,
     expected_points,
@@ -38,13 +37,16 @@ from tests.integration.bridge_helpers import (
     recorded_stream,
     wire,
 )
-from tests.integration.mqtt_helpers import (
+from tests.support.cli import cli_command, free_port
+from tests.support.mdwe import mdwe_prefix
+from tests.support.mqtt import (
     AgentProcess,
     Broker,
     agent_config,
     have_mosquitto,
     wait_until,
 )
+from tests.support.simulators import Simulators
 
 pytestmark = pytest.mark.integration
 
@@ -159,27 +161,6 @@ def test_bridge_unit_watchdog_outlasts_the_bridges_ping_interval() -> None:
 
 
 # --- MemoryDenyWriteExecute: off for the agent, on for the bridge ---------------------------
-
-# The kernel's own memory-deny-write-execute (PR_SET_MDWE, Linux 6.3+), which is what
-# systemd's MemoryDenyWriteExecute=yes applies (or the same rule as a seccomp filter);
-# it survives execve, so the program started here runs under it. 77: not this kernel.
-MDWE_LAUNCHER = """
-import ctypes, os, sys
-PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
-if ctypes.CDLL(None, use_errno=True).prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0):
-    sys.exit(77)
-os.execv(sys.argv[1], sys.argv[1:])
-"""
-
-
-def mdwe_prefix(tmp: Path) -> list[str]:
-    launcher = tmp / "mdwe.py"
-    launcher.write_text(MDWE_LAUNCHER)
-    probe = run(sys.executable, launcher, "/bin/true")
-    if probe.returncode == 77:
-        pytest.skip("this kernel has no PR_SET_MDWE (Linux < 6.3)")
-    assert probe.returncode == 0, probe.stderr
-    return [sys.executable, str(launcher)]
 
 
 def test_numba_cannot_load_where_writable_memory_may_not_become_executable(

@@ -33,15 +33,15 @@ import pytest
 import pytest_asyncio
 
 from agent.runtime.outbox import Entry, Item, Kind, OutboxError, SqliteOutbox, StorageGuard
-from tests.conftest import Cli, Simulators, free_port
-from tests.integration.mqtt_helpers import (
+from tests.support.cli import Cli, free_port
+from tests.support.mqtt import (
     Received,
     agent_config,
     have_mosquitto,
     next_boundary,
     wait_until,
 )
-from tests.integration.test_run import (
+from tests.support.run_rig import (
     Rig,
     by_device,
     check_contract,
@@ -52,6 +52,7 @@ from tests.integration.test_run import (
     record_truth,
     tcp_bus,
 )
+from tests.support.simulators import Simulators
 
 pytestmark = [
     pytest.mark.integration,

@@ -29,8 +29,9 @@ from drivers.quantities import Quantity
 from drivers.registers import FunctionCode, Table
 from drivers.simulator.meter import MeterModel
 from drivers.transport import Endpoint, Framing, ModbusTransport, Timing
-from tests.conftest import free_port
-from tests.integration.mqtt_helpers import (
+from tests.support.cli import free_port
+from tests.support.hostile_modbus import Answer, HostileServer, HostileUnit
+from tests.support.mqtt import (
     AgentProcess,
     Broker,
     Received,
@@ -39,7 +40,6 @@ from tests.integration.mqtt_helpers import (
     have_mosquitto,
     wait_until,
 )
-from tests.support.hostile_modbus import Answer, HostileServer, HostileUnit
 
 pytestmark = pytest.mark.integration
 

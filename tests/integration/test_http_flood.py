@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ROOT, Cli, _stop, cli_command, free_port
+from tests.support.cli import ROOT, Cli, cli_command, free_port, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +142,7 @@ def _run_agent(tmp_path: Path, meter: int, password: bool) -> Iterator[Agent]:
             time.sleep(0.2)
         yield agent
     finally:
-        _stop(proc)
+        stop_process(proc)
         log.close()
 
 

@@ -50,9 +50,10 @@ from agent.ledger import entry as le
 from agent.ledger.entry import Reason
 from agent.ledger.keys import SigningKey
 from agent.store.victoria import VictoriaMetricsStore
-from tests.conftest import Simulators, free_port
-from tests.integration.bridge_helpers import LOOPBACK, Stack, have_victoria_metrics
-from tests.integration.mqtt_helpers import (
+from tests.support.bridge import LOOPBACK, Stack, have_victoria_metrics
+from tests.support.cli import free_port
+from tests.support.ledger_gateway import LedgerGateway, energy, intensity
+from tests.support.mqtt import (
     AgentProcess,
     Broker,
     Subscriber,
@@ -62,7 +63,7 @@ from tests.integration.mqtt_helpers import (
     sleep_until_wall,
     wait_until,
 )
-from tests.support.ledger_gateway import LedgerGateway, energy, intensity
+from tests.support.simulators import Simulators
 
 pytestmark = [
     pytest.mark.integration,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import Cli, _env
+from tests.support.cli import Cli, env_with
 from tests.support.ledger_gateway import LedgerGateway, energy, intensity
 
 pytestmark = pytest.mark.integration
@@ -139,7 +139,7 @@ def test_without_cryptography_keys_says_how_to_install_it(tmp_path: Path) -> Non
     code = HIDE + "from agent.cli.main import main; sys.exit(main(sys.argv[1:]))"
     done = subprocess.run(
         [sys.executable, "-c", code, "keys", "init", "-c", str(cfg)],
-        capture_output=True, text=True, env=_env(None), timeout=60, check=False,
+        capture_output=True, text=True, env=env_with(None), timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 2, done.stderr
     assert "pip install 'energy-agent[ledger]'" in done.stderr
@@ -164,7 +164,7 @@ def test_without_cryptography_the_history_runs_and_the_ledger_is_off_said_once(
         "print(json.dumps(dataclasses.asdict(job.status())))\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=_env(None),
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env_with(None),
         timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

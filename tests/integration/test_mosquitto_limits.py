@@ -22,9 +22,14 @@ from pathlib import Path
 import pytest
 
 from agent.config.bridge import BridgeSettings
-from tests.integration import test_mosquitto_security as security
-from tests.integration.mqtt_helpers import LOOPBACK, have_mosquitto, wait_until
-from tests.integration.test_mosquitto_security import DEPLOY, SHARED, Peer, Pki, ShippedBroker
+from tests.support.mqtt import LOOPBACK, have_mosquitto, wait_until
+from tests.support.shipped_broker import (
+    DEPLOY,
+    SHARED,
+    Peer,
+    Pki,
+    ShippedBroker,
+)
 
 pytestmark = [
     pytest.mark.integration,
@@ -32,10 +37,6 @@ pytestmark = [
 ]
 
 TOPIC = "energy/v1/plant-a/gw-01/m1/measurements"
-# That module's fixtures: the shipped broker, the fleet's certificates, connected peers.
-pki = security.pki
-broker = security.broker
-peers = security.peers
 
 
 def shipped(option: str) -> int:

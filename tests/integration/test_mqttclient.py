@@ -17,8 +17,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from agent.config.common import Mqtt
 from agent.mqttclient import new_client
 from agent.paho_compat import BufferedClient
-from tests.conftest import free_port
-from tests.integration.mqtt_helpers import Broker, have_mosquitto, wait_until
+from tests.support.cli import free_port
+from tests.support.mqtt import Broker, have_mosquitto, wait_until
 
 pytestmark = [
     pytest.mark.integration,

@@ -28,8 +28,8 @@ from paho.mqtt.properties import Properties
 from agent import paho_compat
 from agent.config.common import Mqtt
 from agent.mqttclient import new_client
-from tests.conftest import free_port
-from tests.integration.mqtt_helpers import Broker, have_mosquitto, wait_until
+from tests.support.cli import free_port
+from tests.support.mqtt import Broker, have_mosquitto, wait_until
 
 pytestmark = [
     pytest.mark.integration,

@@ -32,7 +32,7 @@ from drivers.registers import DataType, RegisterSpec, Table
 from drivers.simulator.meter import Faults, MeterModel
 from drivers.simulator.server import SimulatedDevice, SimulatorServer
 from drivers.transport import ModbusTransport, Timing
-from tests.conftest import Simulators
+from tests.support.simulators import Simulators
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import pytest
 from agent.config.common import Mqtt
 from agent.runtime.mqtt import MqttLink, Pump
 from agent.runtime.outbox import Item, Kind, SqliteOutbox
-from tests.conftest import LOOPBACK, free_port
-from tests.integration.mqtt_helpers import Broker, Subscriber, have_mosquitto, wait_until
+from tests.support.cli import LOOPBACK, free_port
+from tests.support.mqtt import Broker, Subscriber, have_mosquitto, wait_until
 
 pytestmark = [
     pytest.mark.integration,

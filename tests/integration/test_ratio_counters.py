@@ -30,7 +30,7 @@ from drivers.reader import DeviceReader
 from drivers.simulator.meter import MeterModel
 from drivers.simulator.server import SimulatedDevice, SimulatorServer
 from drivers.transport import Endpoint, Framing, ModbusTransport, Timing
-from tests.conftest import LOOPBACK, free_port
+from tests.support.cli import LOOPBACK, free_port
 
 pytestmark = pytest.mark.integration
 

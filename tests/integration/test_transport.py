@@ -16,7 +16,7 @@ from drivers.simulator.meter import Faults, MeterModel
 from drivers.simulator.ptypair import PtyPair
 from drivers.simulator.server import SimulatedDevice, SimulatorServer
 from drivers.transport import Endpoint, Framing, ModbusTransport, Timing
-from tests.conftest import free_port
+from tests.support.cli import free_port
 
 pytestmark = pytest.mark.integration
 

@@ -32,8 +32,8 @@ from typing import Any
 import pytest
 
 from agent.core.jit import ENV
-from tests.conftest import ROOT, Cli, _env, cli_command, free_port
-from tests.integration.test_deploy import mdwe_prefix
+from tests.support.cli import ROOT, Cli, cli_command, env_with, free_port
+from tests.support.mdwe import mdwe_prefix
 
 pytestmark = pytest.mark.integration
 
@@ -41,18 +41,18 @@ CASES = ROOT / "tests" / "cases"
 #: Every unit-test file that runs the kernels (test_jit itself compares them with numba's),
 #: and the ledger's golden vector.
 CORE_TESTS = [
-    "tests/unit/test_core_equivalence.py",
-    "tests/unit/test_core_semantics.py",
-    "tests/unit/test_core_accuracy.py",
-    "tests/unit/test_replay_cases.py",
-    "tests/unit/test_replay.py",
-    "tests/unit/test_site.py",
-    "tests/unit/test_calendar.py",
-    "tests/unit/test_live_factor.py",
-    "tests/unit/test_http.py",
+    "tests/unit/core/test_core_equivalence.py",
+    "tests/unit/core/test_core_semantics.py",
+    "tests/unit/core/test_core_accuracy.py",
+    "tests/unit/replay/test_replay_cases.py",
+    "tests/unit/replay/test_replay.py",
+    "tests/unit/core/test_site.py",
+    "tests/unit/core/test_calendar.py",
+    "tests/unit/core/test_live_factor.py",
+    "tests/unit/http/test_http.py",
     # The ledger's canonical form must not depend on how the core runs.
-    "tests/unit/test_ledger_golden.py",
-    "tests/unit/test_jcs.py",
+    "tests/unit/ledger/test_ledger_golden.py",
+    "tests/unit/ledger/test_jcs.py",
 ]
 HIDDEN = "numba is not installed here (hidden by test_without_numba)"
 WARNING = "the core runs without numba"
@@ -83,7 +83,7 @@ def test_the_core_test_suite_passes_without_numba(hidden: dict[str, str | None])
         capture_output=True,
         text=True,
         timeout=600,
-        env=_env({**hidden, ENV: "off"}),
+        env=env_with({**hidden, ENV: "off"}),
         cwd=ROOT,
         check=False,
     )
@@ -127,7 +127,7 @@ def test_replay_falls_back_where_memory_may_not_become_executable(cli: Cli, tmp_
         capture_output=True,
         text=True,
         timeout=60,
-        env=_env({ENV: None, "NUMBA_DISABLE_JIT": None}),
+        env=env_with({ENV: None, "NUMBA_DISABLE_JIT": None}),
         cwd=ROOT,
         check=False,
     )

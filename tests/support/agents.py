@@ -45,9 +45,11 @@ def poll(device: str) -> DevicePoll:
     return cast(DevicePoll, SimpleNamespace(device_id=device))
 
 
-def make_agent(tmp_path: Path, minutes: int = 20) -> Agent:
-    """An agent fed ``minutes`` of 10-second polls: main 120 kW, sub 40 kW, 6 parts/min."""
-    config = parse_config(CONFIG.replace("STATE", str(tmp_path)), "t.yaml", profiles=LIBRARY)
+def make_agent(tmp_path: Path, minutes: int = 20, extra: str = "") -> Agent:
+    """An agent fed ``minutes`` of 10-second polls: main 120 kW, sub 40 kW, 6 parts/min.
+    ``extra``: more sections of the config (``alarms:``)."""
+    text = CONFIG.replace("STATE", str(tmp_path)) + extra
+    config = parse_config(text, "t.yaml", profiles=LIBRARY)
     agent = Agent(config, LIBRARY, outbox=MemoryOutbox(10_000_000))
     for k in range(minutes * 6 + 1):
         ts = T0 + k * 10_000

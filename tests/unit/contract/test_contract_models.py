@@ -70,6 +70,27 @@ VALID: dict[MessageKind, dict[str, Any]] = {
         "sealed_ms": TS + 150_000,
         "sig": "s" * 86 + "==",
     },
+    MessageKind.ALARM: {
+        "ts": TS,
+        "rule": "line-1-high",
+        "condition": "power_above",
+        "subject": "line-1-high",
+        "state": "raised",
+        "value": 52.5,
+        "limit": 50.0,
+        "since_ms": TS - 300_000,
+        "text": "line-1-high: power 52.5 kW above 50 kW for 5 min",
+        "active": [
+            {
+                "rule": "line-1-high",
+                "condition": "power_above",
+                "subject": "line-1-high",
+                "value": 52.5,
+                "limit": 50.0,
+                "since_ms": TS - 300_000,
+            }
+        ],
+    },
     MessageKind.EVENTS: {
         "ts": TS,
         "event": "glitch",

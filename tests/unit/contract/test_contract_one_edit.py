@@ -119,9 +119,9 @@ def test_export_kwh_is_one_row(tmp_path: Path) -> None:
         "-p",
         "no:cacheprovider",
         "tests/unit/contract",
-        "tests/unit/test_bridge_fastpath.py",
-        "tests/unit/test_bridge_validate.py",
-        "tests/unit/test_bridge_lineproto.py",
+        "tests/unit/bridge/test_bridge_fastpath.py",
+        "tests/unit/bridge/test_bridge_validate.py",
+        "tests/unit/bridge/test_bridge_lineproto.py",
         "-m",
         "not integration",
     )

@@ -18,7 +18,7 @@ from agent.contract import KINDS, WINDOWS, MessageKind, OutboxClass, Quality, To
 from agent.contract.plausible import VALUE_RANGES, WINDOW_HOURS, PerHour
 from agent.contract.records import ENERGY, LEDGER, WINDOW, WINDOW_RANGES, energy_ranges
 from agent.contract.schema import JsonType, Record, Store
-from agent.contract.vocab import QUANTITY_VOCAB
+from agent.contract.vocab import ID, QUANTITY_VOCAB
 from agent.core import channels
 from agent.core.channels import ChannelKind, Flag, quality_of
 from agent.runtime.outbox import OF_KIND, Kind, item_of
@@ -84,7 +84,8 @@ def test_strings_written_as_tags_need_no_escaping(record: Record) -> None:
     """Tag values from a payload are written as they are (the fast path, Telegraf)."""
     for f in record.fields:
         if f.store is Store.TAG:
-            assert f.choices and f.required, f.name
+            # Choices that need no escaping, or an id (the topic's ids are tags too).
+            assert f.choices or f.pattern == ID, f.name
             assert all(_TAG_SAFE.fullmatch(c) for c in f.choices), f.choices
         if f.store is Store.KEYS_AS_POINTS:
             assert f.keys is not None and f.column
@@ -174,11 +175,11 @@ def test_a_message_is_stored_as_its_kind_says() -> None:
     assert p.payload == b'{"ts":8,"seq":1,"values":{}}'
 
 
-def test_every_kind_is_published_at_qos_1_and_only_statuses_are_retained() -> None:
+def test_every_kind_is_published_at_qos_1_and_only_statuses_and_alarms_are_retained() -> None:
     """The gateway's link publishes everything at QoS 1 (agent/runtime/mqtt.py)."""
     assert {spec.qos for spec in KINDS.values()} == {1}
     retained = {k for k, spec in KINDS.items() if spec.retained}
-    assert retained == {MessageKind.GATEWAY_STATUS, MessageKind.DEVICE_STATUS}
+    assert retained == {MessageKind.GATEWAY_STATUS, MessageKind.DEVICE_STATUS, MessageKind.ALARM}
     assert [k for k, spec in KINDS.items() if spec.will] == [MessageKind.GATEWAY_STATUS]
 
 

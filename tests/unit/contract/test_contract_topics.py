@@ -40,6 +40,7 @@ def test_the_topics_are_the_documented_ones() -> None:
         "energy/v1/plant-a/gw-01/intensity",
         "energy/v1/plant-a/gw-01/press-1/events",
         "energy/v1/plant-a/gw-01/ledger",
+        "energy/v1/plant-a/gw-01/alarms",
     ]
 
 
@@ -70,7 +71,7 @@ def test_an_unknown_topic_says_what_is_expected() -> None:
     with pytest.raises(TopicError) as e:
         parse_topic("energy/v1/plant-a/gw-01/press-1/intensity")
     assert str(e.value) == (
-        "unknown topic (expected {site}/{gateway}/status|intensity|ledger or "
+        "unknown topic (expected {site}/{gateway}/status|intensity|ledger|alarms or "
         "{site}/{gateway}/{device}/status|measurements|energy|events under the prefix)"
     )
 

@@ -1,0 +1,331 @@
+"""Where the records come from: the gateway's history, JSON lines, or the central store,
+read into one stream of :class:`EnergyRow`.
+
+Every source goes through the database point of a record
+(:func:`agent.contract.points.points_of`), which is what the central store holds:
+a payload from the history or a file becomes the same numbers, with the same
+types, as the point read back from VictoriaMetrics or InfluxDB. That is what
+makes the report from the three sources the same report, to the last digit.
+
+Only energy records are read: the figures are sums of closed intervals, each
+device's own. Intensity records are derived from the same intervals and would
+count them twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from agent.contract import MessageKind, TopicError, parse_topic
+from agent.contract.points import Point, PointError, points_of
+from agent.history import db as hdb
+from agent.history.db import HISTORY_FILE, HistoryError
+from agent.history.reader import HistoryReader
+from agent.report import ReportError, SourceDown
+from agent.report.verification import Verification, from_chain, from_verdicts, unverified
+from agent.store import PointStore, StoreError
+
+MEASUREMENT = MessageKind.ENERGY.spec.measurement
+
+
+@dataclass(frozen=True, slots=True)
+class EnergyRow:
+    """One closed interval of one device, as the database holds it."""
+
+    device: str
+    #: Unix ms of the interval's end.
+    ts: int
+    interval_s: int
+    carrier: str
+    quality: str
+    energy_kwh: float
+    co2_kg: float
+    ef_kg_per_kwh: float | None
+    volume_m3: float | None
+    units: float | None
+    unmetered_kwh: float | None
+
+
+def row_of_point(p: Point) -> EnergyRow:
+    f = p.fields
+
+    def opt(name: str) -> float | None:
+        v = f.get(name)
+        return None if v is None else float(v)
+
+    return EnergyRow(
+        p.tags.get("device", ""),
+        int(p.ts),
+        int(f.get("interval_s", 0)),
+        p.tags.get("carrier", ""),
+        p.tags.get("quality", ""),
+        float(f.get("energy_kwh", 0.0)),
+        float(f.get("co2_kg", 0.0)),
+        opt("ef_kg_per_kwh"),
+        opt("volume_m3"),
+        opt("units"),
+        opt("unmetered_kwh"),
+    )
+
+
+def row_of_payload(device: str, p: Mapping[str, Any]) -> EnergyRow:
+    """An energy payload as its database point reads back (:func:`row_of_point` of
+    ``points_of``), without building the point: the history's fast path, a month of
+    records per report. tests/integration/test_report.py holds the two to the byte."""
+
+    def opt(name: str) -> float | None:
+        v = p.get(name)
+        return None if v is None else float(v)
+
+    try:
+        return EnergyRow(
+            device, int(p["ts"]), int(p["interval_s"]), str(p["carrier"]), str(p["quality"]),
+            float(p["energy_kwh"]), float(p["co2_kg"]), opt("ef_kg_per_kwh"),
+            opt("volume_m3"), opt("units"), opt("unmetered_kwh"),
+        )  # fmt: skip
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ReportError(f"an energy record of {device} without its shape: {exc!r}") from None
+
+
+def rows_of_message(topic: str, payload: Mapping[str, Any], prefix: str) -> list[EnergyRow]:
+    """The energy row of a published message; [] for other kinds (ReportError if bad)."""
+    try:
+        ref = parse_topic(topic, prefix)
+    except TopicError as exc:
+        raise ReportError(f"record on {topic!r}: {exc}") from None
+    if ref.kind is not MessageKind.ENERGY:
+        return []
+    try:
+        return [row_of_point(p) for p in points_of(ref, payload)]
+    except PointError as exc:
+        raise ReportError(f"record on {topic!r}: {exc}") from None
+
+
+class Source(Protocol):
+    #: For the report's header: what was read.
+    label: str
+
+    def energy(self, start_ms: int, end_ms: int) -> Iterator[EnergyRow]:
+        """Energy rows with ``start < ts <= end``, each (device, ts) once."""
+        ...
+
+    def first_ms(self) -> int | None:
+        """The oldest record's ts, if the source can tell (for "before history starts")."""
+        ...
+
+    def verification(self, start_ms: int, end_ms: int) -> Verification: ...
+
+    def close(self) -> None: ...
+
+
+class HistorySource:
+    """``--history STATE_DIR``: the gateway's own SQLite history, read-only beside a
+    running agent; its ledger verified with the keys the gateway signed with."""
+
+    def __init__(self, state_dir: Path, *, prefix: str) -> None:
+        self.state_dir = state_dir
+        self.prefix = prefix
+        path = state_dir / HISTORY_FILE
+        self.label = f"history {path}"
+        if not path.exists():
+            raise ReportError(
+                f"--history {state_dir}: no {HISTORY_FILE} there (has `energy-agent run` run "
+                "with this state_dir?)"
+            )
+        try:
+            self.reader = HistoryReader.open(path)
+        except HistoryError as exc:
+            raise ReportError(str(exc)) from None
+
+    def energy(self, start_ms: int, end_ms: int) -> Iterator[EnergyRow]:
+        # One streamed query, not pages: pages re-run an ordered query per 5,000
+        # records, five times the cost for a month (docs/performance.md).
+        sql = (
+            "SELECT device, payload FROM records WHERE kind = ? AND ts > ? AND ts <= ? "
+            "ORDER BY ts, id"
+        )
+        loads = json.loads
+        try:
+            with hdb.errors(self.reader.path):
+                rows = self.reader.db.execute(sql, (MessageKind.ENERGY.value, start_ms, end_ms))
+                for device, payload in rows:
+                    yield row_of_payload(device, loads(payload.decode()))
+        except HistoryError as exc:
+            raise SourceDown(str(exc)) from None
+
+    def first_ms(self) -> int | None:
+        try:
+            oldest = self.reader.oldest_ts()
+        except HistoryError as exc:
+            raise SourceDown(str(exc)) from None
+        return oldest
+
+    def verification(self, start_ms: int, end_ms: int) -> Verification:
+        from agent.ledger import crypto_missing
+        from agent.ledger.verify import RecordIn
+
+        missing = crypto_missing()
+        if missing is not None:
+            return unverified(start_ms, end_ms, "other", missing)
+        from agent.ledger import keys
+
+        try:
+            trusted = keys.known(self.state_dir)
+        except keys.LedgerKeyError as exc:
+            return unverified(start_ms, end_ms, "other", str(exc))
+        if not trusted:
+            return unverified(start_ms, end_ms, "no_keys")
+        try:
+            entries = [row.entry for row in self.reader.entries()]
+            last = self.reader.last_entry()
+            upto = last.upto if last is not None else 0
+            records = (
+                RecordIn(r.topic, json.loads(r.payload), r.id > upto)
+                for r in self.reader.iter_records(start_ms, end_ms)
+            )
+            return from_chain(
+                entries,
+                records,
+                trusted,
+                prefix=self.prefix,
+                span=(start_ms, end_ms),
+                pruned_before=self.reader.pruned_before(),
+            )
+        except HistoryError as exc:
+            raise SourceDown(str(exc)) from None
+
+    def close(self) -> None:
+        self.reader.close()
+
+
+class JsonLinesSource:
+    """``--jsonl FILE``: `replay`'s output (``{"topic", "payload"}`` per line) or a
+    `history export` (typed lines, with the ledger's entries). Read a line at a time,
+    once per question: a file of months is never held in memory."""
+
+    def __init__(self, path: Path, *, prefix: str, public_keys: list[Any] | None = None) -> None:
+        self.path = path
+        self.prefix = prefix
+        self.public_keys = public_keys
+        self.label = f"JSON lines {path}"
+        if not path.is_file():
+            raise ReportError(f"--jsonl {path}: no such file")
+
+    def _lines(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        try:
+            f = self.path.open(encoding="utf-8")
+        except OSError as exc:
+            raise ReportError(f"--jsonl {self.path}: cannot read: {exc.strerror}") from None
+        with f:
+            for n, text in enumerate(f, 1):
+                if not text.strip():
+                    continue
+                try:
+                    obj = json.loads(text)
+                except ValueError as exc:
+                    raise ReportError(f"{self.path}:{n}: not JSON ({exc})") from None
+                if not isinstance(obj, dict):
+                    raise ReportError(f"{self.path}:{n}: not a record line")
+                yield n, obj
+
+    def _messages(self) -> Iterator[tuple[int, str, dict[str, Any]]]:
+        for n, obj in self._lines():
+            kind = obj.get("type", "record")
+            if kind != "record":
+                continue
+            topic, payload = obj.get("topic"), obj.get("payload")
+            if not isinstance(topic, str) or not isinstance(payload, dict):
+                raise ReportError(f"{self.path}:{n}: a record line needs a topic and a payload")
+            yield n, topic, payload
+
+    def energy(self, start_ms: int, end_ms: int) -> Iterator[EnergyRow]:
+        seen: set[tuple[str, int]] = set()
+        for n, topic, payload in self._messages():
+            try:
+                rows = rows_of_message(topic, payload, self.prefix)
+            except ReportError as exc:
+                raise ReportError(f"{self.path}:{n}: {exc}") from None
+            for row in rows:
+                key = (row.device, row.ts)
+                if start_ms < row.ts <= end_ms and key not in seen:
+                    seen.add(key)
+                    yield row
+
+    def first_ms(self) -> int | None:
+        return None
+
+    def verification(self, start_ms: int, end_ms: int) -> Verification:
+        from agent.ledger.verify import RecordIn
+
+        entries = [o["entry"] for _, o in self._lines() if o.get("type") == "ledger"]
+        if not entries:
+            return unverified(start_ms, end_ms, "no_ledger_in_file")
+        if not self.public_keys:
+            return unverified(start_ms, end_ms, "no_public_key")
+        records = (
+            RecordIn(topic, payload, bool(obj_pending))
+            for topic, payload, obj_pending in self._records_in(start_ms, end_ms)
+        )
+        header = next((o for _, o in self._lines() if o.get("type") == "export"), {})
+        return from_chain(
+            entries,
+            records,
+            self.public_keys,
+            prefix=str(header.get("prefix") or self.prefix),
+            span=(start_ms, end_ms),
+            pruned_before=header.get("pruned_before"),
+        )
+
+    def _records_in(self, start_ms: int, end_ms: int) -> Iterator[tuple[str, dict[str, Any], bool]]:
+        for _, obj in self._lines():
+            if obj.get("type") != "record":
+                continue
+            payload = obj.get("payload")
+            if isinstance(payload, dict) and start_ms < int(payload.get("ts", 0)) <= end_ms:
+                yield str(obj.get("topic")), payload, bool(obj.get("pending"))
+
+    def close(self) -> None:
+        return None
+
+
+class StoreSource:
+    """The central store (VictoriaMetrics' export API, or Flux on InfluxDB 2): the
+    points the bridge wrote, and the bridge's verdict on every ledger entry."""
+
+    def __init__(self, store: PointStore, label: str, *, site: str, gateway: str) -> None:
+        self.store = store
+        self.label = label
+        self.site = site
+        self.gateway = gateway
+
+    def _points(self, measurement: str, start_ms: int, end_ms: int) -> list[Point]:
+        try:
+            return self.store.points(measurement, self.site, self.gateway, start_ms, end_ms)
+        except StoreError as exc:
+            raise SourceDown(f"{self.label}: {exc}") from None
+        except ValueError as exc:
+            # The InfluxDB client refuses some requests before sending them (a token
+            # that is no header value): the store could not be asked.
+            raise SourceDown(f"{self.label}: {exc}") from None
+
+    def energy(self, start_ms: int, end_ms: int) -> Iterator[EnergyRow]:
+        for p in self._points(MEASUREMENT, start_ms, end_ms):
+            yield row_of_point(p)
+
+    def first_ms(self) -> int | None:
+        return None
+
+    def verification(self, start_ms: int, end_ms: int) -> Verification:
+        points = self._points(MessageKind.LEDGER.spec.measurement, start_ms, end_ms)
+        return from_verdicts(
+            [(p.ts, p.fields) for p in points],
+            start_ms,
+            end_ms,
+        )
+
+    def close(self) -> None:
+        self.store.close()
