@@ -78,10 +78,81 @@ def build(state: Path, devices: int, start_ms: int, minutes: int) -> int:
     return n
 
 
+def timed_report(
+    config, state: Path, period, out: Path, *, use_rollup: bool
+) -> tuple[float, float, float]:  # type: ignore[no-untyped-def]
+    """(verification, read + figures, files) in seconds: the report as the CLI makes it,
+    the ledger's verification timed on its own (make_report is then given its result)."""
+    source = HistorySource(state, prefix="energy/v1", use_rollup=use_rollup)
+    try:
+        t = time.perf_counter()
+        verdict = source.verification(period.start_ms, period.end_ms)
+        verify = time.perf_counter() - t
+        source.verification = lambda start_ms, end_ms: verdict  # type: ignore[method-assign]
+        t = time.perf_counter()
+        report = make_report(config, source, period, config_file=None, now_ms=0)
+        figures = time.perf_counter() - t
+        t = time.perf_counter()
+        write_report(report, out, "en")
+        written = time.perf_counter() - t
+    finally:
+        source.close()
+    return verify, figures, written
+
+
+def backfill(state: Path) -> float:
+    """Seconds to back-fill the rollup of a history written before it (the agent's open)."""
+    import sqlite3
+
+    from agent.history import rollup
+
+    db = sqlite3.connect(state / "history.db")
+    with db:
+        db.execute("DELETE FROM rollup")
+        db.execute("DELETE FROM meta WHERE name = ?", (rollup.ROLLUP_VERSION,))
+    db.close()
+    history = History(state / "history.db", max_bytes=2**40, retention_months=240)
+    t = time.perf_counter()
+    history.reader  # noqa: B018  (opens the file: the back-fill)
+    took = time.perf_counter() - t
+    history.close()
+    return took
+
+
+def seal(state: Path, start_ms: int, end_ms: int) -> float:
+    """An hourly ledger over the history, as the agent seals it; seconds taken."""
+    from agent.ledger import keys
+    from agent.ledger.sealer import Sealer
+
+    keys.init(state)
+    history = History(state / "history.db", max_bytes=2**40, retention_months=240)
+    t = time.perf_counter()
+    try:
+        sealer = Sealer(history, state, site="plant-a", gateway="gw-01", period_s=3600, delay_s=0)
+        sealer.start(start_ms)
+        while sealer.seal(end_ms + 1):
+            pass
+    finally:
+        history.close()
+    return time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--devices", type=int, default=200)
     ap.add_argument("--days", type=int, default=2)
+    ap.add_argument(
+        "--source", choices=("both", "rollup", "records"), default="both",
+        help="read the quarter-hour rollup, every record, or both (default)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--ledger", action="store_true",
+        help="seal an hourly ledger over the history and time its verification",
+    )  # fmt: skip
+    ap.add_argument(
+        "--backfill", action="store_true",
+        help="drop the rollup and time its back-fill when the history is opened again",
+    )  # fmt: skip
     args = ap.parse_args()
     print(describe())
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,25 +166,35 @@ def main() -> None:
         n = build(state, args.devices, period.start_ms, days * 1440)
         built = time.perf_counter() - t
         size = (state / "history.db").stat().st_size
-        print(f"history: {n:,} records in {built:.1f} s, {size / 1e6:.0f} MB")
-        source = HistorySource(state, prefix="energy/v1")
-        t = time.perf_counter()
-        report = make_report(config, source, period, config_file=None, now_ms=0)
-        figures = time.perf_counter() - t
-        t = time.perf_counter()
-        write_report(report, Path(tmp) / "out", "en")
-        written = time.perf_counter() - t
-        source.close()
-        per = (figures + written) / n
         print(
-            f"report of {text}: read + figures {figures:.2f} s, files {written:.2f} s; "
-            f"{n / (figures + written):,.0f} records/s"
+            f"history: {n:,} records in {built:.1f} s ({built / n * 1e6:.1f} µs a record, "
+            f"rollup included), {size / 1e6:.0f} MB"
         )
+        if args.backfill:
+            print(f"back-fill of the rollup (a history from before it): {backfill(state):.1f} s")
+        if args.ledger:
+            sealed = seal(state, period.start_ms, period.end_ms)
+            print(f"ledger: {days * 24} hourly entries sealed in {sealed:.1f} s")
         month = 30 * 1440 * args.devices
-        print(
-            f"extrapolated: a month of {args.devices} meters at 60 s ({month:,} records) "
-            f"{per * month:.1f} s; a year {per * month * 365 / 30:.0f} s"
-        )
+        for use_rollup in (True, False):
+            name = "rollup" if use_rollup else "records"
+            if args.source not in ("both", name):
+                continue
+            verify, figures, written = timed_report(
+                config, state, period, Path(tmp) / f"out-{name}", use_rollup=use_rollup
+            )
+            per = (figures + written) / n
+            print(
+                f"report of {text} from the {name}: read + figures {figures:.2f} s, files "
+                f"{written:.2f} s; extrapolated by records to a month of {args.devices} meters "
+                f"at 60 s ({month:,} records) {per * month:.1f} s, a year "
+                f"{per * month * 365 / 30:.0f} s"
+            )
+            if args.ledger:
+                print(
+                    f"  verification of the ledger ({name}): {verify:.2f} s, "
+                    f"{verify / n * 1e6:.1f} µs a record; a month {verify / n * month:.0f} s"
+                )
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ from typing import Any
 
 from agent.contract import MessageKind, TopicRef
 from agent.history import db as hdb
+from agent.history import rollup
 from agent.history.db import HistoryError, NewRecord
 from agent.history.reader import HistoryReader
 from agent.runtime.throttle import LogThrottle, repeats
@@ -113,7 +114,14 @@ class History:
 
     def _open(self) -> sqlite3.Connection:
         if self._db is None:
-            self._db = hdb.connect(self.path, readonly=False)
+            db = hdb.connect(self.path, readonly=False)
+            try:
+                with hdb.errors(self.path):
+                    rollup.ensure(db)
+            except HistoryError:
+                db.close()
+                raise
+            self._db = db
             self._reader = HistoryReader(self._db, self.path)
         return self._db
 
@@ -210,6 +218,8 @@ class History:
             row,
         )
         if cur.rowcount == 1:
+            if r.kind == rollup.ENERGY:
+                rollup.add(db, r.device, r.ts, r.payload, again=False)
             return
         old = db.execute(
             "SELECT payload FROM records WHERE kind = ? AND device = ? AND ts = ? AND rev = ? "
@@ -230,6 +240,8 @@ class History:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             row,
         )
+        if r.kind == rollup.ENERGY:
+            rollup.add(db, r.device, r.ts, r.payload, again=True)
         self.replaced += 1
         if (n := self._throttle.due("replaced")) is not None:
             log.warning(
@@ -299,6 +311,7 @@ class History:
         newest entry stays: the chain continues from it)."""
         with hdb.transaction(db, self.path):
             n = db.execute("DELETE FROM records WHERE ts <= ?", (day_end,)).rowcount
+            rollup.prune(db, day_end)
             db.execute(
                 "DELETE FROM ledger WHERE period_end <= ? AND seq < (SELECT MAX(seq) FROM ledger)",
                 (day_end,),

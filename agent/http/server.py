@@ -154,6 +154,56 @@ class BasicAuth:
         return hmac.compare_digest(hashlib.sha256(raw).digest(), self._digest)
 
 
+def page_url(host: str, port: int) -> str:
+    """Where a person on this machine opens the page (a wildcard listener: loopback)."""
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}/"
+
+
+class JsonApi:
+    """The JSON routes: the state document, a page of the history, the trends.
+
+    Apart from the server so that what a route answers reads on its own, and the
+    server class only speaks HTTP: admission, streams, the listener.
+    """
+
+    PATHS = frozenset({"/api/state", "/api/history", "/api/trend"})
+
+    def __init__(self, view: StateView, history: Path | None, clock: Callable[[], float]) -> None:
+        self.view = view
+        #: The history's file for /api/history and /api/trend (None: no records).
+        self.history = history
+        self.clock = clock
+        self._trends = trend_api.Trends(history, clock)
+
+    async def answer(self, path: str, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        if path == "/api/state":
+            history = query.get("history", ["0"])[-1] not in ("0", "", "false", "no")
+            return 200, self.view.with_history() if history else self.view.current()
+        if path == "/api/history":
+            return await self._history(query)
+        return await self._trend(query)
+
+    async def _history(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        """One page of the history, read in a worker thread (see agent.http.history)."""
+        if self.history is None:
+            return 200, {"records": [], "next": None}
+        try:
+            return 200, await asyncio.to_thread(history_api.answer, self.history, query)
+        except history_api.BadQuery as exc:
+            return 400, {"error": str(exc)}
+        except history_api.HistoryError as exc:
+            return 503, {"error": f"the history cannot be read now: {exc.reason}"}
+
+    async def _trend(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        """The page's 24 h or 30 days (see agent.http.trend), for the configured devices."""
+        span = (query.get("span") or ["24h"])[-1]
+        return await self._trends.answer(span, self.view.status(), int(self.clock() * 1000))
+
+
 class HttpServer:
     """The gateway's page, /api/state, /api/history, /events and /metrics for one agent.
 
@@ -176,7 +226,7 @@ class HttpServer:
         self.settings = settings
         #: The history's file for /api/history (None: answered with no records).
         self.history = history
-        self._trends = trend_api.Trends(history, clock)
+        self.api = JsonApi(view, history, clock)
         self.view = view
         self.metrics = metrics
         self.auth = auth
@@ -224,12 +274,7 @@ class HttpServer:
 
     @property
     def url(self) -> str:
-        host = self.settings.host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}/"
+        return page_url(self.settings.host, self.port)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -366,22 +411,8 @@ class HttpServer:
                 extra=(("Content-Security-Policy", _PAGE_CSP), ("Vary", "Accept-Language")),
                 head_only=head_only,
             )
-        elif path == "/api/state":
-            query = parse_qs(url.query)
-            history = query.get("history", ["0"])[-1] not in ("0", "", "false", "no")
-            doc = self.view.with_history() if history else self.view.current()
-            body = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
-            await wire.respond(
-                writer, 200, body, "application/json; charset=utf-8", head_only=head_only
-            )
-        elif path == "/api/history":
-            status, doc = await self._history(parse_qs(url.query))
-            body = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
-            await wire.respond(
-                writer, status, body, "application/json; charset=utf-8", head_only=head_only
-            )
-        elif path == "/api/trend":
-            status, doc = await self._trend(parse_qs(url.query))
+        elif path in JsonApi.PATHS:
+            status, doc = await self.api.answer(path, parse_qs(url.query))
             body = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
             await wire.respond(
                 writer, status, body, "application/json; charset=utf-8", head_only=head_only
@@ -391,22 +422,6 @@ class HttpServer:
             await wire.respond(writer, 200, body, METRICS_TYPE, head_only=head_only)
         else:
             await self._stream(slot, writer, head_only=head_only)
-
-    async def _history(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
-        """One page of the history, read in a worker thread (see agent.http.history)."""
-        if self.history is None:
-            return 200, {"records": [], "next": None}
-        try:
-            return 200, await asyncio.to_thread(history_api.answer, self.history, query)
-        except history_api.BadQuery as exc:
-            return 400, {"error": str(exc)}
-        except history_api.HistoryError as exc:
-            return 503, {"error": f"the history cannot be read now: {exc.reason}"}
-
-    async def _trend(self, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
-        """The page's 24 h or 30 days (see agent.http.trend), for the configured devices."""
-        span = (query.get("span") or ["24h"])[-1]
-        return await self._trends.answer(span, self.view.status(), int(self.clock() * 1000))
 
     async def _stream(self, slot: Slot, writer: asyncio.StreamWriter, *, head_only: bool) -> None:
         """Server-sent events: the state document as ``event: state`` once per tick."""

@@ -18,21 +18,16 @@ double (at most 2^53 in magnitude), or they are refused rather than rounded.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
+from json.encoder import encode_basestring
 from typing import Any
 
 #: Integers beyond this are not exact in a double: refused, never rounded.
 MAX_EXACT = 2**53
 
-_ESCAPES = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-}
+#: A lone surrogate cannot be encoded as UTF-8: not I-JSON text (RFC 7493).
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class CanonicalError(ValueError):
@@ -82,19 +77,17 @@ def number(x: float | int) -> str:
 
 
 def string(s: str) -> str:
-    out = ['"']
-    for ch in s:
-        esc = _ESCAPES.get(ch)
-        if esc is not None:
-            out.append(esc)
-        elif ch < " ":
-            out.append(f"\\u{ord(ch):04x}")
-        elif 0xD800 <= ord(ch) <= 0xDFFF:
-            raise CanonicalError("a lone surrogate is not valid I-JSON text")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out)
+    """ECMAScript's ``JSON.stringify`` of a string (ECMA-262 QuoteJSONString).
+
+    Python's own encoder (``json.encoder.encode_basestring``, in C) writes exactly
+    those bytes for well-formed text: ``"`` and ``\\`` escaped, ``\\b \\t \\n \\f \\r``
+    short, other controls as ``\\u00xx`` in lower case, everything else as is. It was
+    a character-by-character loop here, 43 % of a report's verification time.
+    """
+    if not s.isascii() and _SURROGATE.search(s):
+        raise CanonicalError("a lone surrogate is not valid I-JSON text")
+    result: str = encode_basestring(s)
+    return result
 
 
 def _utf16_key(key: str) -> bytes:
@@ -117,7 +110,9 @@ def text(value: Any) -> str:
         for k in value:
             if not isinstance(k, str):
                 raise CanonicalError(f"object key {k!r} is not a string")
-        keys = sorted(value, key=_utf16_key)
+        # UTF-16 order is code point order but for characters beyond the BMP: ASCII
+        # keys (every key of the contract) sort as they are.
+        keys = sorted(value) if all(k.isascii() for k in value) else sorted(value, key=_utf16_key)
         return "{" + ",".join(f"{string(k)}:{text(value[k])}" for k in keys) + "}"
     if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
         return "[" + ",".join(text(v) for v in value) + "]"

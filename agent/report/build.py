@@ -14,7 +14,7 @@ from pathlib import Path
 
 from agent.config.models import AgentConfig
 from agent.report import NoRecords, ReportError
-from agent.report.figures import Cost, Factors, Figures, Group, compute, costs, tree
+from agent.report.figures import Cost, Factors, Figures, Group, compute_quarters, costs, tree
 from agent.report.period import Period, parse_period
 from agent.report.progress import Basis, Progress, progress
 from agent.report.sources import Source
@@ -72,8 +72,8 @@ def _figures(config: AgentConfig, source: Source, period: Period, tariff: Tariff
         for g in (*rep.lines, *rep.products)
     ]
     factors = Factors(config.tce.electricity_kgce_per_kwh, config.tce.natural_gas_kgce_per_m3)
-    rows = source.energy(period.start_ms, period.end_ms)
-    return compute(rows, period, devices, factors, groups=groups, tariff=tariff)
+    quarters = source.quarters(period.start_ms, period.end_ms)
+    return compute_quarters(quarters, period, devices, factors, groups=groups, tariff=tariff)
 
 
 def _basis(fig: Figures, value_added: float | None) -> Basis:
@@ -100,6 +100,9 @@ def make_report(
     rep = config.report
     where = rep.tariff_path(config_file)
     tariff = load_tariff(where) if where is not None else None
+    # The verification first: from the history it also checks the quarter-hour rollup
+    # against the records it reads, and the figures are the records' where it differs.
+    verification = source.verification(period.start_ms, period.end_ms)
     fig = _figures(config, source, period, tariff)
     if fig.records == 0:
         raise NoRecords(
@@ -134,7 +137,7 @@ def make_report(
         baseline=baseline,
         progress=found,
         no_progress=why,
-        verification=source.verification(period.start_ms, period.end_ms),
+        verification=verification,
         lines=tuple((g.id, g.name) for g in rep.lines),
         products=tuple((g.id, g.name) for g in rep.products),
     )

@@ -10,6 +10,13 @@ Scope 1 is the CO2 of gas burned on site, scope 2 that of purchased electricity,
 location-based: each record carries the factor it was computed with, and the
 hourly table shows the factor of every hour (kWh-weighted when it changed within
 one). Standard coal (GB/T 2589, equivalent value) uses the config's coefficients.
+
+The arithmetic runs on each device's quarter-hour sums (:class:`Quarter`), read
+from the history's rollup or made from records one by one with the rollup's own
+additions (:func:`agent.report.sources.quarters_of`): the same figures to the bit
+from either, and from every source. A quarter is placed by the quarter hour its
+intervals start in; only intervals of at most 15 minutes make the peak demand
+(the block of their start, kWh x 4).
 """
 
 from __future__ import annotations
@@ -20,15 +27,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from zoneinfo import ZoneInfo
 
+from agent.history import rollup as R
+from agent.history.rollup import QUARTER_MS, Quarter
 from agent.report.period import Period
-from agent.report.sources import EnergyRow
+from agent.report.sources import EnergyRow, quarters_of
 from agent.report.tariff import Band, Tariff
 
-QUARTER_MS = 900_000
-#: Qualities whose interval's time is not covered by readings (docs/core.md); an
-#: interpolated interval is not covered either, and is counted apart.
-MISSING = frozenset({"gap", "reset"})
-INTERPOLATED = "interpolated"
+__all__ = ["QUARTER_MS"]
 ELECTRICITY, GAS, PRODUCTION = "electricity", "natural_gas", "production"
 
 
@@ -273,76 +278,94 @@ def compute(
     *,
     groups: Sequence[Group] = (),
     tariff: Tariff | None = None,
+    ordered: bool = False,
 ) -> Figures:
-    """The figures of ``rows`` (the period's, each (device, ts) once)."""
+    """The figures of ``rows`` (the period's, each (device, ts) once), summed by quarter
+    hour first as the history's rollup is (:func:`quarters_of`); ``ordered``: the rows
+    come in ts order (else they are sorted first)."""
+    return compute_quarters(
+        quarters_of(rows, ordered=ordered), period, devices, factors, groups=groups, tariff=tariff
+    )
+
+
+def compute_quarters(
+    quarters: Iterable[Quarter],
+    period: Period,
+    devices: Mapping[str, DeviceInfo],
+    factors: Factors,
+    *,
+    groups: Sequence[Group] = (),
+    tariff: Tariff | None = None,
+) -> Figures:
+    """The figures of the period's quarter-hour sums, in (bq, sq, device, carrier) order."""
     fig = Figures(
         period, devices, factors, defaultdict(DeviceSums), defaultdict(DaySums),
         defaultdict(lambda: [0.0, 0.0]), defaultdict(float), defaultdict(lambda: [0.0, 0.0]),
         {g.id: GroupSums(metered=bool(g.devices)) for g in groups}, defaultdict(float),
     )  # fmt: skip
     clock = _Clock(period.zone)
-    for row in rows:
-        _add(fig, row, clock, groups, tariff)
+    for q in quarters:
+        _add(fig, q, clock, groups, tariff)
     return fig
 
 
 def _add(
-    fig: Figures, row: EnergyRow, clock: _Clock, groups: Sequence[Group], tariff: Tariff | None
+    fig: Figures, q: Quarter, clock: _Clock, groups: Sequence[Group], tariff: Tariff | None
 ) -> None:
-    info = fig.devices.get(row.device)
+    """One device's quarter hour, placed by the quarter its intervals start in."""
+    info = fig.devices.get(q.device)
     if info is None:
-        fig.unknown.add(row.device)
-        info = DeviceInfo(row.device, None, row.carrier, None, 0)
-        fig.devices = {**fig.devices, row.device: info}
-    start = row.ts - row.interval_s * 1000
-    day, hour, month = clock.local(start)
-    s = fig.per_device[row.device]
-    s.records += 1
-    s.kwh += row.energy_kwh
-    s.co2_kg += row.co2_kg
-    s.m3 += row.volume_m3 or 0.0
-    s.units += row.units or 0.0
-    if row.unmetered_kwh is not None:
-        s.unmetered_kwh += row.unmetered_kwh
+        fig.unknown.add(q.device)
+        info = DeviceInfo(q.device, None, q.carrier, None, 0)
+        fig.devices = {**fig.devices, q.device: info}
+    v = q.sums
+    kwh, co2, units = v[R.KWH], v[R.CO2], v[R.UNITS]
+    day, hour, month = clock.local(q.sq * QUARTER_MS)
+    s = fig.per_device[q.device]
+    s.records += int(v[R.RECORDS])
+    s.kwh += kwh
+    s.co2_kg += co2
+    s.m3 += v[R.M3]
+    s.units += units
+    if v[R.N_UNMETERED]:
+        s.unmetered_kwh += v[R.UNMETERED]
         s.has_unmetered = True
-    cov = fig.coverage[(row.device, day)]
-    if row.quality not in MISSING and row.quality != INTERPOLATED:
-        s.covered_s += row.interval_s
-        cov[0] += row.interval_s
-    elif row.quality == INTERPOLATED:
-        s.interpolated_s += row.interval_s
-        s.interpolated_kwh += row.energy_kwh
-        cov[1] += row.interval_s
+    cov = fig.coverage[(q.device, day)]
+    s.covered_s += v[R.COVERED_S]
+    cov[0] += v[R.COVERED_S]
+    s.interpolated_s += v[R.INTERP_S]
+    s.interpolated_kwh += v[R.INTERP_KWH]
+    cov[1] += v[R.INTERP_S]
     for g in groups:
         gs = fig.groups[g.id]
-        if row.device in g.devices:
-            gs.kwh += row.energy_kwh
-            gs.co2_kg += row.co2_kg
-        if row.device in g.counters:
-            gs.units += row.units or 0.0
+        if q.device in g.devices:
+            gs.kwh += kwh
+            gs.co2_kg += co2
+        if q.device in g.counters:
+            gs.units += units
     if info.parent is not None:
         return
     d = fig.days[day]
     if info.carrier == ELECTRICITY:
-        d.electricity_kwh += row.energy_kwh
-        d.scope2_kg += row.co2_kg
+        d.electricity_kwh += kwh
+        d.scope2_kg += co2
         h = fig.hours[(day, hour)]
-        h[0] += row.energy_kwh
-        h[1] += row.co2_kg
-        if row.interval_s <= 900:
-            fig.quarters[start // QUARTER_MS] += row.energy_kwh
-        else:
+        h[0] += kwh
+        h[1] += co2
+        if v[R.N_SHORT]:
+            fig.quarters[q.sq] += v[R.SHORT_KWH]
+        if v[R.N_LONG]:
             fig.long_intervals = True
         if tariff is not None:
             band = tariff.band(month, hour)
-            fig.bands[band] += row.energy_kwh
-            d.cost += row.energy_kwh * tariff.price(band)
+            fig.bands[band] += kwh
+            d.cost += kwh * tariff.price(band)
     elif info.carrier == GAS:
-        d.gas_m3 += row.volume_m3 or 0.0
-        d.gas_kwh += row.energy_kwh
-        d.scope1_kg += row.co2_kg
+        d.gas_m3 += v[R.M3]
+        d.gas_kwh += kwh
+        d.scope1_kg += co2
     elif info.carrier == PRODUCTION:
-        d.units += row.units or 0.0
+        d.units += units
 
 
 @dataclass(frozen=True)

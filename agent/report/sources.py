@@ -14,20 +14,26 @@ count them twice.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from agent.contract import MessageKind, TopicError, parse_topic
 from agent.contract.points import Point, PointError, points_of
 from agent.history import db as hdb
+from agent.history import rollup
 from agent.history.db import HISTORY_FILE, HistoryError
 from agent.history.reader import HistoryReader
+from agent.history.rollup import Quarter
 from agent.report import ReportError, SourceDown
 from agent.report.verification import Verification, from_chain, from_verdicts, unverified
 from agent.store import PointStore, StoreError
+
+if TYPE_CHECKING:
+    from agent.ledger.verify import RecordIn
 
 MEASUREMENT = MessageKind.ENERGY.spec.measurement
 
@@ -105,12 +111,31 @@ def rows_of_message(topic: str, payload: Mapping[str, Any], prefix: str) -> list
         raise ReportError(f"record on {topic!r}: {exc}") from None
 
 
+def quarters_of(rows: Iterable[EnergyRow], *, ordered: bool) -> Iterator[Quarter]:
+    """Records read one by one, summed as the rollup sums them (the same additions in the
+    same order): the figures from records and from the rollup are the same to the bit."""
+    if not ordered:
+        rows = sorted(rows, key=lambda r: r.ts)
+    return rollup.fold_stream(
+        (
+            r.device, r.ts,
+            (r.interval_s, r.carrier, r.quality, r.energy_kwh, r.co2_kg, r.volume_m3, r.units,
+             r.unmetered_kwh),
+        )
+        for r in rows
+    )  # fmt: skip
+
+
 class Source(Protocol):
     #: For the report's header: what was read.
     label: str
 
     def energy(self, start_ms: int, end_ms: int) -> Iterator[EnergyRow]:
         """Energy rows with ``start < ts <= end``, each (device, ts) once."""
+        ...
+
+    def quarters(self, start_ms: int, end_ms: int) -> Iterator[Quarter]:
+        """The same rows summed by device and quarter hour (:func:`quarters_of`)."""
         ...
 
     def first_ms(self) -> int | None:
@@ -126,9 +151,13 @@ class HistorySource:
     """``--history STATE_DIR``: the gateway's own SQLite history, read-only beside a
     running agent; its ledger verified with the keys the gateway signed with."""
 
-    def __init__(self, state_dir: Path, *, prefix: str) -> None:
+    def __init__(self, state_dir: Path, *, prefix: str, use_rollup: bool = True) -> None:
         self.state_dir = state_dir
         self.prefix = prefix
+        #: False: every record, even where the rollup could answer (the benchmark's and
+        #: the tests' other path).
+        self.use_rollup = use_rollup
+        self._checks: dict[tuple[int, int], rollup.Check] = {}
         path = state_dir / HISTORY_FILE
         self.label = f"history {path}"
         if not path.exists():
@@ -157,6 +186,20 @@ class HistorySource:
         except HistoryError as exc:
             raise SourceDown(str(exc)) from None
 
+    def quarters(self, start_ms: int, end_ms: int) -> Iterator[Quarter]:
+        """The rollup when the file has it (docs/performance.md), else the records; the
+        records too when the verification of the span found the rollup differs from them."""
+        check = self._checks.get((start_ms, end_ms))
+        try:
+            with hdb.errors(self.reader.path):
+                use = self.use_rollup and rollup.readable(self.reader.db, start_ms, end_ms)
+                if use and (check is None or check.differ == 0):
+                    yield from rollup.read(self.reader.db, start_ms, end_ms)
+                    return
+        except HistoryError as exc:
+            raise SourceDown(str(exc)) from None
+        yield from quarters_of(self.energy(start_ms, end_ms), ordered=True)
+
     def first_ms(self) -> int | None:
         try:
             oldest = self.reader.oldest_ts()
@@ -166,7 +209,6 @@ class HistorySource:
 
     def verification(self, start_ms: int, end_ms: int) -> Verification:
         from agent.ledger import crypto_missing
-        from agent.ledger.verify import RecordIn
 
         missing = crypto_missing()
         if missing is not None:
@@ -183,13 +225,12 @@ class HistorySource:
             entries = [row.entry for row in self.reader.entries()]
             last = self.reader.last_entry()
             upto = last.upto if last is not None else 0
-            records = (
-                RecordIn(r.topic, json.loads(r.payload), r.id > upto)
-                for r in self.reader.iter_records(start_ms, end_ms)
-            )
-            return from_chain(
+            check = None
+            if self.use_rollup and rollup.readable(self.reader.db, start_ms, end_ms):
+                check = rollup.Check(self.reader.db, start_ms, end_ms)
+            verdict = from_chain(
                 entries,
-                records,
+                self._records_in(start_ms, end_ms, upto, check),
                 trusted,
                 prefix=self.prefix,
                 span=(start_ms, end_ms),
@@ -197,6 +238,41 @@ class HistorySource:
             )
         except HistoryError as exc:
             raise SourceDown(str(exc)) from None
+        if check is None:
+            return verdict
+        self._checks[(start_ms, end_ms)] = check
+        if not check.complete:
+            check.differ = check.differ or 1  # not every record seen: sum the records
+        if not check.differ:
+            return verdict
+        return replace(verdict, problems=[*verdict.problems, self._differs(check)])
+
+    def _records_in(
+        self, start_ms: int, end_ms: int, upto: int, check: rollup.Check | None
+    ) -> Iterator[RecordIn]:
+        """The span's records for the ledger's verification, summed on the way into a
+        check of the rollup (the one pass over them: they are read and decoded once)."""
+        from agent.ledger.verify import RecordIn
+
+        energy = MessageKind.ENERGY.value
+        for r in self.reader.iter_records(start_ms, end_ms):
+            payload = json.loads(r.payload)
+            if check is not None and r.kind == energy:
+                check.record(r.device, r.ts, payload)
+            yield RecordIn(r.topic, payload, r.id > upto)
+        if check is not None:
+            check.finish()
+
+    def _differs(self, check: rollup.Check) -> str:
+        where = ""
+        if check.first is not None:
+            bq, _, device, _ = check.first
+            at = dt.datetime.fromtimestamp(bq * rollup.QUARTER_MS / 1000, dt.UTC)
+            where = f", the first of {device} at {at:%Y-%m-%d %H:%M} UTC"
+        return (
+            f"the history's quarter-hour rollup differs from its records in {check.differ} "
+            f"quarter hours{where}: the figures are the records' sums"
+        )
 
     def close(self) -> None:
         self.reader.close()
@@ -254,6 +330,23 @@ class JsonLinesSource:
                 if start_ms < row.ts <= end_ms and key not in seen:
                     seen.add(key)
                     yield row
+
+    def quarters(self, start_ms: int, end_ms: int) -> Iterator[Quarter]:
+        """Summed as the file streams when its records are in time order (`replay` and
+        `history export` write them so: a file of months is never held); sorted in
+        memory first otherwise."""
+        ordered = self._in_order(start_ms, end_ms)
+        return quarters_of(self.energy(start_ms, end_ms), ordered=ordered)
+
+    def _in_order(self, start_ms: int, end_ms: int) -> bool:
+        last = start_ms
+        for _, _, payload in self._messages():
+            ts = payload.get("ts")
+            if isinstance(ts, int) and start_ms < ts <= end_ms:
+                if ts < last:
+                    return False
+                last = ts
+        return True
 
     def first_ms(self) -> int | None:
         return None
@@ -315,6 +408,9 @@ class StoreSource:
     def energy(self, start_ms: int, end_ms: int) -> Iterator[EnergyRow]:
         for p in self._points(MEASUREMENT, start_ms, end_ms):
             yield row_of_point(p)
+
+    def quarters(self, start_ms: int, end_ms: int) -> Iterator[Quarter]:
+        return quarters_of(self.energy(start_ms, end_ms), ordered=False)
 
     def first_ms(self) -> int | None:
         return None

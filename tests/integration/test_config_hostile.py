@@ -229,4 +229,5 @@ def test_check_warns_in_the_words_run_refuses_with() -> None:
     run = energy_agent("run", "-c", "config.yaml", cwd=case)
     (error,) = run.refused()
     assert error.startswith("error: config.yaml: `run` needs an `mqtt:` section")
-    assert check.stderr.splitlines() == [error.replace("error: ", "warning: ", 1)], str(check)
+    # (beside what check warns about this machine, e.g. a state_dir not made yet)
+    assert error.replace("error: ", "warning: ", 1) in check.stderr.splitlines(), str(check)

@@ -290,6 +290,85 @@ def test_a_changed_record_breaks_its_hour_only(cli, month: Month, history: Path)
     assert float(totals[(figure("electricity_import_kwh"), "kWh")]) == approx(50395.0)
 
 
+def _report_in_process(month: Month, state: Path, out: Path, *, use_rollup: bool) -> None:
+    from agent.config.load import load_config
+    from agent.report.build import make_report
+    from agent.report.output import write_report
+    from agent.report.period import parse_period
+    from agent.report.sources import HistorySource
+
+    config = load_config(month.config, files=False)
+    prefix = config.mqtt.prefix if config.mqtt is not None else "energy/v1"
+    source = HistorySource(state, prefix=prefix, use_rollup=use_rollup)
+    try:
+        period = parse_period("2026-11", config.site.timezone)
+        rep = make_report(config, source, period, config_file=month.config, now_ms=0)
+    finally:
+        source.close()
+    write_report(rep, out, "en")
+
+
+def test_the_rollup_and_the_records_give_the_same_figure_files(month: Month, history: Path) -> None:
+    import sqlite3
+
+    from agent.history import rollup
+
+    db = sqlite3.connect(f"file:{history}?mode=ro", uri=True)
+    # 900 s records: 30 days x 96 quarters x 4 devices (main, line-a, boiler, counter),
+    # the outage's interpolated; a row a record, as the month's records
+    q = (MONTH_START_MS // 900_000, MONTH_END_MS // 900_000)
+    n = "SELECT COUNT(*) FROM {} WHERE {} >= ? AND {} < ?"
+    assert db.execute(n.format("rollup", "bq", "bq"), q).fetchone()[0] == 30 * 96 * 4
+    assert (
+        db.execute(
+            n.format("records", "ts - 1", "ts - 1") + " AND kind = 'energy'",
+            (MONTH_START_MS, MONTH_END_MS),
+        ).fetchone()[0]
+        == 30 * 96 * 4
+    )
+    assert rollup.readable(db, MONTH_START_MS, MONTH_END_MS)
+    db.close()
+    out_r, out_q = month.tmp / "out-records", month.tmp / "out-rollup"
+    _report_in_process(month, month.state_dir, out_r, use_rollup=False)
+    _report_in_process(month, month.state_dir, out_q, use_rollup=True)
+    for name in (*FIGURE_FILES, "report-verification.csv"):
+        assert (out_q / name).read_bytes() == (out_r / name).read_bytes(), name
+
+
+def test_an_edited_rollup_never_changes_a_verified_figure(cli, month: Month, history: Path) -> None:
+    import sqlite3
+
+    state = month.tmp / "state-rollup-edited"
+    shutil.copytree(month.state_dir, state)
+    # main's quarter hour 2026-11-05 10:00-10:15 local: 25 kWh in the records, 30 in the rollup.
+    bq = (MONTH_START_MS + 4 * 86_400_000 + 10 * 3_600_000) // 900_000
+    db = sqlite3.connect(state / "history.db")
+    with db:
+        n = db.execute(
+            "UPDATE rollup SET kwh = kwh + 5 WHERE device = 'main' AND bq = ?", (bq,)
+        ).rowcount
+        assert n == 1
+    db.close()
+    out = month.tmp / "out-rollup-edited"
+    r = run_report(cli, month, out, "--history", str(state))
+    assert r.returncode == 0, r
+    # The ledger vouches for the records: every hour verified, the figure the records' sum,
+    # and the report says the rollup differs.
+    ver = read_csv(out / "report-verification.csv")
+    assert {row[1] for row in ver[1:]} == {EN("report.status_verified")}
+    totals = totals_of(read_csv(out / "report.csv"))
+    assert float(totals[(figure("electricity_import_kwh"), "kWh")]) == approx(50400.0)
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "rollup differs from its records in 1 quarter hours" in page
+    # Without the gateway's keys nothing is verified, and the rollup is what is read.
+    (state / "ledger-keys.pub").unlink()
+    out = month.tmp / "out-rollup-unverified"
+    r = run_report(cli, month, out, "--history", str(state))
+    assert r.returncode == 0, r
+    totals = totals_of(read_csv(out / "report.csv"))
+    assert float(totals[(figure("electricity_import_kwh"), "kWh")]) == approx(50405.0)
+
+
 @pytest.mark.parametrize(
     ("source", "period", "code", "words"),
     [

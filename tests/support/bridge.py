@@ -461,6 +461,10 @@ def recorded_stream(now_ms: int, *, sites: int = 2, minutes: int = 3) -> list[Me
     return out
 
 
+#: Energy record keys that are tags in the database, not fields (docs/influxdb.md).
+TAG_FIELDS = ("carrier", "quality", "root", "parent")
+
+
 def expected_points(messages: Iterable[Message]) -> set[Point]:
     """What victoria-metrics must hold: ``{measurement}_{field}`` series, nulls left out."""
     out: set[Point] = set()
@@ -492,7 +496,9 @@ def expected_points(messages: Iterable[Message]) -> set[Point]:
                 add("measurements", tags, {"seq": p["seq"], **p["values"]}, p["ts"])
             elif leaf == "energy":
                 tags |= {"carrier": p["carrier"], "quality": p["quality"]}
-                fields = {k: v for k, v in p.items() if k not in ("ts", "carrier", "quality")}
+                # the device's place in the meter tree: tags when the gateway says it
+                tags |= {k: p[k] for k in ("root", "parent") if p.get(k) is not None}
+                fields = {k: v for k, v in p.items() if k not in ("ts", *TAG_FIELDS)}
                 add("energy", tags, fields, p["ts"])
             elif leaf == "events":
                 tags |= {"event": p["event"], "quantity": p["quantity"]}

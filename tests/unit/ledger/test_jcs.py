@@ -7,6 +7,8 @@ import math
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agent.ledger import jcs
 
@@ -95,3 +97,37 @@ def test_keys_are_sorted_by_utf16_code_units() -> None:
 def test_what_jcs_cannot_write_is_refused_not_rounded(value: object) -> None:
     with pytest.raises(jcs.CanonicalError):
         jcs.text(value)
+
+
+def _quote_json_string(s: str) -> str:
+    """ECMA-262's QuoteJSONString, written out as the spec says it, character by character."""
+    short = {0x08: "\\b", 0x09: "\\t", 0x0A: "\\n", 0x0C: "\\f", 0x0D: "\\r", 0x22: '\\"'}
+    out = ['"']
+    for ch in s:
+        c = ord(ch)
+        if c in short:
+            out.append(short[c])
+        elif c == 0x5C:
+            out.append("\\\\")
+        elif c < 0x20:
+            out.append(f"\\u{c:04x}")
+        else:
+            out.append(ch)
+    return "".join(out) + '"'
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(st.characters(exclude_categories=["Cs"])))
+def test_strings_are_written_as_ecmascript_quotes_them(s: str) -> None:
+    assert jcs.string(s) == _quote_json_string(s)
+
+
+@given(st.dictionaries(st.text(st.characters(exclude_categories=["Cs"])), st.integers(0, 9)))
+def test_keys_sort_by_utf16_whatever_their_characters(value: dict[str, int]) -> None:
+    keys = list(json.loads(jcs.text(value)))
+    assert keys == sorted(value, key=lambda k: k.encode("utf-16-be"))
+
+
+def test_a_lone_surrogate_is_refused() -> None:
+    with pytest.raises(jcs.CanonicalError):
+        jcs.string("a\ud800b")

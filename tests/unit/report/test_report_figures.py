@@ -3,15 +3,21 @@ unmetered rest for breakdowns, progress against targets, hours of the ledger."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
-from agent.report.figures import Factors, compute, tree
+from agent.contract import Carrier, MessageKind, Topics
+from agent.contract.build import energy_payload
+from agent.report.figures import Factors, compute, compute_quarters, tree
 from agent.report.period import parse_period
 from agent.report.progress import OUTPUT, VALUE_ADDED, Basis, progress
-from agent.report.sources import EnergyRow
+from agent.report.sources import EnergyRow, JsonLinesSource
 from agent.report.verification import BROKEN, NOT_VERIFIED, VERIFIED, statuses
 
 H = 3_600_000
+PREFIX = "energy/v1"
 
 
 def row(
@@ -111,3 +117,56 @@ def test_due_periods_are_the_ended_days_and_months_in_the_sites_zone() -> None:
     assert days[-1] == "2026-12-05..2026-12-05" and days[0] == "2026-11-29..2026-11-29"
     assert due(now, "UTC", ["day"])[-1] == "2026-12-04..2026-12-04"
     assert due(now, "UTC", []) == []
+
+
+def test_the_figures_do_not_depend_on_the_order_records_come_in(tmp_path: Path) -> None:
+    """Summed in ts order per device and quarter hour, then in (quarter, device) order:
+    a shuffled file gives the figures of an ordered one to the bit. In arrival order
+    0.2 + 0.7 + 0.1 is 0.9999999999999999, in ts order 0.2 + 0.1 + 0.7 is 1.0."""
+    assert 0.2 + 0.7 + 0.1 != 0.2 + 0.1 + 0.7
+    p = parse_period("2026-11-01..2026-11-01", "UTC")
+    t0, m = p.start_ms, 60_000
+    topics = Topics(PREFIX, "plant-a", "gw-01")
+    devices = tree([("main", None, "electricity", None), ("b", None, "electricity", None)])
+
+    def line(device: str, ts: int, kwh: float) -> str:
+        payload = energy_payload(
+            ts=ts, interval_s=60, carrier=Carrier.ELECTRICITY, energy_kwh=kwh,
+            co2_kg=kwh * 0.5, ef_kg_per_kwh=0.5, quality="measured",
+        )  # fmt: skip
+        msg = topics.message(MessageKind.ENERGY, payload, device)
+        return json.dumps({"topic": msg.topic, "payload": msg.payload})
+
+    ordered = [
+        line("main", t0 + 13 * m, 0.2), line("b", t0 + 13 * m, 0.3),
+        line("main", t0 + 14 * m, 0.1), line("main", t0 + 15 * m, 0.7),
+        line("b", t0 + 16 * m, 0.6),
+    ]  # fmt: skip
+    shuffled = [ordered[i] for i in (0, 1, 3, 2, 4)]  # main at 00:15 before 00:14
+    figs = []
+    for name, lines in (("ordered", ordered), ("shuffled", shuffled)):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        src = JsonLinesSource(path, prefix=PREFIX)
+        figs.append(
+            compute_quarters(src.quarters(p.start_ms, p.end_ms), p, devices, Factors(0.1, 1.0))
+        )
+    a, b = figs
+    assert a.per_device["main"].kwh == 1.0  # 0.2 + 0.1 + 0.7, in ts order
+    assert b.per_device == a.per_device and b.days == a.days and b.hours == a.hours
+    # quarter 00:00-00:15: main 1.0 + b 0.3 = 1.3 kWh, 5.2 kW
+    assert b.quarters == a.quarters == {t0 // 900_000: 1.0 + 0.3, t0 // 900_000 + 1: 0.6}
+    assert a.peak() == b.peak() == ((1.0 + 0.3) * 4, t0)
+
+
+def test_an_hour_long_interval_makes_no_peak_demand() -> None:
+    p = parse_period("2026-11-01..2026-11-01", "UTC")
+    devices = tree([("main", None, "electricity", None)])
+    # 00:00-01:00 placed whole in the quarter of its start; 01:00-01:15 the only peak
+    fig = compute(
+        [row("main", p.start_ms + H, 40.0, interval_s=3600),
+         row("main", p.start_ms + H + 900_000, 5.0, interval_s=900)],
+        p, devices, Factors(0.1, 1.0),
+    )  # fmt: skip
+    assert fig.long_intervals and fig.peak() == (20.0, p.start_ms + H)
+    assert fig.hours[(p.days()[0], 0)][0] == 40.0 and fig.hours[(p.days()[0], 1)][0] == 5.0
