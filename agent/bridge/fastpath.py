@@ -247,7 +247,7 @@ def energy_line(r: Route, doc: dict[str, object], ts: int) -> str:
     for name, write in _ENERGY_PLAN or ():
         value = doc.get(name)
         if value is None:
-            if name in _ENERGY_NOT_NULL:
+            if name in _ENERGY_NOT_NULL and name in doc:  # absent is fine when optional
                 raise StepAside
             continue
         text = write(value)

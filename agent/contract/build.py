@@ -170,8 +170,18 @@ def event_payload(
     return build(EVENTS, {**given, "limit_per_h": limit_per_h})
 
 
-def window_values(energy_kwh: float, co2_kg: float, units: float, kgce: float) -> dict[str, Any]:
-    """One window of an intensity record from its sums."""
+def window_values(
+    energy_kwh: float,
+    co2_kg: float,
+    units: float,
+    kgce: float,
+    coverage: tuple[float, float, float] = (1.0, 0.0, 0.0),
+    missing: tuple[int, list[str]] = (0, []),
+) -> dict[str, Any]:
+    """One window of an intensity record from its sums, and its coverage: the shares
+    measured, interpolated and missing; how many counted meters miss some of it, and
+    the first of them by name."""
+    measured, interpolated, absent = coverage
     return build(
         WINDOW,
         {
@@ -182,12 +192,17 @@ def window_values(energy_kwh: float, co2_kg: float, units: float, kgce: float) -
             "kgco2_per_unit": ratio(co2_kg, units),
             "intensity_g_per_kwh": ratio(co2_kg, energy_kwh, 1000.0),
             "tce": kgce / 1000.0,
+            "measured_share": measured,
+            "interpolated_share": interpolated,
+            "missing_share": absent,
+            "missing_count": missing[0],
+            "missing_devices": missing[1],
         },
     )
 
 
-def intensity_payload(ts: int, windows: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    return build(INTENSITY, {"ts": ts, "windows": windows})
+def intensity_payload(ts: int, windows: dict[str, dict[str, Any]], rev: int = 0) -> dict[str, Any]:
+    return build(INTENSITY, {"ts": ts, "rev": rev, "windows": windows})
 
 
 def alarm_payload(

@@ -123,6 +123,10 @@ MEASUREMENTS = Record(
     ),
 )
 
+#: When the coverage fields and ``rev`` are present: agents before them sent neither,
+#: and a bridge takes their records as they are.
+_COVERAGE = "the agent reports coverage"
+
 ENERGY = Record(
     "energy",
     (
@@ -178,6 +182,27 @@ ENERGY = Record(
             store=Store.TAG,
         ),
         Field(
+            "measured_share",
+            NUMBER,
+            "share of the interval measured by readings at the normal polling rate",
+            when=_COVERAGE,
+            plausible=(0.0, 1.0),
+        ),
+        Field(
+            "interpolated_share",
+            NUMBER,
+            "share spread across a polling gap",
+            when=_COVERAGE,
+            plausible=(0.0, 1.0),
+        ),
+        Field(
+            "missing_share",
+            NUMBER,
+            "share with no data (before the first reading, a power gap, a reset)",
+            when=_COVERAGE,
+            plausible=(0.0, 1.0),
+        ),
+        Field(
             "volume_m3",
             NUMBER,
             "gas volume in the interval",
@@ -197,7 +222,8 @@ ENERGY = Record(
         Field(
             "unmetered_kwh",
             NUMBER,
-            "own energy minus the children's; null until they all reported",
+            "own energy minus the children's; null unless it and every child covered the"
+            " whole interval",
             unit="kWh",
             nullable=True,
             when="a meter with children",
@@ -221,6 +247,14 @@ ENERGY = Record(
             when="a meter with a parent",
             pattern=ID,
             store=Store.TAG,
+        ),
+        Field(
+            "incomplete_children",
+            INTEGER,
+            "children that did not cover the whole interval (late, silent, started in it);"
+            " unmetered_kwh is null unless 0 and the meter covered it itself",
+            when="a meter with children (agents that report coverage)",
+            limits=Interval(ge=0, le=SEQ_MAX),
         ),
     ),
     span="interval_s",
@@ -280,6 +314,43 @@ WINDOW = Record(
             unit="t",
             plausible=(0.0, PerHour(POWER_MAX_KW, TCE_MAX_T_PER_KWH)),
         ),
+        Field(
+            "measured_share",
+            NUMBER,
+            "share of the window's time, over the counted meters, that readings measured",
+            plausible=(0.0, 1.0),
+            when=_COVERAGE,
+        ),
+        Field(
+            "interpolated_share",
+            NUMBER,
+            "share interpolated across a gap in the readings",
+            plausible=(0.0, 1.0),
+            when=_COVERAGE,
+        ),
+        Field(
+            "missing_share",
+            NUMBER,
+            "share with no data (yet): 1 - measured - interpolated",
+            plausible=(0.0, 1.0),
+            when=_COVERAGE,
+        ),
+        Field(
+            "missing_count",
+            INTEGER,
+            "how many counted meters miss some of the window",
+            limits=Interval(ge=0, le=SEQ_MAX),
+            when=_COVERAGE,
+        ),
+        Field(
+            "missing_devices",
+            ARRAY,
+            "the first five of them, by device id",
+            items=STRING,
+            pattern=ID,
+            store=Store.NOT_STORED,
+            when=_COVERAGE,
+        ),
     ),
 )
 
@@ -287,6 +358,14 @@ INTENSITY = Record(
     "intensity",
     (
         TS,
+        Field(
+            "rev",
+            INTEGER,
+            "0 when first published; one more each time late data changed it (same ts)",
+            limits=Interval(ge=0, le=SEQ_MAX),
+            store=Store.NOT_STORED,
+            when=_COVERAGE,
+        ),
         Field(
             "windows",
             OBJECT,

@@ -15,6 +15,16 @@ class SiteCalendar:
     def __init__(self, timezone: str) -> None:
         self.tz = ZoneInfo(timezone)
 
+    def align_offset_minutes(self, interval_minutes: int) -> int:
+        """Where intervals of ``interval_minutes`` must end so that every local midnight
+        is an interval end: the UTC minute of local midnight (minus the zone's offset)
+        modulo the interval. 0 wherever the offset is a whole number of intervals; 30
+        for hourly intervals in Asia/Kolkata (midnight at 18:30 UTC), 15 in
+        Asia/Kathmandu (18:15 UTC). Taken from the offset in January: a DST shift of a
+        whole hour moves midnight by whole intervals of up to an hour."""
+        jan = datetime(2024, 1, 1, tzinfo=self.tz).utcoffset() or timedelta(0)
+        return -int(jan.total_seconds() // 60) % interval_minutes
+
     def local_date(self, ms: int) -> date:
         return datetime.fromtimestamp(ms / 1000, self.tz).date()
 

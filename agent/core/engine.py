@@ -11,9 +11,9 @@ The API the site builds on (all arrays numpy, one element per row):
 ``Engine(specs, interval_s, *, demand=None, align_offset_slots=0, month_starts_ms=())``
     Channel ``c`` is ``specs[c]``. Intervals are ``interval_s`` long and end at the
     one-minute slots s with ``(s - align_offset_slots) % interval_slots == 0`` (0:
-    aligned to UTC; the site passes its zone's standard offset modulo the interval,
-    e.g. 30 for hourly intervals in Asia/Kolkata). ``demand[c]``: channel ``c``
-    tracks the 15-minute demand.
+    aligned to UTC; the site passes the UTC minute of local midnight modulo the
+    interval, e.g. 30 for hourly intervals in Asia/Kolkata, 15 in Asia/Kathmandu).
+    ``demand[c]``: channel ``c`` tracks the 15-minute demand.
 
 ``feed(chans, ts, vals) -> Closed``: readings (channel, Unix ms, value; in time
 order per channel). ``Closed`` holds everything they closed, each in the order it
@@ -370,6 +370,10 @@ class Engine:
     def has_reference(self, c: int) -> bool:
         """Channel ``c`` has accepted a reading: it counts, and closes intervals."""
         return bool(self.I[c, self.k.I_HAS_REF] != 0)
+
+    def first_slot(self, c: int) -> int:
+        """The slot of channel ``c``'s first reading (its data starts there)."""
+        return int(self.I[c, self.k.I_FIRST_T]) // SLOT_MS
 
     def emitted_end(self, c: int) -> int:
         """End (Unix ms) of the last interval channel ``c`` has closed, once it has a

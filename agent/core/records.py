@@ -18,7 +18,7 @@ from agent.contract.vocab import Carrier
 from agent.core.channels import quality_of
 from agent.core.devices import DeviceInfo
 from agent.core.factors import EmissionFactors
-from agent.core.windows import Totals
+from agent.core.windows import MISSING_NAMED, Totals
 
 
 class RecordBuilder:
@@ -36,17 +36,23 @@ class RecordBuilder:
         kwh: float,
         flags: int,
         has_children: bool,
+        covered_ms: tuple[int, int] = (0, 0),
     ) -> dict[str, Any]:
         """The record of the interval ending at ``end``: ``native`` units of the device's
         carrier (``kwh`` of energy), quality from the interval's slot ``flags``, CO2 at
-        the interval's factor."""
+        the interval's factor, coverage from the ms measured and interpolated."""
         start = end - self.interval_s * 1000
         factor = self.factors.at(info.carrier, start, end).value
+        interval_ms = self.interval_s * 1000
+        measured, interpolated = covered_ms[0] / interval_ms, covered_ms[1] / interval_ms
         values: dict[str, Any] = {
             "ts": end,
             "interval_s": self.interval_s,
             "carrier": info.carrier,
             "quality": quality_of(flags, info.channel_kind).value,
+            "measured_share": measured,
+            "interpolated_share": interpolated,
+            "missing_share": max(0.0, 1.0 - measured - interpolated),
             "energy_kwh": kwh,
             **self.tree_tags(info),
         }
@@ -70,14 +76,23 @@ class RecordBuilder:
         return {"root": "true"} if parent is None else {"root": "false", "parent": parent}
 
     @staticmethod
-    def set_unmetered(payload: dict[str, Any], kwh: float | None) -> None:
-        """A parent's record, once its children's energy is known (None: it is not)."""
+    def set_unmetered(payload: dict[str, Any], kwh: float | None, incomplete: int = 0) -> None:
+        """A parent's record, once its children's energy is known (None: it is not), and
+        how many children did not cover the interval."""
         payload["unmetered_kwh"] = opt(kwh)
+        payload["incomplete_children"] = incomplete
 
     @staticmethod
-    def intensity(end: int, windows: Mapping[str, Totals]) -> dict[str, Any]:
+    def intensity(end: int, windows: Mapping[str, Totals], rev: int = 0) -> dict[str, Any]:
         values = {
-            name: window_values(t.energy_kwh, t.co2_kg, t.units, t.kgce)
+            name: window_values(
+                t.energy_kwh,
+                t.co2_kg,
+                t.units,
+                t.kgce,
+                (t.share(t.measured_ms), t.share(t.interpolated_ms), t.missing_share),
+                (len(t.missing), list(t.missing[:MISSING_NAMED])),
+            )
             for name, t in windows.items()
         }
-        return intensity_payload(end, values)
+        return intensity_payload(end, values, rev)

@@ -33,9 +33,9 @@ from agent.contract.kinds import Message, MessageKind, Topics
 from agent.contract.vocab import DEFAULT_PREFIX
 from agent.core import snapshot
 from agent.core.calendar import SiteCalendar
-from agent.core.channels import CORRECTION, Event
+from agent.core.channels import CORRECTION, SLOT_MS, Event
 from agent.core.devices import DeviceChannels, DeviceInfo, SiteError
-from agent.core.engine import CACHE_DIR, Engine, Events, Records, load_kernel
+from agent.core.engine import CACHE_DIR, INT64_MIN, Engine, Events, Records, load_kernel
 from agent.core.factors import EmissionFactors
 from agent.core.records import RecordBuilder
 from agent.core.tree import MeterTree
@@ -44,6 +44,11 @@ from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
 
 __all__ = ["DeviceInfo", "Reading", "SiteCore", "SiteError", "readings_from_rows"]
+
+#: How far back late data still revise the site's records: an outage up to this long
+#: is revised exactly (docs/core.md, "Revisions"); slots older than this before the
+#: newest closed are dropped from the site's series.
+REVISE_DAYS = 45
 
 
 @dataclass(frozen=True)
@@ -83,12 +88,19 @@ class SiteCore:
             self.channels.specs,
             self.interval_s,
             demand=self.channels.demand,
+            align_offset_slots=self.calendar.align_offset_minutes(self.interval_s // 60),
             kernel=load_kernel(config.state_dir / CACHE_DIR),
         )
         self.tree = MeterTree(
             [d.device.id for d in self.devices], self.channels.parents(), self._may_deliver
         )
-        self.windows = SiteWindows(self.engine, self.channels.weights, self.factors, self.calendar)
+        self.windows = SiteWindows(
+            self.engine,
+            self.channels.weights,
+            self.factors,
+            self.calendar,
+            [d.device.id for d in self.devices],
+        )
         self.records = RecordBuilder(config, self.factors)
         #: What keeps state across a restart, each its own piece of the snapshot.
         self._parts: tuple[snapshot.Part, ...] = (
@@ -162,6 +174,7 @@ class SiteCore:
         if ts.size:
             self._cover_months(int(ts.min()), int(ts.max()))
         closed = self.engine.feed(chans, ts, vals)
+        self.windows.add(closed.slots)
         out = self._event_messages(closed.events)
         out += self._energy_messages(closed.records)
         out += self._release_held(final=False)
@@ -210,9 +223,13 @@ class SiteCore:
                 kwh=kwh,
                 flags=int(rec.flags[k]),
                 has_children=self.tree.is_parent(i),
+                covered_ms=(int(rec.measured_ms[k]), int(rec.interpolated_ms[k])),
             )
             self.windows.expect(end)
-            if not self.tree.closed(i, end, kwh, payload):
+            covered = (
+                int(rec.measured_ms[k]) + int(rec.interpolated_ms[k]) >= self.engine.interval_ms
+            )
+            if not self.tree.closed(i, end, kwh, payload, covered=covered):
                 out.append(self.topics.message(MessageKind.ENERGY, payload, info.device.id))
         return out
 
@@ -225,11 +242,11 @@ class SiteCore:
     def _release_held(self, *, final: bool, older_than: int | None = None) -> list[Message]:
         out: list[Message] = []
         for r in self.tree.release(final=final, older_than=older_than):
-            self.records.set_unmetered(r.payload, r.unmetered_kwh)
             info = self.devices[r.device]
             # A record held in a snapshot of an older agent has no tree tags yet.
             for key, value in self.records.tree_tags(info).items():
                 r.payload.setdefault(key, value)
+            self.records.set_unmetered(r.payload, r.unmetered_kwh, r.incomplete_children)
             device = info.device.id
             out.append(self.topics.message(MessageKind.ENERGY, r.payload, device))
         return out
@@ -238,10 +255,32 @@ class SiteCore:
         """The intensity records owed up to ``upto`` (None: all), in time order."""
         out = []
         for end in self.windows.due(upto):
-            payload = self.records.intensity(end, self.windows.at(end))
+            windows = self.windows.at(end)
+            rev = self.windows.revision(end, windows)
+            if rev is None:
+                continue  # late data that changed nothing it publishes
+            payload = self.records.intensity(end, windows, rev)
             out.append(self.topics.message(MessageKind.INTENSITY, payload))
-            self.latest_intensity = payload
+            if self.latest_intensity is None or end >= int(str(self.latest_intensity["ts"])):
+                self.latest_intensity = payload
+        if out:  # at most once an interval: what the published records no longer need
+            self._forget()
         return out
+
+    def _forget(self) -> None:
+        """What no channel can close again no window needs again: the oldest slot a
+        counted channel may still close, or an owed record may still cover; but never
+        more than ``REVISE_DAYS`` before the newest slot closed (a meter that never comes
+        back must not make the site keep everything since it died)."""
+        counted = self.windows.series.counted
+        ends = self.engine.closed_slot_end()[counted]
+        open_slots = ends[ends != INT64_MIN].tolist()
+        owed = [e // SLOT_MS for e in self.windows.due_first()]
+        if open_slots or owed:
+            oldest = min(open_slots + owed)
+            if open_slots:
+                oldest = max(oldest, max(open_slots) - REVISE_DAYS * 1440)
+            self.windows.forget_before(oldest)
 
     # --- snapshot ------------------------------------------------------------------------
 

@@ -1,11 +1,15 @@
 """The meter tree: parents, children, and the parent records that wait for their children.
 
 A parent's ``energy`` record carries ``unmetered_kwh`` = its own energy − the
-sum of its children's for the same interval. So a closed parent record is held
-here until every child has closed that interval, or until the site gives up on
-a late child (``core.site_hold_s``, the end of a replay): it then goes out with
-``unmetered_kwh`` unknown. A child with no record to come for an interval (it
-has no data, or started later) is not waited for. Records are opaque here: the
+sum of its children's for the same interval, when that difference means what it
+says: the parent and every child covered the whole interval (measured or
+interpolated). So a closed parent record is held here until every child has
+closed that interval, or until the site gives up on a late child
+(``core.site_hold_s``, the end of a replay). It goes out with
+``unmetered_kwh`` unknown (null) and the count of its children that did not
+cover the interval, when any did not (late, silent, started inside it, a power
+gap) or the parent itself did not. A child with no record to come for an
+interval (it has no data, or started later) is not waited for. Records are opaque here: the
 tree holds them and says what is unmetered; :mod:`agent.core.records` writes it.
 """
 
@@ -24,12 +28,14 @@ MayDeliver = Callable[[int, int], bool]
 
 @dataclass(frozen=True)
 class Released:
-    """A parent record that can go out now, and its unmetered energy (None: unknown)."""
+    """A parent record that can go out now, its unmetered energy (None: unknown) and
+    how many of its children did not cover its interval."""
 
     device: int
     end: int
     payload: dict[str, Any]
     unmetered_kwh: float | None
+    incomplete_children: int
 
 
 class MeterTree:
@@ -49,9 +55,15 @@ class MeterTree:
     def is_parent(self, i: int) -> bool:
         return bool(self.children[i])
 
-    def closed(self, i: int, end: int, kwh: float, payload: dict[str, Any]) -> bool:
-        """Device ``i`` closed the interval ending at ``end`` with ``kwh``; True when its
-        record (``payload``) is held here for its children, False when it can go out."""
+    def closed(
+        self, i: int, end: int, kwh: float, payload: dict[str, Any], *, covered: bool = True
+    ) -> bool:
+        """Device ``i`` closed the interval ending at ``end`` with ``kwh`` (``covered``:
+        all of the interval measured or interpolated; otherwise its ``kwh`` is kept as
+        NaN, known to be short); True when its record (``payload``) is held here for its
+        children, False when it can go out."""
+        if not covered:
+            kwh = math.nan
         if i in self._parent_of:
             self._child_energy[(i, end)] = kwh
         if not self.children[i]:
@@ -74,9 +86,11 @@ class MeterTree:
             )
             if not waiting or final or (older_than is not None and end <= older_than):
                 own = self._own_energy.pop((i, end))
-                complete = all(k is not None for k in kids)
-                unmetered = own - math.fsum(k for k in kids if k is not None)
-                out.append(Released(i, end, payload, unmetered if complete else None))
+                short = sum(k is None or math.isnan(k) for k in kids)
+                unmetered = None
+                if not short and not math.isnan(own):
+                    unmetered = own - math.fsum(k for k in kids if k is not None)
+                out.append(Released(i, end, payload, unmetered, short))
                 for c in self.children[i]:
                     self._child_energy.pop((c, end), None)
             else:

@@ -485,7 +485,9 @@ def expected_points(messages: Iterable[Message]) -> set[Point]:
             add("status", base, {"up": 1 if p["state"] == "online" else 0}, p["ts"])
         elif len(parts) == 5 and leaf == "intensity":
             for window, values in p["windows"].items():
-                add("intensity", {**base, "window": window}, values, p["ts"])
+                # the missing devices' names stay in MQTT (docs/influxdb.md)
+                stored = {k: v for k, v in values.items() if k != "missing_devices"}
+                add("intensity", {**base, "window": window}, stored, p["ts"])
         else:
             tags = {**base, "device": parts[4]}
             if leaf == "status":

@@ -44,11 +44,11 @@ _TAG = r"(?:[^,= \\\n]|\\[,= ])+"
 _LINE = re.compile(rf"([a-z_]+)((?:,[a-z_]+={_TAG})+) ([^ \n]+) (\d+)")
 _INT = re.compile(r"-?\d+i")
 _FLOAT = re.compile(r"-?(?:\d+\.\d+(?:e[+-]\d+)?|\d+e[+-]\d+)")
-_ENERGY = {"interval_s", *energy_ranges(60)}
+_ENERGY = {"interval_s", "incomplete_children", *energy_ranges(60)}
 FIELDS = {
     "measurements": {"seq", *VALUE_RANGES},
     "energy": _ENERGY,
-    "intensity": set(WINDOW_RANGES["1m"]),
+    "intensity": {"missing_count", *WINDOW_RANGES["1m"]},
     "status": {"up"},
 }
 TAGS = {

@@ -184,6 +184,20 @@ def test_intensity_is_one_point_per_window_with_null_ratios_left_out() -> None:
     assert "kwh_per_unit=0.5" in second
 
 
+def test_an_intensity_windows_coverage_is_fields_its_names_and_revision_stay_in_mqtt() -> None:
+    """A window 60 % measured, 10 % interpolated, 30 % missing (two meters, m2 and m3):
+    the shares and the count are fields; the names and ``rev`` are not stored (the
+    revision overwrites the point of the same series and time)."""
+    window = window_values(6.0, 3.0, 0.0, 0.6, (0.6, 0.1, 0.3), (2, ["m2", "m3"]))
+    model = IntensityModel.model_validate({"ts": 9, "rev": 1, "windows": {"1h": window}})
+    (line,) = to_lines(TopicRef(MessageKind.INTENSITY, "plant-a", "gw-01"), model)
+    assert line == (
+        "intensity,gateway=gw-01,site=plant-a,window=1h energy_kwh=6.0,co2_kg=3.0,"
+        "output_units=0.0,intensity_g_per_kwh=500.0,tce=0.0006,measured_share=0.6,"
+        "interpolated_share=0.1,missing_share=0.3,missing_count=2i 9"
+    )
+
+
 def test_status_is_a_number() -> None:
     gw = GatewayStatusModel.model_validate({"state": "offline", "ts": 3, "version": "1"})
     dev = DeviceStatusModel.model_validate({"state": "ok", "error": None, "ts": 4})

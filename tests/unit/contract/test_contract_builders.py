@@ -94,7 +94,8 @@ def test_a_field_the_record_does_not_have_or_lacks_is_a_programming_error() -> N
 def test_statuses_and_intensity_follow_their_rows() -> None:
     assert_follows(GATEWAY_STATUS, gateway_status_payload("online", 1, "1.0"))
     assert_follows(DEVICE_STATUS, device_status_payload("error", "timeout", 1))
-    window = window_values(2.0, 1.0, 0.0, 0.2458)
+    # half of the window measured, a quarter interpolated, a quarter missing (m2's)
+    window = window_values(2.0, 1.0, 0.0, 0.2458, (0.5, 0.25, 0.25), (1, ["m2"]))
     assert_follows(WINDOW, window)
     assert window == {
         "energy_kwh": 2.0,
@@ -104,5 +105,11 @@ def test_statuses_and_intensity_follow_their_rows() -> None:
         "kgco2_per_unit": None,
         "intensity_g_per_kwh": 500.0,  # 1 kg / 2 kWh
         "tce": 0.0002458,  # kgce / 1000
+        "measured_share": 0.5,
+        "interpolated_share": 0.25,
+        "missing_share": 0.25,
+        "missing_count": 1,
+        "missing_devices": ["m2"],
     }
-    assert_follows(INTENSITY, intensity_payload(1, {"1m": window}))
+    assert_follows(INTENSITY, intensity_payload(1, {"1m": window}, rev=2))
+    assert intensity_payload(1, {"1m": window}, rev=2)["rev"] == 2

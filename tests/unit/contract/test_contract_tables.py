@@ -117,6 +117,9 @@ def test_energy_ranges_for_a_quarter_hour() -> None:
         "co2_kg": (0.0, 2.5e9),
         "avg_power_kw": (0.0, 1e8),
         "ef_kg_per_kwh": (0.0, 100.0),
+        "measured_share": (0.0, 1.0),  # shares of the interval, at any length
+        "interpolated_share": (0.0, 1.0),
+        "missing_share": (0.0, 1.0),
         "volume_m3": (0.0, 2.5e7),
         "units": (0.0, 2.5e11),
         "unmetered_kwh": (-2.5e7, 2.5e7),
@@ -135,7 +138,9 @@ def test_window_ranges_by_hand() -> None:
     assert WINDOW_RANGES["today"]["tce"] == (0.0, 25 * 1e8 * 1.0)  # a 25-hour local day
     assert WINDOW_RANGES["month"]["output_units"] == (0.0, 745 * 1e12)
     assert WINDOW_RANGES["1m"]["intensity_g_per_kwh"] == (0.0, 1e5)
-    assert set(WINDOW_RANGES["15m"]) == {f.name for f in WINDOW.fields}
+    # every number has a range; the missing devices' count and names are no reading
+    assert set(WINDOW_RANGES["15m"]) == {f.name for f in WINDOW.fields if f.type == "number"}
+    assert WINDOW_RANGES["month"]["missing_share"] == (0.0, 1.0)  # a share, at any length
 
 
 def test_energy_numbers_all_have_ranges_in_the_table_order() -> None:

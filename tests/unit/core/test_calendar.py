@@ -123,3 +123,29 @@ def test_month_starts_between() -> None:
     assert cal.month_starts_between(utc_ms(2024, 1, 31, 16), utc_ms(2024, 2, 1))[0] == utc_ms(
         2024, 1, 31, 16
     )
+
+
+@pytest.mark.parametrize(
+    ("zone", "interval_min", "offset"),
+    [
+        ("Asia/Kolkata", 60, 30),  # UTC+5:30: local midnight is 18:30 UTC
+        ("Australia/Adelaide", 60, 30),  # +10:30 in January (DST), +9:30 in July
+        ("Asia/Kathmandu", 60, 15),  # +5:45: midnight at 18:15 UTC
+        ("Asia/Kathmandu", 30, 15),
+        ("Asia/Kathmandu", 15, 0),  # 345 minutes = 23 quarter hours
+        ("America/St_Johns", 60, 30),  # -3:30: -210 mod 60
+        ("Asia/Shanghai", 60, 0),
+        ("Europe/Berlin", 15, 0),
+        ("UTC", 60, 0),
+    ],
+)
+def test_the_alignment_offset_puts_local_midnight_on_an_interval_end(
+    zone: str, interval_min: int, offset: int
+) -> None:
+    cal = SiteCalendar(zone)
+    assert cal.align_offset_minutes(interval_min) == offset
+    # every local midnight of the year, DST days included, is an interval end
+    for month in range(1, 13):
+        for d in (1, 15):
+            slot = cal.day_start_ms(date(2024, month, d)) // 60_000
+            assert (slot - offset) % interval_min == 0, (zone, month, d)

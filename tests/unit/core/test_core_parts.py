@@ -167,8 +167,27 @@ def test_a_parent_record_waits_for_every_child() -> None:
     assert tree.release(final=False) == []  # ... while line-b may still deliver
     assert not tree.closed(2, end, 0.5, {"ts": end})
     # 3.0 - 1.5 - 0.5 = 1.0 kWh unmetered
-    assert tree.release(final=False) == [Released(0, end, {"ts": end}, 1.0)]
+    assert tree.release(final=False) == [Released(0, end, {"ts": end}, 1.0, 0)]
     assert tree.release(final=True) == []
+
+
+def test_a_child_short_of_the_interval_leaves_unmetered_unknown_and_is_counted() -> None:
+    """line-b started inside the interval (0.5 kWh of it, partial): 3.0 - 1.5 - 0.5 = 1.0
+    would count line-b's first minutes as unmetered. Null, and one child counted."""
+    closing = Closing()
+    closing.upto = {0: 0, 1: 0, 2: 0}
+    tree = _tree(closing)
+    end = T0 + 5 * MIN
+    tree.closed(1, end, 1.5, {})
+    tree.closed(2, end, 0.5, {}, covered=False)
+    assert tree.closed(0, end, 3.0, {})
+    assert tree.release(final=False) == [Released(0, end, {}, None, 1)]
+    # the parent itself short of its interval (its first): unknown, no child counted
+    end += 5 * MIN
+    tree.closed(1, end, 1.5, {})
+    tree.closed(2, end, 0.5, {})
+    assert tree.closed(0, end, 3.0, {}, covered=False)
+    assert tree.release(final=False) == [Released(0, end, {}, None, 0)]
 
 
 def test_a_silent_child_is_not_waited_for_and_unmetered_is_unknown() -> None:
@@ -178,7 +197,7 @@ def test_a_silent_child_is_not_waited_for_and_unmetered_is_unknown() -> None:
     end = T0 + 5 * MIN
     tree.closed(1, end, 1.5, {})
     assert tree.closed(0, end, 3.0, {})
-    assert tree.release(final=False) == [Released(0, end, {}, None)]
+    assert tree.release(final=False) == [Released(0, end, {}, None, 1)]
 
 
 def test_the_site_hold_releases_a_parent_waiting_for_a_late_child() -> None:
@@ -188,7 +207,7 @@ def test_the_site_hold_releases_a_parent_waiting_for_a_late_child() -> None:
     end = T0 + 5 * MIN
     tree.closed(0, end, 3.0, {})
     assert tree.release(final=False, older_than=end - 1) == []
-    assert tree.release(final=False, older_than=end) == [Released(0, end, {}, None)]
+    assert tree.release(final=False, older_than=end) == [Released(0, end, {}, None, 2)]
 
 
 @pytest.mark.parametrize("same_interval", [True, False])
@@ -204,5 +223,5 @@ def test_the_tree_continues_from_its_snapshot(same_interval: bool) -> None:
     restored = _tree(closing)
     restored.restorer(snap, same_interval=same_interval)()
     restored.closed(2, end, 0.5, {})
-    expected = [Released(0, end, {"ts": end}, 1.0)] if same_interval else []
+    expected = [Released(0, end, {"ts": end}, 1.0, 0)] if same_interval else []
     assert restored.release(final=True) == expected

@@ -389,15 +389,17 @@ def test_parent_does_not_wait_for_a_child_that_started_later(tmp_path: Path) -> 
         ("site", end(15)),
     ]
     main = {m.payload["ts"]: m.payload for m in out if device_of(m) == "main"}
-    assert main[end(5)]["unmetered_kwh"] is None
+    assert (main[end(5)]["unmetered_kwh"], main[end(5)]["incomplete_children"]) == (None, 1)
     # line-a from its first poll at 00:07:15 (k = 43: 12.15) to 00:10:00, where the
     # counter interpolates between 00:09:55 (12.95) and 00:10:05 (13.00) to 12.975:
-    # 0.825 kWh; main 3.0 - 0.825 = 2.175. Then 00:15: 3.0 - 1.5 = 1.5.
+    # 0.825 kWh, of 165 s of the interval's 300. main 3.0 - 0.825 = 2.175 would claim
+    # line-a's first 135 s as unmetered: it is null, the partial child counted. Then
+    # 00:15, both whole: 3.0 - 1.5 = 1.5.
     line_a = {m.payload["ts"]: m.payload for m in out if device_of(m) == "line-a"}
     assert line_a[end(10)]["energy_kwh"] == 0.825
     assert line_a[end(10)]["quality"] == "partial"
-    assert main[end(10)]["unmetered_kwh"] == 2.175
-    assert main[end(15)]["unmetered_kwh"] == 1.5
+    assert (main[end(10)]["unmetered_kwh"], main[end(10)]["incomplete_children"]) == (None, 1)
+    assert (main[end(15)]["unmetered_kwh"], main[end(15)]["incomplete_children"]) == (1.5, 0)
 
 
 def test_parent_with_a_silent_child(tmp_path: Path) -> None:

@@ -1,0 +1,285 @@
+"""The site's own series: every closed one-minute slot of the counted meters, summed.
+
+The engine's ring holds the last 1,536 slots of each channel, which is enough for
+the live numbers but not for a window computed late: an outage that ends 30 hours
+after it began closes its slots all at once, and by then the ring has moved past
+the start of the day they belong to. So the site keeps what it needs itself, from
+the slot rows the engine returns (never from the ring):
+
+* per slot, the site's sums (kWh, kg CO2, units, kgce) and coverage (ms measured
+  and interpolated, summed over the counted channels; ms covered per channel),
+  kept from :meth:`SiteSeries.keep_from` on: the earliest slot a window may still
+  need (a day and a margin before the oldest slot a channel may still close);
+* per local day, the same sums, kept for the month (and a margin).
+
+A slot row is added where it belongs, whenever it comes: a late one lands in
+its own slot and its own day, so every window that covers it is exact when it
+is computed again. The arrays grow with an outage and shrink once it is over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+import numpy as np
+
+from agent.contract.vocab import Carrier
+from agent.core.calendar import SiteCalendar
+from agent.core.channels import SLOT_MS
+from agent.core.devices import SiteWeights
+from agent.core.engine import Slots
+from agent.core.factors import EmissionFactors
+from agent.core.snapshot import Snapshot, SnapshotError
+
+#: Columns of a slot's (and a day's) sums, then one column per counted channel: ms covered.
+ENERGY, CO2, UNITS, KGCE, MEASURED, INTERPOLATED = range(6)
+SUMS = 6
+#: Slots a window may reach back from its end: a 25-hour local day (DST), and a margin.
+REACH_SLOTS = 26 * 60
+#: Finished days kept before the month of the oldest slot still needed.
+DAY_MARGIN = 1
+
+
+class SiteSeries:
+    """Slot and day sums of the channels that count in the site's windows."""
+
+    def __init__(
+        self,
+        weights: SiteWeights,
+        factors: EmissionFactors,
+        calendar: SiteCalendar,
+        interval_start: Callable[[np.ndarray], np.ndarray],
+        interval_ms: int,
+    ) -> None:
+        self.weights = weights
+        self.factors = factors
+        self.calendar = calendar
+        self._interval_start = interval_start
+        self._interval_ms = interval_ms
+        counted = (weights.energy_kwh != 0) | (weights.units != 0) | (weights.kgce != 0)
+        #: Channels counted in the site's windows, in channel order; their column offset.
+        self.counted = np.flatnonzero(counted)
+        self._column = np.full(len(weights.group), -1, dtype=np.int64)
+        self._column[self.counted] = SUMS + np.arange(self.counted.size)
+        self.width = SUMS + int(self.counted.size)
+        self.base = 0  # slot of row 0
+        self.data = np.zeros((0, self.width), dtype=np.float64)
+        self.days: dict[int, np.ndarray] = {}  # local day's ordinal: sums
+        self._keep_from: int | None = None
+        self._factors: dict[int, tuple[float, float]] = {}  # interval start slot: (el, gas)
+        self._day_starts = np.zeros(0, dtype=np.int64)  # slot of each local midnight
+        self._day_ords = np.zeros(0, dtype=np.int64)
+        self._version = 0  # one more with every change to the days
+        self._month_cache: tuple[tuple[int, int], np.ndarray] | None = None
+
+    # --- adding --------------------------------------------------------------------------
+
+    def add(self, slots: Slots) -> None:
+        """The slot rows of one engine call (any channels, any order)."""
+        col = self._column[slots.channel]
+        take = col >= 0
+        if not take.any():
+            return
+        c, s, col = slots.channel[take], slots.slot[take], col[take]
+        e = slots.energy[take]
+        w = self.weights
+        rows = np.zeros((s.size, self.width), dtype=np.float64)
+        rows[:, ENERGY] = e * w.energy_kwh[c]
+        rows[:, CO2] = e * w.co2[c] * self._factor(s, w.group[c])
+        rows[:, UNITS] = e * w.units[c]
+        rows[:, KGCE] = e * w.kgce[c]
+        rows[:, MEASURED] = slots.measured_ms[take]
+        rows[:, INTERPOLATED] = slots.interpolated_ms[take]
+        rows[np.arange(s.size), col] = rows[:, MEASURED] + rows[:, INTERPOLATED]
+        self._reserve(int(s.min()), int(s.max()) + 1)
+        np.add.at(self.data, s - self.base, rows)
+        ords = self._day_of(s)
+        self._version += 1
+        for d in np.unique(ords).tolist():
+            day = self.days.setdefault(d, np.zeros(self.width))
+            day += rows[ords == d].sum(axis=0)
+
+    def _factor(self, s: np.ndarray, group: np.ndarray) -> np.ndarray:
+        """Each slot's emission factor for its channel's carrier (0 for production)."""
+        starts = self._interval_start(s)
+        out = np.zeros(s.size)
+        for a in np.unique(starts).tolist():
+            f = self._factors.get(a)
+            if f is None:
+                ms = a * SLOT_MS
+                end = ms + self._interval_ms
+                f = (
+                    self.factors.at(Carrier.ELECTRICITY, ms, end).value,
+                    self.factors.at(Carrier.NATURAL_GAS, ms, end).value,
+                )
+                self._factors[a] = f
+            here = starts == a
+            out[here & (group == 0)] = f[0]
+            out[here & (group == 1)] = f[1]
+        return out
+
+    def _reserve(self, first: int, end: int) -> None:
+        """Rows for slots [first, end): shift out what is no longer needed, then grow."""
+        n = self.data.shape[0]
+        if n == 0:
+            self.base, self.data = first, np.zeros((max(end - first, 64), self.width))
+            return
+        if first >= self.base and end <= self.base + n:
+            return
+        lo = min(first, self.base)
+        if self._keep_from is not None:
+            lo = min(first, max(lo, self._keep_from))
+        hi = max(end, self.base + n)
+        size = hi - lo
+        grown = np.zeros((max(size + size // 2, 64), self.width))
+        a, b = max(lo, self.base), min(hi, self.base + n)
+        if b > a:
+            grown[a - lo : b - lo] = self.data[a - self.base : b - self.base]
+        self.base, self.data = lo, grown
+
+    def keep_from(self, slot: int) -> None:
+        """No window will need slots before ``slot`` again (nor days before its month)."""
+        self._keep_from = slot
+        if slot - self.base > REACH_SLOTS:  # at most about once a day
+            self._shrink(slot)
+        month = self.calendar.local_date(slot * SLOT_MS).replace(day=1).toordinal()
+        for d in [d for d in self.days if d < month - DAY_MARGIN]:
+            del self.days[d]
+            self._version += 1
+        for a in [a for a in self._factors if a < slot - REACH_SLOTS]:
+            del self._factors[a]
+
+    def _shrink(self, slot: int) -> None:
+        """Drop the rows before ``slot`` (an outage's, once no window needs them)."""
+        kept = self.data[slot - self.base :]
+        last = np.flatnonzero(kept.any(axis=1))
+        n = int(last[-1]) + 1 if last.size else 0
+        self.data = np.array(kept[: max(n + n // 2, 64)])
+        self.base = slot
+
+    def _day_of(self, s: np.ndarray) -> np.ndarray:
+        """The local day (ordinal) each slot belongs to."""
+        lo, hi = int(s.min()), int(s.max())
+        starts = self._day_starts
+        if not starts.size or lo < starts[0] or hi >= starts[-1]:
+            first = self.calendar.local_date(
+                min(lo, int(starts[0]) if starts.size else lo) * SLOT_MS
+            )
+            last = self.calendar.local_date(
+                max(hi, int(starts[-1]) if starts.size else hi) * SLOT_MS
+            )
+            ords = np.arange(first.toordinal(), last.toordinal() + 2, dtype=np.int64)
+            self._day_ords = ords
+            self._day_starts = np.array(
+                [self.calendar.day_start_ms(date.fromordinal(int(o))) // SLOT_MS for o in ords],
+                dtype=np.int64,
+            )
+        idx = np.searchsorted(self._day_starts, s, side="right") - 1
+        return self._day_ords[idx]
+
+    # --- reading -------------------------------------------------------------------------
+
+    def tail_sums(self, end: int, lengths: list[int]) -> np.ndarray:
+        """Row i: the sums over the ``lengths[i]`` slots before ``end``; each slot summed
+        once (the shorter windows are the start of the longer ones)."""
+        out = np.zeros((len(lengths), self.width))
+        acc = np.zeros(self.width)
+        done = 0  # slots before end summed so far
+        rows = self.data.shape[0]
+        for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+            n = lengths[i]
+            a = min(max(end - n - self.base, 0), rows)
+            b = min(max(end - done - self.base, 0), rows)
+            if b > a:
+                acc = acc + self.data[a:b].sum(axis=0)
+            done = max(done, n)
+            out[i] = acc
+        return out
+
+    def days_of_month_before(self, day: date) -> np.ndarray:
+        """The sums of the local days of ``day``'s month before it (cached until a slot
+        is added)."""
+        key = (day.toordinal(), self._version)
+        if self._month_cache is not None and self._month_cache[0] == key:
+            return self._month_cache[1]
+        first = day.replace(day=1).toordinal()
+        out = np.zeros(self.width)
+        for d, sums in self.days.items():
+            if first <= d < day.toordinal():
+                out += sums
+        self._month_cache = (key, out)
+        return out
+
+    # --- snapshot ------------------------------------------------------------------------
+
+    def save(self, snap: Snapshot, names: list[str]) -> None:
+        """The slots a window may still need, the days, and the counted devices' names
+        (``names``, in column order: a restore matches the coverage columns by them)."""
+        lo = self.base
+        if self._keep_from is not None:
+            lo = max(lo, min(self._keep_from, self.base + self.data.shape[0]))
+        rows = self.data[lo - self.base :]
+        last = np.flatnonzero(rows.any(axis=1))
+        rows = rows[: int(last[-1]) + 1] if last.size else rows[:0]
+        snap.put("series_base", lo)
+        snap.put("series_columns", names)
+        snap.put_array("series", rows)
+        snap.put("series_days", {str(d): v.tolist() for d, v in self.days.items()})
+
+    def restore_from(self, snap: Snapshot, names: list[str]) -> Callable[[], None] | None:
+        """The series saved in ``snap``; None when the file predates it. A device counted
+        now and not then has no coverage before the restart (missing); one counted then
+        and not now leaves its sums in the site's (it was counted), its column goes."""
+        if "series" not in snap.arrays:
+            return None
+        base = snap.value("series_base", int)
+        saved = snap.value("series_columns", lambda v: [str(n) for n in v])
+        rows = snap.arrays["series"]
+        days = snap.value("series_days", _day_sums)
+        if rows.ndim != 2 or rows.shape[1] != SUMS + len(saved):
+            raise SnapshotError(f"{snap.path}: series of {rows.shape} for {len(saved)} devices")
+        src = [SUMS + saved.index(n) if n in saved else -1 for n in names]
+
+        def columns(a: np.ndarray) -> np.ndarray:
+            out = np.zeros((*a.shape[:-1], self.width))
+            out[..., :SUMS] = a[..., :SUMS]
+            for j, k in enumerate(src):
+                if k >= 0:
+                    out[..., SUMS + j] = a[..., k]
+            return out
+
+        def restore() -> None:
+            self.base, self.data = base, columns(np.asarray(rows, dtype=np.float64))
+            self.days = {d: columns(v) for d, v in days.items() if v.size == len(saved) + SUMS}
+            self._version += 1
+
+        return restore
+
+    def seed(
+        self,
+        slots: Slots,
+        ring_from: int,
+        data_from: int,
+        days: dict[date, tuple[float, float, float, float]],
+    ) -> None:
+        """A file of an earlier format: the slots its engine ring still holds (from
+        ``ring_from`` on; the data began at ``data_from``), and the finished days it
+        kept. A day with data before the ring's first slot is taken whole from the
+        file, its coverage unknown and so counted as measured."""
+        self.add(slots)
+        for d, (energy, co2, units, kgce) in days.items():
+            start = self.calendar.day_start_ms(d)
+            if max(start // SLOT_MS, data_from) >= ring_from:
+                continue  # all of its data is in the ring
+            ms = self.calendar.day_start_ms(date.fromordinal(d.toordinal() + 1)) - start
+            sums = np.zeros(self.width)
+            sums[:SUMS] = (energy, co2, units, kgce, ms * self.counted.size, 0.0)
+            sums[SUMS:] = ms
+            self.days[d.toordinal()] = sums
+            self._version += 1
+
+
+def _day_sums(v: Any) -> dict[int, np.ndarray]:
+    return {int(d): np.asarray(s, dtype=np.float64) for d, s in v.items()}
