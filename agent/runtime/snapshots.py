@@ -40,7 +40,8 @@ class StoredIntervals:
     with other numbers and quality, and the database would get two points for one
     interval. The marks are committed in the records' own transaction (as the
     measurements' seq), so they say exactly what is stored; a record for an
-    interval at or before its mark is dropped. The energy it carried is in the
+    interval at or before its mark is dropped (but a site record's revision, which
+    is meant to follow its interval, see docs/core.md). The energy it carried is in the
     stored record; the restarted core's next interval holds its share of the gap.
     """
 
@@ -58,7 +59,9 @@ class StoredIntervals:
     def keep(self, m: Message) -> bool:
         """False for a record of an interval already stored (a restarted core's)."""
         key = self._key(m)
-        if key is None:
+        if key is None or m.payload.get("rev"):
+            # A revision (rev >= 1) is late data changing a published site record: it
+            # is about an older interval by definition, and the last one is the truth.
             return True
         ts = int(m.payload["ts"])
         if ts <= self.last.get(key, ts - 1):

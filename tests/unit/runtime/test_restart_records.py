@@ -95,3 +95,21 @@ def test_a_kill_after_the_records_commit_does_not_publish_an_interval_twice(
     # The next interval, 1:00-2:00, is the restored core's: 1:00-1:15 of the spread
     # (15/45 x 1 kWh = 0.333), then flat.
     assert round(records[T0 + 120 * S][0]["energy_kwh"], 3) == 0.333
+
+
+def test_a_revision_of_a_stored_interval_is_kept_a_repeat_of_its_first_record_is_not() -> None:
+    """The mark drops what a restarted core derives again (rev 0 of a stored interval);
+    a revision (rev >= 1, docs/core.md) is late data changing a published record and
+    must go out, although its interval is older than the mark."""
+    from agent.contract import Message, MessageKind
+    from agent.runtime.snapshots import StoredIntervals
+
+    def site(ts: int, rev: int) -> Message:
+        return Message(MessageKind.INTENSITY, "t/intensity", {"ts": ts, "rev": rev, "windows": {}})
+
+    stored = StoredIntervals()
+    assert stored.keep(site(T0, 0)) and stored.keep(site(T0 + 60 * S, 0))
+    assert stored.keep(site(T0, 1))  # late data for T0: the revision goes out
+    assert stored.keep(site(T0 + 60 * S, 1))
+    assert not stored.keep(site(T0, 0))  # a restarted core's first record again: dropped
+    assert stored.dropped == 1
