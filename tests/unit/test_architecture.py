@@ -165,3 +165,62 @@ def test_nothing_outside_the_runtime_reads_the_agents_parts() -> None:
             if "agent" in name.lower():
                 found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {name}.{node.attr}")
     assert found == []
+
+
+# --- the tests' own layout --------------------------------------------------------------------
+
+TESTS = ROOT / "tests"
+
+
+def _test_imports() -> Iterator[tuple[Path, str, int]]:
+    for path in TESTS.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            else:
+                continue
+            for name in names:
+                yield path, name, node.lineno
+
+
+def test_no_test_module_imports_another_or_the_conftest() -> None:
+    """Shared test code lives in tests/support; a test file or conftest is nobody's library."""
+    bad = sorted(
+        f"{path.relative_to(ROOT)}:{line}: {name}"
+        for path, name, line in _test_imports()
+        if name.startswith(("tests.unit", "tests.integration", "tests.conftest"))
+    )
+    assert bad == []
+
+
+def test_unit_tests_live_in_the_room_they_test() -> None:
+    """tests/unit mirrors the package: only the cross-cutting architecture test is at the top."""
+    flat = sorted(p.name for p in (TESTS / "unit").glob("test_*.py"))
+    assert flat == ["test_architecture.py"]
+
+
+# --- sizes: a reader holds a function or a class in their head --------------------------------
+
+#: The numba kernel's update is one loop over readings, by design (docs/core.md).
+LONG_BY_DESIGN = {("agent/core/kernel.py", "update")}
+
+
+def _definitions() -> Iterator[tuple[str, ast.AST, int]]:
+    for package in ("agent", "drivers", "confdoc"):
+        for path in (ROOT / package).rglob("*.py"):
+            rel = str(path.relative_to(ROOT))
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+                    assert node.end_lineno is not None
+                    yield rel, node, node.end_lineno - node.lineno + 1
+
+
+def test_no_function_over_80_lines() -> None:
+    long = sorted(
+        f"{rel}: {node.name} ({n} lines)"
+        for rel, node, n in _definitions()
+        if not isinstance(node, ast.ClassDef) and n > 80 and (rel, node.name) not in LONG_BY_DESIGN
+    )
+    assert long == []

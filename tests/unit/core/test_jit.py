@@ -35,7 +35,7 @@ from agent.runtime.agent import Agent, warm_up
 from agent.runtime.outbox import MemoryOutbox
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
-from tests.unit.core.test_core_equivalence import (
+from tests.support.core_scenarios import (
     apply_change,
     make_engine,
     parts,
