@@ -18,7 +18,7 @@ gateway: docs/ledger.md.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -96,11 +96,21 @@ class Export:
                 yield RecordIn(str(obj.get("topic")), obj["payload"], bool(obj.get("pending")))
 
 
-def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def json_objects(
+    path: Path,
+    fail: Callable[[str], Exception],
+    label: str,
+    not_object: str = "not a record line",
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Each non-blank line of a JSON-lines file as an object, with its line number.
+
+    One reader for an export and for `replay`'s output (the report reads both): a
+    line that is not JSON or not an object raises ``fail`` naming file and line.
+    """
     try:
         f = path.open(encoding="utf-8")
     except OSError as exc:
-        raise ExportError(f"{path}: cannot read: {exc.strerror}") from None
+        raise fail(f"{label}: cannot read: {exc.strerror}") from None
     with f:
         for n, text in enumerate(f, 1):
             if not text.strip():
@@ -108,10 +118,18 @@ def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             try:
                 obj = json.loads(text)
             except ValueError as exc:
-                raise ExportError(f"{path}:{n}: not JSON ({exc})") from None
-            if not isinstance(obj, dict) or "type" not in obj:
-                raise ExportError(f"{path}:{n}: not an export line (no 'type')")
+                raise fail(f"{path}:{n}: not JSON ({exc})") from None
+            if not isinstance(obj, dict):
+                raise fail(f"{path}:{n}: {not_object}")
             yield n, obj
+
+
+def _lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    what = "not an export line (no 'type')"
+    for n, obj in json_objects(path, ExportError, str(path), what):
+        if "type" not in obj:
+            raise ExportError(f"{path}:{n}: {what}")
+        yield n, obj
 
 
 def read(path: Path) -> Export:

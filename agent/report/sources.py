@@ -28,6 +28,7 @@ from agent.history import rollup
 from agent.history.db import HISTORY_FILE, HistoryError
 from agent.history.reader import HistoryReader
 from agent.history.rollup import Quarter
+from agent.ledger.export import json_objects
 from agent.report import ReportError, SourceDown
 from agent.report.verification import Verification, from_chain, from_verdicts, unverified
 from agent.store import PointStore, StoreError
@@ -292,21 +293,7 @@ class JsonLinesSource:
             raise ReportError(f"--jsonl {path}: no such file")
 
     def _lines(self) -> Iterator[tuple[int, dict[str, Any]]]:
-        try:
-            f = self.path.open(encoding="utf-8")
-        except OSError as exc:
-            raise ReportError(f"--jsonl {self.path}: cannot read: {exc.strerror}") from None
-        with f:
-            for n, text in enumerate(f, 1):
-                if not text.strip():
-                    continue
-                try:
-                    obj = json.loads(text)
-                except ValueError as exc:
-                    raise ReportError(f"{self.path}:{n}: not JSON ({exc})") from None
-                if not isinstance(obj, dict):
-                    raise ReportError(f"{self.path}:{n}: not a record line")
-                yield n, obj
+        return json_objects(self.path, ReportError, f"--jsonl {self.path}")
 
     def _messages(self) -> Iterator[tuple[int, str, dict[str, Any]]]:
         for n, obj in self._lines():
