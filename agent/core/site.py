@@ -49,6 +49,7 @@ __all__ = ["DeviceInfo", "Reading", "SiteCore", "SiteError", "readings_from_rows
 #: is revised exactly (docs/core.md, "Revisions"); slots older than this before the
 #: newest closed are dropped from the site's series.
 REVISE_DAYS = 45
+EXPORT = Quantity.ENERGY_EXPORT_KWH
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class SiteCore:
             self.channels.weights,
             self.factors,
             self.calendar,
-            [d.device.id for d in self.devices],
+            [self.devices[i].device.id for i in self.channels.device_of],
         )
         self.records = RecordBuilder(config, self.factors)
         #: What keeps state across a restart, each its own piece of the snapshot.
@@ -138,6 +139,10 @@ class SiteCore:
         limit = self.channels.limit(info, ratios)
         self.engine.set_limit(info.channel, limit.max_rate_per_h)
         self.engine.set_wrap(info.channel, limit.wrap)
+        if info.export_channel is not None:
+            export = self.channels.limit(info, ratios, Quantity.ENERGY_EXPORT_KWH)
+            self.engine.set_limit(info.export_channel, export.max_rate_per_h)
+            self.engine.set_wrap(info.export_channel, export.wrap)
         return limit
 
     def feed(self, readings: Sequence[Reading], *, measurements: bool = True) -> list[Message]:
@@ -157,11 +162,12 @@ class SiteCore:
                     [q.value for q in r.implausible],
                 )
                 out.append(self.topics.message(MessageKind.MEASUREMENTS, payload, r.device))
-            if info.quantity in r.values:
-                v = r.values[info.quantity]
-                chans.append(info.channel)
-                ts.append(r.ts)
-                vals.append(math.nan if v is None else v)
+            for c, q in ((info.channel, info.quantity), (info.export_channel, EXPORT)):
+                if c is not None and q in r.values:
+                    v = r.values[q]
+                    chans.append(c)
+                    ts.append(r.ts)
+                    vals.append(math.nan if v is None else v)
         out += self.feed_arrays(
             np.array(chans, dtype=np.int64),
             np.array(ts, dtype=np.int64),
@@ -201,17 +207,27 @@ class SiteCore:
         for c, ts, code, value in zip(
             ev.channel.tolist(), ev.ts.tolist(), ev.event.tolist(), ev.value.tolist(), strict=True
         ):
-            info = self.devices[c]  # device i is counted on channel i
+            info = self.devices[self.channels.device_of[c]]
             correction, limit = CORRECTION[Event(code)], self.engine.max_rate(c)
-            payload = event_payload(ts, correction, info.quantity.value, value, limit)
+            quantity = self.channels.quantity_of(c).value
+            payload = event_payload(ts, correction, quantity, value, limit)
             out.append(self.topics.message(MessageKind.EVENTS, payload, info.device.id))
         return out
 
     def _energy_messages(self, rec: Records) -> list[Message]:
         """One record per closed interval, in (end, device) order; a parent's is held."""
         out: list[Message] = []
+        n = len(self.devices)
+        # An export channel closes its intervals with its device's (the same readings).
+        exported = {
+            (self.channels.device_of[int(c)], int(e)): float(x)
+            for c, e, x in zip(rec.channel, rec.end_ms, rec.energy, strict=True)
+            if c >= n
+        }
         for k in np.lexsort((rec.channel, rec.end_ms)):
             i = int(rec.channel[k])  # device i is counted on channel i
+            if i >= n:
+                continue  # an export channel: in its device's record
             info = self.devices[i]
             end = int(rec.end_ms[k])
             native = float(rec.energy[k])
@@ -224,6 +240,7 @@ class SiteCore:
                 flags=int(rec.flags[k]),
                 has_children=self.tree.is_parent(i),
                 covered_ms=(int(rec.measured_ms[k]), int(rec.interpolated_ms[k])),
+                export_kwh=exported.get((i, end)),
             )
             self.windows.expect(end)
             covered = (
