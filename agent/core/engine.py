@@ -426,80 +426,98 @@ class Engine:
         }
 
     def save(self, snap: Snapshot) -> None:
-        """The first format's arrays as they were (``I`` and ``F`` with their first
-        columns, so a rollback continues), the columns added since in ``I_ext``/``F_ext``."""
-        k = self.k
-        snap.put("keys", [s.key for s in self.specs])
-        snap.put(ALIGN_KEY, self.align_offset_slots)
-        for name, array in self.state_arrays().items():
-            if name in ("I", "F"):
-                width = k.NI_V1 if name == "I" else k.NF_V1
-                snap.put_array(name, array[:, :width])
-                snap.put_array(f"{name}_ext", array[:, width:])
-            else:
-                snap.put_array(name, array)
+        """The arrays, in the format :func:`_save` describes."""
+        _save(self, snap)
 
     def restorer(self, snap: Snapshot, *, same_interval: bool) -> Callable[[], None]:
-        """Each channel continues from the row saved under its key (a new one starts
-        fresh). Its settings — kind, limits, wrap, demand — stay those in force now;
-        after a change of publish interval or alignment the counter continues and the
-        interval bookkeeping restarts at the slot it had open. A file of the first
-        format (no coverage) continues too: see :func:`_upgrade_v1`."""
-        k = self.k
-        keys = snap.value("keys", lambda v: [str(key) for key in v])
-        m = len(keys)
-        shapes: dict[str, tuple[int, ...]] = {
-            "I": (m, k.NI_V1),
-            "F": (m, k.NF_V1),
-            "ring_e": (m, RING),
-            "ring_f": (m, RING),
-            "events": (m, N_EVENTS),
-        }
-        added = {
-            "I_ext": (m, k.NI - k.NI_V1),
-            "F_ext": (m, k.NF - k.NF_V1),
-            "ring_cov": (m, RING, 2),
-        }
-        first_format = not any(name in snap.arrays for name in added)
-        if not first_format:
-            shapes.update(added)
-        saved = {name: snap.array(name, shape) for name, shape in shapes.items()}
-        align = 0 if first_format else snap.value(ALIGN_KEY, int)
-        same_grid = same_interval and align == self.align_offset_slots
-        row_of = {key: j for j, key in enumerate(keys)}
+        """Each channel continues from the row saved under its key: see :func:`_restorer`."""
+        return _restorer(self, snap, same_interval=same_interval)
 
-        def restore() -> None:
-            for c, spec in enumerate(self.specs):
-                j = row_of.get(spec.key)
-                if j is None:
-                    continue
-                self._restore_channel(c, {name: a[j] for name, a in saved.items()})
-                if not same_grid and self.has_reference(c):
-                    opened = self.interval_start_slot(int(self.I[c, k.I_OPEN_SLOT]))
-                    self.I[c, k.I_EMITTED_END] = opened * SLOT_MS
 
-        return restore
+# --- the snapshot's format ------------------------------------------------------------
+# Apart from the Engine because the format is a job of its own (the first format's
+# columns kept as they were, the added ones beside them, the upgrade of a first-format
+# file), while the Engine's is running the kernel. Here, not in another module: only
+# this module may know the kernel's columns.
 
-    def _restore_channel(self, c: int, rows: dict[str, np.ndarray]) -> None:
-        k = self.k
-        settings_f = [k.F_WRAP, k.F_MAX_RATE, k.F_TOL_ABS, k.F_TOL_REL, k.F_MAX_GAP_MS]
-        keep_f = self.F[c, settings_f].copy()
-        keep_kind, keep_demand = self.I[c, k.I_KIND], self.I[c, k.I_DEMAND]
-        i_row, f_row = np.zeros(k.NI, dtype=np.int64), np.zeros(k.NF)
-        i_row[: k.NI_V1], f_row[: k.NF_V1] = rows["I"], rows["F"]
-        if "I_ext" in rows:
-            i_row[k.NI_V1 :], f_row[k.NF_V1 :] = rows["I_ext"], rows["F_ext"]
-            self.ring_cov[c] = rows["ring_cov"]
+
+def _save(eng: Engine, snap: Snapshot) -> None:
+    """The first format's arrays as they were (``I`` and ``F`` with their first
+    columns, so a rollback continues), the columns added since in ``I_ext``/``F_ext``."""
+    k = eng.k
+    snap.put("keys", [s.key for s in eng.specs])
+    snap.put(ALIGN_KEY, eng.align_offset_slots)
+    for name, array in eng.state_arrays().items():
+        if name in ("I", "F"):
+            width = k.NI_V1 if name == "I" else k.NF_V1
+            snap.put_array(name, array[:, :width])
+            snap.put_array(f"{name}_ext", array[:, width:])
         else:
-            self.ring_cov[c] = _upgrade_v1(k, i_row, f_row, rows["ring_f"])
-        self.I[c], self.F[c] = i_row, f_row
-        self.ring_e[c], self.ring_f[c], self.events[c] = (
-            rows["ring_e"],
-            rows["ring_f"],
-            rows["events"],
-        )
-        self.F[c, settings_f] = keep_f  # the settings in force now decide the limits
-        self.I[c, k.I_KIND], self.I[c, k.I_DEMAND] = keep_kind, keep_demand
+            snap.put_array(name, array)
+
+
+def _restorer(eng: Engine, snap: Snapshot, *, same_interval: bool) -> Callable[[], None]:
+    """Each channel continues from the row saved under its key (a new one starts
+    fresh). Its settings — kind, limits, wrap, demand — stay those in force now;
+    after a change of publish interval or alignment the counter continues and the
+    interval bookkeeping restarts at the slot it had open. A file of the first
+    format (no coverage) continues too: see :func:`_upgrade_v1`."""
+    k = eng.k
+    keys = snap.value("keys", lambda v: [str(key) for key in v])
+    m = len(keys)
+    shapes: dict[str, tuple[int, ...]] = {
+        "I": (m, k.NI_V1),
+        "F": (m, k.NF_V1),
+        "ring_e": (m, RING),
+        "ring_f": (m, RING),
+        "events": (m, N_EVENTS),
+    }
+    added = {
+        "I_ext": (m, k.NI - k.NI_V1),
+        "F_ext": (m, k.NF - k.NF_V1),
+        "ring_cov": (m, RING, 2),
+    }
+    first_format = not any(name in snap.arrays for name in added)
+    if not first_format:
+        shapes.update(added)
+    saved = {name: snap.array(name, shape) for name, shape in shapes.items()}
+    align = 0 if first_format else snap.value(ALIGN_KEY, int)
+    same_grid = same_interval and align == eng.align_offset_slots
+    row_of = {key: j for j, key in enumerate(keys)}
+
+    def restore() -> None:
+        for c, spec in enumerate(eng.specs):
+            j = row_of.get(spec.key)
+            if j is None:
+                continue
+            _restore_channel(eng, c, {name: a[j] for name, a in saved.items()})
+            if not same_grid and eng.has_reference(c):
+                opened = eng.interval_start_slot(int(eng.I[c, k.I_OPEN_SLOT]))
+                eng.I[c, k.I_EMITTED_END] = opened * SLOT_MS
+
+    return restore
+
+
+def _restore_channel(eng: Engine, c: int, rows: dict[str, np.ndarray]) -> None:
+    k = eng.k
+    settings_f = [k.F_WRAP, k.F_MAX_RATE, k.F_TOL_ABS, k.F_TOL_REL, k.F_MAX_GAP_MS]
+    keep_f = eng.F[c, settings_f].copy()
+    keep_kind, keep_demand = eng.I[c, k.I_KIND], eng.I[c, k.I_DEMAND]
+    i_row, f_row = np.zeros(k.NI, dtype=np.int64), np.zeros(k.NF)
+    i_row[: k.NI_V1], f_row[: k.NF_V1] = rows["I"], rows["F"]
+    if "I_ext" in rows:
+        i_row[k.NI_V1 :], f_row[k.NF_V1 :] = rows["I_ext"], rows["F_ext"]
+        eng.ring_cov[c] = rows["ring_cov"]
+    else:
+        eng.ring_cov[c] = _upgrade_v1(k, i_row, f_row, rows["ring_f"])
+    eng.I[c], eng.F[c] = i_row, f_row
+    eng.ring_e[c], eng.ring_f[c], eng.events[c] = (
+        rows["ring_e"],
+        rows["ring_f"],
+        rows["events"],
+    )
+    eng.F[c, settings_f] = keep_f  # the settings in force now decide the limits
+    eng.I[c, k.I_KIND], eng.I[c, k.I_DEMAND] = keep_kind, keep_demand
 
 
 def _upgrade_v1(

@@ -1,5 +1,6 @@
 """The agent's side of the history: records in as they are published, the ledger's
-entries, pruning, and what it says about itself.
+entries, pruning (by the rules of :mod:`agent.history.bound`), and what it says
+about itself.
 
 Durability is the outbox's: every commit is fsync'd (``synchronous=FULL``; only
 records come here, once per interval, not per poll) before ``put`` returns, and
@@ -25,9 +26,7 @@ queue does not depend on the outbox's.
 
 from __future__ import annotations
 
-import calendar
 import collections
-import datetime as dt
 import logging
 import math
 import sqlite3
@@ -37,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.contract import MessageKind, TopicRef
+from agent.history import bound, rollup
 from agent.history import db as hdb
-from agent.history import rollup
 from agent.history.db import HistoryError, NewRecord
 from agent.history.reader import HistoryReader
 from agent.runtime.throttle import LogThrottle, repeats
@@ -50,11 +49,6 @@ log = logging.getLogger(__name__)
 #: 50 meters at 60 s intervals.
 MAX_PENDING = 150_000
 RETRY_S = 1.0
-#: The size warning starts at this share of ``history.max_mb``; pruning at the bound
-#: frees down to PRUNE_TO.
-WARN_AT = 0.8
-PRUNE_TO = 0.9
-DAY_MS = 86_400_000
 
 
 #: Kinds with several records of one device at one ts, and the fields that tell them
@@ -74,14 +68,6 @@ def new_record(ref: TopicRef, topic: str, payload: Mapping[str, Any], encoded: b
         topic,
         encoded,
     )
-
-
-def months_before(ts_ms: int, months: int) -> int:
-    """The same UTC day-of-month ``months`` earlier (clamped), at 00:00 UTC."""
-    d = dt.datetime.fromtimestamp(ts_ms / 1000, dt.UTC)
-    y, m = divmod(d.year * 12 + d.month - 1 - months, 12)
-    day = min(d.day, calendar.monthrange(y, m + 1)[1])
-    return int(dt.datetime(y, m + 1, day, tzinfo=dt.UTC).timestamp() * 1000)
 
 
 class History:
@@ -283,63 +269,15 @@ class History:
 
     def prune(self, now_ms: int) -> int:
         """Drop what is older than the retention, then the oldest days while over the size
-        bound; returns the new horizon (records at or before it are gone)."""
-        db = self._open()
-        with hdb.errors(self.path):
-            horizon = hdb.meta(db, hdb.PRUNED_BEFORE) or 0
-            cutoff = months_before(now_ms, self.retention_months) // DAY_MS * DAY_MS
-            if cutoff > horizon:
-                horizon = self._drop_through(db, cutoff)
-            used = hdb.used_bytes(db)
-            while used > self.max_bytes:
-                oldest = self.reader.oldest_ts()
-                if oldest is None:
-                    break
-                horizon = self._drop_through(db, (oldest - 1) // DAY_MS * DAY_MS + DAY_MS)
-                used = hdb.used_bytes(db)
-                if used <= self.max_bytes * PRUNE_TO:
-                    break
-            db.execute("PRAGMA incremental_vacuum")
+        bound (:func:`agent.history.bound.prune`); returns the new horizon (records at or
+        before it are gone)."""
+        limits = bound.Limits(self.max_bytes, self.retention_months)
+        horizon, used = bound.prune(self._open(), self.reader, self.path, limits, now_ms)
         self._used = used
-        self._warning = self._size_warning(now_ms, used)
+        self._warning = bound.size_warning(self.reader, self.path, limits, now_ms, used)
         if self._warning is not None and (n := self._warned.due("size")) is not None:
             log.warning("%s%s", self._warning, repeats(n))
         return horizon
-
-    def _drop_through(self, db: sqlite3.Connection, day_end: int) -> int:
-        """Records with ts <= day_end, and the entries of periods ending by then (the
-        newest entry stays: the chain continues from it)."""
-        with hdb.transaction(db, self.path):
-            n = db.execute("DELETE FROM records WHERE ts <= ?", (day_end,)).rowcount
-            rollup.prune(db, day_end)
-            db.execute(
-                "DELETE FROM ledger WHERE period_end <= ? AND seq < (SELECT MAX(seq) FROM ledger)",
-                (day_end,),
-            )
-            hdb.set_meta(db, hdb.PRUNED_BEFORE, day_end)
-        if n:
-            log.info("history: pruned %d records up to %d", n, day_end)
-        return day_end
-
-    def _size_warning(self, now_ms: int, used: int) -> str | None:
-        mb = self.max_bytes / 2**20
-        if used >= self.max_bytes * WARN_AT:
-            return (
-                f"history {self.path} uses {used / 2**20:.0f} of {mb:.0f} MB (history.max_mb): "
-                "the oldest records are pruned when it is full; raise max_mb (the disk "
-                "permitting) to keep them"
-            )
-        oldest = self.reader.oldest_ts()
-        span = now_ms - oldest if oldest is not None else 0
-        if span >= DAY_MS and used > 0:
-            months_held = self.max_bytes / used * span / (30.44 * DAY_MS)
-            if months_held < self.retention_months:
-                return (
-                    f"history {self.path}: at this gateway's rate, history.max_mb ({mb:.0f} MB) "
-                    f"holds about {months_held:.0f} months, less than retention_months "
-                    f"({self.retention_months}); the oldest are pruned when it is full"
-                )
-        return None
 
     def stats(self) -> HistoryStatus:
         oldest = pruned = None

@@ -28,7 +28,7 @@ import numpy as np
 
 from agent import __version__
 from agent.config.models import AgentConfig
-from agent.contract.build import device_status_payload, encode, gateway_status_payload
+from agent.contract.build import encode, gateway_status_payload
 from agent.contract.kinds import Message, MessageKind, Topics
 from agent.contract.vocab import Carrier
 from agent.core.channels import RING, SLOT_MS
@@ -37,17 +37,16 @@ from agent.core.site import Reading, SiteCore
 from agent.http.metrics import AgentMetrics
 from agent.mqttclient import client_id_of
 from agent.runtime.alarms import AlarmJob
+from agent.runtime.commit import TickCommit
 from agent.runtime.devices import DeviceState
-from agent.runtime.ledger import HISTORY_KINDS, LedgerJob
+from agent.runtime.ledger import LedgerJob
 from agent.runtime.lowmem import release_compiler_pages
 from agent.runtime.mqtt import MqttLink, Pump
 from agent.runtime.outbox import (
     LANE_MAX_BYTES,
-    Item,
     Outbox,
     SqliteOutbox,
     StorageGuard,
-    item_of,
 )
 from agent.runtime.scheduler import Backoff, BusPoller, DevicePoll, ResultFn, Values
 from agent.runtime.snapshots import SEQ_MARK, SNAPSHOT, CoreSnapshots
@@ -68,8 +67,6 @@ __all__ = ["SEQ_MARK", "SNAPSHOT", "Agent", "DeviceState"]
 #: Default polling groups per interval on a Modbus TCP bus (``poll_slots``).
 POLL_SLOTS = 4
 OUTBOX = "outbox.db"
-#: Messages that a restart from an older snapshot would make again, differently.
-_CLOSING = (MessageKind.ENERGY, MessageKind.EVENTS)
 
 
 def now_ms() -> int:
@@ -137,17 +134,10 @@ class Agent:
         self.pollers: list[BusPoller] = []
         self.stop = asyncio.Event()
         self.started_ms = now_ms()
-        #: Messages waiting for the next outbox transaction (see ``commit``).
-        self._pending: list[Item] = []
-        #: The records among them, for the history.
-        self._records: list[Message] = []
         #: The history of records and the signed ledger over it (docs/ledger.md).
         self.ledger = LedgerJob(config, self.site.topics)
-        #: Devices whose measurement seq moved since the last commit.
-        self._seq_moved: set[str] = set()
         #: Per device, the transformer ratios its counter's limits were last set for.
         self._ratios: dict[str, dict[str, float]] = {}
-        self._commit_at: asyncio.TimerHandle | None = None
         #: One log line per cause a minute (a device's, the snapshot's), however often it recurs.
         self._log_throttle = LogThrottle(60.0)
         self.snapshots = CoreSnapshots(
@@ -164,6 +154,16 @@ class Agent:
         self.lost_at_exit = 0
         #: The config's alarm rules, judged once a second (README, Alarms).
         self.alarms = AlarmJob(config, self.site.topics, self._store, self.started_ms)
+        #: The data path: a tick's messages to the outbox and the history in one go.
+        self.commits = TickCommit(
+            self.site,
+            self.outbox,
+            self.snapshots,
+            self.ledger,
+            wake=self.pump.wake,
+            tick_s=config.buffer.tick_s,
+            seen=self.alarms.records,
+        )
         self._status = StatusSource(self)
 
     def status(self, now_ms: int | None = None) -> AgentStatus:
@@ -191,60 +191,11 @@ class Agent:
     # --- results of polls --------------------------------------------------------------
 
     def _store(self, messages: list[Message]) -> None:
-        if not messages:
-            return
-        items = []
-        for m in messages:
-            if not self.snapshots.stored.keep(m):
-                continue  # an interval stored before a kill -9, derived again
-            # An event moved a counter's reference (a rebaseline) like a closed interval.
-            self._closed_since_snapshot |= m.kind in _CLOSING
-            if m.kind in HISTORY_KINDS:
-                self._records.append(m)
-            items.append(item_of(m))
-        self.alarms.records(messages)
-        self._pending += items
-        if self._commit_at is None:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # called outside the job (tests, tools): store now
-                self.commit()
-                return
-            # On the next tick of a fixed clock, not a delay after the first message:
-            # however the polls are spread, at most one commit per tick.
-            tick = self.config.buffer.tick_s
-            self._commit_at = loop.call_at((loop.time() // tick + 1) * tick, self.commit)
+        self.commits.store(messages)
 
     def commit(self) -> None:
-        """Store what the polls of the last tick produced, in one transaction.
-
-        Group commit on a fixed tick (``buffer.tick_s``): with one transaction per
-        poll, the outbox, the pump's and paho's wake-ups were most of what the
-        agent added to a bare poller's CPU when polls were spread (50 meters on
-        one bus: one every 20 ms). Nothing is published before it is stored (the
-        pump reads only the outbox), unless the disk refuses it: then the guard
-        holds it in memory and the pump publishes it from there. The tick adds at
-        most ``tick_s`` to a message's way to the broker.
-        """
-        if self._commit_at is not None:
-            self._commit_at.cancel()
-            self._commit_at = None
-        if not self._pending:
-            return
-        items, self._pending = self._pending, []
-        records, self._records = self._records, []
-        # The seq of each device's last measurement, in the same transaction: after
-        # kill -9 the numbering continues from what was stored, not from the last
-        # snapshot (which would repeat seq numbers with other values). A disk that
-        # refuses them gets them with its next write (the guard keeps them).
-        marks = {SEQ_MARK + d: self.site.by_id[d].seq for d in self._seq_moved}
-        # The last interval of each kind and device, for the same reason (StoredIntervals).
-        marks.update(self.snapshots.stored.marks(records))
-        self.outbox.put_many(items, marks)
-        # The history after the outbox, both before any snapshot (see agent.history).
-        self.ledger.add(records)
-        self._seq_moved.clear()
-        self.pump.wake.set()
+        """Store what the last tick's polls produced, in one transaction (see TickCommit)."""
+        self.commits.commit()
 
     def on_result(
         self,
@@ -266,12 +217,9 @@ class Agent:
             if st.state != "error" or st.error != text:
                 if (n := self._log_throttle.due((poll.device_id, error.detail))) is not None:
                     log.warning("device %s: %s%s", poll.device_id, text, repeats(n))
-                st.status = self.site.topics.message(
-                    MessageKind.DEVICE_STATUS,
-                    device_status_payload("error", text, ts),
-                    poll.device_id,
+                messages.append(
+                    st.status_message(self.site.topics, poll.device_id, "error", text, ts)
                 )
-                messages.append(st.status)
             st.state, st.error, st.reason = "error", text, error.reason
         else:
             assert values is not None
@@ -281,16 +229,13 @@ class Agent:
                     and (n := self._log_throttle.due(poll.device_id)) is not None
                 ):
                     log.info("device %s: answering again%s", poll.device_id, repeats(n))
-                st.status = self.site.topics.message(
-                    MessageKind.DEVICE_STATUS, device_status_payload("ok", None, ts), poll.device_id
-                )
-                messages.append(st.status)
+                messages.append(st.status_message(self.site.topics, poll.device_id, "ok", None, ts))
             st.state, st.error, st.reason = "ok", None, ""
             if st.last_ok_ms is None:
                 self.snapshots.new_baseline = True
             st.last_ok_ms = ts
             st.last_values = values
-            self._seq_moved.add(poll.device_id)
+            self.commits.seq_moved.add(poll.device_id)
             if ratios and self._ratios.get(poll.device_id) != ratios:
                 # Read now (at the first poll, then hourly): the counter's wrap range and
                 # glitch limit follow a changed PT or CT before its reading is counted.

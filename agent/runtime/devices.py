@@ -7,8 +7,10 @@ without importing the agent that owns it (no import cycle, not even a type-only 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from agent.contract.kinds import Message
+from agent.contract.build import device_status_payload
+from agent.contract.kinds import Message, MessageKind, Topics
 from agent.runtime.scheduler import Values
 from agent.status import UNKNOWN
 
@@ -26,3 +28,17 @@ class DeviceState:
     last_values: Values | None = None
     #: The last retained status message stored for this device (sent again on reconnect).
     status: Message | None = None
+
+    def status_message(
+        self,
+        topics: Topics,
+        device_id: str,
+        state: Literal["ok", "error"],
+        error: str | None,
+        ts: int,
+    ) -> Message:
+        """The device's retained status, made and kept as the one a reconnect states again."""
+        self.status = topics.message(
+            MessageKind.DEVICE_STATUS, device_status_payload(state, error, ts), device_id
+        )
+        return self.status

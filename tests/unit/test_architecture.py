@@ -224,3 +224,12 @@ def test_no_function_over_80_lines() -> None:
         if not isinstance(node, ast.ClassDef) and n > 80 and (rel, node.name) not in LONG_BY_DESIGN
     )
     assert long == []
+
+
+def test_no_class_over_250_lines() -> None:
+    big = sorted(
+        f"{rel}: {node.name} ({n} lines)"
+        for rel, node, n in _definitions()
+        if isinstance(node, ast.ClassDef) and n > 250
+    )
+    assert big == []

@@ -95,6 +95,91 @@ def free_bytes(directory: Path | None) -> int | None:
         return None
 
 
+class DiskFault:
+    """Whether the disk refuses writes: since when, when to try it again, when to say it again.
+
+    The guard's memory lane is what is done about a fault; this is its clock and its
+    count, apart so the guard reads as the outbox contract it keeps. A fault is said
+    when it begins, when its cause changes, once a minute while it lasts, and at its end.
+    """
+
+    def __init__(self, retry_s: float) -> None:
+        self.retry_s = retry_s
+        self.error: OutboxError | None = None
+        #: When the fault began (epoch ms), None while the disk takes writes.
+        self.since_ms: int | None = None
+        self.next_try = -math.inf
+        self.logged_at = -math.inf
+        #: Messages moved from memory to the disk since the fault began (said at its end).
+        self.moved = 0
+        self.failures = 0
+
+    def due(self) -> bool:
+        """The disk may be written now: it takes writes, or a try is due."""
+        return self.error is None or time.monotonic() >= self.next_try
+
+    def failed(self, exc: OutboxError, say: Callable[[bool], None]) -> None:
+        """Count a refusal and wait ``retry_s``; ``say(began)`` when it is to be logged."""
+        self.failures += 1
+        now = time.monotonic()
+        self.next_try = now + self.retry_s
+        began = self.error is None
+        if began:
+            self.since_ms = time.time_ns() // 1_000_000
+            self.moved = 0
+        changed = self.error is None or self.error.reason != exc.reason
+        self.error = exc
+        if changed or now - self.logged_at >= LOG_EVERY_S:
+            self.logged_at = now
+            say(began)
+
+    def recovered(self, directory: Path | None) -> None:
+        """The disk took a write: end the fault, and say so if there was one."""
+        if self.error is None:
+            return
+        took = (time.time_ns() // 1_000_000 - (self.since_ms or 0)) / 1000
+        log.warning(
+            "outbox in %s writable again after %.0f s: stored the %d messages held in memory",
+            directory or "memory",
+            took,
+            self.moved,
+        )
+        self.error = None
+        self.since_ms = None
+        self.logged_at = -math.inf
+
+
+def _say_fault(h: StorageStatus, began: bool, directory: Path | None) -> None:
+    """A fault's error line, from what the guard's health says: the page's words in the log."""
+    lost = h.lost_total
+    log.error(
+        "%s the outbox in %s (%s free): %s; %s held in memory (%d records), "
+        "sent from there while the broker is up and stored when the disk has room; at "
+        "most %s are held, measurements go first%s",
+        "cannot write" if began else "still cannot write",
+        directory or "the outbox",
+        human_bytes(h.free_bytes),
+        h.error,
+        f"{h.unstored} message{'' if h.unstored == 1 else 's'}",
+        h.unstored_records,
+        human_bytes(h.memory_max_bytes),
+        f"; {lost} lost so far" if lost else "",
+    )
+
+
+def _say_lost(left: Mapping[Kind, int], directory: Path | None, error: OutboxError | None) -> None:
+    """The one error line of an exit that loses messages, with the number of each kind."""
+    log.error(
+        "exiting with %d messages neither stored nor acknowledged by the broker: "
+        "%s; they are lost (%s: %s, %s free)",
+        sum(left.values()),
+        ", ".join(f"{k.name.lower()} {n}" for k, n in left.items() if n),
+        directory or "the outbox",
+        error.reason if error is not None else "not stored",
+        human_bytes(free_bytes(directory)),
+    )
+
+
 class StorageGuard:
     """An :class:`Outbox` over ``disk`` that never fails a write (see the module's doc)."""
 
@@ -122,12 +207,8 @@ class StorageGuard:
         self._moved: dict[int, int] = {}
         #: Disk ids acknowledged by the broker whose delete failed (in flight on disk).
         self._unaccepted: list[int] = []
-        self._error: OutboxError | None = None
-        self._since_ms: int | None = None
-        self._next_try = -math.inf
-        self._logged_at = -math.inf
-        self._moved_n = 0
-        self.failures = 0
+        #: The disk's refusals: when to try again, when to say so (see DiskFault).
+        self._fault = DiskFault(retry_s)
         #: What the exit lost, per kind (see :meth:`close`).
         self.lost_at_close = dict.fromkeys(Kind, 0)
 
@@ -167,7 +248,7 @@ class StorageGuard:
     def put_many(self, items: list[Item], marks: Mapping[str, int] | None = None) -> list[int]:
         """On the disk if it takes them (after anything held in memory), else in memory."""
         self._marks.update(marks or {})
-        if self._error is None or time.monotonic() >= self._next_try:
+        if self._fault.due():
             try:
                 self._store_held()
                 self._delete_acked()
@@ -184,10 +265,10 @@ class StorageGuard:
     def retry(self, *, force: bool = False) -> bool:
         """Try the disk again if a try is due (the housekeeping's tick) or ``force``d
         (the exit); True if it takes writes."""
-        if self._error is not None and (force or time.monotonic() >= self._next_try):
-            self._next_try = -math.inf
+        if self._fault.error is not None and (force or self._fault.due()):
+            self._fault.next_try = -math.inf
             self.put_many([])
-        return self._error is None
+        return self._fault.error is None
 
     def _store_held(self) -> None:
         """Move the lane to the disk, oldest first; what moved stays moved if a chunk fails."""
@@ -203,7 +284,7 @@ class StorageGuard:
                     self._moved[entry.id] = disk_id
                     taken.append(disk_id)
             disk.mark_taken(taken)
-            self._moved_n += len(chunk)
+            self._fault.moved += len(chunk)
 
     def _delete_acked(self) -> None:
         if self._unaccepted:
@@ -211,49 +292,10 @@ class StorageGuard:
             self._unaccepted = []
 
     def _failed(self, exc: OutboxError) -> None:
-        self.failures += 1
-        now = time.monotonic()
-        self._next_try = now + self.retry_s
-        began = self._error is None
-        if began:
-            self._since_ms = time.time_ns() // 1_000_000
-            self._moved_n = 0
-        changed = self._error is None or self._error.reason != exc.reason
-        self._error = exc
-        if changed or now - self._logged_at >= LOG_EVERY_S:
-            self._logged_at = now
-            self._log_fault(began)
-
-    def _log_fault(self, began: bool) -> None:
-        h = self.health()
-        lost = h.lost_total
-        log.error(
-            "%s the outbox in %s (%s free): %s; %s held in memory (%d records), "
-            "sent from there while the broker is up and stored when the disk has room; at "
-            "most %s are held, measurements go first%s",
-            "cannot write" if began else "still cannot write",
-            self.directory or "the outbox",
-            human_bytes(h.free_bytes),
-            h.error,
-            f"{h.unstored} message{'' if h.unstored == 1 else 's'}",
-            h.unstored_records,
-            human_bytes(h.memory_max_bytes),
-            f"; {lost} lost so far" if lost else "",
-        )
+        self._fault.failed(exc, lambda began: _say_fault(self.health(), began, self.directory))
 
     def _recovered(self) -> None:
-        if self._error is None:
-            return
-        took = (time.time_ns() // 1_000_000 - (self._since_ms or 0)) / 1000
-        log.warning(
-            "outbox in %s writable again after %.0f s: stored the %d messages held in memory",
-            self.directory or "memory",
-            took,
-            self._moved_n,
-        )
-        self._error = None
-        self._since_ms = None
-        self._logged_at = -math.inf
+        self._fault.recovered(self.directory)
 
     # --- the pump's side ------------------------------------------------------------------
 
@@ -286,7 +328,7 @@ class StorageGuard:
             else:
                 self._unaccepted.append(disk_id)
         self.lane.accept(lane_ids)
-        if self._error is None or time.monotonic() >= self._next_try:
+        if self._fault.due():
             try:
                 self._delete_acked()
             except OutboxError as exc:
@@ -341,17 +383,18 @@ class StorageGuard:
 
     def health(self) -> StorageStatus:
         lane = self.lane.stats()
+        fault = self._fault
         return StorageStatus(
-            ok=self._error is None,
-            error=None if self._error is None else self._error.reason,
-            since_ms=self._since_ms,
+            ok=fault.error is None,
+            error=None if fault.error is None else fault.error.reason,
+            since_ms=fault.since_ms,
             directory=None if self.directory is None else str(self.directory),
             free_bytes=free_bytes(self.directory),
             unstored=lane.depth,
             unstored_records=self.lane.held(RECORDS),
             unstored_bytes=lane.bytes,
             memory_max_bytes=self.lane.max_bytes,
-            failures=self.failures,
+            failures=fault.failures,
             lost={k.name.lower(): lane.dropped[k] + self.lost_at_close[k] for k in Kind},
         )
 
@@ -374,14 +417,6 @@ class StorageGuard:
         if any(left.values()):
             for k, n in left.items():
                 self.lost_at_close[k] += n
-            log.error(
-                "exiting with %d messages neither stored nor acknowledged by the broker: "
-                "%s; they are lost (%s: %s, %s free)",
-                sum(left.values()),
-                ", ".join(f"{k.name.lower()} {n}" for k, n in left.items() if n),
-                self.directory or "the outbox",
-                self._error.reason if self._error is not None else "not stored",
-                human_bytes(free_bytes(self.directory)),
-            )
+            _say_lost(left, self.directory, self._fault.error)
         if self._disk is not None:
             self._disk.close()

@@ -8,7 +8,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Set
 from pathlib import Path
 
 from agent.runtime.outbox.base import (
@@ -220,71 +220,13 @@ class SqliteOutbox:
                 self._dropped[kind] += len(victims)
                 log_dropped("outbox", kind, len(victims), DROPPED_COUNTER)
 
-    def _ids(self, where: str, params: tuple[int, ...], limit: int, index: str = "") -> list[int]:
-        """Up to ``limit`` ids matching ``where`` not in flight, in id order.
-
-        Ids only: each lane is answered from its index without reading the rows, so
-        skipping the window in flight costs little; the rows are read once, chosen.
-        """
-        out: list[int] = []
-        after = 0
-        source = f"outbox INDEXED BY {index}" if index else "outbox"
-        while len(out) < limit:
-            ids = [
-                r[0]
-                for r in self._db.execute(
-                    f"SELECT id FROM {source} WHERE {where} AND id > ? ORDER BY id LIMIT ?",
-                    (*params, after, limit - len(out) + len(self._inflight)),
-                )
-            ]
-            if not ids:
-                break
-            after = ids[-1]
-            out += [i for i in ids if i not in self._inflight][: limit - len(out)]
-        return out
-
-    def _rows(self, ids: list[int]) -> list[Row]:
-        """The rows of ``ids``, in that order."""
-        found: dict[int, Row] = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in self._db.execute(
-                f"SELECT {_COLUMNS} FROM outbox WHERE id IN ({marks})", chunk
-            ):
-                found[row[0]] = row
-        return [found[i] for i in ids if i in found]
-
     def take(self, limit: int, fresh_from_ms: int | None = None) -> list[Entry]:
         with self._lock, self._reading():
             if self._depth <= len(self._inflight):
                 # Everything stored is in flight (the counters are exact): no query. The
                 # pump asks again after every batch, so this is one read a tick saved.
                 return []
-            if fresh_from_ms is None:
-                rows = self._rows(self._ids("1", (), limit))
-            elif self._depth - len(self._inflight) <= limit:  # all of it fits: one query
-                rows = self._rows(self._ids("1", (), limit))
-                rows.sort(key=lambda r: not is_fresh(Kind(r[1]), r[5], fresh_from_ms))
-            else:
-                # Each lane on its index, (kind, id) or the partial one of fresh
-                # measurements; merged by id, so records keep their order.
-                lanes = [self._ids("kind = ?", (int(k),), limit) for k in RECORDS]
-                lanes.append(
-                    self._ids(
-                        "kind = 0 AND created_ms >= ?", (fresh_from_ms,), limit, "outbox_fresh"
-                    )
-                )
-                ids = list(heapq.merge(*lanes))[:limit]
-                if len(ids) < limit:
-                    # The backlog, oldest first: walk (kind, id), never sort the backlog.
-                    ids += self._ids(
-                        "kind = 0 AND created_ms < ?",
-                        (fresh_from_ms,),
-                        limit - len(ids),
-                        index="outbox_kind",
-                    )
-                rows = self._rows(ids)
+            rows = _choose(self._db, self._inflight, self._depth, limit, fresh_from_ms)
             self._inflight.update(r[0] for r in rows)
             return [
                 Entry(rid, Kind(kind), topic, bytes(payload), bool(retain), created)
@@ -348,3 +290,86 @@ class SqliteOutbox:
                 self._db.close()
             except sqlite3.Error as exc:
                 log.warning("outbox %s: close failed (%s)", self.path, exc)
+
+
+# --- the reads: which rows a take sends --------------------------------------------------
+
+
+def _ids(
+    db: sqlite3.Connection,
+    inflight: Set[int],
+    where: str,
+    params: tuple[int, ...],
+    limit: int,
+    index: str = "",
+) -> list[int]:
+    """Up to ``limit`` ids matching ``where`` not in flight, in id order.
+
+    Ids only: each lane is answered from its index without reading the rows, so
+    skipping the window in flight costs little; the rows are read once, chosen.
+    """
+    out: list[int] = []
+    after = 0
+    source = f"outbox INDEXED BY {index}" if index else "outbox"
+    while len(out) < limit:
+        ids = [
+            r[0]
+            for r in db.execute(
+                f"SELECT id FROM {source} WHERE {where} AND id > ? ORDER BY id LIMIT ?",
+                (*params, after, limit - len(out) + len(inflight)),
+            )
+        ]
+        if not ids:
+            break
+        after = ids[-1]
+        out += [i for i in ids if i not in inflight][: limit - len(out)]
+    return out
+
+
+def _rows(db: sqlite3.Connection, ids: list[int]) -> list[Row]:
+    """The rows of ``ids``, in that order."""
+    found: dict[int, Row] = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        marks = ",".join("?" * len(chunk))
+        for row in db.execute(f"SELECT {_COLUMNS} FROM outbox WHERE id IN ({marks})", chunk):
+            found[row[0]] = row
+    return [found[i] for i in ids if i in found]
+
+
+def _choose(
+    db: sqlite3.Connection,
+    inflight: Set[int],
+    depth: int,
+    limit: int,
+    fresh_from_ms: int | None,
+) -> list[Row]:
+    """The rows a take sends: in id order, or (``fresh_from_ms``) live first.
+
+    Apart from :class:`SqliteOutbox` because it only reads: the outbox's counters
+    and its window in flight are all it needs of the outbox's state.
+    """
+    if fresh_from_ms is None:
+        return _rows(db, _ids(db, inflight, "1", (), limit))
+    if depth - len(inflight) <= limit:  # all of it fits: one query
+        rows = _rows(db, _ids(db, inflight, "1", (), limit))
+        rows.sort(key=lambda r: not is_fresh(Kind(r[1]), r[5], fresh_from_ms))
+        return rows
+    # Each lane on its index, (kind, id) or the partial one of fresh
+    # measurements; merged by id, so records keep their order.
+    lanes = [_ids(db, inflight, "kind = ?", (int(k),), limit) for k in RECORDS]
+    lanes.append(
+        _ids(db, inflight, "kind = 0 AND created_ms >= ?", (fresh_from_ms,), limit, "outbox_fresh")
+    )
+    ids = list(heapq.merge(*lanes))[:limit]
+    if len(ids) < limit:
+        # The backlog, oldest first: walk (kind, id), never sort the backlog.
+        ids += _ids(
+            db,
+            inflight,
+            "kind = 0 AND created_ms < ?",
+            (fresh_from_ms,),
+            limit - len(ids),
+            index="outbox_kind",
+        )
+    return _rows(db, ids)

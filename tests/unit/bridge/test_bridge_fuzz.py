@@ -111,9 +111,19 @@ def test_ten_thousand_messages_of_every_shape_get_a_verdict_and_nothing_else() -
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
     # Explicit examples, always run: the rare shapes the assertions below count on
-    # (random generation reached an over-limit body in most runs, not all).
+    # (random generation reached an over-limit body, or five implausible values, in most
+    # runs, not all).
     @example(([b" " * LIMITS.max_payload_bytes + b"{}"], None))
     @example(([b'{"ts":%d,"seq":1,"values":{"active_power_kw":NaN}}' % NOW], None))
+    @example(
+        (
+            [
+                b'{"ts":%d,"seq":%d,"values":{"voltage_l1_v":1e7}}' % (NOW, seq)
+                for seq in range(1, 6)
+            ],
+            None,
+        )
+    )
     @given(messages)
     def run(case: tuple[list[bytes], str | None]) -> None:
         bodies, bad_topic = case

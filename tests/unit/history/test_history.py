@@ -13,7 +13,8 @@ import pytest
 
 from agent.contract import Message, Topics, parse_topic
 from agent.history import HISTORY_FILE, History, HistoryReader
-from agent.history.writer import months_before, new_record
+from agent.history.bound import months_before
+from agent.history.writer import new_record
 from tests.support.ledger_gateway import PREFIX, energy, intensity
 
 MIN = 60_000

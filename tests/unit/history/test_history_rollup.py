@@ -10,7 +10,7 @@ from typing import Any
 
 from agent.contract import Carrier, MessageKind, Topics, encode, parse_topic
 from agent.contract.build import energy_payload
-from agent.history import HISTORY_FILE, History, HistoryReader
+from agent.history import HISTORY_FILE, History, HistoryReader, bound
 from agent.history import rollup as R
 from agent.history.db import NewRecord
 from agent.history.writer import new_record
@@ -100,7 +100,7 @@ def test_a_late_record_sums_its_quarter_again_in_ts_order(tmp_path: Path) -> Non
 def test_pruning_drops_the_rollup_with_its_records(tmp_path: Path) -> None:
     h = make(tmp_path)
     h.put([rec("m", 10, 1.0), rec("m", 24 * 60 + 10, 2.0), rec("m", 24 * 60, 4.0)])
-    h._drop_through(h._open(), T0 + DAY)  # records with ts <= the day's end go
+    bound.drop_through(h._open(), h.path, T0 + DAY)  # records with ts <= the day's end go
     assert [(q.bq - T0 // Q, q.device) for q in R.read(h.reader.db, T0, T0 + 2 * DAY)] == [
         (96, "m")
     ]
