@@ -210,6 +210,33 @@ class DeviceChannels:
             None if d.device.parent is None else self.index(d.device.parent) for d in self.devices
         ]
 
+    def limits(
+        self, info: DeviceInfo, ratios: Mapping[str, float] | None
+    ) -> list[tuple[int, ChannelLimit]]:
+        """Each channel of a device (main first, then export) and its limit with these
+        ratios read."""
+        return [(c, self.limit(info, ratios, q)) for c, q in self.reads(info)]
+
+    @staticmethod
+    def reads(info: DeviceInfo) -> list[tuple[int, Quantity]]:
+        """The device's channels and the quantity each reads: main first, then export."""
+        out = [(info.channel, info.quantity)]
+        if info.export_channel is not None:
+            out.append((info.export_channel, Quantity.ENERGY_EXPORT_KWH))
+        return out
+
+    def exported(
+        self, channel: np.ndarray, end_ms: np.ndarray, energy: np.ndarray
+    ) -> dict[tuple[int, int], float]:
+        """The export channels' closed intervals as (device, end): kWh. An export channel
+        closes its intervals with its device's, from the same readings."""
+        n = len(self.devices)
+        return {
+            (self.device_of[c], e): x
+            for c, e, x in zip(channel.tolist(), end_ms.tolist(), energy.tolist(), strict=True)
+            if c >= n
+        }
+
     def quantity_of(self, c: int) -> Quantity:
         """What channel ``c`` reads."""
         info = self.devices[self.device_of[c]]

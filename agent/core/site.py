@@ -49,7 +49,6 @@ __all__ = ["DeviceInfo", "Reading", "SiteCore", "SiteError", "readings_from_rows
 #: is revised exactly (docs/core.md, "Revisions"); slots older than this before the
 #: newest closed are dropped from the site's series.
 REVISE_DAYS = 45
-EXPORT = Quantity.ENERGY_EXPORT_KWH
 
 
 @dataclass(frozen=True)
@@ -135,15 +134,11 @@ class SiteCore:
     def set_ratios(self, device_id: str, ratios: Mapping[str, float]) -> ChannelLimit:
         """The transformer ratios just read from a device's meter: its counter's glitch
         limit and wrap range follow them from its next reading on (docs/core.md)."""
-        info = self.by_id[device_id]
-        limit = self.channels.limit(info, ratios)
-        self.engine.set_limit(info.channel, limit.max_rate_per_h)
-        self.engine.set_wrap(info.channel, limit.wrap)
-        if info.export_channel is not None:
-            export = self.channels.limit(info, ratios, Quantity.ENERGY_EXPORT_KWH)
-            self.engine.set_limit(info.export_channel, export.max_rate_per_h)
-            self.engine.set_wrap(info.export_channel, export.wrap)
-        return limit
+        limits = self.channels.limits(self.by_id[device_id], ratios)
+        for c, limit in limits:
+            self.engine.set_limit(c, limit.max_rate_per_h)
+            self.engine.set_wrap(c, limit.wrap)
+        return limits[0][1]  # the main counter's
 
     def feed(self, readings: Sequence[Reading], *, measurements: bool = True) -> list[Message]:
         """Polls in time order per device; returns every message they cause, in order."""
@@ -162,8 +157,8 @@ class SiteCore:
                     [q.value for q in r.implausible],
                 )
                 out.append(self.topics.message(MessageKind.MEASUREMENTS, payload, r.device))
-            for c, q in ((info.channel, info.quantity), (info.export_channel, EXPORT)):
-                if c is not None and q in r.values:
+            for c, q in self.channels.reads(info):
+                if q in r.values:
                     v = r.values[q]
                     chans.append(c)
                     ts.append(r.ts)
@@ -218,12 +213,7 @@ class SiteCore:
         """One record per closed interval, in (end, device) order; a parent's is held."""
         out: list[Message] = []
         n = len(self.devices)
-        # An export channel closes its intervals with its device's (the same readings).
-        exported = {
-            (self.channels.device_of[int(c)], int(e)): float(x)
-            for c, e, x in zip(rec.channel, rec.end_ms, rec.energy, strict=True)
-            if c >= n
-        }
+        exported = self.channels.exported(rec.channel, rec.end_ms, rec.energy)
         for k in np.lexsort((rec.channel, rec.end_ms)):
             i = int(rec.channel[k])  # device i is counted on channel i
             if i >= n:
