@@ -20,6 +20,7 @@ from enum import StrEnum
 
 from agent.config.models import ResolvedDevice
 from drivers.profile import DeviceKind, Profile
+from drivers.quantities import Quantity
 from drivers.registers import RegisterSpec
 
 
@@ -93,12 +94,15 @@ def limit_source(dev: ResolvedDevice) -> LimitSource:
     return LimitSource.CARRIER
 
 
-def channel_limit(dev: ResolvedDevice, ratios: Mapping[str, float] | None) -> ChannelLimit:
-    """The limit and wrap range of the channel that counts ``dev``, with ``ratios`` as read
-    from the meter (None: not read). A rating scaled by ratios not read yet cannot be
-    used: until they are, the carrier default applies."""
+def channel_limit(
+    dev: ResolvedDevice, ratios: Mapping[str, float] | None, quantity: Quantity | None = None
+) -> ChannelLimit:
+    """The limit and wrap range of the channel that counts ``dev`` (or its ``quantity``, an
+    export counter), with ``ratios`` as read from the meter (None: not read). A rating
+    scaled by ratios not read yet cannot be used: until they are, the carrier default
+    applies."""
     assert dev.main is not None  # a loaded config counts every device
-    spec = dev.regmap.spec(dev.main)
+    spec = dev.regmap.spec(quantity or dev.main)
     assert spec is not None  # the main quantity is one of its registers
     product = ratio_product(spec, ratios)
     wrap = 0.0

@@ -153,6 +153,14 @@ ENERGY = Record(
             plausible=(0.0, _E),
         ),
         Field(
+            "export_kwh",
+            NUMBER,
+            "energy exported in the interval (its own counter; not in energy_kwh, no CO2)",
+            unit="kWh",
+            when="an electricity meter with an export counter",
+            plausible=(0.0, _E),
+        ),
+        Field(
             "co2_kg",
             NUMBER,
             "CO2 of that energy at the interval's emission factor",

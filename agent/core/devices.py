@@ -10,6 +10,12 @@ profile's rating, or its carrier's default). Both follow the transformer ratios 
 from the meter (:meth:`DeviceChannels.limit`). :class:`SiteWeights` turns per-channel
 sums in native units into the site's kWh, CO2, units and kgce: root meters only,
 so no flow is counted twice.
+
+An electricity meter whose import counter is its main quantity and which also has
+an export counter gets a second channel for it, appended after the devices'
+channels (so device ``i`` stays on channel ``i``): its energy is the record's
+``export_kwh``, with no weight in the site's sums (they stay import: CO2 is
+emitted by imported energy only).
 """
 
 from __future__ import annotations
@@ -48,6 +54,8 @@ class DeviceInfo:
     quantity: Quantity
     #: The last ``seq`` of its measurements messages (they count from 1 per device).
     seq: int = 0
+    #: The channel of its export counter (None: it has none, or is not counted by import).
+    export_channel: int | None = None
 
     @property
     def device(self) -> Device:
@@ -62,15 +70,27 @@ class DeviceInfo:
         return self.resolved.carrier
 
 
-def channel_spec(dev: ResolvedDevice, max_gap_s: float) -> tuple[ChannelSpec, Quantity]:
-    """The channel that counts this device's main flow, and the quantity it reads. Its
-    limit and wrap range are those before the meter's ratios are read."""
+def has_export(dev: ResolvedDevice) -> bool:
+    """Counted by its import counter, with an export counter beside it."""
+    return (
+        dev.main is Quantity.ENERGY_IMPORT_KWH
+        and dev.regmap.spec(Quantity.ENERGY_EXPORT_KWH) is not None
+    )
+
+
+def channel_spec(
+    dev: ResolvedDevice, max_gap_s: float, quantity: Quantity | None = None
+) -> tuple[ChannelSpec, Quantity]:
+    """The channel that counts this device's main flow (or ``quantity``, its export
+    counter), and the quantity it reads. Its limit and wrap range are those before the
+    meter's ratios are read."""
     device, main = dev.device, dev.main
     if main is None:
         why = nothing_to_count(dev.kind, dev.regmap.quantities)
         raise SiteError(f"device '{device.id}': {why}")
+    main = quantity or main
     gap = max(max_gap_s, 3 * device.interval_s)
-    limit = channel_limit(dev, None)
+    limit = channel_limit(dev, None, main)
     if not main.is_counter:  # an electricity meter counted by its power
         spec = ChannelSpec(
             f"{device.id}/{main.value}",
@@ -121,12 +141,21 @@ class SiteWeights:
             by = {Carrier.ELECTRICITY: el, Carrier.NATURAL_GAS: ng, Carrier.PRODUCTION: 0.0}
             return np.array([by[d.carrier] * r for d, r in zip(devices, roots, strict=True)])
 
+        extra = np.zeros(sum(d.export_channel is not None for d in devices))  # export: none
+
+        def add_exports(a: np.ndarray) -> np.ndarray:
+            return np.concatenate([a, extra.astype(a.dtype)])
+
         return cls(
-            group=np.array([_GROUP[d.carrier] for d in devices], dtype=np.int64),
-            energy_kwh=roots_by_carrier(1.0, gas.kwh_per_m3),
-            co2=roots_by_carrier(1.0, 1.0),
-            units=np.array([1.0 if d.carrier is Carrier.PRODUCTION else 0.0 for d in devices]),
-            kgce=roots_by_carrier(tce.electricity_kgce_per_kwh, tce.natural_gas_kgce_per_m3),
+            group=add_exports(np.array([_GROUP[d.carrier] for d in devices], dtype=np.int64)),
+            energy_kwh=add_exports(roots_by_carrier(1.0, gas.kwh_per_m3)),
+            co2=add_exports(roots_by_carrier(1.0, 1.0)),
+            units=add_exports(
+                np.array([1.0 if d.carrier is Carrier.PRODUCTION else 0.0 for d in devices])
+            ),
+            kgce=add_exports(
+                roots_by_carrier(tce.electricity_kgce_per_kwh, tce.natural_gas_kgce_per_m3)
+            ),
         )
 
 
@@ -150,14 +179,27 @@ class DeviceChannels:
             self.demand.append(dev.kind is DeviceKind.ELECTRICITY)
             self.devices.append(info)
             self.by_id[dev.device.id] = info
+        #: Per channel, the index of the device it belongs to (export channels too).
+        self.device_of = list(range(len(self.devices)))
+        for i, info in enumerate(self.devices):
+            if has_export(info.resolved):
+                export = Quantity.ENERGY_EXPORT_KWH
+                spec, _ = channel_spec(info.resolved, config.core.max_gap_s, export)
+                info.export_channel = len(self.specs)
+                self.specs.append(spec)
+                self.demand.append(False)
+                self.device_of.append(i)
         self.weights = SiteWeights.of(self.devices, config)
 
     def index(self, device_id: str) -> int:
         return self.by_id[device_id].channel
 
-    def limit(self, info: DeviceInfo, ratios: Mapping[str, float] | None) -> ChannelLimit:
-        """The glitch limit and wrap range of a device's channel with these ratios read."""
-        limit = channel_limit(info.resolved, ratios)
+    def limit(
+        self, info: DeviceInfo, ratios: Mapping[str, float] | None, quantity: Quantity | None = None
+    ) -> ChannelLimit:
+        """The glitch limit and wrap range of a device's channel (or its ``quantity``'s,
+        the export counter's) with these ratios read."""
+        limit = channel_limit(info.resolved, ratios, quantity)
         if info.channel_kind.is_power:
             return ChannelLimit(limit.max_rate_per_h, limit.source, 0.0)  # power never wraps
         return limit
@@ -167,6 +209,38 @@ class DeviceChannels:
         return [
             None if d.device.parent is None else self.index(d.device.parent) for d in self.devices
         ]
+
+    def limits(
+        self, info: DeviceInfo, ratios: Mapping[str, float] | None
+    ) -> list[tuple[int, ChannelLimit]]:
+        """Each channel of a device (main first, then export) and its limit with these
+        ratios read."""
+        return [(c, self.limit(info, ratios, q)) for c, q in self.reads(info)]
+
+    @staticmethod
+    def reads(info: DeviceInfo) -> list[tuple[int, Quantity]]:
+        """The device's channels and the quantity each reads: main first, then export."""
+        out = [(info.channel, info.quantity)]
+        if info.export_channel is not None:
+            out.append((info.export_channel, Quantity.ENERGY_EXPORT_KWH))
+        return out
+
+    def exported(
+        self, channel: np.ndarray, end_ms: np.ndarray, energy: np.ndarray
+    ) -> dict[tuple[int, int], float]:
+        """The export channels' closed intervals as (device, end): kWh. An export channel
+        closes its intervals with its device's, from the same readings."""
+        n = len(self.devices)
+        return {
+            (self.device_of[c], e): x
+            for c, e, x in zip(channel.tolist(), end_ms.tolist(), energy.tolist(), strict=True)
+            if c >= n
+        }
+
+    def quantity_of(self, c: int) -> Quantity:
+        """What channel ``c`` reads."""
+        info = self.devices[self.device_of[c]]
+        return info.quantity if c == info.channel else Quantity.ENERGY_EXPORT_KWH
 
     def kwh(self, i: int, native: float) -> float:
         """Device ``i``'s energy in kWh for ``native`` units of its carrier (0: production)."""

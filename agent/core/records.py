@@ -37,10 +37,13 @@ class RecordBuilder:
         flags: int,
         has_children: bool,
         covered_ms: tuple[int, int] = (0, 0),
+        export_kwh: float | None = None,
     ) -> dict[str, Any]:
         """The record of the interval ending at ``end``: ``native`` units of the device's
         carrier (``kwh`` of energy), quality from the interval's slot ``flags``, CO2 at
-        the interval's factor, coverage from the ms measured and interpolated."""
+        the interval's factor, coverage from the ms measured and interpolated. The
+        energy exported (``export_kwh``, its own counter) has no CO2: it is not
+        emitted by this site."""
         start = end - self.interval_s * 1000
         factor = self.factors.at(info.carrier, start, end).value
         interval_ms = self.interval_s * 1000
@@ -64,6 +67,8 @@ class RecordBuilder:
             values.update(ef_kg_per_kwh=factor / self.kwh_per_m3, volume_m3=native)
         else:
             values["ef_kg_per_kwh"] = factor
+            if export_kwh is not None:
+                values["export_kwh"] = export_kwh
         if has_children:
             values["unmetered_kwh"] = None  # until the children's energy is known
         return energy_payload(**values)

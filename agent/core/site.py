@@ -99,7 +99,7 @@ class SiteCore:
             self.channels.weights,
             self.factors,
             self.calendar,
-            [d.device.id for d in self.devices],
+            [self.devices[i].device.id for i in self.channels.device_of],
         )
         self.records = RecordBuilder(config, self.factors)
         #: What keeps state across a restart, each its own piece of the snapshot.
@@ -134,11 +134,11 @@ class SiteCore:
     def set_ratios(self, device_id: str, ratios: Mapping[str, float]) -> ChannelLimit:
         """The transformer ratios just read from a device's meter: its counter's glitch
         limit and wrap range follow them from its next reading on (docs/core.md)."""
-        info = self.by_id[device_id]
-        limit = self.channels.limit(info, ratios)
-        self.engine.set_limit(info.channel, limit.max_rate_per_h)
-        self.engine.set_wrap(info.channel, limit.wrap)
-        return limit
+        limits = self.channels.limits(self.by_id[device_id], ratios)
+        for c, limit in limits:
+            self.engine.set_limit(c, limit.max_rate_per_h)
+            self.engine.set_wrap(c, limit.wrap)
+        return limits[0][1]  # the main counter's
 
     def feed(self, readings: Sequence[Reading], *, measurements: bool = True) -> list[Message]:
         """Polls in time order per device; returns every message they cause, in order."""
@@ -157,11 +157,12 @@ class SiteCore:
                     [q.value for q in r.implausible],
                 )
                 out.append(self.topics.message(MessageKind.MEASUREMENTS, payload, r.device))
-            if info.quantity in r.values:
-                v = r.values[info.quantity]
-                chans.append(info.channel)
-                ts.append(r.ts)
-                vals.append(math.nan if v is None else v)
+            for c, q in self.channels.reads(info):
+                if q in r.values:
+                    v = r.values[q]
+                    chans.append(c)
+                    ts.append(r.ts)
+                    vals.append(math.nan if v is None else v)
         out += self.feed_arrays(
             np.array(chans, dtype=np.int64),
             np.array(ts, dtype=np.int64),
@@ -201,17 +202,22 @@ class SiteCore:
         for c, ts, code, value in zip(
             ev.channel.tolist(), ev.ts.tolist(), ev.event.tolist(), ev.value.tolist(), strict=True
         ):
-            info = self.devices[c]  # device i is counted on channel i
+            info = self.devices[self.channels.device_of[c]]
             correction, limit = CORRECTION[Event(code)], self.engine.max_rate(c)
-            payload = event_payload(ts, correction, info.quantity.value, value, limit)
+            quantity = self.channels.quantity_of(c).value
+            payload = event_payload(ts, correction, quantity, value, limit)
             out.append(self.topics.message(MessageKind.EVENTS, payload, info.device.id))
         return out
 
     def _energy_messages(self, rec: Records) -> list[Message]:
         """One record per closed interval, in (end, device) order; a parent's is held."""
         out: list[Message] = []
+        n = len(self.devices)
+        exported = self.channels.exported(rec.channel, rec.end_ms, rec.energy)
         for k in np.lexsort((rec.channel, rec.end_ms)):
             i = int(rec.channel[k])  # device i is counted on channel i
+            if i >= n:
+                continue  # an export channel: in its device's record
             info = self.devices[i]
             end = int(rec.end_ms[k])
             native = float(rec.energy[k])
@@ -224,6 +230,7 @@ class SiteCore:
                 flags=int(rec.flags[k]),
                 has_children=self.tree.is_parent(i),
                 covered_ms=(int(rec.measured_ms[k]), int(rec.interpolated_ms[k])),
+                export_kwh=exported.get((i, end)),
             )
             self.windows.expect(end)
             covered = (

@@ -98,6 +98,9 @@ class Vocabulary:
         for i, dev in enumerate(self.devices):
             info = site.by_id[dev]
             self.channel[i * NQ + _Q_INDEX[info.quantity.value]] = info.channel
+            if info.export_channel is not None:
+                export = Quantity.ENERGY_EXPORT_KWH.value
+                self.channel[i * NQ + _Q_INDEX[export]] = info.export_channel
 
     def device(self, key: int) -> str:
         return self.devices[key // NQ]

@@ -57,6 +57,10 @@ class MeterModel:
     #: differ; 0 starts them exactly there (a meter continuing a recorded history).
     start_jitter: float = 0.1
     export: bool = False
+    #: A load that does not wander: the power is ``load_kw`` at every instant, so the
+    #: energy over any span is ``load_kw`` x its hours, and a test's hand arithmetic can
+    #: check a window without the simulator's record of its counters.
+    steady: bool = False
     faults: Faults = field(default_factory=Faults)
 
     def __post_init__(self) -> None:
@@ -122,7 +126,7 @@ class MeterModel:
             return
         p_before = self.active_power_kw()
         # Load wanders slowly: mean-reverting random walk, seeded.
-        steps = max(1, min(int(dt), 60))
+        steps = 0 if self.steady else max(1, min(int(dt), 60))
         for _ in range(steps):
             self._load += 0.15 * (1.0 - self._load) * min(dt / steps, 1.0)
             self._load += 0.03 * self._rng.gauss(0.0, 1.0) * math.sqrt(min(dt / steps, 1.0))

@@ -561,13 +561,16 @@ async def test_bad_meters_do_not_disturb_healthy_ones(rig: Rig, simulators: Simu
     replaced = {r["ts"]: r for r in energy["replaced"]}
     assert replaced[end_ms]["quality"] == "reset", replaced
     # What the core did, as `events` (docs/core.md): the new meter's first three readings
-    # rejected (each a decrease), then the reset at the first of them, near 0 kWh.
+    # rejected (each a decrease), then the reset at the first of them, near 0 kWh; for
+    # its import counter and, on a channel of its own, its export counter.
     events = by_device(received, "events")
     assert set(events) == {"replaced"}, events
-    assert [e["event"] for e in events["replaced"]] == ["glitch"] * 3 + ["reset"], events
-    first, reset = events["replaced"][0], events["replaced"][-1]
-    assert reset["ts"] == first["ts"] and reset["value"] == first["value"] < 0.01, events
-    assert {e["quantity"] for e in events["replaced"]} == {"energy_import_kwh"}
+    for quantity in ("energy_import_kwh", "energy_export_kwh"):
+        mine = [e for e in events["replaced"] if e["quantity"] == quantity]
+        assert [e["event"] for e in mine] == ["glitch"] * 3 + ["reset"], events
+        first, reset = mine[0], mine[-1]
+        assert reset["ts"] == first["ts"] and reset["value"] == first["value"] < 0.01, events
+    assert len(events["replaced"]) == 8, events
     for d in healthy:
         assert all(r["quality"] != "reset" for r in energy[d]), energy[d]
     for sim in (good, bad):

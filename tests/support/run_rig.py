@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +63,16 @@ class Rig:
         self.subscribers.append(sub)
         return await sub.start()
 
-    def agent(self, config: Path, name: str = "agent") -> AgentProcess:
+    def agent(
+        self, config: Path, name: str = "agent", *, env: Mapping[str, str] | None = None
+    ) -> AgentProcess:
+        """``env`` is added to the agent's environment (e.g. libfaketime's)."""
         agent = AgentProcess(
             self.command,
             config,
             self.tmp / f"{name}.log",
             # One compiled-kernel cache for the session: numba compiles once, not per test.
-            env={"NUMBA_CACHE_DIR": str(self.numba_cache)},
+            env={"NUMBA_CACHE_DIR": str(self.numba_cache), **(env or {})},
         )
         self.agents.append(agent)
         return agent

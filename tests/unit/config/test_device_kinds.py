@@ -122,9 +122,13 @@ def test_each_device_is_resolved_with_its_profile_and_the_core_counts_that() -> 
     ]
     # its own limit, else its carrier's default (no profile rating here; docs/core.md)
     rates = [s.max_rate_per_h for s in channels.specs]
-    assert rates == [400, 2e6, 50, 1e9]
-    # 15-minute demand is tracked for electricity only
-    assert channels.demand == [True, True, False, False]
+    assert rates == [400, 2e6, 50, 1e9, 400]
+    # the SDM630 has an export counter: its own channel after the devices', same limit
+    assert [d.export_channel for d in channels.devices] == [4, None, None, None]
+    assert channels.specs[4].key == "press/energy_export_kwh"
+    assert channels.device_of == [0, 1, 2, 3, 0]
+    # 15-minute demand is tracked for electricity only (import)
+    assert channels.demand == [True, True, False, False, False]
 
 
 def test_resolving_is_done_once_per_profile_library() -> None:

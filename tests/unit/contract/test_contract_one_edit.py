@@ -1,8 +1,8 @@
 """A new field of the energy record is one row in agent/contract/records.py, plus its test.
 
-On a copy of the tree, the test adds an ``export_kwh`` row to ``ENERGY`` and its
-range to the hand-worked ranges of test_contract_tables.py (those two edits and
-nothing else), runs the two generators, and then checks that every place that
+On a copy of the tree, the test adds a ``curtailed_kwh`` row (a field no record has)
+to ``ENERGY`` and its range to the hand-worked ranges of test_contract_tables.py (those two
+edits and nothing else), runs the two generators, and then checks that every place that
 reads or writes an energy record has it: the builder, the bridge's model, its
 line protocol and its fast path (writing the same line), the Telegraf
 configuration, the docs' tables and the Parquet columns; and that the
@@ -22,12 +22,12 @@ import pytest
 ROOT = Path(__file__).resolve().parents[3]
 
 ROW = """        Field(
-            "export_kwh",
+            "curtailed_kwh",
             NUMBER,
-            "energy exported in the interval",
+            "energy curtailed in the interval",
             unit="kWh",
             nullable=True,
-            when="a meter that exports",
+            when="it curtails",
             plausible=(0.0, _E),
         ),
 """
@@ -36,7 +36,7 @@ ANCHOR = """    ),
     span="interval_s",
 )"""
 #: Its test: the range worked out by hand (900 s at the 100 GW ceiling).
-TEST_ROW = """        "export_kwh": (0.0, 2.5e7),
+TEST_ROW = """        "curtailed_kwh": (0.0, 2.5e7),
 """
 TEST_ANCHOR = """        "unmetered_kwh": (-2.5e7, 2.5e7),
 """
@@ -53,23 +53,23 @@ from agent.replay import writers
 TS = 1_750_000_000_000
 payload = energy_payload(ts=TS, interval_s=60, carrier=Carrier.ELECTRICITY, energy_kwh=1.0,
                          co2_kg=0.5, ef_kg_per_kwh=0.5, quality="measured",
-                         export_kwh=0.1 + 0.2)
-assert list(payload)[-1] == "export_kwh" and payload["export_kwh"] == 0.3, payload
+                         curtailed_kwh=0.1 + 0.2)
+assert list(payload)[-1] == "curtailed_kwh" and payload["curtailed_kwh"] == 0.3, payload
 EnergyModel.model_validate(payload)
 topic = "energy/v1/plant-a/gw-01/press-1/energy"
 strict = check_strict(topic, encode(payload), Limits(), TS)
 fast = Validator(Limits()).check(topic, encode(payload), TS)
 assert isinstance(strict, Accepted) and strict == fast, (strict, fast)
-assert strict.lines[0].endswith(",export_kwh=0.3 1750000000000"), strict.lines
+assert strict.lines[0].endswith(",curtailed_kwh=0.3 1750000000000"), strict.lines
 line = fastpath.energy_line(fastpath.route(topic, "energy/v1"), json.loads(encode(payload)), TS)
 assert line == strict.lines[0], line
-too_much = check_strict(topic, encode({**payload, "export_kwh": 1e9}), Limits(), TS)
+too_much = check_strict(topic, encode({**payload, "curtailed_kwh": 1e9}), Limits(), TS)
 assert too_much.reason.value == "implausible", too_much
-assert 'path = "export_kwh"' in telegraf.config()
-assert "| `export_kwh` | number | kWh | yes | a meter that exports |" in "\n".join(docs.records())
-assert "`export_kwh` (float; when a meter that exports)" in "\n".join(docs.schema())
-assert "export_kwh" in writers._FLOATS
-print("export_kwh everywhere")
+assert 'path = "curtailed_kwh"' in telegraf.config()
+assert "| `curtailed_kwh` | number | kWh | yes | it curtails |" in "\n".join(docs.records())
+assert "`curtailed_kwh` (float; when it curtails)" in "\n".join(docs.schema())
+assert "curtailed_kwh" in writers._FLOATS
+print("curtailed_kwh everywhere")
 """
 
 
@@ -89,7 +89,7 @@ def _run(tree: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.integration
-def test_export_kwh_is_one_row(tmp_path: Path) -> None:
+def test_a_new_field_is_one_row(tmp_path: Path) -> None:
     tree = tmp_path / "tree"
     _tree(tree)
     records = tree / "agent/contract/records.py"
@@ -109,7 +109,7 @@ def test_export_kwh_is_one_row(tmp_path: Path) -> None:
 
     checked = _run(tree, "-c", CHECK)
     assert checked.returncode == 0, checked.stderr
-    assert "export_kwh everywhere" in checked.stdout
+    assert "curtailed_kwh everywhere" in checked.stdout
 
     tests = _run(
         tree,

@@ -114,6 +114,7 @@ def test_energy_ranges_for_a_quarter_hour() -> None:
     """900 s = 0.25 h at the 100 GW ceiling: 2.5e7 kWh; CO2 at 100 kg/kWh; gas 1e8 m3/h."""
     assert dict(energy_ranges(900)) == {
         "energy_kwh": (0.0, 2.5e7),
+        "export_kwh": (0.0, 2.5e7),
         "co2_kg": (0.0, 2.5e9),
         "avg_power_kw": (0.0, 1e8),
         "ef_kg_per_kwh": (0.0, 100.0),

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from agent.config import load_config
 from agent.config.models import AgentConfig
 from agent.contract import Message
 from agent.contract.models import EnergyModel, IntensityModel, MeasurementsModel
@@ -661,3 +662,73 @@ def test_snapshot_is_replaced_atomically(tmp_path: Path) -> None:
     path = _valid_snapshot(tmp_path)
     assert zipfile.is_zipfile(path)
     assert not path.with_name(path.name + ".tmp").exists()
+
+
+# --- export energy (docs/core.md, "Export energy") ------------------------------------------
+
+
+def _export_site(tmp: Path) -> SiteCore:
+    case = Path(__file__).resolve().parents[2] / "cases" / "replay-export"
+    config = load_config(case / "config.yaml")
+    return SiteCore(config.model_copy(update={"state_dir": tmp}), LIBRARY)
+
+
+def _export_readings(glitch_at: int | None = None) -> list[Reading]:
+    """replay-export's readings: import +1 kWh a minute to 00:10, then export +0.5."""
+    t0 = 1_709_251_200_000
+    out = []
+    for m in range(21):
+        export = 200 + 0.5 * max(0, m - 10)
+        if m == glitch_at:
+            export = 1e9  # one garbage export reading
+        values = {
+            Quantity.ENERGY_IMPORT_KWH: 1000.0 + min(m, 10),
+            Quantity.ENERGY_EXPORT_KWH: export,
+        }
+        out.append(Reading("m1", t0 + m * 60_000, values))
+    return out
+
+
+def _export_records(ms: list[Message]) -> list[tuple[float, float, float]]:
+    return [
+        (m.payload["energy_kwh"], m.payload["export_kwh"], m.payload["co2_kg"])
+        for m in ms
+        if m.topic.endswith("/energy")
+    ]
+
+
+def test_a_glitch_of_the_export_counter_is_its_own_event_and_counts_nothing(
+    tmp_path: Path,
+) -> None:
+    """The export counter is corrected like the import one, on its own channel: a reading
+    10^9 kWh high (beyond the carrier default limit) is a glitch event naming
+    energy_export_kwh, and the records are those of the clean readings (hand arithmetic
+    in tests/cases/replay-export/config.yaml)."""
+    site = _export_site(tmp_path)
+    ms = site.feed(_export_readings(glitch_at=13), measurements=False) + site.flush()
+    assert _export_records(ms) == [
+        (5.0, 0.0, 2.5),
+        (5.0, 0.0, 2.5),
+        (0.0, 2.5, 0.0),
+        (0.0, 2.5, 0.0),
+    ]
+    events = [m.payload for m in ms if m.topic.endswith("/events")]
+    assert [(e["event"], e["quantity"], e["value"]) for e in events] == [
+        ("glitch", "energy_export_kwh", 1e9)
+    ]
+
+
+def test_the_export_channel_continues_across_a_restart(tmp_path: Path) -> None:
+    """Its state is in the snapshot under its own key: a core restored at 00:12 gives the
+    records one uninterrupted core gives."""
+    rows = _export_readings()
+    one = _export_site(tmp_path / "a")
+    expected = one.feed(rows, measurements=False) + one.flush()
+    first = _export_site(tmp_path / "b")
+    got = first.feed(rows[:13], measurements=False)
+    first.save_snapshot(tmp_path / "core.npz")
+    again = _export_site(tmp_path / "c")
+    assert again.load_snapshot(tmp_path / "core.npz")
+    got += again.feed(rows[13:], measurements=False) + again.flush()
+    assert _export_records(got) == _export_records(expected)
+    assert _export_records(got)[2:] == [(0.0, 2.5, 0.0), (0.0, 2.5, 0.0)]

@@ -38,6 +38,7 @@ COLUMNS = [
     "incomplete_children",
     "missing_count",
     "energy_kwh",
+    "export_kwh",
     "co2_kg",
     "avg_power_kw",
     "ef_kg_per_kwh",
