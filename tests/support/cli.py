@@ -31,13 +31,19 @@ _RESIDUE = int(_WORKER[2:]) if _WORKER.startswith("gw") and _WORKER[2:].isdigit(
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (this worker's share)."""
-    while True:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (this worker's share).
+
+    The share is ``(port >> 1) % workers``, not the port's parity: Linux hands out
+    odd ports for ``bind(0)`` (even ones are kept for ``connect``).
+    """
+    port = 0
+    for _ in range(1000):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((LOOPBACK, 0))
             port = int(s.getsockname()[1])
-        if port % _WORKERS == _RESIDUE % _WORKERS:
+        if (port >> 1) % _WORKERS == _RESIDUE % _WORKERS:
             return port
+    return port  # a thousand draws in the other share: take the last rather than hang
 
 
 def cli_command() -> list[str]:
