@@ -129,10 +129,20 @@ def _source(args: argparse.Namespace, site: str, gateway: str, prefix: str) -> S
     return StoreSource(store, f"InfluxDB {args.influx} {args.bucket}", site=site, gateway=gateway)
 
 
-def run_report(args: argparse.Namespace) -> int:
+def _period_and_source(args: argparse.Namespace, config: AgentConfig) -> tuple[Period, Source]:
+    """``--period`` in the config's zone and the source of its gateway's records."""
     from agent.report import ReportError
     from agent.report.period import parse_period
 
+    prefix = config.mqtt.prefix if config.mqtt is not None else DEFAULT_PREFIX
+    try:
+        period = parse_period(args.period, config.site.timezone)
+        return period, _source(args, config.site.id, config.gateway.id, prefix)
+    except ReportError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def run_report(args: argparse.Namespace) -> int:
     if args.influx is None and (args.bucket or args.org or args.token_file):
         raise UsageError("--org, --bucket and --token-file go with --influx URL")
     given = args.history or args.jsonl or args.influx
@@ -149,12 +159,7 @@ def run_report(args: argparse.Namespace) -> int:
             "give --period and one of --history, --jsonl, --influx (or --due -c CONFIG)"
         )
     config = load_config(args.config)
-    prefix = config.mqtt.prefix if config.mqtt is not None else DEFAULT_PREFIX
-    try:
-        period = parse_period(args.period, config.site.timezone)
-        source = _source(args, config.site.id, config.gateway.id, prefix)
-    except ReportError as exc:
-        raise UsageError(str(exc)) from None
+    period, source = _period_and_source(args, config)
     out = args.out or Path(f"report-{period.text.replace('..', '_')}")
     return _one(config, source, period, out, args.lang, Path(args.config))
 
@@ -223,9 +228,6 @@ def run_due(config_path: str, now_ms: int) -> int:
 def run_all(args: argparse.Namespace) -> int:
     """Every gateway config in ``--configs``, each from the store into OUT/SITE/GATEWAY.
     Exit 1 if any store read failed, 3 if no gateway had a record, else 0."""
-    from agent.report import ReportError
-    from agent.report.period import parse_period
-
     files = sorted(p for p in args.configs.glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
     if not files:
         raise UsageError(f"--configs {args.configs}: no *.yaml file there")
@@ -233,12 +235,7 @@ def run_all(args: argparse.Namespace) -> int:
     codes = []
     for file in files:
         config = load_config(file)
-        prefix = config.mqtt.prefix if config.mqtt is not None else DEFAULT_PREFIX
-        try:
-            period = parse_period(args.period, config.site.timezone)
-            source = _source(args, config.site.id, config.gateway.id, prefix)
-        except ReportError as exc:
-            raise UsageError(str(exc)) from None
+        period, source = _period_and_source(args, config)
         out = base / config.site.id / config.gateway.id
         print(f"{file.name}: {config.site.id}/{config.gateway.id}", file=sys.stderr)
         codes.append(_one(config, source, period, out, args.lang, file))
