@@ -2,7 +2,7 @@
 
 Why data: the plants this is for mostly read Chinese, the code and the logs
 stay English, and a translator should edit a JSON file, not Python. One folder
-per language (``en/``, ``zh-CN/``), one file per domain (``common``, ``page``,
+per language (``en/``, ``zh-CN/``), one file per domain (``page``,
 ``status``, ``report``, ``alarms`` …) so that the page, the CLI and the report
 can each grow their words without touching each other's files.
 

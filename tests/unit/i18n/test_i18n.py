@@ -66,9 +66,9 @@ def test_accept_language(header: str, lang: str) -> None:
 
 
 def test_translator_fills_placeholders_and_refuses_unknown_keys() -> None:
-    assert i18n.Translator("zh-CN")("common.zone", zone="Asia/Shanghai") == "时区 Asia/Shanghai"
-    assert i18n.Translator("en")("common.window_today") == "today"
+    assert i18n.Translator("zh-CN")("status.alarms", n=2) == "报警中：2"
+    assert i18n.Translator("en")("status.alarms", n=2) == "alarms raised: 2"
     with pytest.raises(i18n.MissingKey):
-        i18n.Translator("en")("common.no_such_key")
+        i18n.Translator("en")("status.no_such_key")
     with pytest.raises(i18n.MissingKey):
         i18n.Translator("en")("nodomain.title")
