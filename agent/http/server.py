@@ -224,8 +224,6 @@ class HttpServer:
         history: Path | None = None,
     ) -> None:
         self.settings = settings
-        #: The history's file for /api/history (None: answered with no records).
-        self.history = history
         self.api = JsonApi(view, history, clock)
         self.view = view
         self.metrics = metrics
