@@ -253,8 +253,6 @@ class EmbeddedBroker:
         self.max_packet = max_packet
         self.queue_limit = queue_limit
         self.router = Router()
-        self.sessions = self.router.sessions
-        self.retained = self.router.retained
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._conns: set[Connection] = set()
@@ -283,11 +281,11 @@ class EmbeddedBroker:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
-        for session in self.sessions.values():
+        for session in self.router.sessions.values():
             if session.expiry_timer is not None:
                 session.expiry_timer.cancel()
-        self.sessions.clear()
-        self.retained.clear()
+        self.router.sessions.clear()
+        self.router.retained.clear()
 
     # --- one connection ----------------------------------------------------------------------
 
@@ -338,18 +336,18 @@ class EmbeddedBroker:
         if not client_id:
             client_id = f"energy-demo-{next(self._client_ids)}"
             answer.values[Prop.ASSIGNED_CLIENT_IDENTIFIER] = client_id
-        session = self.sessions.get(client_id)
+        session = self.router.sessions.get(client_id)
         if session is not None and session.conn is not None:
             old = session.conn
             old.close(Reason.SESSION_TAKEN_OVER)
             self._gone(old, graceful=False)
-            session = self.sessions.get(client_id)
+            session = self.router.sessions.get(client_id)
         if session is not None and flags & 2:  # Clean Start: the old session goes
-            self.sessions.pop(client_id)
+            self.router.sessions.pop(client_id)
             session = None
         present = session is not None
         if session is None:
-            session = self.sessions[client_id] = Session(client_id, self.queue_limit)
+            session = self.router.sessions[client_id] = Session(client_id, self.queue_limit)
         if session.expiry_timer is not None:
             session.expiry_timer.cancel()
             session.expiry_timer = None
