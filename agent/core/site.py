@@ -276,11 +276,12 @@ class SiteCore:
 
     def _forget(self) -> None:
         """What no channel can close again no window needs again: the oldest slot a
-        counted channel may still close, or an owed record may still cover; but never
-        more than ``REVISE_DAYS`` before the newest slot closed (a meter that never comes
-        back must not make the site keep everything since it died)."""
-        counted = self.windows.series.counted
-        ends = self.engine.closed_slot_end()[counted]
+        channel summed in the site's windows (an export channel too) may still close, or
+        an owed record may still cover; but never more than ``REVISE_DAYS`` before the
+        newest slot closed (a meter that never comes back must not make the site keep
+        everything since it died)."""
+        summed = self.windows.series.summed
+        ends = self.engine.closed_slot_end()[summed]
         open_slots = ends[ends != INT64_MIN].tolist()
         owed = [e // SLOT_MS for e in self.windows.due_first()]
         if open_slots or owed:

@@ -129,3 +129,28 @@ def test_a_snapshot_without_export_sums_leaves_net_out_of_windows_begun_before(
     # A restart after the upgrade keeps what is not known: today stays without net.
     restored.save_snapshot(tmp_path / "again.npz")
     assert snapshot.read(tmp_path / "again.npz").meta["series_net_from"] is not None
+
+
+def test_export_closed_late_revises_the_net_import_alone(tmp_path: Path) -> None:
+    """tests/cases/replay-export's meter (import +1 kWh a minute to 00:10, then export
+    +0.5), its export register unreadable from 00:11 to 00:19. The 00:15 record goes
+    out after the hold (120 s) with the export after 00:10 not yet known: net 10 - 0.
+    The reading of 205 at 00:20 spreads 2.5 kWh over 00:10-00:15: the 00:15 record is
+    revised (rev 1) for its net import alone, 10 - 2.5 = 7.5; energy and CO2 stay."""
+    config = load_config(CASES / "replay-export" / "config.yaml")
+    site = SiteCore(config.model_copy(update={"state_dir": tmp_path}), LIBRARY)
+    rows = []
+    for m in range(21):
+        values: dict[Quantity, float | None] = {Quantity.ENERGY_IMPORT_KWH: 1000.0 + min(m, 10)}
+        values[Quantity.ENERGY_EXPORT_KWH] = None if 11 <= m <= 19 else 200 + 0.5 * max(0, m - 10)
+        rows.append(Reading("m1", T0 + m * 60_000, values))
+    ms = _feed(site, rows) + site.flush()
+    at_15 = [
+        (m.payload["rev"], m.payload["windows"]["today"])
+        for m in ms
+        if m.topic.endswith("/intensity") and m.payload["ts"] == T0 + 900_000
+    ]
+    assert [(rev, w["energy_kwh"], w["co2_kg"], w["net_import_kwh"]) for rev, w in at_15] == [
+        (0, 10.0, 5.0, 10.0),
+        (1, 10.0, 5.0, 7.5),
+    ]
