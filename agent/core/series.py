@@ -65,8 +65,7 @@ class SiteSeries:
         counted = (weights.energy_kwh != 0) | (weights.units != 0) | (weights.kgce != 0)
         #: Channels counted in the site's windows, in channel order; their column offset.
         self.counted = np.flatnonzero(counted)
-        #: Channels whose slots the series sums: the counted ones and the root meters'
-        #: export channels (in the net import only); a late slot of any revises.
+        #: Channels summed: the counted ones and root meters' export (net import only).
         self.summed = np.flatnonzero(counted | (weights.net_kwh != 0))
         self._column = np.full(len(weights.group), -1, dtype=np.int64)
         self._column[self.counted] = SUMS + np.arange(self.counted.size)

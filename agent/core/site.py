@@ -33,7 +33,7 @@ from agent.contract.kinds import Message, MessageKind, Topics
 from agent.contract.vocab import DEFAULT_PREFIX
 from agent.core import snapshot
 from agent.core.calendar import SiteCalendar
-from agent.core.channels import CORRECTION, SLOT_MS, Event
+from agent.core.channels import CORRECTION, SLOT_MS, ChannelKind, Event
 from agent.core.devices import DeviceChannels, DeviceInfo, SiteError
 from agent.core.engine import CACHE_DIR, INT64_MIN, Engine, Events, Records, load_kernel
 from agent.core.factors import EmissionFactors
@@ -202,6 +202,8 @@ class SiteCore:
         for c, ts, code, value in zip(
             ev.channel.tolist(), ev.ts.tolist(), ev.event.tolist(), ev.value.tolist(), strict=True
         ):
+            if self.channels.specs[c].kind is ChannelKind.POWER_EXPORT:
+                continue  # the same reading as its import channel's, which reports it
             info = self.devices[self.channels.device_of[c]]
             correction, limit = CORRECTION[Event(code)], self.engine.max_rate(c)
             quantity = self.channels.quantity_of(c).value

@@ -154,3 +154,20 @@ def test_export_closed_late_revises_the_net_import_alone(tmp_path: Path) -> None
         (0, 10.0, 5.0, 10.0),
         (1, 10.0, 5.0, 7.5),
     ]
+
+
+def test_a_power_reading_beyond_the_limit_is_one_glitch_event(tmp_path: Path) -> None:
+    """pv's import and export channels read the same power: a reading of -10^7 kW at
+    00:08 (beyond the 2 GW carrier default) is rejected by both, and reported once.
+    Without it the export trapezoids bridge 00:07 -> 00:09: 60 x 2/60 = 2 kWh, so pv's
+    00:10 export is 4.5 as in the clean case."""
+    rows = _rows()
+    glitch = next(i for i, r in enumerate(rows) if r.device == "pv" and r.ts == T0 + 480_000)
+    rows[glitch] = Reading("pv", rows[glitch].ts, {Quantity.ACTIVE_POWER_KW: -1e7})
+    site = _site(tmp_path)
+    ms = _feed(site, rows) + site.flush()
+    events = [m.payload for m in ms if m.topic.endswith("/events")]
+    assert [(e["event"], e["quantity"], e["value"]) for e in events] == [
+        ("glitch", "active_power_kw", -1e7)
+    ]
+    assert _pv_exports(ms) == [0.0, 4.5]
