@@ -59,6 +59,10 @@ def build(output_dir: Path = _HERE, cpu: str = "") -> Path:
     if "numba" in sys.modules or "agent.core.kernel" in sys.modules:
         raise RuntimeError(f"build the compiled core in a process of its own ({BUILD})")
     output_dir.mkdir(parents=True, exist_ok=True)
+    # A module left from the previous version goes first: if this build fails, the
+    # agent uses numba's JIT quietly rather than refusing a stale module at every start.
+    for old in output_dir.glob(f"{AOT_MODULE.rpartition('.')[2]}.*"):
+        old.unlink()
     with tempfile.TemporaryDirectory(dir=output_dir, prefix=".aot-build-") as tmp:
         # numba's on-disk cache stays out of it: what pycc compiles into it refers to a
         # module "<dynamic>" that a JIT process loading it later cannot import.
