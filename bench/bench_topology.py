@@ -14,14 +14,19 @@ process and mosquitto:
   (pymodbus + paho, one read, ``struct``, one JSON message at QoS 1 per poll,
   nothing else; its polls one every interval/N, as a script with a task per
   device makes them);
-* ``agent``: ``energy-agent run`` with numba (warm cache);
-* ``agent, numba off``: the same with ``ENERGY_AGENT_NUMBA=off`` (the 32-bit ARM path).
+* ``agent``: ``energy-agent run`` with numba's JIT (``ENERGY_AGENT_NUMBA=jit``, warm cache);
+* ``agent-aot``: the same with the core compiled ahead of time (``ENERGY_AGENT_NUMBA=aot``;
+  the module is built first if it is missing or stale: ``python -m agent.core.aot``);
+* ``agent-nonumba``: the same with ``ENERGY_AGENT_NUMBA=off`` (the 32-bit ARM path).
 
 Headline: CPU per device-poll = utime+stime of the process tree over the window
 divided by the polls that reached the broker in it (values per poll are the
 same for every contender here, but not across the repository's benchmarks).
-Also CPU % of one core, RSS (median while running / peak), polls delivered,
-latency (payload ``ts`` to broker delivery). Load averages are printed: the
+Also CPU % of one core, RSS (median while running / peak; anonymous and file-backed),
+polls delivered, latency (payload ``ts`` to broker delivery). LLVM's pages are only
+dropped while no other process maps libllvmlite.so (agent/runtime/lowmem.py): each
+sample also counts the other processes on the machine that map it (``llvm others``),
+and whether the contender maps it itself. Load averages are printed: the
 machine is shared, so each round is short and the contenders alternate.
 """
 
@@ -32,6 +37,7 @@ import contextlib
 import os
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -166,6 +172,32 @@ def agent_config(
     return path
 
 
+LLVM_LIB = "libllvmlite"
+
+
+def maps_llvm(pid: int) -> bool:
+    with (
+        contextlib.suppress(OSError),
+        open(f"/proc/{pid}/maps", encoding="ascii", errors="replace") as f,
+    ):
+        return LLVM_LIB in f.read()
+    return False
+
+
+def llvm_mappers() -> set[int]:
+    """Every process on the machine that maps numba's LLVM library (this user can read)."""
+    return {int(e) for e in os.listdir("/proc") if e.isdigit() and maps_llvm(int(e))}
+
+
+def ensure_compiled_core(env: dict[str, str]) -> None:
+    """Build the compiled core (agent.core.aot) unless the one in place is current."""
+    check = "from agent.core import kernel; print(kernel.JIT.backend)"
+    e = dict(env, ENERGY_AGENT_NUMBA="aot")
+    probe = subprocess.run([sys.executable, "-c", check], env=e, capture_output=True, text=True)
+    if probe.stdout.strip() != "aot":
+        subprocess.run([sys.executable, "-m", "agent.core.aot"], env=env, check=True)
+
+
 def run_one(
     sub: Subscriber, proc: Proc, gw: str, units: int, warmup: float, window: float
 ) -> dict[str, Any]:
@@ -176,12 +208,15 @@ def run_one(
         time.sleep(warmup)
         ld0 = os.getloadavg()[0]
         t0, c0 = time.time(), tree_cpu_s(proc.pid)
-        rss, anon, file = [], [], []
+        rss, anon, file, others = [], [], [], []
+        own_llvm = maps_llvm(proc.pid)
         while time.time() < t0 + window:
             time.sleep(min(1.0, max(0.0, t0 + window - time.time())))
             rss.append(status_mb(proc.pid, "VmRSS"))
             anon.append(status_mb(proc.pid, "RssAnon"))
             file.append(status_mb(proc.pid, "RssFile"))
+            if len(rss) % 10 == 1:  # reading every process's maps costs CPU: now and then
+                others.append(len(llvm_mappers() - {proc.pid}))
         t1, c1 = time.time(), tree_cpu_s(proc.pid)
         hwm = status_mb(proc.pid, "VmHWM")
     finally:
@@ -206,6 +241,8 @@ def run_one(
         "anon": statistics.median(anon) if anon else float("nan"),
         "file": statistics.median(file) if file else float("nan"),
         "hwm": hwm,
+        "llvm_own": own_llvm,
+        "llvm_others": max(others, default=0),
         "p50": lat[len(lat) // 2] if lat else float("nan"),
         "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"),
         "load": f"{ld0:.2f}",
@@ -231,8 +268,8 @@ def main() -> None:
     ap.add_argument(
         "--contenders",
         nargs="+",
-        default=["bare", "agent", "agent-nonumba"],
-        help="bare, agent, agent-nonumba, agent-main (the code in --main-tree), or "
+        default=["bare", "agent", "agent-aot", "agent-nonumba"],
+        help="bare, agent, agent-aot, agent-nonumba, agent-main (the code in --main-tree), or "
         "agent:KEY=VALUE,... (bus keys, or section.key: settings to try)",
     )
     ap.add_argument(
@@ -250,6 +287,8 @@ def main() -> None:
 
         stack.callback(shutil.rmtree, tmp, True)
         env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp / "numba-cache"))
+        if any(c.startswith("agent-aot") for c in args.contenders):
+            ensure_compiled_core(env)
         broker, mqtt_port = start_broker(tmp)
         stack.callback(broker.stop)
         sub = Subscriber(mqtt_port)
@@ -257,7 +296,7 @@ def main() -> None:
         for units in args.units:
             sim, port = start_plant(tmp, units)
             if units == args.units[0]:
-                cold_start(tmp, sub, port, units, mqtt_port, env)
+                cold_start(tmp, sub, port, units, mqtt_port, dict(env, ENERGY_AGENT_NUMBA="jit"))
             for r in range(1, args.rounds + 1):
                 for c in args.contenders:
                     gw = re.sub(r"[^a-z0-9-]+", "-", f"gw-{units}-{c}-{r}")
@@ -277,6 +316,10 @@ def main() -> None:
                         e = dict(env)
                         if c.startswith("agent-nonumba"):
                             e["ENERGY_AGENT_NUMBA"] = "off"
+                        elif c.startswith("agent-aot"):
+                            e["ENERGY_AGENT_NUMBA"] = "aot"
+                        else:
+                            e["ENERGY_AGENT_NUMBA"] = "jit"
                         if c.startswith("agent-main"):
                             assert args.main_tree, "agent-main needs --main-tree"
                             e["PYTHONPATH"] = args.main_tree
@@ -287,7 +330,8 @@ def main() -> None:
                         f"  {units} units, {c}, round {r}: {res['ms_per_poll']:.3f} ms/poll, "
                         f"{res['cpu_pct']:.1f} % CPU, {res['polls']}/{res['expected']:.0f} polls, "
                         f"RSS {res['rss']:.0f}/{res['hwm']:.0f} MB (anon {res['anon']:.0f}, "
-                        f"file {res['file']:.0f}), p50/p99 "
+                        f"file {res['file']:.0f}; LLVM own {res['llvm_own']}, others "
+                        f"{res['llvm_others']}), p50/p99 "
                         f"{res['p50']:.0f}/{res['p99']:.0f} ms, load {res['load']}",
                         flush=True,
                     )
@@ -295,9 +339,10 @@ def main() -> None:
     print(f"\nLoad average at end: {load()}\n")
     print(
         "| units | contender | CPU ms per device-poll (median; range) | × bare | CPU % of one core "
-        "| polls delivered | RSS MB median / peak | of it anon / file | latency p50 / p99 ms |"
+        "| polls delivered | RSS MB median / peak | of it anon / file | latency p50 / p99 ms "
+        "| LLVM mapped by it / by others (max) |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for units in args.units:
         bare = results.get((units, "bare"))
         bare_ms = statistics.median(x["ms_per_poll"] for x in bare) if bare else float("nan")
@@ -314,7 +359,9 @@ def main() -> None:
                 f"| {statistics.median(x['anon'] for x in rs):.0f} / "
                 f"{statistics.median(x['file'] for x in rs):.0f} "
                 f"| {statistics.median(x['p50'] for x in rs):.0f} / "
-                f"{statistics.median(x['p99'] for x in rs):.0f} |"
+                f"{statistics.median(x['p99'] for x in rs):.0f} "
+                f"| {'yes' if any(x['llvm_own'] for x in rs) else 'no'} / "
+                f"{max(x['llvm_others'] for x in rs)} |"
             )
 
 

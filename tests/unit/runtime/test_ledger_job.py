@@ -9,6 +9,8 @@ meanwhile wait in memory (the snapshot is held back by them) until it is done.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from agent.contract import Topics
 from agent.ledger import keys
 from agent.runtime.ledger import LedgerJob
 from tests.support.agents import CONFIG, LIBRARY
+from tests.support.cli import ROOT
 from tests.support.ledger_gateway import energy
 
 HOUR = 3_600_000
@@ -77,3 +80,39 @@ def test_a_seal_of_a_big_hour_does_not_stop_the_loop(tmp_path: Path) -> None:
         assert job.history.reader.max_id() == 60 * METERS + 1
     finally:
         job.close()
+
+
+# What a gateway without a ledger key loads: the process starts the job and reports.
+WITHOUT_KEY = """
+import sys
+from agent.config import parse_config
+from agent.contract import Topics
+from agent.runtime.ledger import LedgerJob
+from tests.support.agents import CONFIG, LIBRARY
+config = parse_config(CONFIG.replace("STATE", sys.argv[1]), "t.yaml", profiles=LIBRARY)
+job = LedgerJob(config, Topics("energy/v1", config.site.id, config.gateway.id))
+assert job.start(0) == []
+job.close()
+print(job.off_reason)
+print(sorted({m.split(".")[0] for m in sys.modules} & {"cryptography", "agent"}))
+"""
+
+
+def test_without_a_key_the_ledger_is_off_and_cryptography_stays_unloaded(tmp_path: Path) -> None:
+    """`cryptography` costs a running agent ~10 MB of RSS (docs/performance.md, issue 18):
+    a gateway with nothing to sign loads none of it, and says why the ledger is off."""
+    proc = subprocess.run(
+        [sys.executable, "-c", WITHOUT_KEY, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    reason, loaded = proc.stdout.splitlines()
+    assert reason == (
+        f"{tmp_path / 'ledger.key'} does not exist: create the gateway's key with "
+        "`energy-agent keys init -c CONFIG`"
+    )
+    assert loaded == "['agent']"
