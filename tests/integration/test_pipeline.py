@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import pytest
 
+from agent.runtime.scheduler import Backoff, BusPoller, DevicePoll
 from drivers.endpoint import Transport
 from drivers.errors import (
     ConnectionLost,
@@ -25,8 +26,10 @@ from drivers.errors import (
     TransportError,
 )
 from drivers.pipeline import RECONNECT_CAP_S, PipelinedTransport
+from drivers.profile import RegisterMap
+from drivers.quantities import Quantity
 from drivers.reader import DeviceReader
-from drivers.registers import FunctionCode
+from drivers.registers import DataType, FunctionCode, RegisterSpec, Table
 from drivers.simulator.meter import Faults
 from drivers.transport import Endpoint, Framing, Timing, open_bus
 from tests.support.cli import LOOPBACK, free_port
@@ -146,6 +149,45 @@ async def test_a_bad_answer_fails_only_its_own_request() -> None:
     assert isinstance(other, MalformedResponse)
     assert other.detail == "answer from unit 7 to a request for unit 6"
     assert isinstance(silent, ModbusTimeout) and silent.unit == 7
+
+
+async def test_the_agents_poller_gets_each_meters_own_values_and_errors() -> None:
+    """The bus poller as `run` builds it: 50 tasks on one connection, 8 in flight; each
+    device's result carries its own meter's value (register 0 of unit u holds u x 256)."""
+    regmap = RegisterMap(
+        registers=(
+            RegisterSpec(
+                quantity=Quantity.ACTIVE_POWER_KW,
+                table=Table.INPUT,
+                address=0,
+                type=DataType.UINT16,
+            ),
+        )
+    )
+    units = {u: Unit(delay_s=0.02) for u in range(1, 51)}
+    units[13] = Unit(delay_s=0.01, fault=Fault.OTHER_UNIT)
+    results: dict[str, list[float | str | None]] = {}
+
+    def on_result(p: DevicePoll, ts: int, values: object, error: object, *_: object) -> None:
+        got = values[Quantity.ACTIVE_POWER_KW] if isinstance(values, dict) else str(error)
+        results.setdefault(p.device_id, []).append(got)
+
+    async with OutOfOrderServer(units, jitter_s=0.02) as server:
+        timing = Timing(timeout_s=1.0, retries=0, max_inflight=8)
+        async with open_bus(_tcp(server.port), timing, name="gw") as tr:
+            polls = [
+                DevicePoll(f"m{u}", DeviceReader(regmap, u), 0.5, Backoff(0.5, 5.0)) for u in units
+            ]
+            poller = BusPoller("gw", tr, polls, on_result, serial=False, slots=1)
+            stop = asyncio.Event()
+            asyncio.get_running_loop().call_later(1.2, stop.set)
+            await poller.run(stop)
+        assert server.peak_inflight == 8
+    assert set(results) == {f"m{u}" for u in units}
+    wrong = "answer from unit 14 to a request for unit 13"
+    for u in units:
+        want = [f"{wrong} (bus gw, unit 13, FC04 address 0 count 1)"] if u == 13 else [u * 256.0]
+        assert set(results[f"m{u}"]) == set(want), u  # every poll of the run, 2 or 3 each
 
 
 @pytest.mark.parametrize(
