@@ -64,6 +64,12 @@ _STALE_PER_SLOT = 4
 RECONNECT_FIRST_S = 0.5
 RECONNECT_CAP_S = 10.0
 
+#: A gateway that cannot take several requests at once loses some and tags answers with
+#: another request's transaction id: say what to try, where the operator reads it.
+_CROSSED = (
+    "connection reset (if the gateway takes one request at a time, set the bus's max_inflight to 1)"
+)
+
 #: What a request's future receives: data, an exception code, a refusal, or a failure.
 _Outcome = bytes | int | str | TransportError
 
@@ -101,7 +107,7 @@ class _Link(asyncio.Protocol):
             if waiter is None:
                 if tid in self.stale:
                     continue  # the late answer of a request that timed out
-                self.reset(f"answer to transaction {tid}, which is not in flight; connection reset")
+                self.reset(f"answer to transaction {tid}, which is not in flight; {_CROSSED}")
                 return
             if not waiter.future.done():
                 waiter.future.set_result(judge(waiter.req, frame))
@@ -203,12 +209,13 @@ class PipelinedTransport:
                 async with asyncio.timeout(self.timing.timeout_s):
                     outcome = await future
             except TimeoutError:
-                if link.pending.pop(tid, None) is not None:
-                    link.stale.append(tid)
                 where = _where(self.name, unit, fc, address, count)
                 raise ModbusTimeout("no response", **where) from None
             finally:
-                link.pending.pop(tid, None)
+                if link.pending.pop(tid, None) is not None:
+                    # Unanswered (timed out, or the poll was cancelled): its answer may
+                    # still come, and must be skipped, not taken for a stranger's.
+                    link.stale.append(tid)
         if isinstance(outcome, bytes):
             return registers(outcome) if fc in _REGISTER_CODES else bits(outcome, count)
         raise _failure(outcome, _where(self.name, unit, fc, address, count))

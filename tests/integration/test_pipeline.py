@@ -218,20 +218,33 @@ async def test_a_broken_stream_fails_what_is_in_flight_then_reconnects(
 
 
 async def test_a_late_answer_is_skipped_and_a_neighbour_still_gets_its_own() -> None:
-    units = {1: Unit(delay_s=0.3), 2: Unit(delay_s=0.35)}
+    # unit 1 times out at 0.5 s and answers at 0.8 s, while unit 2's request (sent at
+    # 0.5 s, answered at 0.95 s) is in flight: the late answer must not disturb it
+    units = {1: Unit(delay_s=0.8), 2: Unit(delay_s=0.45)}
     async with OutOfOrderServer(units) as server:
-        timing = Timing(timeout_s=0.1, retries=0, max_inflight=4)
+        timing = Timing(timeout_s=0.5, retries=0, max_inflight=4)
         async with open_bus(_tcp(server.port), timing) as tr:
             with pytest.raises(ModbusTimeout):
-                await tr.read(1, FC04, 10, 3)  # its answer comes 0.2 s later
+                await tr.read(1, FC04, 10, 3)
+            assert await tr.read(2, FC04, 10, 3) == _right(2)
             units[1].delay_s = 0.0
-            late = await asyncio.gather(
-                tr.read(1, FC04, 10, 3),
-                asyncio.sleep(0.3),  # the late answer arrives meanwhile, among fresh ones
-                tr.read(1, FC04, 20, 3),
-            )
+            assert await tr.read(1, FC04, 20, 3) == _right(1, 20)
         assert server.connections == 1
-    assert late[0] == _right(1) and late[2] == _right(1, 20)
+        assert len(server.answered) == 3  # the late one was sent, and skipped
+
+
+async def test_a_cancelled_poll_leaves_the_connection_to_the_others() -> None:
+    units = {1: Unit(delay_s=0.1), 2: Unit(delay_s=0.2)}
+    async with OutOfOrderServer(units) as server:
+        timing = Timing(timeout_s=1.0, retries=0, max_inflight=4)
+        async with open_bus(_tcp(server.port), timing) as tr:
+            first = asyncio.create_task(tr.read(1, FC04, 10, 3))
+            second = asyncio.create_task(tr.read(2, FC04, 10, 3))
+            await asyncio.sleep(0.02)
+            first.cancel()  # the agent stopping a poll; its answer still comes at 0.1 s
+            assert await second == _right(2)
+            assert await tr.read(1, FC04, 10, 3) == _right(1)
+        assert server.connections == 1
 
 
 async def test_a_dead_gateway_costs_one_connection_attempt_per_delay() -> None:

@@ -136,7 +136,10 @@ async def test_an_answer_nobody_asked_for_fails_everything_in_flight() -> None:
     for f in futures.values():
         err = f.result()
         assert isinstance(err, MalformedResponse)
-        assert err.detail == "answer to transaction 77, which is not in flight; connection reset"
+        assert err.detail == (
+            "answer to transaction 77, which is not in flight; connection reset (if the "
+            "gateway takes one request at a time, set the bus's max_inflight to 1)"
+        )
     assert link.closed and link.pending == {}
 
 
