@@ -25,6 +25,7 @@ from drivers.errors import (
     ModbusTimeout,
     TransportError,
 )
+from drivers.image import RegisterImage
 from drivers.pipeline import RECONNECT_CAP_S, PipelinedTransport
 from drivers.profile import RegisterMap
 from drivers.quantities import Quantity
@@ -33,6 +34,7 @@ from drivers.registers import DataType, FunctionCode, RegisterSpec, Table
 from drivers.simulator.meter import Faults
 from drivers.transport import Endpoint, Framing, Timing, open_bus
 from tests.support.cli import LOOPBACK, free_port
+from tests.support.hostile_modbus import Answer, HostileServer, HostileUnit
 from tests.support.pipelined_modbus import Fault, OutOfOrderServer, Unit, word
 from tests.support.simulators import Simulators
 
@@ -264,3 +266,42 @@ async def test_a_dead_gateway_costs_one_connection_attempt_per_delay() -> None:
                     break
                 await asyncio.sleep(0.1)
     assert got == {u: _right(u) for u in range(1, 51)}
+
+
+# --- the hostile meters of tests/support/hostile_modbus.py, through the new client ----------
+
+#: What each hostile answer becomes: the pymodbus path's texts (drivers.frames), except that
+#: an answer under a transaction id nobody asked resets the connection here.
+HOSTILE: dict[Answer, tuple[type[TransportError], str]] = {
+    Answer.OTHER_FUNCTION: (MalformedResponse, "function code 3 to a function code 4 request"),
+    Answer.OTHER_TRANSACTION: (MalformedResponse, "which is not in flight; connection reset"),
+    Answer.ZERO_TRANSACTION: (MalformedResponse, "answer to transaction 0, which is not in"),
+    Answer.OTHER_UNIT: (MalformedResponse, "answer from unit 2 to a request for unit 1"),
+    Answer.TRUNCATED: (MalformedResponse, "(truncated frame)"),
+    Answer.OVERSIZED_COUNT: (MalformedResponse, "byte count 255 for 4 registers (expected 8)"),
+    Answer.EXTRA_REGISTERS: (MalformedResponse, "byte count 16 for 4 registers (expected 8)"),
+    Answer.GARBAGE: (MalformedResponse, "not a Modbus TCP answer"),
+    Answer.UNKNOWN_FUNCTION: (MalformedResponse, "function code 65 to a function code 4 request"),
+}
+
+
+@pytest.mark.parametrize("answer", list(HOSTILE))
+async def test_a_hostile_answer_is_an_error_never_data(answer: Answer) -> None:
+    kind, text = HOSTILE[answer]
+    words = [0x4366, 0x0000, 0x4248, 0x0000]
+    img = RegisterImage()
+    img.set_words(Table.INPUT, 0, words)
+    healthy = RegisterImage()
+    healthy.set_words(Table.INPUT, 0, [2, 0, 2, 0])
+    units = {1: HostileUnit(img, answer), 2: HostileUnit(healthy)}
+    timing = Timing(timeout_s=0.5, retries=1, max_inflight=8)
+    async with HostileServer(units) as server, open_bus(_tcp(server.port), timing) as tr:
+        started = time.monotonic()
+        with pytest.raises(TransportError) as info:
+            await tr.read(1, FC04, 0, 4)
+        took = time.monotonic() - started
+        assert await tr.read(2, FC04, 0, 4) == [2, 0, 2, 0]  # the bus goes on
+    assert type(info.value) is kind, info.value
+    assert text in str(info.value) and "unit 1, FC04 address 0 count 4" in str(info.value)
+    assert server.sent[answer] == 2  # retried once, refused both times
+    assert took < timing.timeout_s, "a refused answer ends the request, not its timeout"
