@@ -54,11 +54,12 @@ from agent.runtime.status import StatusSource, status_line
 from agent.runtime.throttle import LogThrottle, repeats
 from agent.sdnotify import Notifier, State
 from agent.status import AgentStatus
+from drivers.endpoint import Transport
 from drivers.errors import TransportError
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
 from drivers.reader import DeviceReader
-from drivers.transport import Framing, ModbusTransport
+from drivers.transport import Framing, open_bus
 
 log = logging.getLogger(__name__)
 
@@ -305,10 +306,10 @@ class Agent:
         self.link.start()
         try:
             async with contextlib.AsyncExitStack() as stack:
-                transports = {}
+                transports: dict[str, Transport] = {}
                 for bus in self.config.buses:
                     transports[bus.id] = await stack.enter_async_context(
-                        ModbusTransport(bus.endpoint(), bus.timing(), name=bus.id)
+                        open_bus(bus.endpoint(), bus.timing(), name=bus.id)
                     )
                 self.pollers = build_pollers(self.config, self.library, transports, self.on_result)
                 pump = asyncio.create_task(self.pump.run(), name="mqtt-pump")
@@ -387,7 +388,7 @@ class LiveFactorInput:
 def build_pollers(
     config: AgentConfig,
     library: ProfileLibrary,
-    transports: Mapping[str, ModbusTransport],
+    transports: Mapping[str, Transport],
     on_result: ResultFn,
 ) -> list[BusPoller]:
     """One poller per bus with devices, each device backing off on its own when it fails."""
