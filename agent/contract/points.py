@@ -56,10 +56,16 @@ def points_of(ref: TopicRef, payload: Mapping[str, Any]) -> list[Point]:
         raise PointError(f"{ref.kind.value} payload without its shape: {exc!r}") from None
 
 
-def _number(value: Any, integer: bool) -> FieldValue:
+def field_number(value: Any, integer: bool) -> FieldValue:
+    """A field's number as it is written; a value no double or integer holds (an
+    integer beyond a double's range, an infinite integer) is a ValueError like any
+    other bad value, so a changed record is reported as one, not a crash."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{value!r} is not a number")
-    return int(value) if integer else float(value)
+    try:
+        return int(value) if integer else float(value)
+    except OverflowError:
+        raise ValueError(f"{value!r} is out of a number's range") from None
 
 
 def _points(
@@ -86,9 +92,9 @@ def _points(
             if f.codes is not None:
                 fields[f.db_name] = f.codes[value]
             else:
-                fields[f.db_name] = _number(value, f.type.value == "integer")
+                fields[f.db_name] = field_number(value, f.type.value == "integer")
         elif f.store is Store.KEYS_AS_FIELDS:
-            fields.update((k, _number(v, False)) for k, v in value.items() if v is not None)
+            fields.update((k, field_number(v, False)) for k, v in value.items() if v is not None)
         else:  # KEYS_AS_POINTS
             assert isinstance(f.items, Record)
             for key, sub in value.items():
