@@ -40,6 +40,12 @@ class PointError(ValueError):
     """A payload without the shape its record needs (a caller that skipped validation)."""
 
 
+#: What a payload without its record's shape raises on the way to its points: a missing
+#: key, a wrong type, a number no double or integer holds (an integer beyond a double's
+#: range, an infinite time), so that a changed record is reported as one, not a crash.
+SHAPE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
+
+
 def base_tags(ref: TopicRef) -> dict[str, str]:
     tags = {"site": ref.site, "gateway": ref.gateway}
     if ref.device is not None:
@@ -52,20 +58,14 @@ def points_of(ref: TopicRef, payload: Mapping[str, Any]) -> list[Point]:
     spec = ref.kind.spec
     try:
         return _points(spec.measurement, spec.record, payload, base_tags(ref), None)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except SHAPE_ERRORS as exc:
         raise PointError(f"{ref.kind.value} payload without its shape: {exc!r}") from None
 
 
 def field_number(value: Any, integer: bool) -> FieldValue:
-    """A field's number as it is written; a value no double or integer holds (an
-    integer beyond a double's range, an infinite integer) is a ValueError like any
-    other bad value, so a changed record is reported as one, not a crash."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{value!r} is not a number")
-    try:
-        return int(value) if integer else float(value)
-    except OverflowError:
-        raise ValueError(f"{value!r} is out of a number's range") from None
+    return int(value) if integer else float(value)
 
 
 def _points(

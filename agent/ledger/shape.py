@@ -25,15 +25,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from agent.contract import MessageKind, TopicRef
-from agent.contract.points import PointError, field_number
+from agent.contract.points import SHAPE_ERRORS, PointError, field_number
 from agent.contract.schema import Store
 from agent.ledger import jcs
 
 #: What a field's value is.
 _TAG, _FLOAT, _INT = range(3)
-
-#: The catch of :func:`agent.contract.points.points_of`: a payload without its shape.
-_SHAPE_ERRORS = (KeyError, TypeError, ValueError, AttributeError)
 
 #: Keys whose quoted texts sort as the keys do: "a": before "ab": because '"' sorts
 #: before every one of these characters (and no escape changes them).
@@ -101,7 +98,7 @@ class FlatShape:
                     parts.append(key + jcs.string(str(value)))
                 else:
                     parts.append(key + int_text(int(field_number(value, True))))
-        except _SHAPE_ERRORS as exc:
+        except SHAPE_ERRORS as exc:
             if isinstance(exc, jcs.CanonicalError):
                 raise
             raise PointError(f"{self.kind.value} payload without its shape: {exc!r}") from None

@@ -358,6 +358,7 @@ def test_records_are_read_once_in_time_order_and_one_out_of_order_is_named(
         {"export_kwh": 0.0},  # a field the record did not have
         {"energy_kwh": None},  # a field taken away
         {"ts": "later"},  # no longer a record at all
+        {"ts": float("inf")},
         {"interval_s": float("inf")},  # no integer: reported, not a crash
         {"energy_kwh": 10**400},  # no double: reported, not a crash
     ],
