@@ -108,7 +108,7 @@ class ReportSettings(_Strict):
     lines: tuple[Grouping, ...] = ()
     products: tuple[Grouping, ...] = ()
     #: A time-of-use tariff file (YAML, docs/report.md), relative to the config file's
-    #: folder, or the name of a shipped one (``example-cn-tou``).
+    #: folder, or the name of a shipped one (``example-cn-tou``, ``cn-guangdong-2021``).
     tariff: str | None = None
     baseline: Baseline | None = None
     targets: Targets = Targets()
