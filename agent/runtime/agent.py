@@ -48,6 +48,7 @@ from agent.runtime.outbox import (
     SqliteOutbox,
     StorageGuard,
 )
+from agent.runtime.reports import ReportJob
 from agent.runtime.scheduler import Backoff, BusPoller, DevicePoll, ResultFn, Values
 from agent.runtime.snapshots import SEQ_MARK, SNAPSHOT, CoreSnapshots
 from agent.runtime.status import StatusSource, status_line
@@ -115,8 +116,9 @@ class Agent:
     """
 
     def __init__(
-        self, config: AgentConfig, library: ProfileLibrary, *, outbox: Outbox | None = None
-    ) -> None:
+        self, config: AgentConfig, library: ProfileLibrary, *, outbox: Outbox | None = None,
+        config_file: Path | None = None,
+    ) -> None:  # fmt: skip
         if config.mqtt is None:
             raise ValueError("`run` needs an `mqtt:` section in the config")
         self.config = config
@@ -165,6 +167,7 @@ class Agent:
             tick_s=config.buffer.tick_s,
             seen=self.alarms.records,
         )
+        self.reports = ReportJob(config, config_file)  # report.schedule, after midnight
         self._status = StatusSource(self)
 
     def status(self, now_ms: int | None = None) -> AgentStatus:
@@ -268,6 +271,7 @@ class Agent:
             self._store(self.site.flush(now_ms()))
             if self.alarms.on:
                 self.alarms.tick(self.status())
+            self.reports.tick(now_ms())
             # Ledger entries due now, stored in the history before they are queued here.
             if entries := await self.ledger.tick(now_ms(), self.commit):
                 self.outbox.put_many(entries)
@@ -323,6 +327,7 @@ class Agent:
                         notifier.notify(State.READY, status=status_line(self.status()))
                 finally:
                     notifier.notify(State.STOPPING, status="stopping: draining the outbox")
+                    await self.reports.close()
                     await self._drain(pump)
         finally:
             await self.link.stop(
