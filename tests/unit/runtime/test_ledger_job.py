@@ -42,11 +42,13 @@ def test_a_seal_of_a_big_hour_does_not_stop_the_loop(tmp_path: Path) -> None:
             job.add([energy(topics, f"m{d:03d}", ts, 0.5) for d in range(METERS)])
         assert job.held() == 0
 
-        async def scenario() -> tuple[float, float, list[int], int]:
+        async def scenario() -> tuple[float, float, int, list[int], int]:
             stop = asyncio.Event()
             lags: list[float] = []
+            during: list[float] = []  # wake-ups while the seal runs
             held_during: list[int] = []
             sealing: list[bool] = []
+            done: list[bool] = []
 
             async def ticker() -> None:
                 # A poll's cadence: wake every 5 ms; how late is each wake-up?
@@ -54,6 +56,8 @@ def test_a_seal_of_a_big_hour_does_not_stop_the_loop(tmp_path: Path) -> None:
                     due = time.perf_counter() + 0.005
                     await asyncio.sleep(0.005)
                     lags.append(time.perf_counter() - due)
+                    if sealing and not done:
+                        during.append(lags[-1])
                     if sealing and not held_during:  # a poll's record, while the seal runs
                         job.add([energy(topics, "m000", T0 + HOUR + 60_000, 0.5)])
                         held_during.append(job.held())
@@ -64,16 +68,21 @@ def test_a_seal_of_a_big_hour_does_not_stop_the_loop(tmp_path: Path) -> None:
             sealing.append(True)
             entries = await job.tick(T0 + HOUR + 200_000, lambda: None)
             took = time.perf_counter() - started
+            done.append(True)
             stop.set()
             await task
-            return took, max(lags), held_during, len(entries)
+            return took, max(lags), len(during), held_during, len(entries)
 
-        took, max_lag, held_during, n_entries = asyncio.run(scenario())
+        took, max_lag, woke, held_during, n_entries = asyncio.run(scenario())
         assert n_entries == 1  # the hour, sealed
         assert took > 0.1, f"the seal took {took * 1000:.0f} ms: too small to show anything"
-        # On the loop the ticker waited the whole seal (lag = the seal's time); beside it,
-        # GIL switches (5 ms each) and, on a loaded machine, the scheduler's slices.
-        assert max_lag < took / 3, (max_lag, took)
+        # On the loop the ticker could not wake while the seal ran (at most once, at its
+        # end: lag = the seal's time). Beside it, the loop wakes again and again; how often
+        # depends on GIL switches (5 ms) and, on a loaded machine (other test workers),
+        # on the OS scheduler, which can hand the GIL back late: a bound on the count and
+        # on the worst wake-up, not on the cadence.
+        assert woke >= 5, (woke, took)
+        assert max_lag < took * 0.75, (max_lag, took)
         # The record stored during the seal waited in memory, counted in `held` (the
         # core's snapshot waits for it), and is in the history once the seal is done.
         assert held_during == [1]
