@@ -219,7 +219,9 @@ warm_numba_cache() {
 # agent uses numba's JIT and the cache warmed above.
 build_compiled_core() {
   local log="$PREFIX/build-core.log"
-  if ! "$VENV/bin/python" -m agent.core.aot >"$log" 2>&1; then
+  # -P: `python -m` would put the current directory first on sys.path, and run from a
+  # checkout it compiled the checkout's kernel into the checkout, not into the venv.
+  if ! "$VENV/bin/python" -P -m agent.core.aot >"$log" 2>&1; then
     say "could not compile the core ahead of time (see $log; a C compiler and Python's"
     say "  headers are needed: apt install gcc python3-dev); the agent uses numba's JIT"
     return 0
