@@ -17,7 +17,8 @@ process and mosquitto:
 * ``agent``: ``energy-agent run`` with numba's JIT (``ENERGY_AGENT_NUMBA=jit``, warm cache);
 * ``agent-aot``: the same with the core compiled ahead of time (``ENERGY_AGENT_NUMBA=aot``;
   the module is built first if it is missing or stale: ``python -m agent.core.aot``);
-* ``agent-nonumba``: the same with ``ENERGY_AGENT_NUMBA=off`` (the 32-bit ARM path).
+* ``agent-nonumba``: the same with ``ENERGY_AGENT_NUMBA=off`` (the 32-bit ARM path);
+* ``agent-main`` (``agent-main-nonumba``): the code of ``--main-tree``, to compare in one run.
 * ``agent:max_inflight=8`` (any bus key): several requests in flight on the port.
 
 ``--latency-ms 20`` puts ``bench/latency_gateway.py`` between the contenders and the
@@ -327,7 +328,8 @@ def main() -> None:
         "--contenders",
         nargs="+",
         default=["bare", "agent", "agent-aot", "agent-nonumba"],
-        help="bare, agent, agent-aot, agent-nonumba, agent-main (the code in --main-tree), or "
+        help="bare, agent, agent-aot, agent-nonumba, agent-main (the code in --main-tree; "
+        "agent-main-nonumba: without numba), or "
         "agent:KEY=VALUE,... (bus keys, or section.key: settings to try)",
     )
     ap.add_argument(
@@ -388,7 +390,7 @@ def main() -> None:
                         http_port = free_port()
                         cfg = agent_config(tmp, gw, port, units, mqtt_port, extra, http_port)
                         e = dict(env)
-                        if c.startswith("agent-nonumba"):
+                        if c.startswith(("agent-nonumba", "agent-main-nonumba")):
                             e["ENERGY_AGENT_NUMBA"] = "off"
                         elif c.startswith("agent-aot"):
                             e["ENERGY_AGENT_NUMBA"] = "aot"

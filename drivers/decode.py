@@ -30,6 +30,9 @@ _SENTINELS: dict[DataType, frozenset[int]] = {
     DataType.INT32: frozenset({0x7FFF_FFFF, -0x8000_0000}),
     DataType.INT64: frozenset({0x7FFF_FFFF_FFFF_FFFF, -0x8000_0000_0000_0000}),
 }
+#: No sentinel: one object for every value that has none (a new empty frozenset is
+#: 216 bytes; 200 meters of 14 values had 2,800 of them).
+_NONE: frozenset[int] = frozenset()
 #: The pattern the simulator writes for a missing value.
 _SENTINEL = {t: max(v) for t, v in _SENTINELS.items()}
 
@@ -49,9 +52,7 @@ class _Slot:
         self.offset = spec.offset if isinstance(spec, RegisterSpec) else 0.0
         self.ratios = spec.ratios if isinstance(spec, RegisterSpec) else ()
         missing = spec.missing if isinstance(spec, RegisterSpec) else Missing.STANDARD
-        self.sentinel = (
-            _SENTINELS.get(spec.type, frozenset()) if missing is Missing.STANDARD else frozenset()
-        )
+        self.sentinel = _SENTINELS.get(spec.type, _NONE) if missing is Missing.STANDARD else _NONE
 
 
 class BlockDecoder:

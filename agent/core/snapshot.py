@@ -17,14 +17,13 @@ upgrades continues from its old file and one that rolls back from its new one
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import numpy as np
 
@@ -86,14 +85,12 @@ class Part(Protocol):
 def write_atomic(snap: Snapshot) -> None:
     path = snap.path
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    payload = dict(snap.arrays)
-    payload["meta"] = np.frombuffer(json.dumps({"format": FORMAT, **snap.meta}).encode(), np.uint8)
-    np.savez(buf, **payload)  # type: ignore[arg-type]
+    arrays = dict(snap.arrays)
+    arrays["meta"] = np.frombuffer(json.dumps({"format": FORMAT, **snap.meta}).encode(), np.uint8)
     tmp = path.with_name(path.name + ".tmp")
     try:
         with open(tmp, "wb") as f:
-            f.write(buf.getvalue())
+            _write_npz(f, arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -107,6 +104,20 @@ def write_atomic(snap: Snapshot) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def _write_npz(f: BinaryIO, arrays: dict[str, np.ndarray]) -> None:
+    """What ``np.savez`` writes (a stored zip of ``.npy`` members), each array's memory
+    handed to the file as it is. ``np.savez`` copies every array (``tobytes``) and the
+    snapshot was built in a buffer first: with 200 meters, 8 MB of rings needed some
+    20 MB more for a moment every minute, which glibc kept as the process's RSS."""
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as z:
+        for name, array in arrays.items():
+            a = np.ascontiguousarray(array)  # a copy only for a slice (the engine's I, F)
+            with z.open(name + ".npy", "w", force_zip64=True) as member:
+                header = np.lib.format.header_data_from_array_1_0(a)
+                np.lib.format.write_array_header_1_0(member, header)
+                member.write(a.data.cast("B") if a.size else b"")
 
 
 def read(path: Path) -> Snapshot:

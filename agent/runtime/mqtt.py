@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -287,7 +287,6 @@ class PumpStats:
     retried: int = 0
     in_flight: int = 0
     last_ack_ms: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
 
 
 ACCEPT_BATCH = 1000
@@ -343,7 +342,7 @@ class Pump:
         item = self._inflight.pop(mid, None)
         if item is None:
             return  # the birth message, or a retransmission after a reject
-        eid, sent = item
+        eid, _ = item
         if not ok:
             # Refused (not authorised, quota): usually the broker's ACL and this
             # gateway's ids disagree, which someone fixes. Deleting the message would
@@ -358,9 +357,6 @@ class Pump:
         self._acked.append(eid)
         self.stats.acked += 1
         self.stats.last_ack_ms = int(time.time() * 1000)
-        lat = (time.monotonic() - sent) * 1000
-        if len(self.stats.latencies_ms) < 10_000:
-            self.stats.latencies_ms.append(lat)
         self._room.set()
 
     def _on_disconnect(self) -> None:

@@ -368,3 +368,29 @@ def test_confdoc_stands_alone() -> None:
     modules = json.loads(out.stdout)
     assert "confdoc.yamldoc" in modules
     assert [m for m in modules if m.split(".")[0] in ("agent", "drivers")] == []
+
+
+def test_a_large_config_parses_in_little_memory_and_keeps_its_lines() -> None:
+    # 200 meters with 14 inline registers each (as bench_topology's config; 190 KB): 21 MB
+    # while parsing before, which stayed the gateway's RSS after start-up.
+    registers = "".join(
+        f"      - {{quantity: q{r}, table: input, address: {2 * r}, type: float32}}\n"
+        for r in range(14)
+    )
+    text = "devices:\n" + "".join(
+        f"  - id: m{u:03d}\n    bus: bus-1\n    unit: {u}\n    registers:\n{registers}"
+        for u in range(200)
+    )
+    assert len(text) > 150_000
+    _bounded(text, seconds=30.0, mb=16)
+    doc, problems = parse_yaml(text, "x.yaml")
+    assert problems == [] and doc is not None
+    assert doc.data["devices"][199]["registers"][13] == {
+        "quantity": "q13",
+        "table": "input",
+        "address": 26,
+        "type": "float32",
+    }
+    # device 199 starts on line 2 + 199 * 18; its 14th register is 4 + 13 lines below
+    assert doc.line_of(("devices", 199, "registers", 13, "address")) == 2 + 199 * 18 + 17
+    assert doc.line_of(("devices", 199, "id")) == 2 + 199 * 18

@@ -211,6 +211,33 @@ async def test_sparkline_history_is_thinned_and_15_minutes(agent: Agent) -> None
     assert hist[-1][0] - hist[0][0] <= 15 * 60 * 1000
 
 
+def test_sparklines_keep_15_minutes_of_a_1_s_meter_in_little_memory(agent: Agent) -> None:
+    import gc
+    import tracemalloc
+
+    from agent.http import state
+
+    view = state.StateView(agent.status)
+    last = agent.devices["main"].last_ok_ms
+    assert last is not None
+    tracemalloc.start()
+    try:
+        for k in range(1200):  # 20 minutes of one poll a second
+            agent.devices["main"].last_ok_ms = last + k * 1000
+            view.refresh(last + k * 1000)
+        gc.collect()
+        # what the view holds (allocated in its module), not the agent's own objects
+        held = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, state.__file__)])
+        kept = sum(s.size for s in held.statistics("filename"))
+    finally:
+        tracemalloc.stop()
+    points = view.history(max_points=10_000)["main"]
+    assert len(points) == 901  # 15 minutes and the poll at the start of them
+    assert points[0] == [last + 299_000, 120.0] and points[-1] == [last + 1_199_000, 120.0]
+    # 16 bytes a point (ts, kW), with the arrays' slack; as tuples in a deque ~110 KB.
+    assert kept < 25_000, f"{kept:,} bytes held for 900 points"
+
+
 # --- auth --------------------------------------------------------------------------------
 
 
