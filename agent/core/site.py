@@ -131,6 +131,10 @@ class SiteCore:
         self.engine.set_months(self.calendar.month_starts_between(lo, hi))
         self._months_covered = (lo, hi)
 
+    def months_covered(self) -> tuple[int, int] | None:
+        """The span (Unix ms) the engine's month starts cover (readings inside: no change)."""
+        return self._months_covered
+
     def set_ratios(self, device_id: str, ratios: Mapping[str, float]) -> ChannelLimit:
         """The transformer ratios just read from a device's meter: its counter's glitch
         limit and wrap range follow them from its next reading on (docs/core.md)."""

@@ -30,6 +30,7 @@ import numpy as np
 
 from agent.config.models import AgentConfig
 from agent.contract.kinds import Message, MessageKind
+from agent.core.bulk import BulkLane
 from agent.core.channels import SLOT_MS
 from agent.core.site import Reading, SiteCore
 from agent.replay import sources as src_mod
@@ -86,6 +87,9 @@ class Options:
     #: Publish what waits for late meters at the end (a plain replay); not when the
     #: agent continues from the snapshot: it publishes those when their data comes.
     final_flush: bool = True
+    #: Regular stretches through the site's bulk lane (agent/core/bulk.py): the same
+    #: records, already written as JSON (``Message.text``), for a JSON-lines writer.
+    bulk: bool = False
 
 
 @dataclass
@@ -147,6 +151,10 @@ class Backfill:
         self._wanted = {MessageKind(t) for t in self.options.topics}
         self._done_bytes = 0
         self._open: list[_Open] = []
+        self.lane = BulkLane(self.site) if self.options.bulk else None
+        #: Slots the per-slot path takes before the lane is tried again (doubles while
+        #: the lane refuses: a batch that is not regular is not re-checked slot by slot).
+        self._slow_run = 1
 
     def name(self, source: int) -> str:
         return str(self.sources[source].path)
@@ -268,15 +276,57 @@ class Backfill:
                 return site.feed_arrays(c[i:j], t[i:j], v[i:j])
 
         ts = b.ts
-        for a, e in zip(starts, ends, strict=True):
-            messages = feed(a, e)
-            # The data's clock stands in for the agent's: what waits for a silent meter
-            # goes out core.site_hold_s after its interval, as the running agent does.
-            messages += site.flush(now_ms=int(ts[e - 1]))
-            if messages:
-                kept = self._keep(messages)
-                if kept:
-                    yield kept
+        k = 0
+        while k < len(starts):
+            if self.lane is not None and Topic.MEASUREMENTS not in self.options.topics:
+                taken, bulk = self._bulk(b, starts[k:], ends[k:])
+                if bulk:
+                    kept = self._keep(bulk)
+                    if kept:
+                        yield kept
+                k += taken
+                if k >= len(starts):
+                    break
+                upto = min(len(starts), k + (self._slow_run if not taken else 1))
+                self._slow_run = 1 if taken else min(self._slow_run * 2, 4096)
+            else:
+                upto = len(starts)
+            for a, e in zip(starts[k:upto], ends[k:upto], strict=True):
+                yield from self._one_slot(feed, a, e, int(ts[e - 1]))
+            k = upto
+
+    def _bulk(self, b: Batch, starts: list[int], ends: list[int]) -> tuple[int, list[Message]]:
+        """The lane over the batch's remaining slots: (slots taken, their messages);
+        it refuses (0) when they are not regular, and stops before a slot whose
+        readings the engine's months do not cover yet."""
+        assert self.lane is not None
+        chan = self.vocab.channel[b.key[starts[0] : ends[-1]]]
+        main = chan >= 0
+        c, t, v = chan[main], b.ts[starts[0] : ends[-1]][main], b.value[starts[0] : ends[-1]][main]
+        covered = self.site.months_covered()
+        n = len(starts)
+        if covered is not None and t.size:
+            inside = int(np.searchsorted(b.ts[[e - 1 for e in ends]], covered[1], side="right"))
+            n = min(n, inside)
+            if n < len(starts):
+                stop = int(np.searchsorted(t, b.ts[starts[n]], side="left"))
+                c, t, v = c[:stop], t[:stop], v[:stop]
+        if n < 2:
+            return 0, []
+        out = self.lane.feed(c, t, v)
+        return (0, []) if out is None else (n, out)
+
+    def _one_slot(
+        self, feed: Callable[[int, int], list[Message]], a: int, e: int, now: int
+    ) -> Iterator[list[Message]]:
+        messages = feed(a, e)
+        # The data's clock stands in for the agent's: what waits for a silent meter
+        # goes out core.site_hold_s after its interval, as the running agent does.
+        messages += self.site.flush(now_ms=now)
+        if messages:
+            kept = self._keep(messages)
+            if kept:
+                yield kept
 
     def _readings(self, b: Batch, a: int, e: int) -> list[Reading]:
         grouped: dict[tuple[str, int], dict[Quantity, float | None]] = {}
