@@ -155,3 +155,20 @@ def test_a_regular_day_goes_through_the_lane(tmp_path: Path) -> None:
     )
     lane = _same(tmp_path / "config.yaml", [tmp_path / "readings.csv"], RECORDS, tmp_path)
     assert lane > 0.9 * 2 * 1440
+
+
+def test_many_meters_sum_their_days_in_the_same_order(tmp_path: Path) -> None:
+    """Twenty meters over a month's first days: the month window adds finished days,
+    and each day's sums are a slot's twenty rows added in turn, slot after slot; any
+    other order (pairwise sums) shows in the last digit of the month's CO2."""
+    t0 = int(datetime(2025, 1, 1, tzinfo=UTC).timestamp()) * 1000
+    lines = []
+    for k in range(2 * 2880 + 600):
+        ts = t0 + k * 30_000
+        for m in range(20):
+            lines.append(f"{ts},m{m + 1},energy_import_kwh,{1000 + k * 0.0137 * (1 + m % 7):.3f}\n")
+    (tmp_path / "readings.csv").write_text("ts,device,quantity,value\n" + "".join(lines))
+    devices = "\n".join(METER.format(i=i + 1) for i in range(20))
+    config = CONFIG.format(tz="UTC", devices=devices, interval=60)
+    (tmp_path / "config.yaml").write_text(config)
+    assert _same(tmp_path / "config.yaml", [tmp_path / "readings.csv"], RECORDS, tmp_path)
