@@ -29,7 +29,7 @@ from datetime import date
 
 import numpy as np
 
-from agent.contract.kinds import Message
+from agent.contract.kinds import Message, MessageKind
 from agent.contract.vocab import Carrier
 from agent.core.bulk_sums import tail_sums
 from agent.core.bulk_text import BulkText
@@ -48,6 +48,8 @@ class BulkLane:
         self.eligible = self._eligible()
         self.text = BulkText(site)
         self.eligible = self.eligible and self.text.known
+        #: The messages the last :meth:`feed` made, by kind.
+        self.counts: dict[str, int] = {}
 
     def _eligible(self) -> bool:
         site = self.site
@@ -137,9 +139,11 @@ class BulkLane:
         order = np.lexsort((rec.channel, rec.end_ms))
         ends = rec.end_ms[order][:: live.size]
         if not ends.size:
+            self.counts = {}
             return []
         energy = self._energy_records(rec, order, live)
         intensity = self._intensity_records(ends)
+        self.counts = {MessageKind.ENERGY: len(energy), MessageKind.INTENSITY: len(intensity)}
         per_end = len(energy) // ends.size
         out: list[Message] = []
         for k in range(ends.size):

@@ -79,7 +79,7 @@ class SiteSeries:
 
     def add(self, slots: Slots, *, by_slot: bool = False) -> None:
         """The slot rows of one engine call (any channels, any order); ``by_slot``: as
-        if called once per slot, in slot order (see :func:`_days_by_slot`)."""
+        if called once per slot, in slot order (see :func:`_add_by_slot`)."""
         col = self._column[slots.channel]
         take = col >= 0
         if not take.any():
@@ -96,34 +96,38 @@ class SiteSeries:
         rows[:, INTERPOLATED] = slots.interpolated_ms[take]
         rows[np.arange(s.size), col] = rows[:, MEASURED] + rows[:, INTERPOLATED]
         self._reserve(int(s.min()), int(s.max()) + 1)
-        np.add.at(self.data, s - self.base, rows)
         ords = self._day_of(s)
         self._version += 1
         if by_slot:
-            _days_by_slot(self.days, s, ords, rows)
+            _add_by_slot(self.data, s - self.base, ords, rows, self.days)
             return
+        np.add.at(self.data, s - self.base, rows)
         for d in np.unique(ords).tolist():
             day = self.days.setdefault(d, np.zeros(self.width))
             day += rows[ords == d].sum(axis=0)
 
     def _factor(self, s: np.ndarray, group: np.ndarray) -> np.ndarray:
         """Each slot's emission factor for its channel's carrier (0 for production)."""
-        starts = self._interval_start(s)
+        starts, at = np.unique(self._interval_start(s), return_inverse=True)
+        f = np.array([self._interval_factors(a) for a in starts.tolist()]).reshape(-1, 2)
         out = np.zeros(s.size)
-        for a in np.unique(starts).tolist():
-            f = self._factors.get(a)
-            if f is None:
-                ms = a * SLOT_MS
-                end = ms + self._interval_ms
-                f = (
-                    self.factors.at(Carrier.ELECTRICITY, ms, end).value,
-                    self.factors.at(Carrier.NATURAL_GAS, ms, end).value,
-                )
-                self._factors[a] = f
-            here = starts == a
-            out[here & (group == 0)] = f[0]
-            out[here & (group == 1)] = f[1]
+        for g in (0, 1):  # electricity, gas
+            here = group == g
+            out[here] = f[at[here], g]
         return out
+
+    def _interval_factors(self, a: int) -> tuple[float, float]:
+        """The (electricity, gas) factor of the interval starting at slot ``a``."""
+        f = self._factors.get(a)
+        if f is None:
+            ms = a * SLOT_MS
+            end = ms + self._interval_ms
+            f = (
+                self.factors.at(Carrier.ELECTRICITY, ms, end).value,
+                self.factors.at(Carrier.NATURAL_GAS, ms, end).value,
+            )
+            self._factors[a] = f
+        return f
 
     def _reserve(self, first: int, end: int) -> None:
         """Rows for slots [first, end): shift out what is no longer needed, then grow."""
@@ -286,24 +290,31 @@ class SiteSeries:
             self._version += 1
 
 
-def _days_by_slot(
-    days: dict[int, np.ndarray], s: np.ndarray, ords: np.ndarray, rows: np.ndarray
+def _add_by_slot(
+    data: np.ndarray,
+    at: np.ndarray,
+    ords: np.ndarray,
+    rows: np.ndarray,
+    days: dict[int, np.ndarray],
 ) -> None:
-    """Rows of many slots (``s`` ascending, a slot's rows together) onto their days as
-    :meth:`SiteSeries.add` called once per slot would add them: a slot's rows summed,
-    then the slots one after the other onto the day (replay's bulk lane, whose day
-    sums must be the per-slot path's to the last bit)."""
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    """Rows of many slots (``at``: their rows in ``data``, ascending, a slot's rows
+    together) added as :meth:`SiteSeries.add` called once per slot adds them, to the
+    last bit (replay's bulk lane): a slot's rows in turn (``sum(axis=0)`` adds them so;
+    np.add.reduceat would add pairwise), then the slots one after the other onto the day."""
+    starts = np.flatnonzero(np.r_[True, at[1:] != at[:-1]])
     k = rows.shape[0] // starts.size
     if k * starts.size == rows.shape[0] and (np.diff(starts) == k).all():
-        # as many rows in every slot: sum(axis=0) adds a slot's rows in turn, so do
-        # the same across all slots at once (np.add.reduceat would add them pairwise)
         block = rows.reshape(starts.size, k, rows.shape[1])
         per_slot = block[:, 0].copy()
         for j in range(1, k):
             per_slot = per_slot + block[:, j]
     else:
-        per_slot = np.array([rows[a:b].sum(axis=0) for a, b in pairwise([*starts, s.size])])
+        per_slot = np.array([rows[a:b].sum(axis=0) for a, b in pairwise([*starts, at.size])])
+    first = at[starts]
+    if data[first].any():
+        np.add.at(data, at, rows)  # not slots of their own: as add() does
+    else:
+        data[first] = 0.0 + per_slot  # (0 + r1) + r2 ... to the sign of a zero
     ords = ords[starts]
     cuts = np.flatnonzero(np.r_[True, ords[1:] != ords[:-1], True]).tolist()
     for a, b in pairwise(cuts):

@@ -242,7 +242,12 @@ class Backfill:
             if out:
                 yield out
 
-    def _keep(self, messages: list[Message]) -> list[Message]:
+    def _keep(self, messages: list[Message], counts: dict[str, int] | None = None) -> list[Message]:
+        """The wanted messages, counted (``counts``: by kind, when the maker counted them)."""
+        if counts is not None and self._wanted.issuperset(counts):
+            for kind, n in counts.items():
+                self.stats.messages[kind] = self.stats.messages.get(kind, 0) + n
+            return messages
         out = [m for m in messages if m.kind in self._wanted]
         for m in out:
             self.stats.messages[m.kind] = self.stats.messages.get(m.kind, 0) + 1
@@ -281,7 +286,7 @@ class Backfill:
             if self.lane is not None and Topic.MEASUREMENTS not in self.options.topics:
                 taken, bulk = self._bulk(b, starts[k:], ends[k:])
                 if bulk:
-                    kept = self._keep(bulk)
+                    kept = self._keep(bulk, self.lane.counts)
                     if kept:
                         yield kept
                 k += taken
