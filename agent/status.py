@@ -268,6 +268,24 @@ class LedgerStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class ReportsStatus:
+    """The scheduled reports (agent.runtime.reports): who writes them, the last run."""
+
+    schedule: tuple[str, ...]
+    #: ``run``: this agent starts them; ``timer``: a timer does (nothing to show here).
+    by: str
+    next_ms: int | None
+    running: bool
+    last_started_ms: int | None
+    #: The child's exit code (0 written, 3 nothing to write; others failed).
+    last_exit: int | None
+    #: What it said last (the newest report written, or why it failed).
+    last_line: str | None
+    #: Why the last run failed, until one succeeds.
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class AlarmStatus:
     """One alarm raised now (README, Alarms): what ``status`` and the page list."""
 
@@ -326,6 +344,8 @@ class AgentStatus:
     site: SiteStatus
     devices: tuple[DeviceStatus, ...]
     ledger: LedgerStatus | None = None
+    #: The scheduled reports, when ``report.schedule`` lists any.
+    reports: ReportsStatus | None = None
     #: The alarms raised now, in the config's rule order.
     alarms: tuple[AlarmStatus, ...] = ()
     alarm_counts: AlarmCounts = AlarmCounts()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from itertools import pairwise
 from pathlib import Path
 
 from agent.config.load import parse_config
@@ -137,6 +138,68 @@ def seal(state: Path, start_ms: int, end_ms: int) -> float:
     return time.perf_counter() - t
 
 
+def _verify_span(args: tuple[str, int, int]) -> tuple[int, int]:
+    """One worker's share: its hours verified on their own (a process of its own)."""
+    state, start_ms, end_ms = args
+    source = HistorySource(Path(state), prefix="energy/v1", use_rollup=False)
+    try:
+        v = source.verification(start_ms, end_ms)
+    finally:
+        source.close()
+    return v.count("verified"), len(v.problems)
+
+
+def pooled(state: Path, start_ms: int, end_ms: int, workers: int) -> tuple[float, int]:
+    """Seconds to verify the span's hours split over ``workers`` processes (start-up
+    included), and the hours verified."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    hour = 3_600_000
+    hours = (end_ms - start_ms) // hour
+    cuts = [start_ms + hours * k // workers * hour for k in range(workers)] + [end_ms]
+    t = time.perf_counter()
+    with ProcessPoolExecutor(workers) as ex:
+        got = list(ex.map(_verify_span, [(str(state), a, b) for a, b in pairwise(cuts)]))
+    return time.perf_counter() - t, sum(v for v, _ in got)
+
+
+#: One verification of the span, timed in a fresh process of a given checkout.
+_TIMED_VERIFY = """
+import sys, time
+from pathlib import Path
+from agent.report.sources import HistorySource
+state, start, end = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+source = HistorySource(state, prefix="energy/v1", use_rollup=True)
+t, c = time.perf_counter(), time.process_time()
+v = source.verification(start, end)
+print(time.perf_counter() - t, time.process_time() - c, v.count("verified"), len(v.problems))
+"""
+
+
+def against(state: Path, start_ms: int, end_ms: int, other: Path, repeat: int, n: int) -> None:
+    """The verification of this checkout and of ``other`` (another checkout of the
+    project: the code before a change), each in its own process, alternating on the
+    same history, so that both see the same load."""
+    import os
+    import subprocess
+    import sys
+
+    here = Path(__file__).resolve().parent.parent
+    for k in range(repeat):
+        for name, root in (("this checkout", here), (str(other), other)):
+            env = {**os.environ, "PYTHONPATH": str(root)}
+            out = subprocess.run(
+                [sys.executable, "-c", _TIMED_VERIFY, str(state), str(start_ms), str(end_ms)],
+                env=env, cwd=root, check=True, capture_output=True, text=True,
+            ).stdout.split()  # fmt: skip
+            wall, cpu = float(out[0]), float(out[1])
+            print(
+                f"  [{k + 1}] verification, {name}: {wall:.2f} s wall, {cpu:.2f} s CPU "
+                f"({cpu / n * 1e6:.1f} µs a record; {out[2]} hours verified, {out[3]} problems; "
+                f"load {os.getloadavg()[0]:.1f})"
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--devices", type=int, default=200)
@@ -149,6 +212,16 @@ def main() -> None:
         "--ledger", action="store_true",
         help="seal an hourly ledger over the history and time its verification",
     )  # fmt: skip
+    ap.add_argument(
+        "--workers", type=int, default=0,
+        help="with --ledger: also verify the period's hours split over this many processes",
+    )  # fmt: skip
+    ap.add_argument(
+        "--against", type=Path, default=None,
+        help="with --ledger: time the verification of this checkout and of this other one "
+        "(e.g. main's) alternately on the same history",
+    )  # fmt: skip
+    ap.add_argument("--repeat", type=int, default=3, help="--against: rounds")
     ap.add_argument(
         "--backfill", action="store_true",
         help="drop the rollup and time its back-fill when the history is opened again",
@@ -175,6 +248,15 @@ def main() -> None:
         if args.ledger:
             sealed = seal(state, period.start_ms, period.end_ms)
             print(f"ledger: {days * 24} hourly entries sealed in {sealed:.1f} s")
+            if args.against is not None:
+                against(state, period.start_ms, period.end_ms, args.against, args.repeat, n)
+            if args.workers:
+                took, hours = pooled(state, period.start_ms, period.end_ms, args.workers)
+                print(
+                    f"  verification over {args.workers} processes: {took:.2f} s "
+                    f"({hours} hours verified), {took / n * 1e6:.1f} µs a record; "
+                    f"a month {took / n * 30 * 1440 * args.devices:.0f} s"
+                )
         month = 30 * 1440 * args.devices
         for use_rollup in (True, False):
             name = "rollup" if use_rollup else "records"

@@ -14,15 +14,28 @@ process and mosquitto:
   (pymodbus + paho, one read, ``struct``, one JSON message at QoS 1 per poll,
   nothing else; its polls one every interval/N, as a script with a task per
   device makes them);
-* ``agent``: ``energy-agent run`` with numba (warm cache);
-* ``agent, numba off``: the same with ``ENERGY_AGENT_NUMBA=off`` (the 32-bit ARM path).
+* ``agent``: ``energy-agent run`` with numba's JIT (``ENERGY_AGENT_NUMBA=jit``, warm cache);
+* ``agent-aot``: the same with the core compiled ahead of time (``ENERGY_AGENT_NUMBA=aot``;
+  the module is built first if it is missing or stale: ``python -m agent.core.aot``);
+* ``agent-nonumba``: the same with ``ENERGY_AGENT_NUMBA=off`` (the 32-bit ARM path).
+* ``agent:max_inflight=8`` (any bus key): several requests in flight on the port.
+
+``--latency-ms 20`` puts ``bench/latency_gateway.py`` between the contenders and the
+simulator: every request is forwarded 20 ms late, as behind a gateway that takes that
+long per answer (``--lines N``: at most N at once, N RS-485 lines). That is where
+``max_inflight`` matters: one request at a time, 50 meters take 50 x 20 ms a round.
 
 Headline: CPU per device-poll = utime+stime of the process tree over the window
 divided by the polls that reached the broker in it (values per poll are the
 same for every contender here, but not across the repository's benchmarks).
-Also CPU % of one core, RSS (median while running / peak), polls delivered,
-latency (payload ``ts`` to broker delivery). Load averages are printed: the
+Also CPU % of one core, RSS (median while running / peak; anonymous and file-backed),
+polls delivered, latency (payload ``ts`` to broker delivery). LLVM's pages are only
+dropped while no other process maps libllvmlite.so (agent/runtime/lowmem.py): each
+sample also counts the other processes on the machine that map it (``llvm others``),
+and whether the contender maps it itself. Load averages are printed: the
 machine is shared, so each round is short and the contenders alternate.
+For the agent also the mean duration of a poll and its failed polls (its /metrics,
+scraped at both ends of the window).
 """
 
 from __future__ import annotations
@@ -32,9 +45,11 @@ import contextlib
 import os
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -131,8 +146,46 @@ def start_plant(tmp: Path, units: int) -> tuple[Proc, int]:
     return proc, port
 
 
+def start_gateway(tmp: Path, upstream: int, latency_ms: float, lines: int) -> tuple[Proc, int]:
+    port = free_port()
+    argv = [sys.executable, "-m", "bench.latency_gateway", "--listen", str(port)]
+    argv += ["--upstream", f"{LOOPBACK}:{upstream}", "--latency-ms", str(latency_ms)]
+    argv += ["--lines", str(lines)]
+    proc = Proc(argv, tmp / f"gateway-{port}.log")
+    wait_for(lambda: "ready" in proc.text() or not proc.alive(), 30, "the gateway", 0.05)
+    if not proc.alive():
+        raise RuntimeError(f"gateway failed:\n{proc.text()}")
+    return proc, port
+
+
+def poll_metrics(http_port: int | None) -> tuple[float, float, float]:
+    """(seconds in polls, polls, failed polls) so far, from the agent's /metrics."""
+    if http_port is None:
+        return (float("nan"),) * 3
+    try:
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{http_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return (float("nan"),) * 3
+    total = {"energy_agent_poll_seconds_sum": 0.0, "energy_agent_poll_seconds_count": 0.0}
+    errors = 0.0
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in total:
+            total[name] += float(line.rsplit(" ", 1)[1])
+        elif name == "energy_agent_poll_errors_total":
+            errors += float(line.rsplit(" ", 1)[1])
+    return total["energy_agent_poll_seconds_sum"], total["energy_agent_poll_seconds_count"], errors
+
+
 def agent_config(
-    tmp: Path, gw: str, port: int, units: int, mqtt_port: int, extra: dict[str, Any]
+    tmp: Path,
+    gw: str,
+    port: int,
+    units: int,
+    mqtt_port: int,
+    extra: dict[str, Any],
+    http_port: int | None = None,
 ) -> Path:
     """The agent's config; ``extra``: bus keys (``poll_slots``) or ``section.key`` ones."""
     extra_bus = {k: v for k, v in extra.items() if "." not in k}
@@ -155,7 +208,7 @@ def agent_config(
         "mqtt": {"host": LOOPBACK, "port": mqtt_port, "client_id": f"bench-{gw}"},
         "publish": {"energy_interval_s": 60},
         "state_dir": str(tmp / f"state-{gw}"),
-        "http": {"listen": f"{LOOPBACK}:{free_port()}"},
+        "http": {"listen": f"{LOOPBACK}:{http_port or free_port()}"},
     }
     for key, value in extra.items():
         if "." in key:
@@ -166,8 +219,40 @@ def agent_config(
     return path
 
 
+LLVM_LIB = "libllvmlite"
+
+
+def maps_llvm(pid: int) -> bool:
+    with (
+        contextlib.suppress(OSError),
+        open(f"/proc/{pid}/maps", encoding="ascii", errors="replace") as f,
+    ):
+        return LLVM_LIB in f.read()
+    return False
+
+
+def llvm_mappers() -> set[int]:
+    """Every process on the machine that maps numba's LLVM library (this user can read)."""
+    return {int(e) for e in os.listdir("/proc") if e.isdigit() and maps_llvm(int(e))}
+
+
+def ensure_compiled_core(env: dict[str, str]) -> None:
+    """Build the compiled core (agent.core.aot) unless the one in place is current."""
+    check = "from agent.core import kernel; print(kernel.JIT.backend)"
+    e = dict(env, ENERGY_AGENT_NUMBA="aot")
+    probe = subprocess.run([sys.executable, "-c", check], env=e, capture_output=True, text=True)
+    if probe.stdout.strip() != "aot":
+        subprocess.run([sys.executable, "-m", "agent.core.aot"], env=env, check=True)
+
+
 def run_one(
-    sub: Subscriber, proc: Proc, gw: str, units: int, warmup: float, window: float
+    sub: Subscriber,
+    proc: Proc,
+    gw: str,
+    units: int,
+    warmup: float,
+    window: float,
+    http_port: int | None = None,
 ) -> dict[str, Any]:
     try:
         wait_for(lambda: gw in sub.first or not proc.alive(), 90, f"first publish of {gw}")
@@ -175,14 +260,19 @@ def run_one(
             raise RuntimeError(f"{gw} exited:\n{proc.text()[-3000:]}")
         time.sleep(warmup)
         ld0 = os.getloadavg()[0]
+        m0 = poll_metrics(http_port)
         t0, c0 = time.time(), tree_cpu_s(proc.pid)
-        rss, anon, file = [], [], []
+        rss, anon, file, others = [], [], [], []
+        own_llvm = maps_llvm(proc.pid)
         while time.time() < t0 + window:
             time.sleep(min(1.0, max(0.0, t0 + window - time.time())))
             rss.append(status_mb(proc.pid, "VmRSS"))
             anon.append(status_mb(proc.pid, "RssAnon"))
             file.append(status_mb(proc.pid, "RssFile"))
+            if len(rss) % 10 == 1:  # reading every process's maps costs CPU: now and then
+                others.append(len(llvm_mappers() - {proc.pid}))
         t1, c1 = time.time(), tree_cpu_s(proc.pid)
+        m1 = poll_metrics(http_port)
         hwm = status_mb(proc.pid, "VmHWM")
     finally:
         proc.stop()
@@ -206,9 +296,14 @@ def run_one(
         "anon": statistics.median(anon) if anon else float("nan"),
         "file": statistics.median(file) if file else float("nan"),
         "hwm": hwm,
+        "llvm_own": own_llvm,
+        "llvm_others": max(others, default=0),
         "p50": lat[len(lat) // 2] if lat else float("nan"),
         "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan"),
         "load": f"{ld0:.2f}",
+        # The agent's own polls: mean duration (all of a device's requests), failures.
+        "poll_ms": 1000 * (m1[0] - m0[0]) / (m1[1] - m0[1]) if m1[1] > m0[1] else float("nan"),
+        "poll_errors": m1[2] - m0[2],
     }
 
 
@@ -231,10 +326,17 @@ def main() -> None:
     ap.add_argument(
         "--contenders",
         nargs="+",
-        default=["bare", "agent", "agent-nonumba"],
-        help="bare, agent, agent-nonumba, agent-main (the code in --main-tree), or "
+        default=["bare", "agent", "agent-aot", "agent-nonumba"],
+        help="bare, agent, agent-aot, agent-nonumba, agent-main (the code in --main-tree), or "
         "agent:KEY=VALUE,... (bus keys, or section.key: settings to try)",
     )
+    ap.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="forward every request this late (bench/latency_gateway.py); 0: no gateway",
+    )
+    ap.add_argument("--lines", type=int, default=0, help="the gateway's lines (0: unlimited)")
     ap.add_argument(
         "--main-tree",
         default=None,
@@ -242,7 +344,11 @@ def main() -> None:
     )
     args = ap.parse_args()
     print(f"Machine: {describe()}")
-    print(f"Load average at start: {load()}\n")
+    print(f"Load average at start: {load()}")
+    if args.latency_ms:
+        lines = args.lines or "unlimited"
+        print(f"Gateway: {args.latency_ms:g} ms per request, lines: {lines}")
+    print()
     results: dict[tuple[int, str], list[dict[str, Any]]] = {}
     with contextlib.ExitStack() as stack:
         tmp = Path(tempfile.mkdtemp(prefix="bench-topology-", dir="/var/tmp"))
@@ -250,6 +356,8 @@ def main() -> None:
 
         stack.callback(shutil.rmtree, tmp, True)
         env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp / "numba-cache"))
+        if any(c.startswith("agent-aot") for c in args.contenders):
+            ensure_compiled_core(env)
         broker, mqtt_port = start_broker(tmp)
         stack.callback(broker.stop)
         sub = Subscriber(mqtt_port)
@@ -257,10 +365,14 @@ def main() -> None:
         for units in args.units:
             sim, port = start_plant(tmp, units)
             if units == args.units[0]:
-                cold_start(tmp, sub, port, units, mqtt_port, env)
+                cold_start(tmp, sub, port, units, mqtt_port, dict(env, ENERGY_AGENT_NUMBA="jit"))
+            gateway = None
+            if args.latency_ms:
+                gateway, port = start_gateway(tmp, port, args.latency_ms, args.lines)
             for r in range(1, args.rounds + 1):
                 for c in args.contenders:
                     gw = re.sub(r"[^a-z0-9-]+", "-", f"gw-{units}-{c}-{r}")
+                    http_port = None
                     if c == "bare":
                         argv = [sys.executable, MINIMAL, "--mqtt", f"{LOOPBACK}:{mqtt_port}"]
                         argv += ["--tcp", f"{LOOPBACK}:{port}", "--units", str(units)]
@@ -273,31 +385,41 @@ def main() -> None:
                             for kv in c.split(":", 1)[1].split(","):
                                 k, v = kv.split("=")
                                 extra[k] = yaml.safe_load(v)
-                        cfg = agent_config(tmp, gw, port, units, mqtt_port, extra)
+                        http_port = free_port()
+                        cfg = agent_config(tmp, gw, port, units, mqtt_port, extra, http_port)
                         e = dict(env)
                         if c.startswith("agent-nonumba"):
                             e["ENERGY_AGENT_NUMBA"] = "off"
+                        elif c.startswith("agent-aot"):
+                            e["ENERGY_AGENT_NUMBA"] = "aot"
+                        else:
+                            e["ENERGY_AGENT_NUMBA"] = "jit"
                         if c.startswith("agent-main"):
                             assert args.main_tree, "agent-main needs --main-tree"
                             e["PYTHONPATH"] = args.main_tree
                         proc = Proc([ENERGY_AGENT, "run", "-c", str(cfg)], tmp / f"{gw}.log", env=e)
-                    res = run_one(sub, proc, gw, units, args.warmup, args.window)
+                    res = run_one(sub, proc, gw, units, args.warmup, args.window, http_port)
                     results.setdefault((units, c), []).append(res)
                     print(
                         f"  {units} units, {c}, round {r}: {res['ms_per_poll']:.3f} ms/poll, "
                         f"{res['cpu_pct']:.1f} % CPU, {res['polls']}/{res['expected']:.0f} polls, "
                         f"RSS {res['rss']:.0f}/{res['hwm']:.0f} MB (anon {res['anon']:.0f}, "
-                        f"file {res['file']:.0f}), p50/p99 "
-                        f"{res['p50']:.0f}/{res['p99']:.0f} ms, load {res['load']}",
+                        f"file {res['file']:.0f}; LLVM own {res['llvm_own']}, others "
+                        f"{res['llvm_others']}), p50/p99 "
+                        f"{res['p50']:.0f}/{res['p99']:.0f} ms, poll {res['poll_ms']:.1f} ms "
+                        f"({res['poll_errors']:.0f} failed), load {res['load']}",
                         flush=True,
                     )
+            if gateway is not None:
+                gateway.stop()
             sim.stop()
     print(f"\nLoad average at end: {load()}\n")
     print(
         "| units | contender | CPU ms per device-poll (median; range) | × bare | CPU % of one core "
-        "| polls delivered | RSS MB median / peak | of it anon / file | latency p50 / p99 ms |"
+        "| polls delivered | RSS MB median / peak | of it anon / file | latency p50 / p99 ms "
+        "| LLVM mapped by it / by others (max) | poll ms (mean) | failed polls |"
     )
-    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|")
     for units in args.units:
         bare = results.get((units, "bare"))
         bare_ms = statistics.median(x["ms_per_poll"] for x in bare) if bare else float("nan")
@@ -314,7 +436,11 @@ def main() -> None:
                 f"| {statistics.median(x['anon'] for x in rs):.0f} / "
                 f"{statistics.median(x['file'] for x in rs):.0f} "
                 f"| {statistics.median(x['p50'] for x in rs):.0f} / "
-                f"{statistics.median(x['p99'] for x in rs):.0f} |"
+                f"{statistics.median(x['p99'] for x in rs):.0f} "
+                f"| {'yes' if any(x['llvm_own'] for x in rs) else 'no'} / "
+                f"{max(x['llvm_others'] for x in rs)} "
+                f"| {statistics.median(x['poll_ms'] for x in rs):.1f} "
+                f"| {sum(x['poll_errors'] for x in rs):.0f} |"
             )
 
 

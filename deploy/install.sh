@@ -212,6 +212,22 @@ warm_numba_cache() {
   say "compiled the core's kernels into $STATE/numba-cache"
 }
 
+# Compile the core's kernels ahead of time into the installed package
+# (agent/core/_kernel_aot*.so, from the kernel just installed): the agent then runs them
+# without importing numba or LLVM, about 100 MB less memory (docs/performance.md). Needs a
+# C compiler and Python's headers (Debian: apt install gcc python3-dev); without them the
+# agent uses numba's JIT and the cache warmed above.
+build_compiled_core() {
+  local log="$PREFIX/build-core.log"
+  if ! "$VENV/bin/python" -m agent.core.aot >"$log" 2>&1; then
+    say "could not compile the core ahead of time (see $log; a C compiler and Python's"
+    say "  headers are needed: apt install gcc python3-dev); the agent uses numba's JIT"
+    return 0
+  fi
+  rm -f "$log"
+  say "compiled the core ahead of time: the agent runs it without numba (docs/deploy.md)"
+}
+
 # The ledger (docs/ledger.md) signs with cryptography's Ed25519: installed if the
 # platform has it (a gateway without it runs with the ledger off and says so).
 install_ledger_extra() {
@@ -276,5 +292,6 @@ else
   install_ledger_extra
   ensure_ledger_key
   warm_numba_cache
+  build_compiled_core
 fi
 install_unit "$fresh_config"

@@ -60,3 +60,6 @@ class Timing:
     retries: int = 1
     #: Pause between the end of one exchange and the next request on a serial line.
     inter_frame_delay_s: float = 0.0
+    #: Modbus TCP: requests sent on the connection before the first is answered
+    #: (transaction ids tell the answers apart). 1 is one at a time, through pymodbus.
+    max_inflight: int = 1

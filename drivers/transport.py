@@ -38,12 +38,23 @@ from drivers.errors import (
     TransportError,
 )
 from drivers.frames import FrameGuard
+from drivers.pipeline import PipelinedTransport
 from drivers.registers import FunctionCode
 
 #: A frozen default: one second per request, one retry, no pause.
 DEFAULT_TIMING = Timing()
 
-__all__ = ["Endpoint", "Framing", "ModbusTransport", "Timing", "Transport"]
+__all__ = ["Endpoint", "Framing", "ModbusTransport", "Timing", "Transport", "open_bus"]
+
+
+def open_bus(
+    endpoint: Endpoint, timing: Timing = DEFAULT_TIMING, name: str = ""
+) -> ModbusTransport | PipelinedTransport:
+    """The transport for a bus: pymodbus, or the pipelined client when a Modbus TCP bus
+    may have several requests in flight (``max_inflight`` > 1, :mod:`drivers.pipeline`)."""
+    if timing.max_inflight > 1 and endpoint.framing is Framing.TCP:
+        return PipelinedTransport(endpoint, timing, name)
+    return ModbusTransport(endpoint, timing, name)
 
 
 class ModbusTransport:

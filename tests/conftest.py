@@ -7,14 +7,24 @@ import those, never this file.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
-from drivers.simulator.ptypair import PtyPair
-from tests.support.cli import Cli, free_port
-from tests.support.simulators import Simulators
+# The core's backend is the test's choice, not the checkout's: a module built by
+# `python -m agent.core.aot` next to kernel.py would otherwise switch every test (and
+# every CLI subprocess, which inherits this) from numba's JIT to it. tests/unit/core/
+# test_jit.py and tests/integration/test_aot_core.py run the compiled module on purpose;
+# ENERGY_AGENT_NUMBA=off (test_without_numba) is left as it is.
+assert "agent.core.kernel" not in sys.modules
+os.environ.setdefault("ENERGY_AGENT_NUMBA", "jit")
+
+from drivers.simulator.ptypair import PtyPair  # noqa: E402
+from tests.support.cli import Cli, free_port  # noqa: E402
+from tests.support.simulators import Simulators  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -292,12 +292,12 @@ async def _one_bus(bus: Bus, devices: list[ResolvedDevice]) -> list[Row]:
     from drivers.errors import ConnectionLost, TransportError
     from drivers.hints import failure_hint
     from drivers.reader import DeviceReader
-    from drivers.transport import ModbusTransport
+    from drivers.transport import open_bus
 
     endpoint = bus.endpoint()
     target = f"{bus.id}: {endpoint.describe()}"
     rows: list[Row] = []
-    async with ModbusTransport(endpoint, bus.timing(), name=bus.id) as transport:
+    async with open_bus(endpoint, bus.timing(), name=bus.id) as transport:
         try:
             await transport.connect()
         except TransportError as exc:

@@ -17,6 +17,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -61,7 +62,7 @@ def run_agent(args: argparse.Namespace) -> int:
         config.gateway.id,
     )
     try:
-        agent = Agent(config, ProfileLibrary())
+        agent = Agent(config, ProfileLibrary(), config_file=Path(args.config).resolve())
         # Compiled here, not at the agent's start (where it is then instant), so that the
         # first close said below is the one after the first poll.
         agent.warm_up()

@@ -186,6 +186,10 @@ class SerialPort(_Strict):
     bytesize: Literal[7, 8] = 8
 
 
+#: The most requests ``max_inflight`` lets one Modbus TCP connection carry at once.
+MAX_INFLIGHT = 64
+
+
 class Bus(_Strict):
     """One physical bus: a Modbus TCP endpoint, a serial line, or a serial line behind TCP."""
 
@@ -201,6 +205,19 @@ class Bus(_Strict):
     #: each group's polls due at the same instant, instead of one poll every
     #: interval/N (docs/performance.md, Topologies). A serial line polls one at a time.
     poll_slots: Annotated[int, Field(ge=1, le=1000)] | None = None
+    #: Modbus TCP: requests in flight on the bus's connection at once, told apart by
+    #: transaction id (drivers/pipeline.py); 1 sends one and waits for its answer.
+    max_inflight: int | None = None
+
+    @field_validator("max_inflight")
+    @classmethod
+    def _inflight_range(cls, v: int | None) -> int | None:
+        if v is not None and not 1 <= v <= MAX_INFLIGHT:
+            raise ValueError(
+                f"max_inflight must be 1..{MAX_INFLIGHT} (got {v}): 1 sends one request at a "
+                "time; set what the gateway's manual allows, often 4-16 concurrent requests"
+            )
+        return v
 
     @model_validator(mode="after")
     def _one_transport(self) -> Bus:
@@ -212,6 +229,11 @@ class Bus(_Strict):
             raise ValueError(
                 "poll_slots applies to Modbus TCP buses only (a serial line carries one "
                 "request at a time): remove it"
+            )
+        if self.max_inflight is not None and self.tcp is None:
+            raise ValueError(
+                "max_inflight applies to Modbus TCP buses only (a serial line, also behind a "
+                "TCP device server, carries one request at a time): remove it"
             )
         return self
 
@@ -243,7 +265,10 @@ class Bus(_Strict):
         if delay is None:
             delay = 20.0 if self.framing is not Framing.TCP else 0.0
         return Timing(
-            timeout_s=self.timeout_s, retries=self.retries, inter_frame_delay_s=delay / 1000.0
+            timeout_s=self.timeout_s,
+            retries=self.retries,
+            inter_frame_delay_s=delay / 1000.0,
+            max_inflight=self.max_inflight or 1,
         )
 
 

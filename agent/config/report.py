@@ -108,16 +108,24 @@ class ReportSettings(_Strict):
     lines: tuple[Grouping, ...] = ()
     products: tuple[Grouping, ...] = ()
     #: A time-of-use tariff file (YAML, docs/report.md), relative to the config file's
-    #: folder, or the name of a shipped one (``example-cn-tou``).
+    #: folder, or the name of a shipped one (``example-cn-tou``, ``cn-guangdong-2021``).
     tariff: str | None = None
     baseline: Baseline | None = None
     targets: Targets = Targets()
     #: Industrial value added by period (``"2026-11": 420.5``), in the plant's unit
     #: (e.g. 10⁴ CNY); the report's own period's value makes the per-value-added figures.
     value_added: dict[str, _Positive] = Field(default_factory=dict)
-    #: What ``energy-agent report --due`` writes to ``state_dir/reports/``: the previous
-    #: ``day``'s and/or ``month``'s report; nothing unless listed.
+    #: What ``energy-agent report --due`` writes to ``state_dir/reports/`` (started by
+    #: `run` itself, or a timer: ``schedule_by``): the previous ``day``'s and/or
+    #: ``month``'s report; nothing unless listed.
     schedule: tuple[Literal["day", "month"], ...] = ()
+    #: Who writes them: ``run`` (the agent, as a low-priority child process a little
+    #: after each local midnight) or ``timer`` (a systemd timer or cron running
+    #: ``report --due``: central sites).
+    schedule_by: Literal["run", "timer"] = "run"
+    #: Seconds after local midnight the agent starts them: the day's last records and
+    #: the ledger's last hour are in by then.
+    schedule_delay_s: Annotated[float, Field(ge=0, le=6 * 3600)] = 900.0
     #: The language of scheduled reports.
     lang: Literal["en", "zh-CN"] = "en"
 

@@ -177,15 +177,19 @@ def window_values(
     kgce: float,
     coverage: tuple[float, float, float] = (1.0, 0.0, 0.0),
     missing: tuple[int, list[str]] = (0, []),
+    net_import_kwh: float | None = None,
 ) -> dict[str, Any]:
     """One window of an intensity record from its sums, and its coverage: the shares
     measured, interpolated and missing; how many counted meters miss some of it, and
-    the first of them by name."""
+    the first of them by name. ``net_import_kwh`` (None: left out) where the site can
+    export."""
     measured, interpolated, absent = coverage
+    net = {} if net_import_kwh is None else {"net_import_kwh": net_import_kwh}
     return build(
         WINDOW,
         {
             "energy_kwh": energy_kwh,
+            **net,
             "co2_kg": co2_kg,
             "output_units": units,
             "kwh_per_unit": ratio(energy_kwh, units),

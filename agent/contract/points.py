@@ -40,6 +40,12 @@ class PointError(ValueError):
     """A payload without the shape its record needs (a caller that skipped validation)."""
 
 
+#: What a payload without its record's shape raises on the way to its points: a missing
+#: key, a wrong type, a number no double or integer holds (an integer beyond a double's
+#: range, an infinite time), so that a changed record is reported as one, not a crash.
+SHAPE_ERRORS = (KeyError, TypeError, ValueError, AttributeError, OverflowError)
+
+
 def base_tags(ref: TopicRef) -> dict[str, str]:
     tags = {"site": ref.site, "gateway": ref.gateway}
     if ref.device is not None:
@@ -52,11 +58,11 @@ def points_of(ref: TopicRef, payload: Mapping[str, Any]) -> list[Point]:
     spec = ref.kind.spec
     try:
         return _points(spec.measurement, spec.record, payload, base_tags(ref), None)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except SHAPE_ERRORS as exc:
         raise PointError(f"{ref.kind.value} payload without its shape: {exc!r}") from None
 
 
-def _number(value: Any, integer: bool) -> FieldValue:
+def field_number(value: Any, integer: bool) -> FieldValue:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{value!r} is not a number")
     return int(value) if integer else float(value)
@@ -86,9 +92,9 @@ def _points(
             if f.codes is not None:
                 fields[f.db_name] = f.codes[value]
             else:
-                fields[f.db_name] = _number(value, f.type.value == "integer")
+                fields[f.db_name] = field_number(value, f.type.value == "integer")
         elif f.store is Store.KEYS_AS_FIELDS:
-            fields.update((k, _number(v, False)) for k, v in value.items() if v is not None)
+            fields.update((k, field_number(v, False)) for k, v in value.items() if v is not None)
         else:  # KEYS_AS_POINTS
             assert isinstance(f.items, Record)
             for key, sub in value.items():

@@ -155,9 +155,10 @@ ENERGY = Record(
         Field(
             "export_kwh",
             NUMBER,
-            "energy exported in the interval (its own counter; not in energy_kwh, no CO2)",
+            "energy exported in the interval (its export counter, or its active power"
+            " integrated where negative; not in energy_kwh, no CO2)",
             unit="kWh",
-            when="an electricity meter with an export counter",
+            when="an electricity meter with an export counter, or counted by its power",
             plausible=(0.0, _E),
         ),
         Field(
@@ -277,6 +278,16 @@ WINDOW = Record(
             "the root meters' energy (electricity and gas)",
             unit="kWh",
             plausible=(0.0, _E),
+        ),
+        Field(
+            "net_import_kwh",
+            NUMBER,
+            "the root electricity meters' import minus their export (negative: the site"
+            " exported more); energy_kwh, co2_kg and the intensities stay import only",
+            unit="kWh",
+            when="a site with a meter that can export, for windows the agent has kept"
+            " export sums for (not those begun before an upgrade to them)",
+            plausible=(-_E, _E),
         ),
         Field(
             "co2_kg",

@@ -11,11 +11,14 @@ from the meter (:meth:`DeviceChannels.limit`). :class:`SiteWeights` turns per-ch
 sums in native units into the site's kWh, CO2, units and kgce: root meters only,
 so no flow is counted twice.
 
-An electricity meter whose import counter is its main quantity and which also has
-an export counter gets a second channel for it, appended after the devices'
-channels (so device ``i`` stays on channel ``i``): its energy is the record's
-``export_kwh``, with no weight in the site's sums (they stay import: CO2 is
-emitted by imported energy only).
+An electricity meter that can count export gets a second channel for it,
+appended after the devices' channels (so device ``i`` stays on channel ``i``):
+its export counter, where its import counter is its main quantity, or, for a
+meter counted by its active power, the same power readings integrated where
+negative (``POWER_EXPORT``). Its energy is the record's ``export_kwh``; in the
+site's sums it only lowers the net import (``net_kwh`` weight -1 for a root
+meter's): energy, CO2 and kgce stay import, as CO2 is emitted by imported energy
+only.
 """
 
 from __future__ import annotations
@@ -54,8 +57,10 @@ class DeviceInfo:
     quantity: Quantity
     #: The last ``seq`` of its measurements messages (they count from 1 per device).
     seq: int = 0
-    #: The channel of its export counter (None: it has none, or is not counted by import).
+    #: The channel of its export (None: it has none, or is not counted by import or power).
     export_channel: int | None = None
+    #: What that channel reads: the export counter, or the same active power.
+    export_quantity: Quantity | None = None
 
     @property
     def device(self) -> Device:
@@ -78,12 +83,22 @@ def has_export(dev: ResolvedDevice) -> bool:
     )
 
 
+def export_quantity(dev: ResolvedDevice) -> Quantity | None:
+    """What its export channel reads: its export counter, or (a meter counted by its
+    active power) that power again, integrated where negative; None: no export."""
+    if has_export(dev):
+        return Quantity.ENERGY_EXPORT_KWH
+    if dev.main is Quantity.ACTIVE_POWER_KW and dev.kind is DeviceKind.ELECTRICITY:
+        return Quantity.ACTIVE_POWER_KW
+    return None
+
+
 def channel_spec(
-    dev: ResolvedDevice, max_gap_s: float, quantity: Quantity | None = None
+    dev: ResolvedDevice, max_gap_s: float, quantity: Quantity | None = None, *, export: bool = False
 ) -> tuple[ChannelSpec, Quantity]:
     """The channel that counts this device's main flow (or ``quantity``, its export
-    counter), and the quantity it reads. Its limit and wrap range are those before the
-    meter's ratios are read."""
+    counter; ``export`` and its power: the power's negative part), and the quantity it
+    reads. Its limit and wrap range are those before the meter's ratios are read."""
     device, main = dev.device, dev.main
     if main is None:
         why = nothing_to_count(dev.kind, dev.regmap.quantities)
@@ -92,9 +107,11 @@ def channel_spec(
     gap = max(max_gap_s, 3 * device.interval_s)
     limit = channel_limit(dev, None, main)
     if not main.is_counter:  # an electricity meter counted by its power
+        kind = ChannelKind.POWER_EXPORT if export else ChannelKind.POWER
+        # The export channel reads the same quantity: its key must differ (snapshot rows).
         spec = ChannelSpec(
-            f"{device.id}/{main.value}",
-            ChannelKind.POWER,
+            f"{device.id}/{main.value}" + ("/export" if export else ""),
+            kind,
             max_rate_per_h=limit.max_rate_per_h,
             max_gap_s=gap,
         )
@@ -131,6 +148,8 @@ class SiteWeights:
     co2: np.ndarray
     units: np.ndarray
     kgce: np.ndarray
+    #: The site's net import: +1 for root electricity meters' import, -1 for their export.
+    net_kwh: np.ndarray
 
     @classmethod
     def of(cls, devices: list[DeviceInfo], config: AgentConfig) -> SiteWeights:
@@ -141,7 +160,8 @@ class SiteWeights:
             by = {Carrier.ELECTRICITY: el, Carrier.NATURAL_GAS: ng, Carrier.PRODUCTION: 0.0}
             return np.array([by[d.carrier] * r for d, r in zip(devices, roots, strict=True)])
 
-        extra = np.zeros(sum(d.export_channel is not None for d in devices))  # export: none
+        exporting = [d for d in devices if d.export_channel is not None]
+        extra = np.zeros(len(exporting))  # export: no energy, CO2, units or kgce
 
         def add_exports(a: np.ndarray) -> np.ndarray:
             return np.concatenate([a, extra.astype(a.dtype)])
@@ -156,7 +176,15 @@ class SiteWeights:
             kgce=add_exports(
                 roots_by_carrier(tce.electricity_kgce_per_kwh, tce.natural_gas_kgce_per_m3)
             ),
+            net_kwh=np.concatenate(
+                [roots_by_carrier(1.0, 0.0), [-float(d.device.parent is None) for d in exporting]]
+            ),
         )
+
+    @property
+    def net_import(self) -> bool:
+        """A root meter can export: the site's windows carry its net import."""
+        return bool((self.net_kwh < 0).any())
 
 
 class DeviceChannels:
@@ -182,10 +210,11 @@ class DeviceChannels:
         #: Per channel, the index of the device it belongs to (export channels too).
         self.device_of = list(range(len(self.devices)))
         for i, info in enumerate(self.devices):
-            if has_export(info.resolved):
-                export = Quantity.ENERGY_EXPORT_KWH
-                spec, _ = channel_spec(info.resolved, config.core.max_gap_s, export)
+            export = export_quantity(info.resolved)
+            if export is not None:
+                spec, _ = channel_spec(info.resolved, config.core.max_gap_s, export, export=True)
                 info.export_channel = len(self.specs)
+                info.export_quantity = export
                 self.specs.append(spec)
                 self.demand.append(False)
                 self.device_of.append(i)
@@ -221,8 +250,8 @@ class DeviceChannels:
     def reads(info: DeviceInfo) -> list[tuple[int, Quantity]]:
         """The device's channels and the quantity each reads: main first, then export."""
         out = [(info.channel, info.quantity)]
-        if info.export_channel is not None:
-            out.append((info.export_channel, Quantity.ENERGY_EXPORT_KWH))
+        if info.export_channel is not None and info.export_quantity is not None:
+            out.append((info.export_channel, info.export_quantity))
         return out
 
     def exported(
@@ -240,7 +269,9 @@ class DeviceChannels:
     def quantity_of(self, c: int) -> Quantity:
         """What channel ``c`` reads."""
         info = self.devices[self.device_of[c]]
-        return info.quantity if c == info.channel else Quantity.ENERGY_EXPORT_KWH
+        if c == info.channel or info.export_quantity is None:
+            return info.quantity
+        return info.export_quantity
 
     def kwh(self, i: int, native: float) -> float:
         """Device ``i``'s energy in kWh for ``native`` units of its carrier (0: production)."""

@@ -40,7 +40,7 @@ from agent.core.channels import (
     Event,
     Flag,
 )
-from agent.core.jit import choose
+from agent.core.jit import choose, guarded
 
 #: Compiled by numba, or (and why) run as Python.
 JIT, njit = choose(os.environ)
@@ -645,3 +645,11 @@ def weighted_range_sums(
             for s in range(lo, hi):
                 total += ring_e[c, s % RING] * weights[g, s % RING]
             out[c, j] = total
+
+
+# The compiled module's entry points instead of the functions above, which then stay
+# Python (njit was a no-op): the same source, compiled by numba ahead of time.
+if JIT.compiled is not None:
+    update = guarded(JIT.compiled, "update")
+    range_sums = guarded(JIT.compiled, "range_sums")
+    weighted_range_sums = guarded(JIT.compiled, "weighted_range_sums")

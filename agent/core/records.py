@@ -42,7 +42,7 @@ class RecordBuilder:
         """The record of the interval ending at ``end``: ``native`` units of the device's
         carrier (``kwh`` of energy), quality from the interval's slot ``flags``, CO2 at
         the interval's factor, coverage from the ms measured and interpolated. The
-        energy exported (``export_kwh``, its own counter) has no CO2: it is not
+        energy exported (``export_kwh``: its export counter or power) has no CO2: it is not
         emitted by this site."""
         start = end - self.interval_s * 1000
         factor = self.factors.at(info.carrier, start, end).value
@@ -97,6 +97,7 @@ class RecordBuilder:
                 t.kgce,
                 (t.share(t.measured_ms), t.share(t.interpolated_ms), t.missing_share),
                 (len(t.missing), list(t.missing[:MISSING_NAMED])),
+                t.net_import_kwh,
             )
             for name, t in windows.items()
         }

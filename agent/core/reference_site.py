@@ -9,8 +9,10 @@ computes each window of an interval ending at ``end`` straight from docs/core.md
 * ``today``: from local midnight of the day ``end − 1 ms`` belongs to;
 * ``month``: from local midnight of that day's month's first day;
 
-each slot's CO2 at the emission factor of the interval holding it; coverage
-summed over the counted channels, a channel missing from a window when it covered
+each slot's CO2 at the emission factor of the interval holding it; the net
+import (root electricity meters' import minus their export channels', where the
+site has one that can export; never unknown here: this site never restarts);
+coverage summed over the counted channels, a channel missing from a window when it covered
 less than all of it. A window is the difference of two running totals per
 channel (the totals up to each slot, in slot order): no day sums, no retention.
 """
@@ -44,6 +46,7 @@ class RefWindow:
     interpolated_share: float
     missing_share: float
     missing: tuple[str, ...]
+    net_import_kwh: float | None = None
 
 
 @dataclass
@@ -92,7 +95,9 @@ class ReferenceSite:
             if weights.energy_kwh[c] or weights.units[c] or weights.kgce[c]
         ]
         self.names = [names[c] for c in self.counted]
-        self._channels = {c: _Channel() for c in self.counted}
+        #: Channels in the net import: root electricity meters' import and export.
+        self.netted = [c for c in range(len(weights.net_kwh)) if weights.net_kwh[c]]
+        self._channels = {c: _Channel() for c in sorted({*self.counted, *self.netted})}
         self._built = False
 
     def add(
@@ -142,6 +147,9 @@ class ReferenceSite:
             if m + i < (b - a) * SLOT_MS:
                 missing.append(name)
         span = (b - a) * SLOT_MS * len(self.counted)
+        net = None
+        if (w.net_kwh < 0).any():
+            net = sum(float(self._channels[c].between(a, b)[0] * w.net_kwh[c]) for c in self.netted)
         return RefWindow(
             float(energy),
             float(co2),
@@ -151,4 +159,5 @@ class ReferenceSite:
             interpolated / span,
             max(0.0, 1.0 - (measured + interpolated) / span),
             tuple(missing),
+            net,
         )

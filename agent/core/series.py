@@ -6,8 +6,9 @@ after it began closes its slots all at once, and by then the ring has moved past
 the start of the day they belong to. So the site keeps what it needs itself, from
 the slot rows the engine returns (never from the ring):
 
-* per slot, the site's sums (kWh, kg CO2, units, kgce) and coverage (ms measured
-  and interpolated, summed over the counted channels; ms covered per channel),
+* per slot, the site's sums (kWh, kg CO2, units, kgce, net electricity import)
+  and coverage (ms measured and interpolated, summed over the counted channels;
+  ms covered per channel),
   kept from :meth:`SiteSeries.keep_from` on: the earliest slot a window may still
   need (a day and a margin before the oldest slot a channel may still close);
 * per local day, the same sums, kept for the month (and a margin).
@@ -35,8 +36,11 @@ from agent.core.factors import EmissionFactors
 from agent.core.snapshot import Snapshot, SnapshotError
 
 #: Columns of a slot's (and a day's) sums, then one column per counted channel: ms covered.
-ENERGY, CO2, UNITS, KGCE, MEASURED, INTERPOLATED = range(6)
-SUMS = 6
+ENERGY, CO2, UNITS, KGCE, MEASURED, INTERPOLATED, NET = range(7)
+SUMS = 7
+#: The sums the first series format saved (without NET: it is saved on its own, so an
+#: agent rolled back still reads the ``series`` it knows).
+SUMS_V1 = 6
 #: Slots a window may reach back from its end: a 25-hour local day (DST), and a margin.
 REACH_SLOTS = 26 * 60
 #: Finished days kept before the month of the oldest slot still needed.
@@ -62,6 +66,8 @@ class SiteSeries:
         counted = (weights.energy_kwh != 0) | (weights.units != 0) | (weights.kgce != 0)
         #: Channels counted in the site's windows, in channel order; their column offset.
         self.counted = np.flatnonzero(counted)
+        #: Channels summed: the counted ones and root meters' export (net import only).
+        self.summed = np.flatnonzero(counted | (weights.net_kwh != 0))
         self._column = np.full(len(weights.group), -1, dtype=np.int64)
         self._column[self.counted] = SUMS + np.arange(self.counted.size)
         self.width = SUMS + int(self.counted.size)
@@ -74,27 +80,33 @@ class SiteSeries:
         self._day_ords = np.zeros(0, dtype=np.int64)
         self._version = 0  # one more with every change to the days
         self._month_cache: tuple[tuple[int, int], np.ndarray] | None = None
+        #: The first slot whose NET is known (None: all are): a series restored from a
+        #: file without it knows no net import before the restart.
+        self.net_from: int | None = None
 
     # --- adding --------------------------------------------------------------------------
 
     def add(self, slots: Slots, *, by_slot: bool = False) -> None:
         """The slot rows of one engine call (any channels, any order); ``by_slot``: as
         if called once per slot, in slot order (see :func:`_add_by_slot`)."""
+        w = self.weights
         col = self._column[slots.channel]
-        take = col >= 0
+        # Export channels add to NET only: no coverage of their own (their meter's is).
+        take = (col >= 0) | (w.net_kwh[slots.channel] != 0)
         if not take.any():
             return
         c, s, col = slots.channel[take], slots.slot[take], col[take]
         e = slots.energy[take]
-        w = self.weights
         rows = np.zeros((s.size, self.width), dtype=np.float64)
         rows[:, ENERGY] = e * w.energy_kwh[c]
         rows[:, CO2] = e * w.co2[c] * self._factor(s, w.group[c])
         rows[:, UNITS] = e * w.units[c]
         rows[:, KGCE] = e * w.kgce[c]
-        rows[:, MEASURED] = slots.measured_ms[take]
-        rows[:, INTERPOLATED] = slots.interpolated_ms[take]
-        rows[np.arange(s.size), col] = rows[:, MEASURED] + rows[:, INTERPOLATED]
+        rows[:, NET] = e * w.net_kwh[c]
+        cov = np.flatnonzero(col >= 0)
+        rows[cov, MEASURED] = slots.measured_ms[take][cov]
+        rows[cov, INTERPOLATED] = slots.interpolated_ms[take][cov]
+        rows[cov, col[cov]] = rows[cov, MEASURED] + rows[cov, INTERPOLATED]
         self._reserve(int(s.min()), int(s.max()) + 1)
         ords = self._day_of(s)
         self._version += 1
@@ -207,6 +219,10 @@ class SiteSeries:
             out[i] = acc
         return out
 
+    def set_day(self, ordinal: int, sums: np.ndarray) -> None:
+        self.days[ordinal] = sums
+        self._version += 1
+
     def days_of_month_before(self, day: date) -> np.ndarray:
         """The sums of the local days of ``day``'s month before it (cached until a slot
         is added)."""
@@ -223,9 +239,16 @@ class SiteSeries:
 
     # --- snapshot ------------------------------------------------------------------------
 
+    def net_known(self, first: int) -> bool:
+        """The net import of a window from slot ``first`` on is known: all its slots were
+        summed with their export."""
+        return self.net_from is None or first >= self.net_from
+
     def save(self, snap: Snapshot, names: list[str]) -> None:
         """The slots a window may still need, the days, and the counted devices' names
-        (``names``, in column order: a restore matches the coverage columns by them)."""
+        (``names``, in column order: a restore matches the coverage columns by them).
+        The first format's arrays as they were; NET beside them (``series_net``,
+        ``series_days_net``), and from which slot it is known."""
         lo = self.base
         if self._keep_from is not None:
             lo = max(lo, min(self._keep_from, self.base + self.data.shape[0]))
@@ -234,8 +257,12 @@ class SiteSeries:
         rows = rows[: int(last[-1]) + 1] if last.size else rows[:0]
         snap.put("series_base", lo)
         snap.put("series_columns", names)
-        snap.put_array("series", rows)
-        snap.put("series_days", {str(d): v.tolist() for d, v in self.days.items()})
+        snap.put_array("series", np.delete(rows, NET, axis=1))
+        snap.put_array("series_net", rows[:, NET])
+        days = sorted(self.days.items())
+        snap.put("series_days", {str(d): np.delete(v, NET).tolist() for d, v in days})
+        snap.put("series_days_net", {str(d): float(v[NET]) for d, v in days})
+        snap.put("series_net_from", self.net_from)
 
     def restore_from(self, snap: Snapshot, names: list[str]) -> Callable[[], None] | None:
         """The series saved in ``snap``; None when the file predates it. A device counted
@@ -247,47 +274,76 @@ class SiteSeries:
         saved = snap.value("series_columns", lambda v: [str(n) for n in v])
         rows = snap.arrays["series"]
         days = snap.value("series_days", _day_sums)
-        if rows.ndim != 2 or rows.shape[1] != SUMS + len(saved):
+        if rows.ndim != 2 or rows.shape[1] != SUMS_V1 + len(saved):
             raise SnapshotError(f"{snap.path}: series of {rows.shape} for {len(saved)} devices")
-        src = [SUMS + saved.index(n) if n in saved else -1 for n in names]
+        net = _net_of(snap, rows.shape[0])
+        src = [SUMS_V1 + saved.index(n) if n in saved else -1 for n in names]
 
-        def columns(a: np.ndarray) -> np.ndarray:
+        def columns(a: np.ndarray, net: np.ndarray | float) -> np.ndarray:
             out = np.zeros((*a.shape[:-1], self.width))
-            out[..., :SUMS] = a[..., :SUMS]
+            out[..., :SUMS_V1] = a[..., :SUMS_V1]
+            out[..., NET] = net
             for j, k in enumerate(src):
                 if k >= 0:
                     out[..., SUMS + j] = a[..., k]
             return out
 
         def restore() -> None:
-            self.base, self.data = base, columns(np.asarray(rows, dtype=np.float64))
-            self.days = {d: columns(v) for d, v in days.items() if v.size == len(saved) + SUMS}
+            self.base = base
+            self.data = columns(np.asarray(rows, dtype=np.float64), net[0])
+            self.days = {
+                d: columns(v, net[1].get(d, 0.0))
+                for d, v in days.items()
+                if v.size == len(saved) + SUMS_V1
+            }
+            self.net_from = net[2] if net[3] else self.data_end()
             self._version += 1
 
         return restore
 
-    def seed(
-        self,
-        slots: Slots,
-        ring_from: int,
-        data_from: int,
-        days: dict[date, tuple[float, float, float, float]],
-    ) -> None:
-        """A file of an earlier format: the slots its engine ring still holds (from
-        ``ring_from`` on; the data began at ``data_from``), and the finished days it
-        kept. A day with data before the ring's first slot is taken whole from the
-        file, its coverage unknown and so counted as measured."""
-        self.add(slots)
-        for d, (energy, co2, units, kgce) in days.items():
-            start = self.calendar.day_start_ms(d)
-            if max(start // SLOT_MS, data_from) >= ring_from:
-                continue  # all of its data is in the ring
-            ms = self.calendar.day_start_ms(date.fromordinal(d.toordinal() + 1)) - start
-            sums = np.zeros(self.width)
-            sums[:SUMS] = (energy, co2, units, kgce, ms * self.counted.size, 0.0)
-            sums[SUMS:] = ms
-            self.days[d.toordinal()] = sums
-            self._version += 1
+    def data_end(self) -> int:
+        """One past the last slot with any sums (the series' base when it has none)."""
+        last = np.flatnonzero(self.data.any(axis=1))
+        return self.base + (int(last[-1]) + 1 if last.size else 0)
+
+
+def seed(
+    series: SiteSeries,
+    slots: Slots,
+    ring_from: int,
+    data_from: int,
+    days: dict[date, tuple[float, float, float, float]],
+) -> None:
+    """A file of an earlier format: the slots its engine ring still holds (from
+    ``ring_from`` on; the data began at ``data_from``), and the finished days it
+    kept. A day with data before the ring's first slot is taken whole from the
+    file, its coverage unknown and so counted as measured."""
+    series.add(slots)
+    for d, (energy, co2, units, kgce) in days.items():
+        start = series.calendar.day_start_ms(d)
+        if max(start // SLOT_MS, data_from) >= ring_from:
+            continue  # all of its data is in the ring
+        ms = series.calendar.day_start_ms(date.fromordinal(d.toordinal() + 1)) - start
+        sums = np.zeros(series.width)
+        sums[:SUMS] = (energy, co2, units, kgce, ms * series.counted.size, 0.0, 0.0)
+        sums[SUMS:] = ms
+        series.set_day(d.toordinal(), sums)
+    series.net_from = series.data_end()  # the file had no export sums: known from here on
+
+
+def _net_of(
+    snap: Snapshot, n_rows: int
+) -> tuple[np.ndarray | float, dict[int, float], int | None, bool]:
+    """The saved NET column (per slot row, per day), the slot it is known from, and
+    whether the file has it at all (a file without it: 0, known from the restart on)."""
+    net = snap.arrays.get("series_net")
+    if net is None:
+        return 0.0, {}, None, False
+    if net.shape != (n_rows,):
+        raise SnapshotError(f"{snap.path}: series_net of {net.shape} for {n_rows} rows")
+    days = snap.value("series_days_net", lambda v: {int(d): float(x) for d, x in v.items()})
+    net_from = snap.value("series_net_from", lambda v: None if v is None else int(v))
+    return np.asarray(net, dtype=np.float64), days, net_from, True
 
 
 def _add_by_slot(

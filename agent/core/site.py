@@ -33,7 +33,7 @@ from agent.contract.kinds import Message, MessageKind, Topics
 from agent.contract.vocab import DEFAULT_PREFIX
 from agent.core import snapshot
 from agent.core.calendar import SiteCalendar
-from agent.core.channels import CORRECTION, SLOT_MS, Event
+from agent.core.channels import CORRECTION, SLOT_MS, ChannelKind, Event
 from agent.core.devices import DeviceChannels, DeviceInfo, SiteError
 from agent.core.engine import CACHE_DIR, INT64_MIN, Engine, Events, Records, load_kernel
 from agent.core.factors import EmissionFactors
@@ -206,6 +206,8 @@ class SiteCore:
         for c, ts, code, value in zip(
             ev.channel.tolist(), ev.ts.tolist(), ev.event.tolist(), ev.value.tolist(), strict=True
         ):
+            if self.channels.specs[c].kind is ChannelKind.POWER_EXPORT:
+                continue  # the same reading as its import channel's, which reports it
             info = self.devices[self.channels.device_of[c]]
             correction, limit = CORRECTION[Event(code)], self.engine.max_rate(c)
             quantity = self.channels.quantity_of(c).value
@@ -280,11 +282,12 @@ class SiteCore:
 
     def _forget(self) -> None:
         """What no channel can close again no window needs again: the oldest slot a
-        counted channel may still close, or an owed record may still cover; but never
-        more than ``REVISE_DAYS`` before the newest slot closed (a meter that never comes
-        back must not make the site keep everything since it died)."""
-        counted = self.windows.series.counted
-        ends = self.engine.closed_slot_end()[counted]
+        channel summed in the site's windows (an export channel too) may still close, or
+        an owed record may still cover; but never more than ``REVISE_DAYS`` before the
+        newest slot closed (a meter that never comes back must not make the site keep
+        everything since it died)."""
+        summed = self.windows.series.summed
+        ends = self.engine.closed_slot_end()[summed]
         open_slots = ends[ends != INT64_MIN].tolist()
         owed = [e // SLOT_MS for e in self.windows.due_first()]
         if open_slots or owed:

@@ -22,6 +22,7 @@ this module keeps each rolling one's length and computes the calendar ones.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -41,10 +42,12 @@ from agent.core.series import (
     INTERPOLATED,
     KGCE,
     MEASURED,
+    NET,
     REACH_SLOTS,
     SUMS,
     UNITS,
     SiteSeries,
+    seed,
 )
 from agent.core.snapshot import Snapshot
 
@@ -70,6 +73,9 @@ class Totals:
     interpolated_ms: float = 0.0
     span_ms: float = 0.0
     missing: tuple[str, ...] = ()
+    #: Root electricity meters' import minus their export, kWh; None: the site has no
+    #: exporting meter, or the window began before the agent kept export sums.
+    net_import_kwh: float | None = None
 
     def share(self, ms: float) -> float:
         """``ms`` of the window's meter-time (at most all of it: a meter no longer
@@ -103,6 +109,7 @@ class SiteWindows:
         )
         #: The counted devices' names, in the series' column order.
         self._names = [names[c] for c in self.series.counted.tolist()]
+        self._net = weights.net_import
         self._pending: set[int] = set()
         #: Published interval ends: (revision, digest of what was published).
         self._published: dict[int, tuple[int, str]] = {}
@@ -166,6 +173,11 @@ class SiteWindows:
                 for t in windows.values()
             ]
         ).round(9)
+        if self._net:  # a site without export keeps the digests it published before
+            nets = [
+                math.nan if t.net_import_kwh is None else t.net_import_kwh for t in windows.values()
+            ]
+            numbers = np.concatenate([numbers.ravel(), np.array(nets).round(9)])
         names = "|".join(",".join(t.missing) for t in windows.values())
         digest = hashlib.blake2b(numbers.tobytes() + names.encode(), digest_size=12).hexdigest()
         before = self._published.get(end_ms)
@@ -196,7 +208,7 @@ class SiteWindows:
         month = self.series.days_of_month_before(day) + sums[-1]
         names = [*ROLLING, Window.TODAY, Window.MONTH]
         slots = np.array([*lengths, t - month_start], dtype=np.int64)
-        return dict(zip(names, self._totals(np.vstack([sums, month]), slots), strict=True))
+        return dict(zip(names, self._totals(np.vstack([sums, month]), slots, t), strict=True))
 
     def day_of(self, ms: int) -> tuple[date, int, int]:
         """The local day holding ``ms``, its first slot and its month's (cached: records
@@ -210,8 +222,9 @@ class SiteWindows:
         self._day_cache = (day, start // SLOT_MS, month_start, start, end)
         return day, start // SLOT_MS, month_start
 
-    def _totals(self, sums: np.ndarray, slots: np.ndarray) -> list[Totals]:
-        """Each row of ``sums`` (a window of ``slots[i]`` slots) as Totals."""
+    def _totals(self, sums: np.ndarray, slots: np.ndarray, end: int) -> list[Totals]:
+        """Each row of ``sums`` (a window of ``slots[i]`` slots before slot ``end``) as
+        Totals."""
         window_ms = slots * SLOT_MS
         short = sums[:, SUMS:] < window_ms[:, None]
         counted = len(self._names)
@@ -230,6 +243,11 @@ class SiteWindows:
                     interpolated_ms=row[INTERPOLATED],
                     span_ms=float(window_ms[i] * counted),
                     missing=missing,
+                    net_import_kwh=(
+                        row[NET]
+                        if self._net and self.series.net_known(end - int(slots[i]))
+                        else None
+                    ),
                 )
             )
         return out
@@ -313,7 +331,7 @@ class SiteWindows:
         n = s.size
         flags, demand = np.zeros(n, dtype=np.int64), np.full(n, np.nan)
         slots = Slots(chans, s, energy, measured, interpolated, flags, demand)
-        self.series.seed(slots, max(ring_from), min(data_from), days)
+        seed(self.series, slots, max(ring_from), min(data_from), days)
 
 
 def _days(v: Any) -> dict[date, tuple[float, float, float, float]]:

@@ -27,6 +27,7 @@ from agent.status import (
     DemandStatus,
     DeviceStatus,
     LedgerStatus,
+    ReportsStatus,
     SiteStatus,
     WindowFigures,
 )
@@ -59,11 +60,19 @@ def state_document(s: AgentStatus) -> dict[str, Any]:
         "storage": _plain(s.storage, lost_total=s.storage.lost_total),
         # The ledger and the history of records it covers (agent.runtime.ledger).
         "ledger": None if s.ledger is None else _ledger(s.ledger),
+        # The scheduled reports (agent.runtime.reports), when report.schedule lists any.
+        "reports": None
+        if s.reports is None
+        else _plain(s.reports, schedule=list(s.reports.schedule)),
         "site": _site(s.site),
         "devices": [_device(d) for d in s.devices],
         # The alarms raised now (README, Alarms), each as agent.status.AlarmStatus says.
         "alarms": [_plain(a, value=_f(a.value, 3), limit=_f(a.limit, 3)) for a in s.alarms],
     }
+
+
+def _reports(reports: ReportsStatus) -> dict[str, Any]:
+    return _plain(reports, schedule=list(reports.schedule))
 
 
 def _ledger(ledger: LedgerStatus) -> dict[str, Any]:

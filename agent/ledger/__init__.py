@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agent.ledger.errors import LedgerKeyError
+from agent.ledger.errors import KEY_FILE, LedgerKeyError
 
-__all__ = ["INSTALL_HINT", "LedgerKeyError", "crypto_missing"]
+__all__ = ["INSTALL_HINT", "KEY_FILE", "LedgerKeyError", "crypto_missing"]
 
 #: What to install when the ledger needs `cryptography`.
 INSTALL_HINT = (

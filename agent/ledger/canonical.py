@@ -24,6 +24,7 @@ from typing import Any
 from agent.contract import MessageKind, TopicRef
 from agent.contract.points import Point, points_of
 from agent.ledger import jcs
+from agent.ledger.shape import SHAPES
 
 #: The key every canonical object carries for its measurement.
 KIND = "kind"
@@ -88,7 +89,18 @@ def lines_of_points(points: Iterable[Point]) -> list[Line]:
 
 
 def lines_of(ref: TopicRef, payload: Mapping[str, Any]) -> list[Line]:
-    """The canonical lines of one record (one per database point)."""
+    """The canonical lines of one record (one per database point); a flat record's
+    (every energy record) written straight from its payload, the same bytes four
+    times faster (:mod:`agent.ledger.shape`)."""
+    shape = SHAPES.get(ref.kind)
+    if shape is not None:
+        key, text = shape.line(ref, payload)
+        return [Line(key, text)]
+    return lines_of_general(ref, payload)
+
+
+def lines_of_general(ref: TopicRef, payload: Mapping[str, Any]) -> list[Line]:
+    """:func:`lines_of` by the definition: points, objects, RFC 8785 text."""
     return lines_of_points(points_of(ref, payload))
 
 
@@ -101,11 +113,17 @@ class Digest:
         return {"records": self.records, "hash": self.hash}
 
 
+def _order(line: Line) -> tuple[tuple[str, str, int, int], str]:
+    return line.key, line.text
+
+
 def digest(lines: Iterable[Line]) -> Digest:
     """The count and SHA-256 of a set of lines, in the canonical order."""
     h = hashlib.sha256()
     n = 0
-    for line in sorted(lines):
+    # By (key, text) as the dataclass orders them, compared as plain tuples: the
+    # dataclass's own __lt__ is a Python call per comparison.
+    for line in sorted(lines, key=_order):
         h.update(line.text.encode("utf-8"))
         h.update(b"\n")
         n += 1

@@ -35,12 +35,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from agent.ledger.errors import LedgerKeyError
-from agent.pki import PkiError, write_atomic
+from agent.ledger.errors import KEY_FILE, LedgerKeyError, no_key
 
-__all__ = ["LedgerKeyError", "PublicKey", "SigningKey"]
+__all__ = ["KEY_FILE", "LedgerKeyError", "PublicKey", "SigningKey"]
 
-KEY_FILE = "ledger.key"
 NEXT_FILE = "ledger.key.next"
 PUBLIC_FILE = "ledger-keys.pub"
 
@@ -116,10 +114,7 @@ def load(path: Path) -> SigningKey:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise LedgerKeyError(
-            f"{path} does not exist: create the gateway's key with "
-            "`energy-agent keys init -c CONFIG`"
-        ) from None
+        raise no_key(path) from None
     except OSError as exc:
         raise LedgerKeyError(
             f"cannot read {path}: {exc.strerror} (it must belong to the user the agent runs as, "
@@ -135,6 +130,10 @@ def load(path: Path) -> SigningKey:
 
 
 def _save(path: Path, key: SigningKey) -> None:
+    # Here, not at the top: the certificates' module (x509, ~5 MB) is not needed by an
+    # agent that only signs.
+    from agent.pki import PkiError, write_atomic
+
     try:
         write_atomic(path, key.pem(), 0o600)
     except PkiError as exc:

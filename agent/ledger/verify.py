@@ -234,15 +234,16 @@ def verify(
 
     tally = _Tally(newest, result, in_span)
     stray: dict[int, int] = defaultdict(int)
+    topic_of = _topics(prefix)
     for r in records:
-        try:
-            ref = parse_topic(r.topic, prefix)
-        except TopicError as exc:
-            raise ValueError(f"record on {r.topic!r}: {exc}") from None
-        group = group_of(ref.kind)
+        ref, group = topic_of(r.topic)
         if group is None:
             continue
-        ts = int(r.payload["ts"])
+        ts = _time_of(r.payload)
+        if ts is None:  # changed beyond placing in a period: its own period misses it too
+            bad = f"a {ref.kind.value} record without a time: ts={r.payload.get('ts')!r}"
+            result.broken.append(Broken(0, 0, None, Failure(Reason.RECORD_CHANGED, bad)))
+            continue
         unit = unit_of(ts)
         if unit is not None:
             tally.add(unit, group, ref, r)
@@ -266,6 +267,31 @@ def verify(
 
 
 Unit = tuple[int, int]
+
+
+def _topics(prefix: str) -> Callable[[str], tuple[TopicRef, Group | None]]:
+    """A record topic's reference and group, each topic parsed once (a history's records
+    come from a few)."""
+    known: dict[str, tuple[TopicRef, Group | None]] = {}
+
+    def of(topic: str) -> tuple[TopicRef, Group | None]:
+        got = known.get(topic)
+        if got is None:
+            try:
+                ref = parse_topic(topic, prefix)
+            except TopicError as exc:
+                raise ValueError(f"record on {topic!r}: {exc}") from None
+            got = known[topic] = (ref, group_of(ref.kind))
+        return got
+
+    return of
+
+
+def _time_of(payload: Mapping[str, Any]) -> int | None:
+    try:
+        return int(payload["ts"])
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
 
 
 class _Tally:

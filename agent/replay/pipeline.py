@@ -271,14 +271,7 @@ class Backfill:
                 self._readings(b, a, e), measurements=True
             )
         else:
-            chan = self.vocab.channel[b.key]
-            main = chan >= 0
-            at = np.concatenate([[0], np.cumsum(main)]).tolist()
-            c, t, v = chan[main], b.ts[main], b.value[main]
-
-            def feed(a: int, e: int) -> list[Message]:
-                i, j = at[a], at[e]
-                return site.feed_arrays(c[i:j], t[i:j], v[i:j])
+            feed = self._array_feed(b)
 
         ts = b.ts
         k = 0
@@ -332,6 +325,25 @@ class Backfill:
             kept = self._keep(messages)
             if kept:
                 yield kept
+
+    def _array_feed(self, b: Batch) -> Callable[[int, int], list[Message]]:
+        """Rows [a, e) of ``b`` to the core as arrays: each counted row on its channel,
+        and a power-only meter's power on its export channel too."""
+        chans = [self.vocab.channel[b.key], self.vocab.also[b.key]]
+        if not (chans[1] >= 0).any():
+            chans.pop()
+        parts = []
+        for chan in chans:
+            take = chan >= 0
+            at = np.concatenate([[0], np.cumsum(take)]).tolist()
+            parts.append((at, chan[take], b.ts[take], b.value[take]))
+
+        def feed(a: int, e: int) -> list[Message]:
+            cols = [(c[at[a] : at[e]], t[at[a] : at[e]], v[at[a] : at[e]]) for at, c, t, v in parts]
+            c, t, v = (np.concatenate(col) for col in zip(*cols, strict=True))
+            return self.site.feed_arrays(c, t, v)
+
+        return feed
 
     def _readings(self, b: Batch, a: int, e: int) -> list[Reading]:
         grouped: dict[tuple[str, int], dict[Quantity, float | None]] = {}

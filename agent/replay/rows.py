@@ -95,12 +95,15 @@ class Vocabulary:
         n_keys = len(self.devices) * NQ
         #: Per key: the core channel it feeds, or -1 (not the device's main quantity).
         self.channel = np.full(n_keys, -1, dtype=np.int64)
+        #: Per key: a second channel it feeds too (a power-only meter's export), or -1.
+        self.also = np.full(n_keys, -1, dtype=np.int64)
         for i, dev in enumerate(self.devices):
             info = site.by_id[dev]
             self.channel[i * NQ + _Q_INDEX[info.quantity.value]] = info.channel
-            if info.export_channel is not None:
-                export = Quantity.ENERGY_EXPORT_KWH.value
-                self.channel[i * NQ + _Q_INDEX[export]] = info.export_channel
+            export = info.export_quantity
+            if info.export_channel is not None and export is not None:
+                into = self.also if export is info.quantity else self.channel
+                into[i * NQ + _Q_INDEX[export.value]] = info.export_channel
 
     def device(self, key: int) -> str:
         return self.devices[key // NQ]

@@ -1,9 +1,10 @@
 """Which reports are due: the previous day's and the previous month's, in the site's zone.
 
-``energy-agent report --due -c CONFIG`` (run daily by a timer, docs/report.md)
-writes each period of ``report.schedule`` that has ended and has no report yet
-to ``state_dir/reports/<period>/``: a missed day is made up on the next run, a
-report already written is left alone.
+``energy-agent report --due -c CONFIG`` (started by `run` after each local midnight,
+agent/runtime/reports.py, or daily by a timer; docs/report.md) writes each period
+of ``report.schedule`` that has ended and has no report yet to
+``state_dir/reports/<period>/``: a missed day is made up on the next run, a report
+already written is left alone.
 """
 
 from __future__ import annotations

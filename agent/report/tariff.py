@@ -3,7 +3,8 @@ of each month falls in, the price of a kWh in each band, and a demand charge per
 of the month's highest 15-minute demand (两部制电价, docs/report.md).
 
 A tariff is a YAML file, checked like the config (file, line, field, fix). One
-ships as an example (``tariffs/example-cn-tou.yaml``); a plant writes its own
+ships as an example (``tariffs/example-cn-tou.yaml``), one with a province's sourced hours
+(``tariffs/cn-guangdong-2021.yaml``, prices relative to the flat one); a plant writes its own
 from its grid company's current price sheet, since prices change every year and
 differ by province, voltage level and customer class.
 """
@@ -25,7 +26,7 @@ from agent.report import ReportError
 from confdoc.errors import DocumentError, Problem
 from confdoc.yamldoc import model_problems, parse_yaml, read_document
 
-SHIPPED = ("example-cn-tou",)
+SHIPPED = ("example-cn-tou", "cn-guangdong-2021")
 
 
 class Band(StrEnum):

@@ -48,17 +48,19 @@ from agent.runtime.outbox import (
     SqliteOutbox,
     StorageGuard,
 )
+from agent.runtime.reports import ReportJob
 from agent.runtime.scheduler import Backoff, BusPoller, DevicePoll, ResultFn, Values
 from agent.runtime.snapshots import SEQ_MARK, SNAPSHOT, CoreSnapshots
 from agent.runtime.status import StatusSource, status_line
 from agent.runtime.throttle import LogThrottle, repeats
 from agent.sdnotify import Notifier, State
 from agent.status import AgentStatus
+from drivers.endpoint import Transport
 from drivers.errors import TransportError
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
 from drivers.reader import DeviceReader
-from drivers.transport import Framing, ModbusTransport
+from drivers.transport import Framing, open_bus
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +116,9 @@ class Agent:
     """
 
     def __init__(
-        self, config: AgentConfig, library: ProfileLibrary, *, outbox: Outbox | None = None
-    ) -> None:
+        self, config: AgentConfig, library: ProfileLibrary, *, outbox: Outbox | None = None,
+        config_file: Path | None = None,
+    ) -> None:  # fmt: skip
         if config.mqtt is None:
             raise ValueError("`run` needs an `mqtt:` section in the config")
         self.config = config
@@ -164,6 +167,7 @@ class Agent:
             tick_s=config.buffer.tick_s,
             seen=self.alarms.records,
         )
+        self.reports = ReportJob(config, config_file)  # report.schedule, after midnight
         self._status = StatusSource(self)
 
     def status(self, now_ms: int | None = None) -> AgentStatus:
@@ -267,6 +271,7 @@ class Agent:
             self._store(self.site.flush(now_ms()))
             if self.alarms.on:
                 self.alarms.tick(self.status())
+            self.reports.tick(now_ms())
             # Ledger entries due now, stored in the history before they are queued here.
             if entries := await self.ledger.tick(now_ms(), self.commit):
                 self.outbox.put_many(entries)
@@ -305,10 +310,10 @@ class Agent:
         self.link.start()
         try:
             async with contextlib.AsyncExitStack() as stack:
-                transports = {}
+                transports: dict[str, Transport] = {}
                 for bus in self.config.buses:
                     transports[bus.id] = await stack.enter_async_context(
-                        ModbusTransport(bus.endpoint(), bus.timing(), name=bus.id)
+                        open_bus(bus.endpoint(), bus.timing(), name=bus.id)
                     )
                 self.pollers = build_pollers(self.config, self.library, transports, self.on_result)
                 pump = asyncio.create_task(self.pump.run(), name="mqtt-pump")
@@ -322,6 +327,7 @@ class Agent:
                         notifier.notify(State.READY, status=status_line(self.status()))
                 finally:
                     notifier.notify(State.STOPPING, status="stopping: draining the outbox")
+                    await self.reports.close()
                     await self._drain(pump)
         finally:
             await self.link.stop(
@@ -387,7 +393,7 @@ class LiveFactorInput:
 def build_pollers(
     config: AgentConfig,
     library: ProfileLibrary,
-    transports: Mapping[str, ModbusTransport],
+    transports: Mapping[str, Transport],
     on_result: ResultFn,
 ) -> list[BusPoller]:
     """One poller per bus with devices, each device backing off on its own when it fails."""

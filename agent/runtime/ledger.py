@@ -15,6 +15,7 @@ is off, said once at start and in the page's status.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import math
 import time
@@ -26,8 +27,9 @@ from agent.contract import Message, MessageKind, TopicRef, Topics, encode
 from agent.history import HISTORY_FILE, History, HistoryError
 from agent.history.db import NewRecord
 from agent.history.writer import new_record
-from agent.ledger import LedgerKeyError, crypto_missing
+from agent.ledger import KEY_FILE, LedgerKeyError, crypto_missing
 from agent.ledger.canonical import group_of
+from agent.ledger.errors import no_key
 from agent.runtime.outbox import Item, Kind
 from agent.runtime.throttle import LogThrottle, repeats
 from agent.status import LedgerStatus
@@ -73,6 +75,10 @@ class LedgerJob:
         """Begin or continue the chain; the entries to publish now (a crash may have left
         one stored and not queued). The ledger stays off, said once, if it cannot run."""
         self._prune(now_ms)
+        key = self.config.state_dir / KEY_FILE
+        if not key.exists() and importlib.util.find_spec("cryptography") is not None:
+            # Nothing to sign with: `cryptography` (~6 MB resident) stays unloaded.
+            return self._off(str(no_key(key)))
         missing = crypto_missing()
         if missing is not None:
             return self._off(missing)

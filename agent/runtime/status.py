@@ -61,6 +61,7 @@ from agent.status import (
     MainReading,
     MeterDemand,
     OutboxStatus,
+    ReportsStatus,
     SiteStatus,
     StorageStatus,
     WindowFigures,
@@ -113,6 +114,8 @@ class Runtime(Protocol):
     def ledger(self) -> LedgerSource: ...
     @property
     def alarms(self) -> AlarmSource: ...
+    @property
+    def reports(self) -> ReportsSource: ...
 
 
 class AlarmSource(Protocol):
@@ -120,6 +123,12 @@ class AlarmSource(Protocol):
 
     def status(self) -> tuple[AlarmStatus, ...]: ...
     def counts(self) -> AlarmCounts: ...
+
+
+class ReportsSource(Protocol):
+    """The scheduled reports (agent.runtime.reports.ReportJob)."""
+
+    def status(self) -> ReportsStatus | None: ...
 
 
 class LedgerSource(Protocol):
@@ -172,12 +181,14 @@ class StatusSource:
         storage = rt.outbox.health()
         outbox = self._outbox(now, link.connected)
         ledger = rt.ledger.status()
+        reports = rt.reports.status()
         problems = [
             *_link_problems(link),
             *_storage_problems(storage),
             *_history_problems(ledger.history),
             *_outbox_problems(outbox),
             *_device_problems(devices),
+            *([f"scheduled reports failing: {reports.error}"] if reports and reports.error else []),
         ]
         return AgentStatus(
             ts=now,
@@ -189,6 +200,7 @@ class StatusSource:
             site=_site(rt.site, devices),
             devices=devices,
             ledger=ledger,
+            reports=reports,
             alarms=rt.alarms.status(),
             alarm_counts=rt.alarms.counts(),
         )

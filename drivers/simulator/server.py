@@ -20,9 +20,11 @@ from typing import Any, Self
 
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
-from pymodbus.exceptions import NoSuchIdException
+from pymodbus.exceptions import ModbusIOException, NoSuchIdException
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.server.requesthandler import ServerRequestHandler
+from pymodbus.transaction import TransactionManager
 
 from drivers.image import IllegalRead, RegisterImage
 from drivers.registers import Table
@@ -106,6 +108,54 @@ class _Datastore(ModbusServerContext):
         return ExcCodes.ILLEGAL_FUNCTION  # simulated meters are read-only
 
 
+class _PipelinedHandler(ServerRequestHandler):
+    """One Modbus TCP connection that answers every request it gets, each in its own task.
+
+    pymodbus 3.16's handler takes one frame per receive and leaves the rest in its
+    buffer until more bytes come, and answers with the transaction id and unit of
+    the *latest* request after the datastore's await (``self.last_pdu``): a client
+    with several requests in flight got lost or crossed answers. Here every frame
+    of a receive is taken, and each answer is built from its own request, so the
+    simulator is a gateway that allows ``max_inflight`` > 1 (answers in the order
+    the meters finish: a slow meter's answer comes after a fast one's).
+    """
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)  # type: ignore[no-untyped-call]
+        self._answering: set[asyncio.Task[None]] = set()
+
+    def callback_data(self, data: bytes, addr: tuple[str, int] | None = None) -> int:
+        used = 0
+        while used < len(data):
+            try:
+                n = TransactionManager.callback_data(self, data[used:], addr)
+            except ModbusIOException:
+                return used + int(super().callback_data(data[used:], addr))
+            if not n:
+                break
+            used += n
+            pdu, self.last_pdu = self.last_pdu, None
+            if pdu is not None:
+                task = asyncio.get_running_loop().create_task(self._answer(pdu, self.last_addr))
+                self._answering.add(task)
+                task.add_done_callback(self._answering.discard)
+        return used
+
+    async def _answer(self, pdu: Any, addr: Any) -> None:
+        try:
+            response = await pdu.datastore_update(self.server.context, pdu.dev_id)
+        except NoSuchIdException:
+            return  # nobody at this unit id: silence, as on a real bus
+        response.transaction_id = pdu.transaction_id
+        response.dev_id = pdu.dev_id
+        self.server_send(response, addr)  # type: ignore[no-untyped-call]
+
+
+class _PipelinedTcpServer(ModbusTcpServer):
+    def callback_new_connection(self) -> _PipelinedHandler:
+        return _PipelinedHandler(self, self.trace_packet, self.trace_pdu, self.trace_connect)
+
+
 class SimulatorServer:
     """One listening endpoint (a TCP port or a serial device) with one or more meters."""
 
@@ -157,7 +207,9 @@ class SimulatorServer:
             )
         else:
             framer = FramerType.RTU if ep.framing is Framing.RTU_OVER_TCP else FramerType.SOCKET
-            self._server = ModbusTcpServer(
+            # RTU over TCP is a serial line behind a box: one request at a time, pymodbus'.
+            server = _PipelinedTcpServer if framer is FramerType.SOCKET else ModbusTcpServer
+            self._server = server(
                 context,
                 framer=framer,
                 address=(ep.host, ep.port),

@@ -125,6 +125,20 @@ def test_check_reports_every_error_and_exits_2(cli) -> None:
     assert summary == f"config.yaml: {len(expected)} problems; nothing was started"
 
 
+def test_check_refuses_bad_max_inflight_with_line_field_and_fix(cli) -> None:
+    case = CASES / "config-max-inflight"
+    result = cli.run("check", "--no-files", "-c", "config.yaml", cwd=case)
+    assert result.returncode == 2, str(result)
+    _no_traceback(result)
+    *errors, summary = result.stderr.splitlines()
+    assert errors[0] == (
+        "error: config.yaml:5: buses[1].max_inflight: max_inflight must be 1..64 (got 0): "
+        "1 sends one request at a time; set what the gateway's manual allows, often 4-16 "
+        "concurrent requests"
+    )
+    assert len(errors) == 5 and summary == "config.yaml: 5 problems; nothing was started"
+
+
 def test_check_warns_where_a_counter_has_only_the_carrier_default(cli) -> None:
     """Exit 0, the OK line, and one warning per device whose glitch limit is its carrier's
     default (the case's config says which and why)."""

@@ -279,7 +279,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield root
 
 
-def test_install_lays_out_venv_config_secrets_unit_and_a_warm_cache(installed: Path) -> None:
+def test_install_lays_out_venv_config_secrets_unit_a_warm_cache_and_the_compiled_core(
+    installed: Path,
+) -> None:
     root = installed
     venv_cli = root / VENV_BIN.lstrip("/")
     assert run(venv_cli, "--version").stdout.strip() == f"energy-agent {__version__}"
@@ -316,6 +318,20 @@ def test_install_lays_out_venv_config_secrets_unit_and_a_warm_cache(installed: P
     assert done.returncode == 0, done.stderr
     assert '"energy"' not in done.stderr and "/energy" in done.stdout  # intervals closed
     assert snapshot_tree(cache) == before
+    # The core compiled ahead of time into the installed package: the installed agent
+    # runs it, and neither numba nor LLVM is loaded (the service's environment: no
+    # ENERGY_AGENT_NUMBA, no PYTHONPATH, outside the source tree).
+    python = root / "opt/energy-agent/venv/bin/python"
+    service_env = {
+        k: v for k, v in os.environ.items() if k not in ("ENERGY_AGENT_NUMBA", "PYTHONPATH")
+    }
+    probe = (
+        "import sys; from agent.core import kernel; "
+        "print(kernel.JIT.backend, sorted({m.split('.')[0] for m in sys.modules} "
+        "& {'numba', 'llvmlite'}), kernel.__file__.startswith(sys.prefix))"
+    )
+    done = run(python, "-c", probe, env=service_env, cwd=root)
+    assert done.stdout.split() == ["aot", "[]", "True"], done.stdout + done.stderr
     # The installed unit runs the installed program: verify it with that path under root.
     if ANALYZE is not None:
         copy = root / "verify" / unit.name

@@ -33,28 +33,12 @@ import pytest
 
 from agent.core.jit import ENV
 from tests.support.cli import ROOT, Cli, cli_command, env_with, free_port
+from tests.support.core_backends import CORE_TESTS, HIDDEN, hide_numba
 from tests.support.mdwe import mdwe_prefix
 
 pytestmark = pytest.mark.integration
 
 CASES = ROOT / "tests" / "cases"
-#: Every unit-test file that runs the kernels (test_jit itself compares them with numba's),
-#: and the ledger's golden vector.
-CORE_TESTS = [
-    "tests/unit/core/test_core_equivalence.py",
-    "tests/unit/core/test_core_semantics.py",
-    "tests/unit/core/test_core_accuracy.py",
-    "tests/unit/replay/test_replay_cases.py",
-    "tests/unit/replay/test_replay.py",
-    "tests/unit/core/test_site.py",
-    "tests/unit/core/test_calendar.py",
-    "tests/unit/core/test_live_factor.py",
-    "tests/unit/http/test_http.py",
-    # The ledger's canonical form must not depend on how the core runs.
-    "tests/unit/ledger/test_ledger_golden.py",
-    "tests/unit/ledger/test_jcs.py",
-]
-HIDDEN = "numba is not installed here (hidden by test_without_numba)"
 WARNING = "the core runs without numba"
 
 # pytest in the subprocess, then what the kernel module decided in that same process.
@@ -71,9 +55,7 @@ sys.exit(int(rc))
 @pytest.fixture(scope="module")
 def hidden(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
     """Environment changes that make ``import numba`` fail, as where it is not installed."""
-    root = tmp_path_factory.mktemp("no-numba")
-    (root / "numba").mkdir()
-    (root / "numba" / "__init__.py").write_text(f"raise ImportError({HIDDEN!r})\n")
+    root = hide_numba(tmp_path_factory.mktemp("no-numba"))
     return {"PYTHONPATH": str(root), ENV: None, "NUMBA_DISABLE_JIT": None}
 
 

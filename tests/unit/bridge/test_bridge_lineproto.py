@@ -213,3 +213,18 @@ def test_a_payload_of_the_wrong_kind_is_refused() -> None:
     gw = GatewayStatusModel.model_validate({"state": "online", "ts": 3, "version": "1"})
     with pytest.raises(LineProtocolError):
         to_lines(REF, gw)
+
+
+def test_a_windows_net_import_is_a_field_negative_when_the_site_exported_more() -> None:
+    """tests/cases/replay-net-import's 1m window at 00:10: 0.5 kWh imported, 1.0 exported:
+    net_import_kwh -0.5 beside the import-only energy and CO2 (a window without it, one
+    begun before an upgrade, has no such field: unknown, not 0)."""
+    window = window_values(0.5, 0.25, 0.0, 0.06145, net_import_kwh=-0.5)
+    unknown = window_values(6.1, 3.05, 0.0, 0.7497)
+    model = IntensityModel.model_validate({"ts": 9, "windows": {"1m": window, "today": unknown}})
+    one_minute, today = to_lines(TopicRef(MessageKind.INTENSITY, "plant-a", "gw-01"), model)
+    assert one_minute.startswith(
+        "intensity,gateway=gw-01,site=plant-a,window=1m energy_kwh=0.5,net_import_kwh=-0.5,"
+        "co2_kg=0.25,"
+    )
+    assert "net_import_kwh" not in today

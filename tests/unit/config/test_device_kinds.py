@@ -122,13 +122,16 @@ def test_each_device_is_resolved_with_its_profile_and_the_core_counts_that() -> 
     ]
     # its own limit, else its carrier's default (no profile rating here; docs/core.md)
     rates = [s.max_rate_per_h for s in channels.specs]
-    assert rates == [400, 2e6, 50, 1e9, 400]
-    # the SDM630 has an export counter: its own channel after the devices', same limit
-    assert [d.export_channel for d in channels.devices] == [4, None, None, None]
+    assert rates == [400, 2e6, 50, 1e9, 400, 2e6]
+    # the SDM630 has an export counter: its own channel after the devices', same limit;
+    # the fan, counted by its power, the same power's negative part (its own key)
+    assert [d.export_channel for d in channels.devices] == [4, 5, None, None]
     assert channels.specs[4].key == "press/energy_export_kwh"
-    assert channels.device_of == [0, 1, 2, 3, 0]
+    assert channels.specs[5].key == "fan/active_power_kw/export"
+    assert channels.specs[5].kind is ChannelKind.POWER_EXPORT
+    assert channels.device_of == [0, 1, 2, 3, 0, 1]
     # 15-minute demand is tracked for electricity only (import)
-    assert channels.demand == [True, True, False, False, False]
+    assert channels.demand == [True, True, False, False, False, False]
 
 
 def test_resolving_is_done_once_per_profile_library() -> None:

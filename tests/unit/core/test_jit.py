@@ -1,21 +1,21 @@
-"""The core without numba: the same kernels as Python, the same bits, and a warning.
+"""The core's three backends: the same kernels, the same bits, and a warning when it matters.
 
-A second copy of ``agent/core/kernel.py`` is loaded here with
-``ENERGY_AGENT_NUMBA=off`` (the choice is made when the module is imported), so the
-plain-Python kernels run in this process next to the compiled ones and are fed the
-equivalence tests' random streams: every output and every state array must be equal
-bit for bit, not merely close. A gateway without numba at all (numba unimportable)
-is tested in a subprocess by tests/integration/test_without_numba.py.
+Copies of ``agent/core/kernel.py`` are loaded here with ``ENERGY_AGENT_NUMBA=jit``
+(numba's JIT), ``off`` (plain Python) and ``aot`` (the module ``python -m
+agent.core.aot`` builds, built here into a temporary directory); the choice is
+made when the module is imported. All three run in this process and are fed the
+equivalence tests' random streams: every output and every state array must be
+equal bit for bit, not merely close. A gateway without numba at all (numba
+unimportable) is tested in a subprocess by tests/integration/test_without_numba.py,
+the compiled module without numba by tests/integration/test_aot_core.py.
 """
 
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
 import logging
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -29,12 +29,13 @@ from agent.contract import encode
 from agent.core import kernel
 from agent.core.channels import RING
 from agent.core.engine import Engine
-from agent.core.jit import ENV, Backend, JitSettingError, choose
+from agent.core.jit import AOT_MODULE, ENV, Backend, JitSettingError, choose, source_hash
 from agent.core.site import Reading, SiteCore
 from agent.runtime.agent import Agent, warm_up
 from agent.runtime.outbox import MemoryOutbox
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
+from tests.support.core_backends import build_compiled, fresh_kernel, load_compiled
 from tests.support.core_scenarios import (
     apply_change,
     make_engine,
@@ -48,15 +49,30 @@ LIBRARY = ProfileLibrary()
 
 
 @pytest.fixture(scope="module")
-def python_kernel() -> Iterator[ModuleType]:
+def python_kernel() -> ModuleType:
     """``agent/core/kernel.py`` imported afresh with numba turned off."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(ENV, "off")
-        spec = importlib.util.spec_from_file_location("kernel_without_numba", kernel.__file__)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    yield module
+    return fresh_kernel("off")
+
+
+@pytest.fixture(scope="module")
+def jit_kernel() -> ModuleType:
+    """... compiled by numba's JIT (whether or not a compiled module is built here)."""
+    return kernel if kernel.JIT.backend is Backend.NUMBA else fresh_kernel("jit")
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory: pytest.TempPathFactory) -> ModuleType:
+    """The module ``python -m agent.core.aot`` builds, from this checkout's kernel."""
+    return load_compiled(build_compiled(tmp_path_factory.mktemp("aot")))
+
+
+@pytest.fixture(scope="module")
+def aot_kernel(compiled: ModuleType) -> ModuleType:
+    return fresh_kernel("aot", compiled)
+
+
+def _not_built() -> ModuleType:
+    raise ModuleNotFoundError(f"No module named {AOT_MODULE!r}", name=AOT_MODULE)
 
 
 # --- the choice ---------------------------------------------------------------------------
@@ -75,11 +91,77 @@ def test_off_keeps_the_functions_as_they_are(value: str) -> None:
 
 
 @pytest.mark.parametrize("value", ["", "auto", "on", "1"])
-def test_numba_compiles_the_kernels_when_it_can(value: str) -> None:
-    jit, _ = choose({ENV: value})
+def test_numba_compiles_the_kernels_when_no_module_is_built(value: str) -> None:
+    jit, _ = choose({ENV: value}, import_aot=_not_built)
     assert jit.backend is Backend.NUMBA and jit.warning() is None
-    assert kernel.JIT.backend is Backend.NUMBA  # this test environment has numba
-    assert not inspect.isfunction(kernel.update)  # a numba dispatcher
+
+
+@pytest.mark.parametrize("value", ["jit", "JIT", "numba"])
+def test_jit_has_numba_compile_them_even_when_a_module_is_built(
+    value: str, compiled: ModuleType, jit_kernel: ModuleType
+) -> None:
+    jit, _ = choose({ENV: value}, import_aot=lambda: compiled)
+    assert jit.backend is Backend.NUMBA and jit.warning() is None
+    assert jit_kernel.JIT.backend is Backend.NUMBA  # this test environment has numba
+    assert not inspect.isfunction(jit_kernel.update)  # a numba dispatcher
+
+
+@pytest.mark.parametrize("value", ["", "auto", "aot"])
+def test_a_module_built_from_this_kernel_is_used(
+    value: str, compiled: ModuleType, aot_kernel: ModuleType
+) -> None:
+    jit, njit = choose({ENV: value}, import_aot=lambda: compiled)
+    assert jit.backend is Backend.AOT and jit.compiled is compiled and jit.warning() is None
+
+    def f(x: int) -> int:
+        return x + 1
+
+    assert njit(cache=True)(f) is f  # the rest of the kernel module stays Python
+    assert aot_kernel.JIT.backend is Backend.AOT
+    assert compiled.source_hash() == source_hash()
+
+
+def test_a_stale_module_is_refused_and_numba_compiles_instead(compiled: ModuleType) -> None:
+    """An upgrade that changed the kernel but did not rebuild: old machine code never runs."""
+    jit, _ = choose({}, import_aot=lambda: compiled, expected_hash=lambda: 12345)
+    assert jit.backend is Backend.NUMBA
+    warning = jit.warning()
+    assert warning is not None
+    assert "was built from another version of agent/core/kernel.py" in warning
+    assert "python -m agent.core.aot" in warning and "numba compiles" in warning
+    assert compiled.__file__ in warning
+
+
+def test_a_module_asked_for_but_not_built_says_so() -> None:
+    jit, _ = choose({ENV: "aot"}, import_aot=_not_built)
+    assert jit.backend is Backend.NUMBA
+    assert f"{ENV}=aot but {AOT_MODULE} is not built" in (jit.warning() or "")
+
+
+def test_without_numba_nor_a_module_the_kernels_run_as_python() -> None:
+    jit, _ = choose(
+        {ENV: "aot"},
+        lambda: importlib.import_module("numba_not_installed_here"),
+        import_aot=_not_built,
+    )
+    assert jit.backend is Backend.PYTHON
+    assert "is not built" in jit.reason and "numba_not_installed_here" in jit.reason
+    assert "python -m agent.core.aot" in (jit.warning() or "")
+
+
+def test_the_compiled_entry_points_refuse_arrays_they_would_misread(
+    aot_kernel: ModuleType,
+) -> None:
+    """numba's dispatcher would compile a new version for int32 readings; a compiled
+    module would read their bytes as int64. The engine never passes such arrays."""
+    state = np.zeros((1, aot_kernel.NI), dtype=np.int64)
+    ring_e = np.zeros((1, RING))
+    first = np.zeros(1, dtype=np.int32)
+    with pytest.raises(TypeError, match="argument 2 must be a C-contiguous int64 array"):
+        aot_kernel.range_sums(state, ring_e, first, first.astype(np.int64), np.zeros((1, 1)))
+    strided = np.zeros((aot_kernel.NI, 2), dtype=np.int64).T  # (2, NI), not C-contiguous
+    with pytest.raises(TypeError, match="argument 0 must be a C-contiguous int64 array"):
+        aot_kernel.range_sums(strided, ring_e, *[np.zeros(1, dtype=np.int64)] * 2, np.zeros((1, 1)))
 
 
 def test_a_misspelt_setting_is_refused_with_the_fix() -> None:
@@ -89,7 +171,9 @@ def test_a_misspelt_setting_is_refused_with_the_fix() -> None:
 
 
 def test_numba_that_cannot_be_imported_says_why() -> None:
-    jit, _ = choose({}, lambda: importlib.import_module("numba_not_installed_here"))
+    jit, _ = choose(
+        {}, lambda: importlib.import_module("numba_not_installed_here"), import_aot=_not_built
+    )
     assert jit.backend is Backend.PYTHON
     assert "No module named 'numba_not_installed_here'" in jit.reason
     warning = jit.warning()
@@ -107,17 +191,20 @@ def test_numba_that_cannot_be_imported_says_why() -> None:
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(sc=scenarios())
-def test_python_kernels_give_the_compiled_kernels_bits(python_kernel: ModuleType, sc: dict) -> None:
+def test_python_and_compiled_kernels_give_the_jit_kernels_bits(
+    jit_kernel: ModuleType, python_kernel: ModuleType, aot_kernel: ModuleType, sc: dict
+) -> None:
     """Records, slot rows (coverage, demand), event rows and every state array."""
-    engines = [make_engine(sc, kernel=k) for k in (kernel, python_kernel)]
-    assert [e.jit.backend for e in engines] == [Backend.NUMBA, Backend.PYTHON]
+    engines = [make_engine(sc, kernel=k) for k in (jit_kernel, python_kernel, aot_kernel)]
+    assert [e.jit.backend for e in engines] == [Backend.NUMBA, Backend.PYTHON, Backend.AOT]
     for k, (chans, ts, vals) in enumerate(parts(sc)):
         if k:
             apply_change(sc["changes"][k - 1], *engines)
-        compiled, python = (e.feed(chans, ts, vals) for e in engines)
-        assert same_closed(compiled, python)
+        jitted, *others = (e.feed(chans, ts, vals) for e in engines)
+        assert all(same_closed(jitted, other) for other in others)
     for name, array in engines[0].state_arrays().items():
-        assert same_bits(array, engines[1].state_arrays()[name]), name
+        for other in engines[1:]:
+            assert same_bits(array, other.state_arrays()[name]), (name, other.jit.backend)
 
     rnd: random.Random = sc["rnd"]
     top = int(engines[0].closed_slot_end().max())
@@ -126,9 +213,9 @@ def test_python_kernels_give_the_compiled_kernels_bits(python_kernel: ModuleType
     weights = np.random.default_rng(sc["weight_seed"]).uniform(0.0, 1.0, size=(2, RING))
     group = np.array(sc["groups"], dtype=np.int64)
     sums = [e.range_sums(firsts, ends) for e in engines]
-    assert same_bits(*sums)
+    assert all(same_bits(sums[0], other) for other in sums[1:])
     wsums = [e.weighted_range_sums(group, weights, firsts, ends) for e in engines]
-    assert same_bits(*wsums)
+    assert all(same_bits(wsums[0], other) for other in wsums[1:])
     for c in range(len(sc["specs"])):
         assert engines[0].demand_peak(c) == engines[1].demand_peak(c)
 
@@ -191,7 +278,7 @@ def test_the_agent_warns_once_with_the_reason_and_says_so_on_its_state(
 ) -> None:
     config = parse_config(CONFIG.replace("STATE", str(tmp_path)), "t.yaml", profiles=LIBRARY)
     agent = Agent(config, LIBRARY, outbox=MemoryOutbox(1_000_000))
-    assert agent.status().agent.core == "numba"
+    assert agent.status().agent.core == kernel.JIT.backend.value != "python"
     numba_site = agent.site
     agent.site = _python_site(config, python_kernel)
     with caplog.at_level(logging.WARNING):

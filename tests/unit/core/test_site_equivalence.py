@@ -63,18 +63,30 @@ class RecordingEngine(Engine):
         return out
 
 
-def _config(tmp: Path, zone: str, interval_s: int, gas: list[bool]) -> AgentConfig:
+#: What each kind of meter reads: a counter; an import and an export counter; power.
+QUANTITIES = {
+    "electricity": ["energy_import_kwh"],
+    "gas": ["gas_volume_m3"],
+    "export": ["energy_import_kwh", "energy_export_kwh"],
+    "power": ["active_power_kw"],
+}
+
+
+def _config(tmp: Path, zone: str, interval_s: int, kinds: list[str]) -> AgentConfig:
     devices = []
-    for k, is_gas in enumerate(gas):
-        q = "gas_volume_m3" if is_gas else "energy_import_kwh"
+    for k, kind in enumerate(kinds):
+        registers = [
+            {"quantity": q, "table": "input", "address": 4 * j, "type": "float64"}
+            for j, q in enumerate(QUANTITIES[kind])
+        ]
         devices.append(
             {
                 "id": f"m{k + 1}",
                 "bus": "bus-1",
                 "unit": k + 1,
                 "interval_s": 60,
-                "kind": "gas" if is_gas else "electricity",
-                "registers": [{"quantity": q, "table": "input", "address": 0, "type": "float64"}],
+                "kind": "gas" if kind == "gas" else "electricity",
+                "registers": registers,
             }
         )
     return AgentConfig.model_validate(
@@ -107,7 +119,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
             outages.append((start, start + length))
         meters.append(
             {
-                "gas": draw(st.booleans()),
+                "kind": draw(st.sampled_from(list(QUANTITIES))),
                 "period": draw(st.sampled_from([5, 10, 15, 30])) * MIN,
                 "phase": draw(st.integers(0, 59)) * 1000,
                 "outages": outages,
@@ -125,16 +137,20 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
 
 def _readings(sc: dict[str, Any]) -> list[Reading]:
     out = []
-    q_el, q_gas = Quantity.ENERGY_IMPORT_KWH, Quantity.GAS_VOLUME_M3
     for k, m in enumerate(sc["meters"]):
         rng = random.Random(m["seed"])
-        value = rng.uniform(0, 1e5)
+        quantities = [Quantity(q) for q in QUANTITIES[m["kind"]]]
+        values = [rng.uniform(0, 1e5) for _ in quantities]
         t = sc["start"] + m["phase"]
         while t < sc["start"] + sc["span"]:
-            value += rng.uniform(0, 20) * m["period"] / 3_600_000  # up to 20 kW (m3/h)
+            for j, q in enumerate(quantities):
+                if q is Quantity.ACTIVE_POWER_KW:
+                    values[j] = rng.uniform(-20, 20)  # importing or exporting
+                else:  # up to 20 kW (m3/h)
+                    values[j] += rng.uniform(0, 20) * m["period"] / 3_600_000
             off = any(a <= t - sc["start"] < b for a, b in m["outages"])
             if not off:
-                out.append(Reading(f"m{k + 1}", t, {q_gas if m["gas"] else q_el: value}))
+                out.append(Reading(f"m{k + 1}", t, dict(zip(quantities, values, strict=True))))
             t += m["period"]
     out.sort(key=lambda r: (r.ts, r.device))
     return out
@@ -168,7 +184,7 @@ def test_the_last_revision_of_every_site_record_is_the_references(
     sc: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     tmp = tmp_path_factory.mktemp("site")
-    config = _config(tmp, sc["zone"], sc["interval_s"], [m["gas"] for m in sc["meters"]])
+    config = _config(tmp, sc["zone"], sc["interval_s"], [m["kind"] for m in sc["meters"]])
     probe = SiteCore(config, LIBRARY)
     engine = RecordingEngine(
         probe.channels.specs,
@@ -219,3 +235,8 @@ def test_the_last_revision_of_every_site_record_is_the_references(
             assert got["missing_share"] == pytest.approx(w.missing_share, abs=2e-9), where
             assert got["missing_devices"] == list(w.missing[:5]), where
             assert got["missing_count"] == len(w.missing), where
+            if w.net_import_kwh is None:
+                assert "net_import_kwh" not in got, where
+            else:
+                net = pytest.approx(w.net_import_kwh, rel=1e-9, abs=1e-6)
+                assert got["net_import_kwh"] == net, where

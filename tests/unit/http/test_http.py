@@ -137,6 +137,7 @@ async def test_state_document(server: HttpServer, agent: Agent) -> None:
         "buffer",
         "storage",
         "ledger",
+        "reports",
         "site",
         "devices",
         "alarms",

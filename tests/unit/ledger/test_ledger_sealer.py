@@ -343,3 +343,34 @@ def test_records_are_read_once_in_time_order_and_one_out_of_order_is_named(
     first = result.first()
     assert first.start == T0 + MIN and first.failure.reason is Reason.RECORD_MISSING
     assert any("out of time order" in str(b) for b in result.broken)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"energy_kwh": 0.1001},  # any stored number (m1 has 0.1, 0.101, ...)
+        {"co2_kg": 0.0},
+        {"avg_power_kw": -1.0},
+        {"ef_kg_per_kwh": 0.57},
+        {"interval_s": 61},
+        {"quality": "estimated"},  # a tag
+        {"carrier": "gas"},
+        {"export_kwh": 0.0},  # a field the record did not have
+        {"energy_kwh": None},  # a field taken away
+        {"ts": "later"},  # no longer a record at all
+        {"ts": float("inf")},
+        {"interval_s": float("inf")},  # no integer: reported, not a crash
+        {"energy_kwh": 10**400},  # no double: reported, not a crash
+    ],
+)
+def test_every_hashed_field_of_an_energy_record_is_covered(
+    sealed: LedgerGateway, change: dict[str, Any]
+) -> None:
+    recs = records(sealed)
+    i = next(i for i, r in enumerate(recs) if r.topic.endswith("/m1/energy"))
+    p = {**recs[i].payload, **change}
+    recs[i] = RecordIn(recs[i].topic, p)
+    result = verify(
+        sealed.entries(), recs, Keyring(keys.known(sealed.state_dir)), prefix="energy/v1"
+    )
+    assert reason_of(result) is Reason.RECORD_CHANGED

@@ -48,6 +48,7 @@ COLUMNS = [
     "volume_m3",
     "units",
     "unmetered_kwh",
+    "net_import_kwh",
     "output_units",
     "kwh_per_unit",
     "kgco2_per_unit",

@@ -55,3 +55,23 @@ def test_a_wrong_tariff_names_its_line(tmp_path: Path, hours: str, words: str, l
 def test_an_unknown_shipped_name() -> None:
     with pytest.raises(ReportError, match="no such shipped tariff"):
         load_tariff("jiangsu-2031")
+
+
+def test_the_shipped_guangdong_bands_are_the_2021_notices() -> None:
+    """Hand-read from the notice: peak 10-12 h and 14-19 h, valley 0-8 h, flat the rest;
+    sharp 11-12 h and 15-17 h in July to September at peak + 25 %; 1.7 : 1 : 0.38."""
+    t = load_tariff("cn-guangdong-2021")
+    assert len(t.table) == 12 * 24
+    november = [t.band(11, h) for h in range(24)]
+    assert [h for h, b in enumerate(november) if b is Band.PEAK] == [10, 11, 14, 15, 16, 17, 18]
+    assert [h for h, b in enumerate(november) if b is Band.VALLEY] == list(range(8))
+    assert november.count(Band.FLAT) == 24 - 7 - 8
+    for month in (7, 8, 9):
+        day = [t.band(month, h) for h in range(24)]
+        assert [h for h, b in enumerate(day) if b is Band.SHARP] == [11, 15, 16]
+        assert [h for h, b in enumerate(day) if b is Band.PEAK] == [10, 14, 17, 18]
+    assert Band.SHARP not in {t.band(6, h) for h in range(24)}
+    assert t.price(Band.FLAT) == 1.0 and t.price(Band.PEAK) == 1.7
+    assert t.price(Band.VALLEY) == 0.38 and t.price(Band.SHARP) == 1.7 * 1.25
+    assert t.model.demand_charge_per_kw_month is None
+    assert "not yuan" in t.model.source and t.model.currency == "flat = 1"
