@@ -11,10 +11,12 @@ Regular means that nothing but the plain closing of intervals happens in the bat
 so the per-slot path's order of work is known in advance: every channel has data and
 its reading in every slot (so each slot closes for all channels in the next slot's
 call, each interval's energy records and then its intensity record go out at once),
-no corrections (events), no meter tree, electricity meters without an export counter,
-nothing owed or held from before, and the months the engine knows already cover the
-batch. Whatever the engine then reports must be exactly that (else its state is put
-back and the caller feeds those slots one at a time).
+no corrections (events), no meter tree, electricity meters only (an export channel,
+a counter's or a power-only meter's, reads in every slot too and closes with its
+meter: the record's ``export_kwh``, and the windows' ``net_import_kwh`` from the
+series' NET column), nothing owed or held from before, and the months the engine
+knows already cover the batch. Whatever the engine then reports must be exactly
+that (else its state is put back and the caller feeds those slots one at a time).
 
 The numbers are the per-slot path's own: the same series rows and day sums
 (``SiteSeries.add(..., by_slot=True)``), the window sums in the same order
@@ -110,8 +112,12 @@ class BulkLane:
         seen = np.unique(group * m + chans)
         if seen.size != first.size * live.size or not np.isin(chans, live).all():
             return None  # a slot without some channel's reading, or a channel starting
-        covered = site.months_covered()
-        if covered is None or not covered[0] <= int(ts[0]) <= int(ts[-1]) <= covered[1]:
+        covered = site.months_covered
+        if covered is None or not covered[0] <= int(ts.min()) <= int(ts.max()) <= covered[1]:
+            return None
+        if self.text.net and site.windows.series.net_from is not None:
+            # restored from a file without export sums: a window begun before it leaves
+            # net_import_kwh out, which one template cannot (replay starts afresh)
             return None
         return live, o
 

@@ -19,7 +19,7 @@ import numpy as np
 from agent.contract.kinds import Message, MessageKind
 from agent.contract.vocab import Window
 from agent.core.channels import SLOT_MS, quality_of
-from agent.core.series import CO2, ENERGY, INTERPOLATED, KGCE, MEASURED, SUMS, UNITS
+from agent.core.series import CO2, ENERGY, INTERPOLATED, KGCE, MEASURED, NET, SUMS, UNITS
 from agent.core.site import SiteCore
 from agent.core.windows import MISSING_NAMED, ROLLING, Totals
 
@@ -123,7 +123,12 @@ class BulkText:
 
     def _intensity_templates(self) -> tuple[str, str]:
         """A window's payload, and the record's around its windows, with ``%s``."""
-        totals = {w: Totals(1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0) for w in _WINDOWS}
+        #: The site's windows carry its net import (a root meter can export).
+        self.net = self.site.windows.series.weights.net_import
+        net = 1.0 if self.net else None
+        totals = {
+            w: Totals(1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, net_import_kwh=net) for w in _WINDOWS
+        }
         sample = self.site.records.intensity(60_000, totals, 0)
         window = sample["windows"][Window.MIN_1.value]
         self._window_order = list(window)
@@ -215,6 +220,8 @@ class BulkText:
             "interpolated_share": fmt(is_share.ravel().tolist()),
             "missing_share": fmt(gone.ravel().tolist()),
         }
+        if self.net:
+            cols["net_import_kwh"] = fmt(sums[:, :, NET].ravel().tolist())
         cols["missing_count"], cols["missing_devices"] = self._missing_cells(short, names)
         columns = [cols[k] for k in self._window_order]
         cells = list(zip(*columns, strict=True))

@@ -47,6 +47,49 @@ REACH_SLOTS = 26 * 60
 DAY_MARGIN = 1
 
 
+class SlotFactors:
+    """Each slot's emission factor, that of the interval holding it: kept per interval
+    start (a batch asks for the same interval's factor for each of its slots)."""
+
+    def __init__(
+        self,
+        factors: EmissionFactors,
+        interval_start: Callable[[np.ndarray], np.ndarray],
+        interval_ms: int,
+    ) -> None:
+        self.factors = factors
+        self._interval_start = interval_start
+        self._interval_ms = interval_ms
+        self._cache: dict[int, tuple[float, float]] = {}  # interval start slot: (el, gas)
+
+    def of(self, s: np.ndarray, group: np.ndarray) -> np.ndarray:
+        """Each slot's emission factor for its channel's carrier (0 for production)."""
+        starts, at = np.unique(self._interval_start(s), return_inverse=True)
+        f = np.array([self._interval(a) for a in starts.tolist()]).reshape(-1, 2)
+        out = np.zeros(s.size)
+        for g in (0, 1):  # electricity, gas
+            here = group == g
+            out[here] = f[at[here], g]
+        return out
+
+    def _interval(self, a: int) -> tuple[float, float]:
+        """The (electricity, gas) factor of the interval starting at slot ``a``."""
+        f = self._cache.get(a)
+        if f is None:
+            ms = a * SLOT_MS
+            end = ms + self._interval_ms
+            f = (
+                self.factors.at(Carrier.ELECTRICITY, ms, end).value,
+                self.factors.at(Carrier.NATURAL_GAS, ms, end).value,
+            )
+            self._cache[a] = f
+        return f
+
+    def forget_before(self, start: int) -> None:
+        for a in [a for a in self._cache if a < start]:
+            del self._cache[a]
+
+
 class SiteSeries:
     """Slot and day sums of the channels that count in the site's windows."""
 
@@ -59,10 +102,7 @@ class SiteSeries:
         interval_ms: int,
     ) -> None:
         self.weights = weights
-        self.factors = factors
         self.calendar = calendar
-        self._interval_start = interval_start
-        self._interval_ms = interval_ms
         counted = (weights.energy_kwh != 0) | (weights.units != 0) | (weights.kgce != 0)
         #: Channels counted in the site's windows, in channel order; their column offset.
         self.counted = np.flatnonzero(counted)
@@ -75,7 +115,7 @@ class SiteSeries:
         self.data = np.zeros((0, self.width), dtype=np.float64)
         self.days: dict[int, np.ndarray] = {}  # local day's ordinal: sums
         self._keep_from: int | None = None
-        self._factors: dict[int, tuple[float, float]] = {}  # interval start slot: (el, gas)
+        self._factors = SlotFactors(factors, interval_start, interval_ms)
         self._day_starts = np.zeros(0, dtype=np.int64)  # slot of each local midnight
         self._day_ords = np.zeros(0, dtype=np.int64)
         self._version = 0  # one more with every change to the days
@@ -99,7 +139,7 @@ class SiteSeries:
         e = slots.energy[take]
         rows = np.zeros((s.size, self.width), dtype=np.float64)
         rows[:, ENERGY] = e * w.energy_kwh[c]
-        rows[:, CO2] = e * w.co2[c] * self._factor(s, w.group[c])
+        rows[:, CO2] = e * w.co2[c] * self._factors.of(s, w.group[c])
         rows[:, UNITS] = e * w.units[c]
         rows[:, KGCE] = e * w.kgce[c]
         rows[:, NET] = e * w.net_kwh[c]
@@ -117,29 +157,6 @@ class SiteSeries:
         for d in np.unique(ords).tolist():
             day = self.days.setdefault(d, np.zeros(self.width))
             day += rows[ords == d].sum(axis=0)
-
-    def _factor(self, s: np.ndarray, group: np.ndarray) -> np.ndarray:
-        """Each slot's emission factor for its channel's carrier (0 for production)."""
-        starts, at = np.unique(self._interval_start(s), return_inverse=True)
-        f = np.array([self._interval_factors(a) for a in starts.tolist()]).reshape(-1, 2)
-        out = np.zeros(s.size)
-        for g in (0, 1):  # electricity, gas
-            here = group == g
-            out[here] = f[at[here], g]
-        return out
-
-    def _interval_factors(self, a: int) -> tuple[float, float]:
-        """The (electricity, gas) factor of the interval starting at slot ``a``."""
-        f = self._factors.get(a)
-        if f is None:
-            ms = a * SLOT_MS
-            end = ms + self._interval_ms
-            f = (
-                self.factors.at(Carrier.ELECTRICITY, ms, end).value,
-                self.factors.at(Carrier.NATURAL_GAS, ms, end).value,
-            )
-            self._factors[a] = f
-        return f
 
     def _reserve(self, first: int, end: int) -> None:
         """Rows for slots [first, end): shift out what is no longer needed, then grow."""
@@ -169,8 +186,7 @@ class SiteSeries:
         for d in [d for d in self.days if d < month - DAY_MARGIN]:
             del self.days[d]
             self._version += 1
-        for a in [a for a in self._factors if a < slot - REACH_SLOTS]:
-            del self._factors[a]
+        self._factors.forget_before(slot - REACH_SLOTS)
 
     def _shrink(self, slot: int) -> None:
         """Drop the rows before ``slot`` (an outage's, once no window needs them)."""

@@ -298,16 +298,15 @@ class Backfill:
         it refuses (0) when they are not regular, and stops before a slot whose
         readings the engine's months do not cover yet."""
         assert self.lane is not None
-        chan = self.vocab.channel[b.key[starts[0] : ends[-1]]]
-        main = chan >= 0
-        c, t, v = chan[main], b.ts[starts[0] : ends[-1]][main], b.value[starts[0] : ends[-1]][main]
-        covered = self.site.months_covered()
+        c, t, v = _lane_rows(self.vocab, b, starts[0], ends[-1])
+        covered = self.site.months_covered
         n = len(starts)
         if covered is not None and t.size:
             inside = int(np.searchsorted(b.ts[[e - 1 for e in ends]], covered[1], side="right"))
             n = min(n, inside)
             if n < len(starts):
-                stop = int(np.searchsorted(t, b.ts[starts[n]], side="left"))
+                # slots in order (not ts: a slot's export copies follow its readings)
+                stop = int(np.searchsorted(t // SLOT_MS, b.ts[starts[n]] // SLOT_MS, "left"))
                 c, t, v = c[:stop], t[:stop], v[:stop]
         if n < 2:
             return 0, []
@@ -354,3 +353,24 @@ class Backfill:
             values = grouped.setdefault((devices[k // NQ], t), {})
             values[QUANTITIES[k % NQ]] = None if math.isnan(v) else v
         return [Reading(dev, t, values) for (dev, t), values in grouped.items()]
+
+
+def _lane_rows(
+    vocab: Vocabulary, b: Batch, a: int, e: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows [a, e) as :meth:`_array_feed` gives them to the core slot by slot, for
+    the whole stretch at once: per slot, its counted rows, then a power-only
+    meter's power again for its export channel (the same order, so the engine
+    closes the channels' slots in the same order and the sums add alike)."""
+    key, ts, value = b.key[a:e], b.ts[a:e], b.value[a:e]
+    chan = vocab.channel[key]
+    main = chan >= 0
+    also = vocab.also[key]
+    more = also >= 0
+    if not more.any():
+        return chan[main], ts[main], value[main]
+    c = np.concatenate([chan[main], also[more]])
+    t = np.concatenate([ts[main], ts[more]])
+    v = np.concatenate([value[main], value[more]])
+    order = np.argsort(t // SLOT_MS, kind="stable")
+    return c[order], t[order], v[order]
