@@ -20,7 +20,7 @@ that (else its state is put back and the caller feeds those slots one at a time)
 
 The numbers are the per-slot path's own: the same series rows and day sums
 (``SiteSeries.add(..., by_slot=True)``), the window sums in the same order
-(:mod:`agent.core.bulk_sums`), the ratios with the same IEEE operations, and each
+(:func:`agent.core.kernel.tail_sums`), the ratios with the same IEEE operations, and each
 number through the same ``round(x, 9) + 0.0`` and ``repr`` that ``json`` uses. The
 key order comes from payloads built by :mod:`agent.contract.build` itself.
 """
@@ -33,7 +33,6 @@ import numpy as np
 
 from agent.contract.kinds import Message, MessageKind
 from agent.contract.vocab import Carrier
-from agent.core.bulk_sums import tail_sums
 from agent.core.bulk_text import BulkText
 from agent.core.channels import SLOT_MS
 from agent.core.engine import Closed, Records
@@ -177,11 +176,14 @@ class BulkLane:
         iv_ms, interval_s = site.engine.interval_ms, site.interval_s
         end = rec.end_ms[order].reshape(shape)[:, 0]
         native = rec.energy[order].reshape(shape)
+        static = site.factors.static(Carrier.ELECTRICITY)
         factor = np.array(
             [
                 site.factors.at(Carrier.ELECTRICITY, e - interval_s * 1000, e).value
                 for e in end.tolist()
             ]
+            if static is None
+            else np.full(end.size, static)
         )[:, None]
         meas = rec.measured_ms[order].reshape(shape) / iv_ms
         interp = rec.interpolated_ms[order].reshape(shape) / iv_ms
@@ -215,7 +217,8 @@ class BulkLane:
             month_slots[k] = t[k] - month_start
             days.append(day.toordinal())
         sums = np.empty((t.size, len(ROLLING) + 2, series.width))
-        tail_sums(series.data, series.base, t, lengths, sums)
+        data = np.ascontiguousarray(series.data)
+        site.engine.k.tail_sums(data, series.base, t, lengths, sums)
         month_before = {
             d: series.days_of_month_before(date.fromordinal(d)) for d in dict.fromkeys(days)
         }

@@ -64,9 +64,14 @@ class SlotFactors:
 
     def of(self, s: np.ndarray, group: np.ndarray) -> np.ndarray:
         """Each slot's emission factor for its channel's carrier (0 for production)."""
+        out = np.zeros(s.size)
+        static = self.factors.static(Carrier.ELECTRICITY)
+        if static is not None:  # the same for every interval: none looked up
+            out[group == 0] = static
+            out[group == 1] = self.factors.static(Carrier.NATURAL_GAS)
+            return out
         starts, at = np.unique(self._interval_start(s), return_inverse=True)
         f = np.array([self._interval(a) for a in starts.tolist()]).reshape(-1, 2)
-        out = np.zeros(s.size)
         for g in (0, 1):  # electricity, gas
             here = group == g
             out[here] = f[at[here], g]
