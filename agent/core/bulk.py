@@ -108,8 +108,9 @@ class BulkLane:
             return None
         m = len(eng.specs)
         group = np.repeat(np.arange(first.size), np.diff(np.r_[0, cuts, slots.size]))
-        seen = np.unique(group * m + chans)
-        if seen.size != first.size * live.size or not np.isin(chans, live).all():
+        seen = np.zeros(first.size * m, dtype=bool)
+        seen[group * m + chans] = True  # (slot, channel) pairs read (no sort: a bulk call)
+        if int(seen.sum()) != first.size * live.size or not np.isin(chans, live).all():
             return None  # a slot without some channel's reading, or a channel starting
         covered = site.months_covered
         if covered is None or not covered[0] <= int(ts.min()) <= int(ts.max()) <= covered[1]:

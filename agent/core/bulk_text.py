@@ -40,6 +40,8 @@ _ENERGY_VARS = (
     "missing_share",
 )
 _ENERGY_FIXED = ("interval_s", "carrier", "root", "parent")
+#: The payload of a message written as text (``Message.text``): one, never changed.
+_NO_PAYLOAD: dict[str, Any] = {}
 #: The windows of an intensity record, in its order.
 _WINDOWS = [*(w.value for w in ROLLING), Window.TODAY.value, Window.MONTH.value]
 
@@ -214,7 +216,7 @@ class BulkText:
             device = site.devices[i].device.id
             topic = site.topics.topic(kind, device)
             texts = lines(template, slots, end.size)
-            per_device.append([Message(kind, topic, {}, device, t) for t in texts])
+            per_device.append([Message(kind, topic, _NO_PAYLOAD, device, t) for t in texts])
         if len(per_device) == 1:
             return per_device[0]
         return [m for row in zip(*per_device, strict=True) for m in row]
@@ -286,7 +288,7 @@ class BulkText:
         kind = MessageKind.INTENSITY
         topic = site.topics.topic(kind)
         texts = lines(self._record, fill, ends.size)
-        return [Message(kind, topic, {}, None, t) for t in texts]
+        return [Message(kind, topic, _NO_PAYLOAD, None, t) for t in texts]
 
     def _missing_cells(self, short: np.ndarray) -> tuple[Slot, Slot]:
         """One window's ``missing_count`` and ``missing_devices`` texts, per row

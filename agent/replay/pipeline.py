@@ -257,7 +257,7 @@ class Backfill:
         n = len(b)
         self.stats.rows_used += n
         self.stats.rows_counted += int(np.count_nonzero(self.vocab.channel[b.key] >= 0))
-        self.stats.keys.update(np.unique(b.key).tolist())
+        self.stats.keys.update(np.flatnonzero(np.bincount(b.key)).tolist())  # keys are >= 0
         first, last = int(b.ts[0]), int(b.ts[-1])
         self.stats.first_ts = first if self.stats.first_ts is None else self.stats.first_ts
         self.stats.last_ts = last
