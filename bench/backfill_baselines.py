@@ -7,7 +7,8 @@
   the new path feeds it (same bytes out).
 * ``core``: the same core loop on arrays made in memory (DAYS of bench_backfill's
   1 Hz meter): what the pipeline around the core cannot go below.
-* ``profile``: cProfile of the new path over DATA, the top entries by own time.
+* ``profile``: cProfile of the new path over DATA (the bulk lane, as ``replay --out
+  FILE.jsonl`` runs), the top entries by own time.
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def main() -> None:
             for batch in slots(site, np.zeros(n, dtype=np.int64), ts, vals):
                 writer.write(batch)
         elif kind == "profile":
-            backfill = Backfill(config, library, [Path(data)], Options(TOPICS))
+            # as `replay --out FILE.jsonl` runs: regular stretches through the bulk lane
+            backfill = Backfill(config, library, [Path(data)], Options(TOPICS, bulk=True))
             prof = cProfile.Profile()
             prof.enable()
             for batch in backfill.run():

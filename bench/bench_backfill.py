@@ -7,7 +7,11 @@ directory and deleted afterwards (a year of 1 Hz long CSV is 1.4 GB).
 Each run is a fresh process (its peak RSS is read with ``wait4``), best of
 ``--repeat``. Side by side, on the same files:
 
-* ``new``: ``energy-agent replay FILE --topics energy,intensity --out FILE`` (pyarrow);
+* ``new``: ``energy-agent replay FILE --topics energy,intensity --out FILE`` (pyarrow),
+  with the core compiled ahead of time when ``python -m agent.core.aot`` has built it
+  (as deploy/install.sh does; the benchmark says which backend ran);
+* ``new/jit``: the same with numba compiling the core at start (``ENERGY_AGENT_NUMBA=jit``:
+  numba and LLVM in the process);
 * ``new/python``: the same with the plain-Python reader (gateways without pyarrow);
 * ``old``: the replay before streaming (``git show main:agent/replay.py`` as it was
   when this benchmark was written, kept in ``bench/old_replay.py``): reads and sorts
@@ -24,6 +28,7 @@ from the core's per-interval Python.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import subprocess
 import sys
@@ -96,9 +101,9 @@ def wide_csv(path: Path, meters: int, days: int, step_s: int) -> int:
     return n * meters
 
 
-def run(cmd: list[str]) -> tuple[float, int]:
-    """Wall seconds and peak RSS (MB) of one fresh process."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def run(cmd: list[str], **extra: str) -> tuple[float, int]:
+    """Wall seconds and peak RSS (MB) of one fresh process (``extra``: its environment)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), **extra)
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -110,9 +115,28 @@ def run(cmd: list[str]) -> tuple[float, int]:
     return seconds, usage.ru_maxrss // 1024
 
 
-def best(cmd: list[str], repeat: int) -> tuple[float, int]:
-    runs = [run(cmd) for _ in range(repeat)]
+def best(cmd: list[str], repeat: int, **extra: str) -> tuple[float, int]:
+    runs = [run(cmd, **extra) for _ in range(repeat)]
     return min(r[0] for r in runs), max(r[1] for r in runs)
+
+
+def digest(path: Path) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    with path.open("rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def backend() -> str:
+    """The core's backend a replay here runs with (aot when the module is built)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    code = "from agent.core import kernel; print(kernel.JIT.backend.value)"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    return done.stdout.strip() or done.stderr.strip()[-200:]
+
+
+JIT = {"ENERGY_AGENT_NUMBA": "jit"}
 
 
 def cli(data: Path, cfg: Path, out: Path, reader: str = "arrow") -> list[str]:
@@ -137,6 +161,7 @@ def main() -> None:
     args = ap.parse_args()
     print(f"Machine: {describe()}")
     print(f"load average at start: {os.getloadavg()[0]:.1f}")
+    print(f"core backend of `new`: {backend()}")
     sizes = (
         [("1 week", 7.0)] if args.quick else [("1 week", 7.0), ("1 month", 30.0), ("1 year", 365.0)]
     )
@@ -148,6 +173,7 @@ def main() -> None:
         warm = tmp / "warm.csv"
         long_csv(warm, 0.01)
         run(cli(warm, cfg, out))
+        run(cli(warm, cfg, out), **JIT)  # numba's cache too: no compiling in a timed run
         print("\n| input | rows | path | seconds | rows/s | peak RSS MB | new is |")
         print("|---|---:|---|---:|---:|---:|---:|")
         for label, days in sizes:
@@ -155,14 +181,17 @@ def main() -> None:
             rows = long_csv(data, days)
             results: dict[str, tuple[float, int]] = {}
             results["new"] = best(cli(data, cfg, out), args.repeat)
-            reference = out.read_bytes() if days <= 30 else b""
+            reference = digest(out)
+            results["new/jit"] = best(cli(data, cfg, out), args.repeat, **JIT)
+            assert digest(out) == reference, "new replay differs with numba's JIT"
             results["new/python"] = best(cli(data, cfg, out, "python"), 1)
+            assert digest(out) == reference, "new replay differs with the Python reader"
             results["core"] = best(helper("core", data, cfg, out, days), 1)
             if days <= 30:
                 results["old"] = best(helper("old", data, cfg, out), 1)
-                assert out.read_bytes() == reference, "old and new replay differ"
+                assert digest(out) == reference, "old and new replay differ"
                 results["pandas"] = best(helper("pandas", data, cfg, out), 1)
-                assert out.read_bytes() == reference, "pandas pipeline and new replay differ"
+                assert digest(out) == reference, "pandas pipeline and new replay differ"
             new = results["new"][0]
             for name, (s, mb) in results.items():
                 ratio = (
@@ -173,15 +202,18 @@ def main() -> None:
                     else f"{new / s:.2f}x slower"
                 )
                 cells = [f"{label} 1 Hz long", f"{rows:,}", name, f"{s:.2f}", f"{rows / s:,.0f}"]
-                print("| " + " | ".join([*cells, str(mb), ratio]) + " |")
+                print("| " + " | ".join([*cells, str(mb), ratio]) + " |", flush=True)
+            print(f"(load average after {label}: {os.getloadavg()[0]:.1f})", flush=True)
             data.unlink()
         if not args.quick:
             data = tmp / "wide.csv"
             values = wide_csv(data, 50, 30, 10)
             cfg50 = config(tmp, 50, 10)
-            s, mb = best(cli(data, cfg50, out), args.repeat)
-            cells = ["50 meters x 1 month 10 s wide", f"{values:,} values", "new", f"{s:.2f}"]
-            print("| " + " | ".join([*cells, f"{values / s:,.0f}", str(mb), ""]) + " |")
+            for name, extra in (("new", {}), ("new/jit", JIT)):
+                s, mb = best(cli(data, cfg50, out), args.repeat, **extra)
+                cells = ["50 meters x 1 month 10 s wide", f"{values:,} values", name, f"{s:.2f}"]
+                print("| " + " | ".join([*cells, f"{values / s:,.0f}", str(mb), ""]) + " |")
+            print(f"(load average after the wide file: {os.getloadavg()[0]:.1f})")
         if args.profile:
             data = tmp / "long.csv"
             long_csv(data, 7.0)

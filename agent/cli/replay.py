@@ -155,7 +155,11 @@ def run_replay(args: argparse.Namespace) -> int:
     config = load_config(args.config, files=False)  # replay connects to nothing
     if (slow := load_kernel(config.state_dir / CACHE_DIR).JIT.warning()) is not None:
         print(f"warning: {slow}", file=sys.stderr)
-    options = Options(topics, window, Reader(args.reader), final_flush=snapshot is None)
+    # The bulk lane writes JSON lines itself: for --out FILE.jsonl or stdout only.
+    lines = not args.publish and not (
+        args.out is not None and Path(args.out).suffix.lower() in (".parquet", ".pq")
+    )
+    options = Options(topics, window, Reader(args.reader), final_flush=snapshot is None, bulk=lines)
     try:
         backfill = Backfill(config, ProfileLibrary(), [Path(p) for p in args.inputs], options)
         if args.publish:

@@ -194,6 +194,10 @@ class Message(NamedTuple):
     topic: str
     payload: dict[str, Any]
     device: str | None = None
+    #: The payload already written as compact JSON, when the producer wrote it so
+    #: (replay's bulk lane, agent/core/bulk.py: then ``payload`` is empty and only a
+    #: writer of JSON lines takes such messages).
+    text: str | None = None
 
     def as_json_line(self) -> dict[str, Any]:
         return {"topic": self.topic, "payload": self.payload}

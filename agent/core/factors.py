@@ -86,6 +86,14 @@ class EmissionFactors:
             self._cache[key] = hit
         return hit
 
+    def static(self, carrier: Carrier) -> float | None:
+        """The factor of every interval, when no time changes it (no schedule, no live
+        value): a batch of intervals then needs no lookup each (replay's bulk lane)."""
+        el = self.carbon.electricity
+        if carrier is Carrier.ELECTRICITY and (el.live is not None or el.schedule):
+            return None
+        return self._resolve(carrier, 0, 0).value
+
     def _resolve(self, carrier: Carrier, start_ms: int, end_ms: int) -> Factor:
         if carrier is Carrier.NATURAL_GAS:
             return Factor(self.carbon.natural_gas.kg_per_m3, "static")

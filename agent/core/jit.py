@@ -92,6 +92,7 @@ ENTRY_POINTS: dict[str, tuple[str, tuple[ArgSpec, ...]]] = {
     ),
     "range_sums": ("void", (_I2, _F2, _I1, _I1, _F2)),
     "weighted_range_sums": ("void", (_I2, _F2, _I1, _F2, _I1, _I1, _F2)),
+    "tail_sums": ("void", (_F2, None, _I1, _I2, ("float64", 3))),
 }
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -647,9 +647,55 @@ def weighted_range_sums(
             out[c, j] = total
 
 
+@njit(cache=True)
+def tail_sums(
+    data: np.ndarray, base: int, ends: np.ndarray, lengths: np.ndarray, out: np.ndarray
+) -> None:
+    """``out[k, i]``: the sums over the ``lengths[k, i]`` slots before ``ends[k]`` (slot
+    ``base`` is row 0 of ``data``), as ``SiteSeries.tail_sums(ends[k], lengths[k])``
+    computes them, with the same float operations in the same order (replay's bulk
+    lane, :mod:`agent.core.bulk`: windows bit-identical to the per-interval path's).
+
+    That method adds the windows shortest first, each slot once:
+    ``acc = acc + rows[a:b].sum(0)``, and numpy sums a C-ordered block over its first
+    axis row after row, so here a segment's rows are added one by one, then the
+    segment to the running sum. Prefix sums would be faster and differ in the last
+    bits. Here, not in a module of its own, so the compiled core (``aot``) has it too."""
+    rows, width = data.shape
+    m = lengths.shape[1]
+    order = np.empty(m, dtype=np.int64)
+    seg = np.empty(width, dtype=np.float64)
+    acc = np.empty(width, dtype=np.float64)
+    for k in range(ends.shape[0]):
+        end = ends[k]
+        # the windows by length, ties in their order (Python's sorted() is stable)
+        for i in range(m):
+            j = i
+            while j > 0 and lengths[k, order[j - 1]] > lengths[k, i]:
+                order[j] = order[j - 1]
+                j -= 1
+            order[j] = i
+        acc[:] = 0.0
+        done = 0
+        for o in order:
+            n = int(lengths[k, o])
+            a = min(max(end - n - base, 0), rows)
+            b = min(max(end - done - base, 0), rows)
+            if b > a:
+                seg[:] = data[a]
+                for r in range(a + 1, b):
+                    for w in range(width):
+                        seg[w] += data[r, w]
+                for w in range(width):
+                    acc[w] = acc[w] + seg[w]
+            done = max(done, n)
+            out[k, o] = acc
+
+
 # The compiled module's entry points instead of the functions above, which then stay
 # Python (njit was a no-op): the same source, compiled by numba ahead of time.
 if JIT.compiled is not None:
     update = guarded(JIT.compiled, "update")
     range_sums = guarded(JIT.compiled, "range_sums")
     weighted_range_sums = guarded(JIT.compiled, "weighted_range_sums")
+    tail_sums = guarded(JIT.compiled, "tail_sums")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -46,6 +47,54 @@ REACH_SLOTS = 26 * 60
 DAY_MARGIN = 1
 
 
+class SlotFactors:
+    """Each slot's emission factor, that of the interval holding it: kept per interval
+    start (a batch asks for the same interval's factor for each of its slots)."""
+
+    def __init__(
+        self,
+        factors: EmissionFactors,
+        interval_start: Callable[[np.ndarray], np.ndarray],
+        interval_ms: int,
+    ) -> None:
+        self.factors = factors
+        self._interval_start = interval_start
+        self._interval_ms = interval_ms
+        self._cache: dict[int, tuple[float, float]] = {}  # interval start slot: (el, gas)
+
+    def of(self, s: np.ndarray, group: np.ndarray) -> np.ndarray:
+        """Each slot's emission factor for its channel's carrier (0 for production)."""
+        out = np.zeros(s.size)
+        static = self.factors.static(Carrier.ELECTRICITY)
+        if static is not None:  # the same for every interval: none looked up
+            out[group == 0] = static
+            out[group == 1] = self.factors.static(Carrier.NATURAL_GAS)
+            return out
+        starts, at = np.unique(self._interval_start(s), return_inverse=True)
+        f = np.array([self._interval(a) for a in starts.tolist()]).reshape(-1, 2)
+        for g in (0, 1):  # electricity, gas
+            here = group == g
+            out[here] = f[at[here], g]
+        return out
+
+    def _interval(self, a: int) -> tuple[float, float]:
+        """The (electricity, gas) factor of the interval starting at slot ``a``."""
+        f = self._cache.get(a)
+        if f is None:
+            ms = a * SLOT_MS
+            end = ms + self._interval_ms
+            f = (
+                self.factors.at(Carrier.ELECTRICITY, ms, end).value,
+                self.factors.at(Carrier.NATURAL_GAS, ms, end).value,
+            )
+            self._cache[a] = f
+        return f
+
+    def forget_before(self, start: int) -> None:
+        for a in [a for a in self._cache if a < start]:
+            del self._cache[a]
+
+
 class SiteSeries:
     """Slot and day sums of the channels that count in the site's windows."""
 
@@ -58,10 +107,7 @@ class SiteSeries:
         interval_ms: int,
     ) -> None:
         self.weights = weights
-        self.factors = factors
         self.calendar = calendar
-        self._interval_start = interval_start
-        self._interval_ms = interval_ms
         counted = (weights.energy_kwh != 0) | (weights.units != 0) | (weights.kgce != 0)
         #: Channels counted in the site's windows, in channel order; their column offset.
         self.counted = np.flatnonzero(counted)
@@ -74,7 +120,7 @@ class SiteSeries:
         self.data = np.zeros((0, self.width), dtype=np.float64)
         self.days: dict[int, np.ndarray] = {}  # local day's ordinal: sums
         self._keep_from: int | None = None
-        self._factors: dict[int, tuple[float, float]] = {}  # interval start slot: (el, gas)
+        self._factors = SlotFactors(factors, interval_start, interval_ms)
         self._day_starts = np.zeros(0, dtype=np.int64)  # slot of each local midnight
         self._day_ords = np.zeros(0, dtype=np.int64)
         self._version = 0  # one more with every change to the days
@@ -85,8 +131,9 @@ class SiteSeries:
 
     # --- adding --------------------------------------------------------------------------
 
-    def add(self, slots: Slots) -> None:
-        """The slot rows of one engine call (any channels, any order)."""
+    def add(self, slots: Slots, *, by_slot: bool = False) -> None:
+        """The slot rows of one engine call (any channels, any order); ``by_slot``: as
+        if called once per slot, in slot order (see :func:`_add_by_slot`)."""
         w = self.weights
         col = self._column[slots.channel]
         # Export channels add to NET only: no coverage of their own (their meter's is).
@@ -97,7 +144,7 @@ class SiteSeries:
         e = slots.energy[take]
         rows = np.zeros((s.size, self.width), dtype=np.float64)
         rows[:, ENERGY] = e * w.energy_kwh[c]
-        rows[:, CO2] = e * w.co2[c] * self._factor(s, w.group[c])
+        rows[:, CO2] = e * w.co2[c] * self._factors.of(s, w.group[c])
         rows[:, UNITS] = e * w.units[c]
         rows[:, KGCE] = e * w.kgce[c]
         rows[:, NET] = e * w.net_kwh[c]
@@ -106,31 +153,15 @@ class SiteSeries:
         rows[cov, INTERPOLATED] = slots.interpolated_ms[take][cov]
         rows[cov, col[cov]] = rows[cov, MEASURED] + rows[cov, INTERPOLATED]
         self._reserve(int(s.min()), int(s.max()) + 1)
-        np.add.at(self.data, s - self.base, rows)
         ords = self._day_of(s)
         self._version += 1
+        if by_slot:
+            _add_by_slot(self.data, s - self.base, ords, rows, self.days)
+            return
+        np.add.at(self.data, s - self.base, rows)
         for d in np.unique(ords).tolist():
             day = self.days.setdefault(d, np.zeros(self.width))
             day += rows[ords == d].sum(axis=0)
-
-    def _factor(self, s: np.ndarray, group: np.ndarray) -> np.ndarray:
-        """Each slot's emission factor for its channel's carrier (0 for production)."""
-        starts = self._interval_start(s)
-        out = np.zeros(s.size)
-        for a in np.unique(starts).tolist():
-            f = self._factors.get(a)
-            if f is None:
-                ms = a * SLOT_MS
-                end = ms + self._interval_ms
-                f = (
-                    self.factors.at(Carrier.ELECTRICITY, ms, end).value,
-                    self.factors.at(Carrier.NATURAL_GAS, ms, end).value,
-                )
-                self._factors[a] = f
-            here = starts == a
-            out[here & (group == 0)] = f[0]
-            out[here & (group == 1)] = f[1]
-        return out
 
     def _reserve(self, first: int, end: int) -> None:
         """Rows for slots [first, end): shift out what is no longer needed, then grow."""
@@ -160,8 +191,7 @@ class SiteSeries:
         for d in [d for d in self.days if d < month - DAY_MARGIN]:
             del self.days[d]
             self._version += 1
-        for a in [a for a in self._factors if a < slot - REACH_SLOTS]:
-            del self._factors[a]
+        self._factors.forget_before(slot - REACH_SLOTS)
 
     def _shrink(self, slot: int) -> None:
         """Drop the rows before ``slot`` (an outage's, once no window needs them)."""
@@ -335,6 +365,38 @@ def _net_of(
     days = snap.value("series_days_net", lambda v: {int(d): float(x) for d, x in v.items()})
     net_from = snap.value("series_net_from", lambda v: None if v is None else int(v))
     return np.asarray(net, dtype=np.float64), days, net_from, True
+
+
+def _add_by_slot(
+    data: np.ndarray,
+    at: np.ndarray,
+    ords: np.ndarray,
+    rows: np.ndarray,
+    days: dict[int, np.ndarray],
+) -> None:
+    """Rows of many slots (``at``: their rows in ``data``, ascending, a slot's rows
+    together) added as :meth:`SiteSeries.add` called once per slot adds them, to the
+    last bit (replay's bulk lane): a slot's rows in turn (``sum(axis=0)`` adds them so;
+    np.add.reduceat would add pairwise), then the slots one after the other onto the day."""
+    starts = np.flatnonzero(np.r_[True, at[1:] != at[:-1]])
+    k = rows.shape[0] // starts.size
+    if k * starts.size == rows.shape[0] and (np.diff(starts) == k).all():
+        block = rows.reshape(starts.size, k, rows.shape[1])
+        per_slot = block[:, 0].copy()
+        for j in range(1, k):
+            per_slot = per_slot + block[:, j]
+    else:
+        per_slot = np.array([rows[a:b].sum(axis=0) for a, b in pairwise([*starts, at.size])])
+    first = at[starts]
+    if data[first].any():
+        np.add.at(data, at, rows)  # not slots of their own: as add() does
+    else:
+        data[first] = 0.0 + per_slot  # (0 + r1) + r2 ... to the sign of a zero
+    ords = ords[starts]
+    cuts = np.flatnonzero(np.r_[True, ords[1:] != ords[:-1], True]).tolist()
+    for a, b in pairwise(cuts):
+        day = days.setdefault(int(ords[a]), np.zeros(rows.shape[1]))
+        day[:] = np.cumsum(np.vstack([day, per_slot[a:b]]), axis=0)[-1]  # in turn
 
 
 def _day_sums(v: Any) -> dict[int, np.ndarray]:

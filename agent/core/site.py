@@ -109,7 +109,8 @@ class SiteCore:
             self.tree,
             self.windows,
         )
-        self._months_covered: tuple[int, int] | None = None
+        #: The span (Unix ms) the engine's month starts cover (readings inside: no change).
+        self.months_covered: tuple[int, int] | None = None
         #: The last intensity record published, for the live page and the demo.
         self.latest_intensity: dict[str, object] | None = None
 
@@ -121,7 +122,7 @@ class SiteCore:
     # --- input ---------------------------------------------------------------------------
 
     def _cover_months(self, lo_ms: int, hi_ms: int) -> None:
-        covered = self._months_covered
+        covered = self.months_covered
         if covered is not None and covered[0] <= lo_ms and hi_ms <= covered[1]:
             return
         lo = min(lo_ms, covered[0]) if covered else lo_ms
@@ -129,7 +130,7 @@ class SiteCore:
         lo -= 40 * 86_400_000
         hi += 40 * 86_400_000
         self.engine.set_months(self.calendar.month_starts_between(lo, hi))
-        self._months_covered = (lo, hi)
+        self.months_covered = (lo, hi)
 
     def set_ratios(self, device_id: str, ratios: Mapping[str, float]) -> ChannelLimit:
         """The transformer ratios just read from a device's meter: its counter's glitch

@@ -149,6 +149,16 @@ class SiteWindows:
         self._pending.difference_update(ends)
         return ends
 
+    def last_published(self) -> int:
+        """The latest interval end published (-1: none): slots closed after it revise
+        nothing."""
+        return self._last_published
+
+    @property
+    def names(self) -> list[str]:
+        """The counted devices' names, in the series' column order."""
+        return self._names
+
     def due_first(self) -> list[int]:
         """The earliest owed interval end, if any (as a list of zero or one)."""
         return [min(self._pending)] if self._pending else []
@@ -190,7 +200,7 @@ class SiteWindows:
     def at(self, end_ms: int) -> dict[str, Totals]:
         """Every window as of the interval ending at ``end_ms``, by name."""
         t = end_ms // SLOT_MS
-        day, day_start, month_start = self._day(end_ms - 1)
+        day, day_start, month_start = self.day_of(end_ms - 1)
         if self._today is None or day > self._today:
             self._today = day
         lengths = [*ROLLING.values(), t - day_start]
@@ -200,7 +210,7 @@ class SiteWindows:
         slots = np.array([*lengths, t - month_start], dtype=np.int64)
         return dict(zip(names, self._totals(np.vstack([sums, month]), slots, t), strict=True))
 
-    def _day(self, ms: int) -> tuple[date, int, int]:
+    def day_of(self, ms: int) -> tuple[date, int, int]:
         """The local day holding ``ms``, its first slot and its month's (cached: records
         come in time order, many to a day)."""
         cached = self._day_cache

@@ -30,6 +30,7 @@ import numpy as np
 
 from agent.config.models import AgentConfig
 from agent.contract.kinds import Message, MessageKind
+from agent.core.bulk import BulkLane
 from agent.core.channels import SLOT_MS
 from agent.core.site import Reading, SiteCore
 from agent.replay import sources as src_mod
@@ -86,6 +87,9 @@ class Options:
     #: Publish what waits for late meters at the end (a plain replay); not when the
     #: agent continues from the snapshot: it publishes those when their data comes.
     final_flush: bool = True
+    #: Regular stretches through the site's bulk lane (agent/core/bulk.py): the same
+    #: records, already written as JSON (``Message.text``), for a JSON-lines writer.
+    bulk: bool = False
 
 
 @dataclass
@@ -147,6 +151,10 @@ class Backfill:
         self._wanted = {MessageKind(t) for t in self.options.topics}
         self._done_bytes = 0
         self._open: list[_Open] = []
+        self.lane = BulkLane(self.site) if self.options.bulk else None
+        #: Slots the per-slot path takes before the lane is tried again (doubles while
+        #: the lane refuses: a batch that is not regular is not re-checked slot by slot).
+        self._slow_run = 1
 
     def name(self, source: int) -> str:
         return str(self.sources[source].path)
@@ -234,7 +242,12 @@ class Backfill:
             if out:
                 yield out
 
-    def _keep(self, messages: list[Message]) -> list[Message]:
+    def _keep(self, messages: list[Message], counts: dict[str, int] | None = None) -> list[Message]:
+        """The wanted messages, counted (``counts``: by kind, when the maker counted them)."""
+        if counts is not None and self._wanted.issuperset(counts):
+            for kind, n in counts.items():
+                self.stats.messages[kind] = self.stats.messages.get(kind, 0) + n
+            return messages
         out = [m for m in messages if m.kind in self._wanted]
         for m in out:
             self.stats.messages[m.kind] = self.stats.messages.get(m.kind, 0) + 1
@@ -244,7 +257,7 @@ class Backfill:
         n = len(b)
         self.stats.rows_used += n
         self.stats.rows_counted += int(np.count_nonzero(self.vocab.channel[b.key] >= 0))
-        self.stats.keys.update(np.unique(b.key).tolist())
+        self.stats.keys.update(np.flatnonzero(np.bincount(b.key)).tolist())  # keys are >= 0
         first, last = int(b.ts[0]), int(b.ts[-1])
         self.stats.first_ts = first if self.stats.first_ts is None else self.stats.first_ts
         self.stats.last_ts = last
@@ -261,15 +274,56 @@ class Backfill:
             feed = self._array_feed(b)
 
         ts = b.ts
-        for a, e in zip(starts, ends, strict=True):
-            messages = feed(a, e)
-            # The data's clock stands in for the agent's: what waits for a silent meter
-            # goes out core.site_hold_s after its interval, as the running agent does.
-            messages += site.flush(now_ms=int(ts[e - 1]))
-            if messages:
-                kept = self._keep(messages)
-                if kept:
-                    yield kept
+        k = 0
+        while k < len(starts):
+            if self.lane is not None and Topic.MEASUREMENTS not in self.options.topics:
+                taken, bulk = self._bulk(b, starts[k:], ends[k:])
+                if bulk:
+                    kept = self._keep(bulk, self.lane.counts)
+                    if kept:
+                        yield kept
+                k += taken
+                if k >= len(starts):
+                    break
+                upto = min(len(starts), k + (self._slow_run if not taken else 1))
+                self._slow_run = 1 if taken else min(self._slow_run * 2, 4096)
+            else:
+                upto = len(starts)
+            for a, e in zip(starts[k:upto], ends[k:upto], strict=True):
+                yield from self._one_slot(feed, a, e, int(ts[e - 1]))
+            k = upto
+
+    def _bulk(self, b: Batch, starts: list[int], ends: list[int]) -> tuple[int, list[Message]]:
+        """The lane over the batch's remaining slots: (slots taken, their messages);
+        it refuses (0) when they are not regular, and stops before a slot whose
+        readings the engine's months do not cover yet."""
+        assert self.lane is not None
+        c, t, v = _lane_rows(self.vocab, b, starts[0], ends[-1])
+        covered = self.site.months_covered
+        n = len(starts)
+        if covered is not None and t.size:
+            inside = int(np.searchsorted(b.ts[[e - 1 for e in ends]], covered[1], side="right"))
+            n = min(n, inside)
+            if n < len(starts):
+                # slots in order (not ts: a slot's export copies follow its readings)
+                stop = int(np.searchsorted(t // SLOT_MS, b.ts[starts[n]] // SLOT_MS, "left"))
+                c, t, v = c[:stop], t[:stop], v[:stop]
+        if n < 2:
+            return 0, []
+        out = self.lane.feed(c, t, v)
+        return (0, []) if out is None else (n, out)
+
+    def _one_slot(
+        self, feed: Callable[[int, int], list[Message]], a: int, e: int, now: int
+    ) -> Iterator[list[Message]]:
+        messages = feed(a, e)
+        # The data's clock stands in for the agent's: what waits for a silent meter
+        # goes out core.site_hold_s after its interval, as the running agent does.
+        messages += self.site.flush(now_ms=now)
+        if messages:
+            kept = self._keep(messages)
+            if kept:
+                yield kept
 
     def _array_feed(self, b: Batch) -> Callable[[int, int], list[Message]]:
         """Rows [a, e) of ``b`` to the core as arrays: each counted row on its channel,
@@ -299,3 +353,24 @@ class Backfill:
             values = grouped.setdefault((devices[k // NQ], t), {})
             values[QUANTITIES[k % NQ]] = None if math.isnan(v) else v
         return [Reading(dev, t, values) for (dev, t), values in grouped.items()]
+
+
+def _lane_rows(
+    vocab: Vocabulary, b: Batch, a: int, e: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows [a, e) as :meth:`_array_feed` gives them to the core slot by slot, for
+    the whole stretch at once: per slot, its counted rows, then a power-only
+    meter's power again for its export channel (the same order, so the engine
+    closes the channels' slots in the same order and the sums add alike)."""
+    key, ts, value = b.key[a:e], b.ts[a:e], b.value[a:e]
+    chan = vocab.channel[key]
+    main = chan >= 0
+    also = vocab.also[key]
+    more = also >= 0
+    if not more.any():
+        return chan[main], ts[main], value[main]
+    c = np.concatenate([chan[main], also[more]])
+    t = np.concatenate([ts[main], ts[more]])
+    v = np.concatenate([value[main], value[more]])
+    order = np.argsort(t // SLOT_MS, kind="stable")
+    return c[order], t[order], v[order]

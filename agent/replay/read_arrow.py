@@ -36,7 +36,9 @@ from agent.replay.rows import (
 from agent.replay.sources import Container, Shape, Source, first_undecodable
 from agent.replay.timestamps import Kind, TsState
 
-BLOCK_BYTES = 4 << 20
+#: The CSV reader's block: it reads some blocks ahead and keeps them, 1 MB blocks held
+#: about 25 MB of Arrow memory where 4 MB blocks held 75-110 MB, at the same speed.
+BLOCK_BYTES = 1 << 20
 PARQUET_BATCH = 65_536
 _DICT = pa.dictionary(pa.int32(), pa.string())
 

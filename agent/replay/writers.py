@@ -31,10 +31,22 @@ class JsonLines:
         self.owned = owned
         # One encoder for all: json.dumps with separators builds a new one per call.
         self._encode = json.JSONEncoder(separators=(",", ":")).encode
+        #: Per topic, the start of its lines (messages the bulk lane wrote as text).
+        self._topics: dict[str, str] = {}
 
     def write(self, messages: list[Message]) -> None:
         enc = self._encode
-        self.out.write("".join([enc(m.as_json_line()) + "\n" for m in messages]))
+        topics = self._topics
+        lines = []
+        for m in messages:
+            if m.text is None:
+                lines.append(enc(m.as_json_line()) + "\n")
+                continue
+            head = topics.get(m.topic)
+            if head is None:
+                head = topics[m.topic] = '{"topic":' + enc(m.topic) + ',"payload":'
+            lines.append(head + m.text + "}\n")
+        self.out.write("".join(lines))
 
     def close(self) -> None:
         self.out.flush()
