@@ -11,7 +11,9 @@ its lines like a broken config.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from enum import IntEnum
+from typing import TypeVar
 
 from confdoc.errors import DocumentError
 
@@ -95,6 +97,21 @@ class TransportError(DriverError):
 
 class RetryableError(TransportError):
     """The same request may succeed later: back off and try again."""
+
+
+T = TypeVar("T")
+
+
+async def retrying(attempts: int, exchange: Callable[[], Awaitable[T]]) -> T:
+    """``exchange()``, again after a retryable failure, ``attempts`` times at most; the
+    last failure is raised. Every transport retries the same way (``timing.retries``)."""
+    for attempt in range(attempts):
+        try:
+            return await exchange()
+        except RetryableError:
+            if attempt + 1 >= attempts:
+                raise
+    raise ValueError(f"attempts must be at least 1, not {attempts}")
 
 
 class PermanentError(TransportError):

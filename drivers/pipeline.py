@@ -49,9 +49,9 @@ from drivers.errors import (
     MalformedResponse,
     ModbusExceptionResponse,
     ModbusTimeout,
-    RetryableError,
     TransportConfigError,
     TransportError,
+    retrying,
 )
 from drivers.frames import Request
 from drivers.mbap import StreamError, bits, encode_read, judge, registers, split
@@ -183,14 +183,9 @@ class PipelinedTransport:
     async def read(self, unit: int, fc: FunctionCode, address: int, count: int) -> list[int]:
         """Read ``count`` registers; retry retryable failures up to ``timing.retries`` times."""
         fc = FunctionCode(fc)  # anything but a read code fails here, before the wire
-        attempts = self.timing.retries + 1
-        for attempt in range(attempts):
-            try:
-                return await self._exchange(unit, fc, address, count)
-            except RetryableError:
-                if attempt + 1 >= attempts:
-                    raise
-        raise AssertionError("unreachable")
+        return await retrying(
+            self.timing.retries + 1, lambda: self._exchange(unit, fc, address, count)
+        )
 
     async def _exchange(self, unit: int, fc: FunctionCode, address: int, count: int) -> list[int]:
         async with self._slots:

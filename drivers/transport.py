@@ -34,8 +34,8 @@ from drivers.errors import (
     MalformedResponse,
     ModbusExceptionResponse,
     ModbusTimeout,
-    RetryableError,
     TransportError,
+    retrying,
 )
 from drivers.frames import FrameGuard
 from drivers.pipeline import PipelinedTransport
@@ -137,14 +137,9 @@ class ModbusTransport:
     async def read(self, unit: int, fc: FunctionCode, address: int, count: int) -> list[int]:
         """Read ``count`` registers; retry retryable failures up to ``timing.retries`` times."""
         fc = FunctionCode(fc)  # anything but a read code fails here, before the wire
-        attempts = self.timing.retries + 1
-        for attempt in range(attempts):
-            try:
-                return await self._exchange(unit, fc, address, count)
-            except RetryableError:
-                if attempt + 1 >= attempts:
-                    raise
-        raise AssertionError("unreachable")
+        return await retrying(
+            self.timing.retries + 1, lambda: self._exchange(unit, fc, address, count)
+        )
 
     async def _exchange(self, unit: int, fc: FunctionCode, address: int, count: int) -> list[int]:
         async with self._lock if self.endpoint.is_serial else _NOLOCK:
