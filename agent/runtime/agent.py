@@ -112,7 +112,7 @@ class Agent:
 
     What it shows is :meth:`status` (an :class:`~agent.status.AgentStatus`); the
     views (page, /metrics, ``status``, the demo) render that and nothing else of
-    it. The live page's server is not the agent's: ``agent.cli.run`` runs both.
+    it. The live page's server is not the agent's: ``agent.cli.serving`` runs both.
     """
 
     def __init__(
