@@ -135,7 +135,7 @@ def as_agent(variant: str, argv: list[str]) -> int:
             async def serve(self, stop: Any) -> None:
                 await stop.wait()
 
-        import agent.cli.run as run_cli
+        import agent.cli.serving as run_cli
 
         run_cli.live_page = lambda agent, **kw: _NoHttp()  # type: ignore[assignment]
     if level >= 2:

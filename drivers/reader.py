@@ -59,6 +59,13 @@ class _Step:
         return tuple(Quantity(q) for q in self.targets)
 
 
+#: Plans already made, by (``id`` of the register map, strategy): the readers of many
+#: devices with one register map (a profile, or inline registers the config loader
+#: shares) share one plan, ~10 KB a device of decoders and steps otherwise. The map is
+#: kept in the value, so its ``id`` is not reused while the entry lives.
+Plans = dict[tuple[int, Strategy], tuple[RegisterMap, list[_Step], list[_Step]]]
+
+
 class DeviceReader:
     """Reads all quantities of one register map from one unit id."""
 
@@ -70,16 +77,24 @@ class DeviceReader:
         strategy: Strategy = Strategy.MERGE,
         ratio_max_age_s: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
+        plans: Plans | None = None,
     ) -> None:
         self.regmap = regmap
         self.unit = unit
         self.ratio_max_age_s = ratio_max_age_s
         self._clock = clock
-        self._steps = _steps(list(regmap.registers), regmap, strategy)
-        ratio_items = list(regmap.ratios.items())
-        self._ratio_steps = _steps(
-            [r for _, r in ratio_items], regmap, strategy, names=[n for n, _ in ratio_items]
-        )
+        key = (id(regmap), strategy)
+        known = plans.get(key) if plans is not None else None
+        if known is None:
+            ratio_items = list(regmap.ratios.items())
+            ratio_steps = _steps(
+                [r for _, r in ratio_items], regmap, strategy, names=[n for n, _ in ratio_items]
+            )
+            known = (regmap, _steps(list(regmap.registers), regmap, strategy), ratio_steps)
+            if plans is not None:
+                plans[key] = known
+        # The steps hold no state of a unit: readers of one map can share them.
+        _, self._steps, self._ratio_steps = known
         self._ratios: dict[str, float] = {}
         self._ratios_at = -float("inf")
 

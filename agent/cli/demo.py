@@ -30,7 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from agent.cli.common import EXIT_OK, Commands, UsageError
-from agent.cli.run import serve
+from agent.cli.serving import serve
 from agent.cli.words import add_lang_arg, language, site_time, zone_label
 from agent.config import parse_config
 from agent.demo.broker import Mosquitto, find_mosquitto

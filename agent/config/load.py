@@ -28,7 +28,13 @@ from agent.config.document import (
     referenced_files,
 )
 from agent.config.kinds import kind_of, nothing_to_count
-from agent.config.models import ID_RX, SEAL_DEFAULT_MARGIN_S, SEAL_MIN_MARGIN_S, AgentConfig
+from agent.config.models import (
+    ID_RX,
+    SEAL_DEFAULT_MARGIN_S,
+    SEAL_MIN_MARGIN_S,
+    SHARED_REGISTERS,
+    AgentConfig,
+)
 from confdoc.errors import Problem
 from confdoc.yamldoc import YamlDocument, validation_problems
 from drivers.errors import ProfileError
@@ -70,7 +76,7 @@ def agent_config(
     library = profiles or ProfileLibrary()
     config: AgentConfig | None = None
     try:
-        config = AgentConfig.model_validate(doc.data)
+        config = AgentConfig.model_validate(doc.data, context={SHARED_REGISTERS: {}})
     except ValidationError as exc:
         problems += locate_problems(doc, validation_problems(doc, exc))
     problems += cross_reference_problems(doc, library)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 # The bridge's models and the shared ones live apart, importable without drivers;
 # their names stay importable from here.
@@ -272,6 +272,10 @@ class Bus(_Strict):
         )
 
 
+#: Key of the validation context's dict in which devices share identical inline registers.
+SHARED_REGISTERS = "shared_registers"
+
+
 class Device(_Strict):
     id: Id
     bus: Id
@@ -293,6 +297,20 @@ class Device(_Strict):
     parent: Id | None = None
     name: str | None = None
 
+    @field_validator("registers")
+    @classmethod
+    def _shared_registers(
+        cls, v: tuple[RegisterSpec, ...] | None, info: ValidationInfo
+    ) -> tuple[RegisterSpec, ...] | None:
+        """Identical inline registers, one tuple: 200 meters of one type hold one copy
+        (~13 KB a meter of models otherwise). The loader passes the dict to share in
+        (:data:`SHARED_REGISTERS`); ``repr`` tells apart what ``==`` would not (-0.0)."""
+        shared = info.context.get(SHARED_REGISTERS) if isinstance(info.context, dict) else None
+        if v is None or shared is None:
+            return v
+        kept: tuple[RegisterSpec, ...] = shared.setdefault(repr(v), v)
+        return kept
+
     @model_validator(mode="after")
     def _profile_or_registers(self) -> Device:
         if (self.profile is None) == (self.registers is None):
@@ -311,8 +329,10 @@ class Device(_Strict):
         return self
 
     def inline_map(self) -> RegisterMap | None:
-        if self.registers is None:
-            return None
+        return None if self.registers is None else self._inline_map()
+
+    def _inline_map(self) -> RegisterMap:
+        assert self.registers is not None
         return RegisterMap(
             registers=self.registers,
             limits=self.limits or ReadLimits(),
@@ -320,10 +340,25 @@ class Device(_Strict):
             plausible=self.plausible or {},
         )
 
-    def resolve(self, library: ProfileLibrary) -> ResolvedDevice:
-        """This device with its profile's answers filled in (see :mod:`agent.config.kinds`)."""
+    def resolve(
+        self, library: ProfileLibrary, maps: dict[tuple[int, str], RegisterMap] | None = None
+    ) -> ResolvedDevice:
+        """This device with its profile's answers filled in (see :mod:`agent.config.kinds`).
+
+        ``maps``: inline register maps already built for other devices; one with the same
+        registers (the same tuple, shared by the loader) and the same limits, ratios and
+        plausible ranges is reused, so that their readers can share one plan too.
+        """
         profile = library.get(self.profile) if self.profile is not None else None
-        regmap = profile if profile is not None else self.inline_map()
+        if profile is not None:
+            regmap: RegisterMap | None = profile
+        elif maps is None:
+            regmap = self.inline_map()
+        else:
+            key = (id(self.registers), repr((self.limits, self.ratios, self.plausible)))
+            regmap = maps.get(key)
+            if regmap is None:
+                regmap = maps[key] = self._inline_map()
         assert regmap is not None  # the model guarantees a profile or registers
         kind = kind_of(self.kind, profile)
         return ResolvedDevice(self, kind, regmap, main_quantity(kind, regmap.quantities))
@@ -508,7 +543,8 @@ class AgentConfig(_Strict):
     def resolved(self, library: ProfileLibrary) -> tuple[ResolvedDevice, ...]:
         """Every device with its profile's answers, in config order; worked out once."""
         if self._resolved is None or self._resolved[0] is not library:
-            self._resolved = (library, tuple(d.resolve(library) for d in self.devices))
+            maps: dict[tuple[int, str], RegisterMap] = {}
+            self._resolved = (library, tuple(d.resolve(library, maps) for d in self.devices))
         return self._resolved[1]
 
     @property

@@ -29,7 +29,7 @@ What "written carefully" means here:
   never trigger Modbus traffic.
 
 The server knows the agent only as a function that returns its status
-(:class:`agent.status.AgentStatus`): ``agent.cli.run`` creates both and runs
+(:class:`agent.status.AgentStatus`): ``agent.cli.serving`` creates both and runs
 them side by side.
 """
 

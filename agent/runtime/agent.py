@@ -59,7 +59,7 @@ from drivers.endpoint import Transport
 from drivers.errors import TransportError
 from drivers.profile import ProfileLibrary
 from drivers.quantities import Quantity
-from drivers.reader import DeviceReader
+from drivers.reader import DeviceReader, Plans
 from drivers.transport import Framing, open_bus
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class Agent:
 
     What it shows is :meth:`status` (an :class:`~agent.status.AgentStatus`); the
     views (page, /metrics, ``status``, the demo) render that and nothing else of
-    it. The live page's server is not the agent's: ``agent.cli.run`` runs both.
+    it. The live page's server is not the agent's: ``agent.cli.serving`` runs both.
     """
 
     def __init__(
@@ -399,11 +399,12 @@ def build_pollers(
     """One poller per bus with devices, each device backing off on its own when it fails."""
     rng = random.Random()
     pollers = []
+    plans: Plans = {}
     for bus in config.buses:
         polls = [
             DevicePoll(
                 dev.id,
-                DeviceReader(resolved.regmap, dev.unit),
+                DeviceReader(resolved.regmap, dev.unit, plans=plans),
                 dev.interval_s,
                 Backoff(base_s=dev.interval_s, cap_s=max(60.0, 10 * dev.interval_s), rng=rng),
             )

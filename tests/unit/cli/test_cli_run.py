@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from agent.cli.run import start_lines
+from agent.cli.serving import start_lines
 from agent.config import parse_config
 from agent.runtime.agent import Agent
 from agent.runtime.outbox import MemoryOutbox

@@ -20,7 +20,7 @@ from drivers.image import RegisterImage
 from drivers.planner import Strategy
 from drivers.profile import Hole, Profile, ProfileLibrary, ReadLimits, RegisterMap
 from drivers.quantities import Quantity as Q
-from drivers.reader import DeviceReader
+from drivers.reader import DeviceReader, Plans
 from drivers.registers import DataType, FunctionCode, RatioRegister, RegisterSpec, Table
 from drivers.simulator.meter import MeterModel
 
@@ -319,3 +319,25 @@ async def test_builtin_ratio_register_reading_zero_is_malformed(profile_id: str)
     fake.images[UNIT].set_words(reg.table, reg.address, [0] * reg.type.words)
     with pytest.raises(MalformedResponse, match=f"ratio register '{name}'"):
         await reader.read(fake)
+
+
+async def test_readers_of_one_map_share_one_plan_and_read_their_own_meter() -> None:
+    """Issue 18: 200 meters of one register map make one plan (decoders, steps), not 200.
+
+    Each reader still reads its own unit, keeps its own transformer ratios, and gets
+    the values a reader with a plan of its own gets."""
+    profile = LIB.get("eastron-sdm630")
+    plans: Plans = {}
+    models = {unit: meter(profile, seed=unit) for unit in (1, 2)}
+    fake = FakeTransport(
+        {u: RegisterImage.of(profile, m.values(), m.ratios) for u, m in models.items()}
+    )
+    one, two = (DeviceReader(profile, u, plans=plans) for u in (1, 2))
+    assert one._steps is two._steps and len(plans) == 1
+    assert DeviceReader(profile, 1, plans=plans, strategy=Strategy.SINGLE)._steps is not one._steps
+    for unit, reader in ((1, one), (2, two)):
+        got = (await reader.read(fake)).values
+        alone = (await DeviceReader(profile, unit).read(fake)).values
+        assert got == alone
+        assert_matches_truth(profile, got, models[unit].values(), models[unit].ratios)
+    assert {u for u, *_ in fake.requests} == {1, 2}

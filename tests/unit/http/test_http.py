@@ -21,7 +21,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.cli.main import main as cli_main
-from agent.cli.run import live_page
+from agent.cli.serving import live_page
 from agent.config import parse_config
 from agent.config.models import Http
 from agent.http.limits import Limits
