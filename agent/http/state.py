@@ -61,9 +61,7 @@ def state_document(s: AgentStatus) -> dict[str, Any]:
         # The ledger and the history of records it covers (agent.runtime.ledger).
         "ledger": None if s.ledger is None else _ledger(s.ledger),
         # The scheduled reports (agent.runtime.reports), when report.schedule lists any.
-        "reports": None
-        if s.reports is None
-        else _plain(s.reports, schedule=list(s.reports.schedule)),
+        "reports": None if s.reports is None else _reports(s.reports),
         "site": _site(s.site),
         "devices": [_device(d) for d in s.devices],
         # The alarms raised now (README, Alarms), each as agent.status.AlarmStatus says.
