@@ -147,6 +147,8 @@ class BulkText:
         self._missing: dict[tuple[str, ...], str] = {}
         self._energy: dict[tuple[int, bool], tuple[list[str], list[str]]] = {}
         self.known = True
+        #: The site's windows carry its net import (a root meter can export).
+        self.net = site.windows.series.weights.net_import
         #: The intensity record around its ts and each window's values.
         self._record = parts_of(self._intensity_template())
 
@@ -174,8 +176,6 @@ class BulkText:
 
     def _intensity_template(self) -> str:
         """The intensity payload with ``%s`` for its ts and each window's values."""
-        #: The site's windows carry its net import (a root meter can export).
-        self.net = self.site.windows.series.weights.net_import
         net = 1.0 if self.net else None
         totals = {
             w: Totals(1.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, net_import_kwh=net) for w in _WINDOWS
