@@ -277,28 +277,26 @@ def add(db: sqlite3.Connection, device: str, ts: int, payload: bytes, *, again: 
         "AND carrier = ?",
         (bq, sq, device, carrier),
     ).fetchone()
-    if row is not None and (again or int(row[-1]) >= ts):
-        _refold(db, bq, sq, device, carrier)
+    if again or (row is not None and int(row[-1]) >= ts):
+        _refold(db, bq, device)
         return
     v = blank() if row is None else [float(x) for x in row[:-1]]
     fold(v, interval_s, quality, *values)  # type: ignore[arg-type]
     _write(db, Quarter(bq, sq, device, carrier, v), ts)
 
 
-def _refold(db: sqlite3.Connection, bq: int, sq: int, device: str, carrier: str) -> None:
-    """Sum a row again from its records in ts order (a late or replaced record)."""
+def _refold(db: sqlite3.Connection, bq: int, device: str) -> None:
+    """Sum a device's rows of quarter ``bq`` again from its records in ts order (a late or
+    replaced record). Every row of the device in that quarter, not only the new record's:
+    a record replaced by one of another carrier or interval leaves its old row empty."""
     rows = db.execute(
         "SELECT device, ts, payload FROM records WHERE kind = ? AND device = ? AND ts > ? "
         "AND ts <= ? ORDER BY ts, id",
         (ENERGY, device, bq * QUARTER_MS, (bq + 1) * QUARTER_MS),
     ).fetchall()
-    db.execute(
-        "DELETE FROM rollup WHERE bq = ? AND sq = ? AND device = ? AND carrier = ?",
-        (bq, sq, device, carrier),
-    )
+    db.execute("DELETE FROM rollup WHERE bq = ? AND device = ?", (bq, device))
     for q in fold_stream(_decoded(rows)):
-        if (q.sq, q.carrier) == (sq, carrier):
-            _write(db, q, max(int(r[1]) for r in rows))
+        _write(db, q, max(int(r[1]) for r in rows))
 
 
 def prune(db: sqlite3.Connection, through_ms: int) -> None:
@@ -321,15 +319,19 @@ def readable(db: sqlite3.Connection, start_ms: int, end_ms: int) -> bool:
     return row is not None and int(row[0]) == VERSION
 
 
+#: The sums as doubles, counts too (SQLite converts them: exact below 2**53).
+_REALS = ", ".join(f"CAST({c} AS REAL)" if i in _COUNTS else c for i, c in enumerate(SUMS))
+
+
 def read(db: sqlite3.Connection, start_ms: int, end_ms: int) -> Iterator[Quarter]:
     """The rows of records with ``start < ts <= end``, by (bq, sq, device, carrier)."""
     rows = db.execute(
-        f"SELECT bq, sq, device, carrier, {_COLS} FROM rollup WHERE bq >= ? AND bq < ? "
+        f"SELECT bq, sq, device, carrier, {_REALS} FROM rollup WHERE bq >= ? AND bq < ? "
         "ORDER BY bq, sq, device, carrier",
         (start_ms // QUARTER_MS, end_ms // QUARTER_MS),
     )
-    for bq, sq, device, carrier, *sums in rows:
-        yield Quarter(bq, sq, device, carrier, [float(x) for x in sums])
+    for row in rows:
+        yield Quarter(row[0], row[1], row[2], row[3], list(row[4:]))
 
 
 class Check:
@@ -381,6 +383,16 @@ class Check:
         self.differ += 1
         if self.first is None:
             self.first = key
+
+
+@dataclass
+class Checked:
+    """A :class:`Check`'s outcome when the records were summed elsewhere (the ledger's
+    bulk verification, :mod:`agent.ledger.bulk`): every record seen."""
+
+    differ: int
+    first: tuple[int, int, str, str] | None
+    complete: bool = True
 
 
 def _key(q: Quarter) -> tuple[int, int, str, str]:

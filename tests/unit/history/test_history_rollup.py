@@ -97,6 +97,30 @@ def test_a_late_record_sums_its_quarter_again_in_ts_order(tmp_path: Path) -> Non
     h.close()
 
 
+def test_a_record_replaced_by_another_carrier_or_interval_leaves_no_old_row(
+    tmp_path: Path,
+) -> None:
+    """Found by the bulk verification's property test: the replacing record's row was
+    summed again, the replaced one's (another carrier, another start quarter) kept its
+    record, and the rollup no longer matched the records."""
+    h = make(tmp_path)
+    h.put([rec("m", 13, 1.0), rec("m", 14, 2.0)])
+    h.put([rec("m", 14, 2.0, carrier=Carrier.NATURAL_GAS)])
+    got = R.read(h.reader.db, T0, T0 + 15 * MIN)
+    assert [(q.carrier, q.sums[R.RECORDS], q.sums[R.KWH]) for q in got] == [
+        ("electricity", 1, 1.0),
+        ("natural_gas", 1, 2.0),
+    ]
+    # 00:13 as a 900 s interval: it starts in the quarter before, its old row goes
+    h.put([rec("m", 13, 5.0, interval_s=900)])
+    got = R.read(h.reader.db, T0, T0 + 15 * MIN)
+    assert [(q.sq - T0 // Q, q.carrier, q.sums[R.RECORDS], q.sums[R.KWH]) for q in got] == [
+        (-1, "electricity", 1, 5.0),
+        (0, "natural_gas", 1, 2.0),
+    ]
+    h.close()
+
+
 def test_pruning_drops_the_rollup_with_its_records(tmp_path: Path) -> None:
     h = make(tmp_path)
     h.put([rec("m", 10, 1.0), rec("m", 24 * 60 + 10, 2.0), rec("m", 24 * 60, 4.0)])
