@@ -194,6 +194,7 @@ def verify(
     prefix: str,
     span: tuple[int | None, int | None] = (None, None),
     pruned_before: int | None = None,
+    settled: Mapping[tuple[Unit, Group], Digest] | None = None,
 ) -> Result:
     """Verify ``entries`` (in the order given) and ``records``; see the module's doc.
 
@@ -201,17 +202,17 @@ def verify(
     end of its interval): covers carry their spans, so a change of ``period_s`` in a
     gateway's life needs nothing here. ``span`` limits the periods compared (an
     export of a time range); ``pruned_before`` skips periods the history pruned.
+
+    ``settled``: (period, group) whose records were proven to hash to the period's
+    newest cover by :mod:`agent.ledger.bulk`, with that digest; ``records`` then holds
+    none of those records (one there raises :class:`SettledConflict`), only the rest.
     """
     result = Result()
     chain = _well_formed(entries, result)
     _check_chain(chain, keyring, result)
     if not chain:
         return result
-    # The newest cover of each period, and which entry gave it.
-    newest: dict[tuple[int, int], tuple[Mapping[str, Any], int]] = {}
-    for e in chain:
-        for c in e["covers"]:
-            newest[(int(c["start"]), int(c["end"]))] = (c, int(e["seq"]))
+    newest = _newest(chain)
     units = sorted(newest)
     unit_starts = [u[0] for u in units]
     # Periods from here on have entries (the genesis covers nothing; a chain whose first
@@ -232,7 +233,7 @@ def verify(
             return units[i]
         return None
 
-    tally = _Tally(newest, result, in_span)
+    tally = _Tally(newest, result, in_span, settled or {})
     stray: dict[int, int] = defaultdict(int)
     topic_of = _topics(prefix)
     for r in records:
@@ -267,6 +268,28 @@ def verify(
 
 
 Unit = tuple[int, int]
+
+
+class SettledConflict(Exception):
+    """An energy record came in for a period the caller said was settled: the caller's
+    split of the records does not hold, and it verifies without one."""
+
+
+def _newest(chain: Iterable[Mapping[str, Any]]) -> dict[Unit, tuple[Mapping[str, Any], int]]:
+    """The newest cover of each period, and which entry gave it."""
+    newest: dict[Unit, tuple[Mapping[str, Any], int]] = {}
+    for e in chain:
+        for c in e["covers"]:
+            newest[(int(c["start"]), int(c["end"]))] = (c, int(e["seq"]))
+    return newest
+
+
+def newest_covers(
+    entries: Iterable[Mapping[str, Any]],
+) -> dict[Unit, tuple[Mapping[str, Any], int]]:
+    """The periods :func:`verify` compares, each with its newest cover and entry: of the
+    entries that have an entry's shape, as :func:`verify` takes them."""
+    return _newest(_well_formed(entries, Result()))
 
 
 def _topics(prefix: str) -> Callable[[str], tuple[TopicRef, Group | None]]:
@@ -304,10 +327,12 @@ class _Tally:
         newest: Mapping[Unit, tuple[Mapping[str, Any], int]],
         result: Result,
         in_span: Callable[[Unit], bool],
+        settled: Mapping[tuple[Unit, Group], Digest],
     ) -> None:
         self.newest = newest
         self.result = result
         self.in_span = in_span
+        self.settled = settled
         self.unit: Unit | None = None
         self.lines: dict[Group, list[Line]] = {g: [] for g in Group}
         #: The open period has a record stored after the last entry: the next entry
@@ -328,6 +353,8 @@ class _Tally:
             return
         if not self.in_span(unit):
             return
+        if (unit, group) in self.settled:
+            raise SettledConflict(f"a {group.value} record in settled period {unit}")
         try:
             self.lines[group] += lines_of(ref, r.payload)
         except (PointError, CanonicalError) as exc:
@@ -352,7 +379,8 @@ class _Tally:
         cover, seq = self.newest[unit]
         self.result.periods += 1
         for group in Group:
-            got = digest(self.lines[group])
+            known = self.settled.get((unit, group))
+            got = known if known is not None else digest(self.lines[group])
             self.result.records += got.records
             mismatch = compare(group, cover[group.value], got)
             if mismatch is not None:
