@@ -208,8 +208,13 @@ warm_numba_cache() {
     say "could not warm the numba cache; the agent compiles the kernels at its first start"
     return 0
   fi
+  # The ledger's bulk verification (a report's, `verify`'s) has kernels of its own.
+  if ! NUMBA_CACHE_DIR="$STATE/numba-cache" "$VENV/bin/python" -P -c \
+    'import sys; from agent.ledger import bulk_warm; sys.exit(0 if bulk_warm.warm() else 1)' >/dev/null; then
+    say "could not warm the ledger's kernels; the first report compiles them"
+  fi
   own -R "$USER_NAME:$USER_NAME" "$STATE/numba-cache"
-  say "compiled the core's kernels into $STATE/numba-cache"
+  say "compiled the core's and the ledger's kernels into $STATE/numba-cache"
 }
 
 # Compile the core's kernels ahead of time into the installed package

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterable, Iterator, Mapping
+import pickle
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -145,6 +146,16 @@ class Source(Protocol):
 
     def verification(self, start_ms: int, end_ms: int) -> Verification: ...
 
+    def start_verification(self, start_ms: int, end_ms: int) -> Callable[[], Verification]:
+        """:meth:`verification`, begun now where it can run beside the figures; the
+        function returns it (waiting for it, or computing it then)."""
+        ...
+
+    def figures_from_records(self, start_ms: int, end_ms: int) -> bool:
+        """Did the verification of the span find that the figures must be summed from
+        the records after all (a history's rollup that differs from them)?"""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -152,13 +163,22 @@ class HistorySource:
     """``--history STATE_DIR``: the gateway's own SQLite history, read-only beside a
     running agent; its ledger verified with the keys the gateway signed with."""
 
-    def __init__(self, state_dir: Path, *, prefix: str, use_rollup: bool = True) -> None:
+    def __init__(
+        self, state_dir: Path, *, prefix: str, use_rollup: bool = True, bulk: bool = True
+    ) -> None:
         self.state_dir = state_dir
         self.prefix = prefix
         #: False: every record, even where the rollup could answer (the benchmark's and
         #: the tests' other path).
         self.use_rollup = use_rollup
-        self._checks: dict[tuple[int, int], rollup.Check] = {}
+        #: False: the ledger verified record by record, never in bulk (the tests' and the
+        #: benchmark's other path).
+        self.bulk = bulk
+        if bulk:
+            from agent.ledger import use_kernel_cache
+
+            use_kernel_cache(state_dir)
+        self._checks: dict[tuple[int, int], rollup.Check | rollup.Checked] = {}
         path = state_dir / HISTORY_FILE
         self.label = f"history {path}"
         if not path.exists():
@@ -201,6 +221,65 @@ class HistorySource:
             raise SourceDown(str(exc)) from None
         yield from quarters_of(self.energy(start_ms, end_ms), ordered=True)
 
+    def start_verification(self, start_ms: int, end_ms: int) -> Callable[[], Verification]:
+        """The verification in a process of its own, forked now, while this one sums the
+        figures: its threads and this process's figures then never wait for one GIL
+        (sharing one, the figures' row-by-row reads took 4x as long:
+        docs/performance.md). Where processes cannot fork, it runs when asked for."""
+        import multiprocessing
+
+        if "fork" not in multiprocessing.get_all_start_methods():
+            return lambda: self.verification(start_ms, end_ms)
+        ctx = multiprocessing.get_context("fork")
+        mine, theirs = ctx.Pipe(duplex=False)
+        child = ctx.Process(
+            target=self._verify_in_child, args=(start_ms, end_ms, theirs), daemon=True
+        )
+        child.start()
+        theirs.close()
+
+        def result() -> Verification:
+            try:
+                got = mine.recv()
+            except EOFError:
+                raise SourceDown(
+                    f"{self.label}: the verification's process ended without a result "
+                    f"(exit code {child.exitcode})"
+                ) from None
+            finally:
+                mine.close()
+                child.join()
+            if isinstance(got, BaseException):
+                raise got
+            verdict, check = got
+            if check is not None:
+                self._checks[(start_ms, end_ms)] = check
+            return verdict  # type: ignore[no-any-return]
+
+        return result
+
+    def _verify_in_child(self, start_ms: int, end_ms: int, conn: Any) -> None:
+        """The child's side: this object's verification (through connections of its own;
+        the parent's connection is never touched here), sent back with the rollup's word."""
+        try:
+            verdict = self.verification(start_ms, end_ms)
+            check = self._checks.get((start_ms, end_ms))
+            outcome = (
+                None if check is None else rollup.Checked(check.differ, check.first, check.complete)
+            )
+            conn.send((verdict, outcome))
+        except Exception as exc:  # noqa: BLE001 (a process boundary: re-raised over there)
+            try:
+                conn.send(exc)
+            except (TypeError, AttributeError, pickle.PicklingError):
+                conn.send(RuntimeError(f"the verification failed: {exc!r}"))
+        finally:
+            conn.close()
+
+    def figures_from_records(self, start_ms: int, end_ms: int) -> bool:
+        check = self._checks.get((start_ms, end_ms))
+        return check is not None and check.differ > 0
+
     def first_ms(self) -> int | None:
         try:
             oldest = self.reader.oldest_ts()
@@ -223,22 +302,40 @@ class HistorySource:
         if not trusted:
             return unverified(start_ms, end_ms, "no_keys")
         try:
-            entries = [row.entry for row in self.reader.entries()]
-            last = self.reader.last_entry()
-            upto = last.upto if last is not None else 0
-            check = None
-            if self.use_rollup and rollup.readable(self.reader.db, start_ms, end_ms):
-                check = rollup.Check(self.reader.db, start_ms, end_ms)
-            verdict = from_chain(
-                entries,
-                self._records_in(start_ms, end_ms, upto, check),
-                trusted,
-                prefix=self.prefix,
-                span=(start_ms, end_ms),
-                pruned_before=self.reader.pruned_before(),
-            )
+            # A connection of its own: the report computes its figures meanwhile.
+            reader = HistoryReader.open(self.reader.path)
         except HistoryError as exc:
             raise SourceDown(str(exc)) from None
+        try:
+            entries = [row.entry for row in reader.entries()]
+            last = reader.last_entry()
+            upto = last.upto if last is not None else 0
+            pruned = reader.pruned_before()
+            checked = self.use_rollup and rollup.readable(reader.db, start_ms, end_ms)
+            span = (start_ms, end_ms)
+            found = (
+                self._bulk(reader, entries, trusted, span, upto, pruned, checked)
+                if self.bulk
+                else None
+            )
+            check: rollup.Check | rollup.Checked | None
+            if found is not None:
+                verdict, check = found
+            else:
+                exact = rollup.Check(reader.db, start_ms, end_ms) if checked else None
+                check = exact
+                verdict = from_chain(
+                    entries,
+                    self._records_in(reader, start_ms, end_ms, upto, exact),
+                    trusted,
+                    prefix=self.prefix,
+                    span=span,
+                    pruned_before=pruned,
+                )
+        except HistoryError as exc:
+            raise SourceDown(str(exc)) from None
+        finally:
+            reader.close()
         if check is None:
             return verdict
         self._checks[(start_ms, end_ms)] = check
@@ -248,15 +345,57 @@ class HistorySource:
             return verdict
         return replace(verdict, problems=[*verdict.problems, self._differs(check)])
 
+    def _bulk(
+        self,
+        reader: HistoryReader,
+        entries: list[Any],
+        trusted: list[Any],
+        span: tuple[int, int],
+        upto: int,
+        pruned: int | None,
+        checked: bool,
+    ) -> tuple[Verification, rollup.Checked | None] | None:
+        """The verification with the energy records settled in bulk where they can be
+        (:mod:`agent.ledger.bulk`: the same verdict, seconds for a month); None when the
+        bulk pass cannot decide, and the caller verifies every record itself."""
+        from agent.ledger import bulk
+        from agent.ledger.verify import SettledConflict, newest_covers
+
+        plan = bulk.periods(newest_covers(entries), span, pruned)
+        done = bulk.verify_energy(
+            reader.path, span, plan, upto=upto, prefix=self.prefix, check_rollup=checked
+        )
+        if done is None:
+            return None
+        try:
+            verdict = from_chain(
+                entries,
+                bulk.rest(reader, span, upto, done.settled),
+                trusted,
+                prefix=self.prefix,
+                span=span,
+                pruned_before=pruned,
+                settled=done.settled,
+            )
+        except (SettledConflict, bulk.Moved):
+            return None
+        check = rollup.Checked(done.differ, done.first) if checked else None
+        return verdict, check
+
     def _records_in(
-        self, start_ms: int, end_ms: int, upto: int, check: rollup.Check | None
+        self,
+        reader: HistoryReader,
+        start_ms: int,
+        end_ms: int,
+        upto: int,
+        check: rollup.Check | None,
     ) -> Iterator[RecordIn]:
         """The span's records for the ledger's verification, summed on the way into a
         check of the rollup (the one pass over them: they are read and decoded once)."""
         from agent.ledger.verify import RecordIn
 
         energy = MessageKind.ENERGY.value
-        for r in self.reader.iter_records(start_ms, end_ms):
+        for r in reader.iter_records(start_ms, end_ms):
             payload = json.loads(r.payload)
             if check is not None and r.kind == energy:
                 check.record(r.device, r.ts, payload)
@@ -264,7 +403,7 @@ class HistorySource:
         if check is not None:
             check.finish()
 
-    def _differs(self, check: rollup.Check) -> str:
+    def _differs(self, check: rollup.Check | rollup.Checked) -> str:
         where = ""
         if check.first is not None:
             bq, _, device, _ = check.first
@@ -335,6 +474,13 @@ class JsonLinesSource:
                 last = ts
         return True
 
+    def start_verification(self, start_ms: int, end_ms: int) -> Callable[[], Verification]:
+        # One read at a time: the verification after the figures.
+        return lambda: self.verification(start_ms, end_ms)
+
+    def figures_from_records(self, start_ms: int, end_ms: int) -> bool:
+        return False
+
     def first_ms(self) -> int | None:
         return None
 
@@ -398,6 +544,13 @@ class StoreSource:
 
     def quarters(self, start_ms: int, end_ms: int) -> Iterator[Quarter]:
         return quarters_of(self.energy(start_ms, end_ms), ordered=False)
+
+    def start_verification(self, start_ms: int, end_ms: int) -> Callable[[], Verification]:
+        # One read at a time: the verification after the figures.
+        return lambda: self.verification(start_ms, end_ms)
+
+    def figures_from_records(self, start_ms: int, end_ms: int) -> bool:
+        return False
 
     def first_ms(self) -> int | None:
         return None
