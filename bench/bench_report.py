@@ -3,12 +3,14 @@ the time for a month of 200 meters at 60 s intervals.
 
 Run: ``.venv/bin/python -m bench.bench_report [--devices 200] [--days 2]``.
 
-Builds a history with the code `run` uses (History.put, energy records as the
-core publishes them) in a temporary directory on this machine's disk, then times
-the report as the CLI makes it (read, figures, tables, HTML, XLSX, CSV; the
-ledger's verification is left out: this history has no ledger) and extrapolates
-to a month and a year by records (the work is linear in them; the disk would need
-about 3 GB for a month of 200 meters, so the benchmark does not build one).
+Builds a history with the code `run` uses (History.put: energy records as the core
+publishes them, and the site's intensity record of six windows every minute, as
+`run` stores it) in a temporary directory on this machine's disk (or ``--keep DIR``,
+reused when it holds one already), then times the report as the CLI makes it (read,
+figures, tables, HTML, XLSX, CSV) and extrapolates to a month and a year by records.
+``--ledger`` seals an hourly ledger and times the report with its verification,
+in bulk (agent/ledger/bulk.py) and record by record (``--exact``); ``--days 30``
+builds a whole month (about 3 GB and 10 minutes for 200 meters).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 from agent.config.load import parse_config
 from agent.contract import Carrier, MessageKind, Topics, encode, parse_topic
-from agent.contract.build import energy_payload
+from agent.contract.build import energy_payload, intensity_payload, window_values
 from agent.history.writer import History, new_record
 from agent.report.build import make_report
 from agent.report.output import write_report
@@ -68,6 +70,19 @@ def build(state: Path, devices: int, start_ms: int, minutes: int) -> int:
                 )  # fmt: skip
                 m = TOPICS.message(MessageKind.ENERGY, p, f"m{d:03d}")
                 batch.append(new_record(parse_topic(m.topic), m.topic, p, encode(p)))
+            # The site's record of the minute: six windows, as core/site.py writes them.
+            kwh = 10 * (0.5 + (k % 60) / 600)
+            windows = {
+                w: window_values(
+                    kwh * n, kwh * n * 0.5703, 0.0, kwh * n * 0.1229, (0.98, 0.01, 0.01),
+                    (1, ["m007"]),
+                )
+                for w, n in (("1m", 1), ("15m", 15), ("1h", 60), ("24h", 1440),
+                             ("today", k % 1440 + 1), ("month", k))
+            }  # fmt: skip
+            p = intensity_payload(ts, windows)
+            m = TOPICS.message(MessageKind.INTENSITY, p)
+            batch.append(new_record(parse_topic(m.topic), m.topic, p, encode(p)))
             if len(batch) >= 50_000:
                 history.put(batch)
                 n += len(batch)
@@ -99,6 +114,34 @@ def timed_report(
     finally:
         source.close()
     return verify, figures, written
+
+
+def cli_report(
+    config_file: Path, state: Path, period_text: str, out: Path, *, exact: bool
+) -> tuple[float, float]:
+    """(wall, CPU) seconds of `energy-agent report --history` in a fresh process, as an
+    admin or the scheduled run starts it: imports, numba's cached kernels, the ledger's
+    verification, the figures and the files. ``exact``: the ledger verified record by
+    record (ENERGY_AGENT_NUMBA=off keeps the bulk kernels out)."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    if exact:
+        env["ENERGY_AGENT_NUMBA"] = "off"
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "agent.cli.main", "report", "-c", str(config_file), "--history",
+         str(state), "--period", period_text, "--out", str(out)],
+        check=True, env=env, capture_output=True,
+    )  # fmt: skip
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def backfill(state: Path) -> float:
@@ -221,7 +264,17 @@ def main() -> None:
         help="with --ledger: time the verification of this checkout and of this other one "
         "(e.g. main's) alternately on the same history",
     )  # fmt: skip
-    ap.add_argument("--repeat", type=int, default=3, help="--against: rounds")
+    ap.add_argument("--repeat", type=int, default=3, help="--against, --cli: rounds")
+    ap.add_argument(
+        "--keep", type=Path, default=None,
+        help="build the history in this directory and keep it (reused if it holds one)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--cli", action="store_true",
+        help="time `energy-agent report` in fresh processes (with --ledger: in bulk, and "
+        "record by record with --exact)",
+    )  # fmt: skip
+    ap.add_argument("--exact", action="store_true", help="--cli: also record by record")
     ap.add_argument(
         "--backfill", action="store_true",
         help="drop the rollup and time its back-fill when the history is opened again",
@@ -229,25 +282,47 @@ def main() -> None:
     args = ap.parse_args()
     print(describe())
     with tempfile.TemporaryDirectory() as tmp:
-        state = Path(tmp) / "state"
-        state.mkdir()
+        state = (args.keep or Path(tmp)) / "state"
+        state.mkdir(parents=True, exist_ok=True)
         config = parse_config(config_text(args.devices, state), "bench.yaml")
+        config_file = state.parent / "bench.yaml"
+        config_file.write_text(config_text(args.devices, state), encoding="utf-8")
         days = args.days
-        text = f"2026-11-01..2026-11-{days:02d}"
+        text = "2026-11" if days == 30 else f"2026-11-01..2026-11-{days:02d}"
         period = parse_period(text, "Asia/Shanghai")
-        t = time.perf_counter()
-        n = build(state, args.devices, period.start_ms, days * 1440)
-        built = time.perf_counter() - t
-        size = (state / "history.db").stat().st_size
-        print(
-            f"history: {n:,} records in {built:.1f} s ({built / n * 1e6:.1f} µs a record, "
-            f"rollup included), {size / 1e6:.0f} MB"
-        )
+        if (state / "history.db").exists():
+            n = days * 1440 * (args.devices + 1)
+            print(f"history: kept in {state} ({n:,} records)")
+        else:
+            t = time.perf_counter()
+            n = build(state, args.devices, period.start_ms, days * 1440)
+            built = time.perf_counter() - t
+            size = (state / "history.db").stat().st_size
+            print(
+                f"history: {n:,} records in {built:.1f} s ({built / n * 1e6:.1f} µs a record, "
+                f"rollup included), {size / 1e6:.0f} MB"
+            )
+            if args.ledger:
+                sealed = seal(state, period.start_ms, period.end_ms)
+                print(f"ledger: {days * 24} hourly entries sealed in {sealed:.1f} s")
         if args.backfill:
             print(f"back-fill of the rollup (a history from before it): {backfill(state):.1f} s")
+        if args.cli:
+            import os
+
+            for k in range(args.repeat):
+                for exact in (False, True) if args.exact else (False,):
+                    wall, cpu = cli_report(
+                        config_file, state, text, Path(tmp) / f"cli-{k}-{exact}", exact=exact
+                    )
+                    how = "record by record" if exact else "in bulk"
+                    print(
+                        f"  [{k + 1}] `energy-agent report --period {text}`, ledger verified "
+                        f"{how}: {wall:.2f} s wall, {cpu:.2f} s CPU (load "
+                        f"{os.getloadavg()[0]:.1f})"
+                    )
+            return
         if args.ledger:
-            sealed = seal(state, period.start_ms, period.end_ms)
-            print(f"ledger: {days * 24} hourly entries sealed in {sealed:.1f} s")
             if args.against is not None:
                 against(state, period.start_ms, period.end_ms, args.against, args.repeat, n)
             if args.workers:
