@@ -56,6 +56,7 @@ from agent.history import db as hdb
 from agent.history import rollup
 from agent.history.reader import HistoryReader
 from agent.ledger import bulk_kernel as K
+from agent.ledger import bulk_rollup as R
 from agent.ledger import bulk_site as S
 from agent.ledger import jcs
 from agent.ledger.canonical import Digest, Group, group_of
@@ -63,8 +64,7 @@ from agent.ledger.shape import _FLOAT, _INT, _PLAIN_KEY, _TAG, SHAPES
 from agent.ledger.verify import RecordIn
 
 Unit = tuple[int, int]
-#: A rollup row's key: (bq, sq, device, carrier).
-QuarterKey = tuple[int, int, str, str]
+QuarterKey = R.QuarterKey
 
 #: Records per block read from SQLite: ~10 MB of payloads, the block's lines beside.
 BLOCK_RECORDS = 40_000
@@ -102,9 +102,9 @@ def _table(names: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 _FOLD = {
-    "energy_kwh": K.F_KWH, "co2_kg": K.F_CO2, "volume_m3": K.F_M3, "units": K.F_UNITS,
-    "unmetered_kwh": K.F_UNMETERED, "interval_s": K.F_INTERVAL, "carrier": K.F_CARRIER,
-    "quality": K.F_QUALITY,
+    "energy_kwh": K.FOLD_KWH, "co2_kg": K.FOLD_CO2, "volume_m3": K.FOLD_M3, "units": K.FOLD_UNITS,
+    "unmetered_kwh": K.FOLD_UNMETERED, "interval_s": K.FOLD_INTERVAL, "carrier": K.FOLD_CARRIER,
+    "quality": K.FOLD_QUALITY,
 }  # fmt: skip
 #: The topic's tags, in the order the topic table stores their parts.
 _TAGS = ("kind", "site", "gateway", "device")
@@ -633,7 +633,7 @@ class _Pass:
         if n > 1 and (np.diff(r.ts) < 0).any():
             raise Odd  # not in time order: the exact path's tally decides
         energy = (r.status == K.OK) & ~r.site
-        self._patch(r, _u8(row[5]))
+        _patch(r, _u8(row[5]))
         rank = self.topics.rank[r.topic]
         self.outcome.records += int(energy.sum())
         self._settle(r, rank, t0, t1, pending)
@@ -680,43 +680,8 @@ class _Pass:
             break
         r.site = r.status == K.SITE
         if self.site is not None and r.site.any():
-            self._scan_site(r, n, blob)
+            _scan_site(r, n, blob, self.site, self.topics)
         return r
-
-    def _scan_site(self, r: _Scanned, n: int, blob: np.ndarray) -> None:
-        site, tp = self.site, self.topics
-        assert site is not None
-        cap = 8 * int(r.site.sum()) + 16
-        start = int(r.info[1])
-        while True:
-            r.s_row = np.zeros(cap, np.int64)
-            r.s_start = np.zeros(cap, np.int64)
-            r.s_end = np.zeros(cap, np.int64)
-            code = S.scan_site(
-                blob, n, r.status, r.topic, r.row_a, r.row_b, r.ts,
-                tp.part, tp.pstart, tp.pend,
-                site.w_tab, site.w_store, site.w_off, site.w_kind,
-                site.k2_src, site.k2_store, site.k2_off,
-                r.out, start, tp.widest + 1024, r.s_row, r.s_start, r.s_end, r.info,
-            )  # fmt: skip
-            if code == K.DONE:
-                r.nsite = int(r.info[1])
-                return
-            # Room for more lines: the rows done keep their OK, the rest are read again.
-            r.status[r.site & (r.status == K.OK)] = K.SITE
-            cap *= 2
-            grown = np.empty(2 * r.out.shape[0], np.uint8)
-            grown[:start] = r.out[:start]
-            r.out = grown
-
-    def _patch(self, r: _Scanned, blob: np.ndarray) -> None:
-        """Numbers the kernel's fast path does not parse exactly: Python's own parse of
-        the JSON text (json.loads, then float: as the rollup reads a payload)."""
-        rows, cols = np.nonzero(r.has == K.PATCH)
-        for i, c in zip(rows.tolist(), cols.tolist(), strict=True):
-            text = blob[r.p_start[i, c] : r.p_end[i, c]].tobytes()
-            r.vals[i, c] = float(json.loads(text))
-            r.has[i, c] = K.PARSED
 
     def _settle(
         self,
@@ -783,113 +748,54 @@ class _Pass:
     def _compare_rollup(
         self, t0: int, t1: int, scanned: tuple[_Scanned, np.ndarray, np.ndarray] | None
     ) -> None:
-        """The block's rollup rows against the records' sums (module doc)."""
-        q = rollup.QUARTER_MS
-        bqs, sqs, devices, cars, rs = self._rollup_rows(t0 // q, t1 // q)
-        names = sorted(self.topics.device_rank)
-        carriers = self.lay.c_names
-        width = len(rollup.SUMS)
-        keys = np.empty((0, 4), np.int64)
-        sums = np.empty((0, width), np.float64)
+        """The block's rollup rows against the records' sums (bulk_rollup)."""
+        records = None
         if scanned is not None:
             r, rank, energy = scanned
-            bq = (r.ts - 1) // q
-            sq = (r.ts - r.ival * 1000) // q
-            # The energy records only, in their order (a stable sort keeps it per key).
-            order = np.flatnonzero(energy)
-            order = order[np.lexsort((r.carrier[order], rank[order], sq[order], bq[order]))]
-            keys = np.empty((r.n, 4), np.int64)
-            sums = np.empty((r.n, width), np.float64)
-            g = self.k.fold(
-                order, bq, sq, rank, r.carrier, r.ival, r.quality, r.vals, r.has, keys, sums
-            )
-            keys, sums = keys[:g], sums[:g]
-        # The rollup's rows as the same keys: a device or carrier no record has differs.
-        dev_rank = self.topics.device_rank
-        car_rank = {c: k for k, c in enumerate(carriers)}
-        rk = np.empty((len(devices), 4), np.int64)
-        rk[:, 0] = bqs
-        rk[:, 1] = sqs
-        rk[:, 2] = np.array([dev_rank.get(d, -1) for d in devices], np.int64)
-        rk[:, 3] = np.array([car_rank.get(c, -1) for c in cars], np.int64)
-        # In the rollup's key order, which sorts devices as their ranks do; made sure of.
-        order = np.lexsort((rk[:, 3], rk[:, 2], rk[:, 1], rk[:, 0]))
-        if (order != np.arange(len(order))).any():
-            rk, rs = rk[order], rs[order]
-            devices = [devices[i] for i in order.tolist()]
-            cars = [cars[i] for i in order.tolist()]
-            bqs, sqs = bqs[order], sqs[order]
-        unknown = (rk[:, 2] < 0) | (rk[:, 3] < 0)
-        known = ~unknown
-        da = np.zeros(len(keys), np.uint8)
-        db = np.zeros(int(known.sum()), np.uint8)
-        kb, sb = np.ascontiguousarray(rk[known]), np.ascontiguousarray(rs[known])
-        self.k.merge(keys, sums, len(keys), kb, sb, len(kb), da, db)
-        n = int(da.sum()) + int(db.sum()) + int(unknown.sum())
-        if not n:
-            return
+            records = R.Records(r.ts, r.ival, rank, r.carrier, r.quality, r.vals, r.has, energy)
+        rows = R.rows_of(self.db, t0 // rollup.QUARTER_MS, t1 // rollup.QUARTER_MS)
+        if rows is None:
+            raise Odd  # the rollup's two reads disagree: the exact check decides
+        n, first = R.compare(self.k, records, rows, self.topics.device_rank, self.lay.c_names)
         self.outcome.differ += n
-        firsts: list[QuarterKey] = []
-        for k in keys[da == 1][:1].tolist() + kb[db == 1][:1].tolist():
-            firsts.append((int(k[0]), int(k[1]), names[int(k[2])], carriers[int(k[3])]))
-        for i in np.flatnonzero(unknown)[:1].tolist():
-            firsts.append((int(bqs[i]), int(sqs[i]), devices[i], cars[i]))
-        self.differing.append(min(firsts))
+        if first is not None:
+            self.differing.append(first)
 
-    def _rollup_rows(
-        self, lo: int, hi: int
-    ) -> tuple[np.ndarray, np.ndarray, list[str], list[str], np.ndarray]:
-        """The rollup's rows with ``lo <= bq < hi``, in its key's order: bq, sq, device,
-        carrier and the sums (columns in SUMS order). Keys and counts come as text
-        (``group_concat``, exact for integers), the doubles as rows: a third of the
-        Python objects of a plain SELECT. Both reads in one transaction, each row's
-        (bq, sq) in both, so the two are the same rows in the same order."""
-        counts = [c for i, c in enumerate(rollup.SUMS) if i in rollup._COUNTS]
-        reals = [c for i, c in enumerate(rollup.SUMS) if i not in rollup._COUNTS]
-        where = "FROM rollup WHERE bq >= ? AND bq < ?"
-        self.db.execute("BEGIN")
-        try:
-            head = self.db.execute(
-                "SELECT count(*), group_concat(bq), group_concat(sq), "
-                "group_concat(device, char(10)), group_concat(carrier, char(10)), "
-                + ", ".join(f"group_concat({c})" for c in counts)
-                + f" {where}",
-                (lo, hi),
-            ).fetchone()
-            values = self.db.execute(
-                f"SELECT bq, sq, {', '.join(reals)} {where}", (lo, hi)
-            ).fetchall()
-        finally:
-            self.db.execute("COMMIT")
-        n = int(head[0])
-        width = len(rollup.SUMS)
-        if n == 0:
-            return np.empty(0, np.int64), np.empty(0, np.int64), [], [], np.empty((0, width))
 
-        def ints(text: str) -> np.ndarray:
-            return np.fromstring(text, dtype=np.int64, sep=",")
+def _scan_site(r: _Scanned, n: int, blob: np.ndarray, site: SiteLayout, tp: Topics) -> None:
+    """The block's site rows (bulk_site.scan_site), into larger buffers if they fill."""
+    cap = 8 * int(r.site.sum()) + 16
+    start = int(r.info[1])
+    while True:
+        r.s_row = np.zeros(cap, np.int64)
+        r.s_start = np.zeros(cap, np.int64)
+        r.s_end = np.zeros(cap, np.int64)
+        code = S.scan_site(
+            blob, n, r.status, r.topic, r.row_a, r.row_b, r.ts,
+            tp.part, tp.pstart, tp.pend,
+            site.w_tab, site.w_store, site.w_off, site.w_kind,
+            site.k2_src, site.k2_store, site.k2_off,
+            r.out, start, tp.widest + 1024, r.s_row, r.s_start, r.s_end, r.info,
+        )  # fmt: skip
+        if code == K.DONE:
+            r.nsite = int(r.info[1])
+            return
+        # Full: every site row is read again, into buffers twice as large.
+        r.status[r.site & (r.status == K.OK)] = K.SITE
+        cap *= 2
+        grown = np.empty(2 * r.out.shape[0], np.uint8)
+        grown[:start] = r.out[:start]
+        r.out = grown
 
-        bqs, sqs = ints(head[1]), ints(head[2])
-        devices, cars = head[3].split("\n"), head[4].split("\n")
-        got = np.array(values, np.float64).reshape(len(values), 2 + len(reals))
-        if (
-            len(values) != n or len(devices) != n or len(cars) != n
-            or not np.array_equal(got[:, 0], bqs) or not np.array_equal(got[:, 1], sqs)
-        ):  # fmt: skip
-            raise Odd  # the two reads disagree: the exact check decides
-        sums = np.empty((n, width), np.float64)
-        k_count = k_real = 0
-        for i in range(width):
-            if i in rollup._COUNTS:
-                column = ints(head[5 + k_count])
-                if column.shape[0] != n:
-                    raise Odd
-                sums[:, i] = column
-                k_count += 1
-            else:
-                sums[:, i] = got[:, 2 + k_real]
-                k_real += 1
-        return bqs, sqs, devices, cars, sums
+
+def _patch(r: _Scanned, blob: np.ndarray) -> None:
+    """Numbers the kernel's fast path does not parse exactly: Python's own parse of the
+    JSON text (json.loads, then float: as the rollup reads a payload)."""
+    rows, cols = np.nonzero(r.has == K.PATCH)
+    for i, c in zip(rows.tolist(), cols.tolist(), strict=True):
+        text = blob[r.p_start[i, c] : r.p_end[i, c]].tobytes()
+        r.vals[i, c] = float(json.loads(text))
+        r.has[i, c] = K.PARSED
 
 
 class _Scanned:

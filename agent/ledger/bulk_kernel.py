@@ -82,9 +82,9 @@ K_ENERGY, K_INTENSITY, K_OTHER = 0, 1, 2
 TAG, FLOAT, INT, TIME = 0, 1, 2, 3
 
 # Fold slots of a field (agent.history.rollup.numbers): numbers first, then the rest.
-F_KWH, F_CO2, F_M3, F_UNITS, F_UNMETERED = range(5)
+FOLD_KWH, FOLD_CO2, FOLD_M3, FOLD_UNITS, FOLD_UNMETERED = range(5)
 N_VALS = 5
-F_INTERVAL, F_CARRIER, F_QUALITY = 5, 6, 7
+FOLD_INTERVAL, FOLD_CARRIER, FOLD_QUALITY = 5, 6, 7
 
 # What a value needs: absent (or null), a number parsed here, a number Python parses.
 ABSENT, PARSED, PATCH = 0, 1, 2
@@ -658,9 +658,9 @@ def scan(
             if kind == TAG:
                 if w != 1:
                     odd = True
-                elif fold == F_CARRIER:
+                elif fold == FOLD_CARRIER:
                     carrier[i] = among(c_store, c_off, blob, v_a[f] + 1, v_b[f] - 1)
-                elif fold == F_QUALITY:
+                elif fold == FOLD_QUALITY:
                     qk = among(q_store, q_off, blob, v_a[f] + 1, v_b[f] - 1)
                     quality[i] = Q_COVERED if qk < 0 else q_class[qk]
                 continue
@@ -686,7 +686,7 @@ def scan(
                 if n_neg[f] and not n_zero[f]:
                     odd = True
                 ts = iv
-            if fold == F_INTERVAL:
+            if fold == FOLD_INTERVAL:
                 ival[i] = iv
                 seen_interval = True
         if odd or ts < 0 or ts != row_ts or not seen_interval:
@@ -694,7 +694,7 @@ def scan(
         if carrier[i] < 0 or quality[i] < 0:
             continue
         # energy_kwh and co2_kg are what every energy record has
-        if has[i, F_KWH] == ABSENT or has[i, F_CO2] == ABSENT:
+        if has[i, FOLD_KWH] == ABSENT or has[i, FOLD_CO2] == ABSENT:
             continue
         unit[i] = _unit_of(u_start, u_end, ts)
         # --- the canonical line -------------------------------------------------------
@@ -834,17 +834,17 @@ def fold(
             for c in range(sums.shape[1]):
                 sums[g, c] = 0.0
         v = sums[g]
-        kwh = vals[i, F_KWH]
+        kwh = vals[i, FOLD_KWH]
         interval = float(ival[i])
         v[0] += 1.0
         v[1] += kwh
-        v[2] += vals[i, F_CO2]
-        m3 = vals[i, F_M3]
-        v[3] += m3 if (has[i, F_M3] != ABSENT and m3 != 0.0) else 0.0
-        u = vals[i, F_UNITS]
-        v[4] += u if (has[i, F_UNITS] != ABSENT and u != 0.0) else 0.0
-        if has[i, F_UNMETERED] != ABSENT:
-            v[5] += vals[i, F_UNMETERED]
+        v[2] += vals[i, FOLD_CO2]
+        m3 = vals[i, FOLD_M3]
+        v[3] += m3 if (has[i, FOLD_M3] != ABSENT and m3 != 0.0) else 0.0
+        u = vals[i, FOLD_UNITS]
+        v[4] += u if (has[i, FOLD_UNITS] != ABSENT and u != 0.0) else 0.0
+        if has[i, FOLD_UNMETERED] != ABSENT:
+            v[5] += vals[i, FOLD_UNMETERED]
             v[6] += 1.0
         q = quality[i]
         if q == Q_INTERPOLATED:

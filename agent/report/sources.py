@@ -20,7 +20,7 @@ import pickle
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from agent.contract import MessageKind, TopicError, parse_topic
 from agent.contract.points import Point, PointError, points_of
@@ -159,6 +159,52 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
+T = TypeVar("T")
+
+
+def in_child(work: Callable[[], T], what: str) -> Callable[[], T] | None:
+    """``work`` in a forked process, begun now; the function returns its result (or
+    raises what it raised). None where processes cannot fork. The report calls this
+    before it starts any thread (a fork copies no other thread, nor a lock it held)."""
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return None
+    ctx = multiprocessing.get_context("fork")
+    mine, theirs = ctx.Pipe(duplex=False)
+
+    def run() -> None:
+        try:
+            theirs.send(work())
+        except Exception as exc:  # noqa: BLE001 (a process boundary: re-raised over there)
+            try:
+                theirs.send(exc)
+            except (TypeError, AttributeError, pickle.PicklingError):
+                theirs.send(RuntimeError(f"{what} failed: {exc!r}"))
+        finally:
+            theirs.close()
+
+    child = ctx.Process(target=run, daemon=True)
+    child.start()
+    theirs.close()
+
+    def result() -> T:
+        try:
+            got = mine.recv()
+        except EOFError:
+            raise SourceDown(
+                f"{what} ended without a result (its process: exit code {child.exitcode})"
+            ) from None
+        finally:
+            mine.close()
+            child.join()
+        if isinstance(got, BaseException):
+            raise got
+        return got  # type: ignore[no-any-return]
+
+    return result
+
+
 class HistorySource:
     """``--history STATE_DIR``: the gateway's own SQLite history, read-only beside a
     running agent; its ledger verified with the keys the gateway signed with."""
@@ -226,55 +272,24 @@ class HistorySource:
         figures: its threads and this process's figures then never wait for one GIL
         (sharing one, the figures' row-by-row reads took 4x as long:
         docs/performance.md). Where processes cannot fork, it runs when asked for."""
-        import multiprocessing
 
-        if "fork" not in multiprocessing.get_all_start_methods():
+        def child() -> tuple[Verification, rollup.Checked | None]:
+            # Through connections of its own: the parent's is never touched here.
+            verdict = self.verification(start_ms, end_ms)
+            c = self._checks.get((start_ms, end_ms))
+            return verdict, None if c is None else rollup.Checked(c.differ, c.first, c.complete)
+
+        pending = in_child(child, f"{self.label}: the verification")
+        if pending is None:
             return lambda: self.verification(start_ms, end_ms)
-        ctx = multiprocessing.get_context("fork")
-        mine, theirs = ctx.Pipe(duplex=False)
-        child = ctx.Process(
-            target=self._verify_in_child, args=(start_ms, end_ms, theirs), daemon=True
-        )
-        child.start()
-        theirs.close()
 
         def result() -> Verification:
-            try:
-                got = mine.recv()
-            except EOFError:
-                raise SourceDown(
-                    f"{self.label}: the verification's process ended without a result "
-                    f"(exit code {child.exitcode})"
-                ) from None
-            finally:
-                mine.close()
-                child.join()
-            if isinstance(got, BaseException):
-                raise got
-            verdict, check = got
+            verdict, check = pending()
             if check is not None:
                 self._checks[(start_ms, end_ms)] = check
-            return verdict  # type: ignore[no-any-return]
+            return verdict
 
         return result
-
-    def _verify_in_child(self, start_ms: int, end_ms: int, conn: Any) -> None:
-        """The child's side: this object's verification (through connections of its own;
-        the parent's connection is never touched here), sent back with the rollup's word."""
-        try:
-            verdict = self.verification(start_ms, end_ms)
-            check = self._checks.get((start_ms, end_ms))
-            outcome = (
-                None if check is None else rollup.Checked(check.differ, check.first, check.complete)
-            )
-            conn.send((verdict, outcome))
-        except Exception as exc:  # noqa: BLE001 (a process boundary: re-raised over there)
-            try:
-                conn.send(exc)
-            except (TypeError, AttributeError, pickle.PicklingError):
-                conn.send(RuntimeError(f"the verification failed: {exc!r}"))
-        finally:
-            conn.close()
 
     def figures_from_records(self, start_ms: int, end_ms: int) -> bool:
         check = self._checks.get((start_ms, end_ms))

@@ -576,3 +576,13 @@ def test_the_kernels_are_warmed_through_a_reports_own_path() -> None:
     from agent.ledger import bulk_warm
 
     assert bulk_warm.warm()
+
+
+def test_a_record_of_many_windows_outgrows_the_line_buffers_and_is_read_again() -> None:
+    windows = {f"w{k}": window_values(k + 1.5, 0.5, 0.0, 0.1) for k in range(40)}
+    payload = intensity_payload(T0 + MIN, windows)
+    msg = TOPICS.message(MessageKind.INTENSITY, payload)
+    raw = encode(payload)
+    (got,) = bulk.lines([(T0 + MIN, msg.topic, "", "intensity", raw)], PREFIX)
+    want = [line.text.encode() for line in lines_of(parse_topic(msg.topic, PREFIX), payload)]
+    assert got == want and len(want) == 40
