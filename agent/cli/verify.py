@@ -134,7 +134,7 @@ def _in_bulk(
     # Every record, in blocks on whole hours (a period's lines are hashed together).
     span = ((oldest - 1) // HOUR_MS * HOUR_MS, -(-newest // HOUR_MS) * HOUR_MS)
     plan = bulk.periods(newest_covers(entries), (-FAR_FUTURE, FAR_FUTURE), pruned)
-    done = bulk.verify_energy(reader.path, span, plan, upto=upto, prefix=prefix, check_rollup=False)
+    done = bulk.settle(reader.path, span, plan, upto=upto, prefix=prefix, check_rollup=False)
     if done is None:
         return None
     try:

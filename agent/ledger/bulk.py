@@ -1,31 +1,32 @@
-"""Bulk verification of a history's energy records: a month of hours in seconds, with
-the same verdict as the record-by-record path (docs/ledger.md, "Bulk verification").
+"""Bulk verification of a history: a month of hours in seconds, with the same verdict
+as the record-by-record path (docs/ledger.md, "Bulk verification").
 
-Verifying a period re-hashes its records. Record by record that is ~17 µs each
-(SQLite's row, the payload's parse, the canonical line, the rollup's sums): minutes
-for a month of 200 meters. Here a few hours of energy records at a time come out of
-SQLite as four strings (``group_concat``: no Python object per row), a compiled
-kernel (:mod:`agent.ledger.bulk_kernel`) writes their canonical lines and reads the
-numbers the rollup sums, and each period's lines are hashed in one call.
+Verifying a period re-hashes its records. Record by record that is ~17 µs an energy
+record and ~130 µs an intensity record (SQLite's row, the payload's parse, the
+canonical lines, the rollup's sums): minutes for a month of 200 meters. Here a few
+hours of rows at a time come out of SQLite as five strings (``group_concat``: no
+Python object per row), compiled kernels write their canonical lines
+(:mod:`agent.ledger.bulk_kernel` for energy records, :mod:`agent.ledger.bulk_site` a
+line per window of the site's intensity records) and read the numbers the rollup
+sums, and each period's lines are hashed in one call.
 
 What it may decide, and what it leaves to the exact path:
 
-* a period whose energy lines hash to its newest cover's energy hash, with as many
+* a (period, group) whose lines hash to the period's newest cover, with as many
   records, is *settled*: the exact path would find the same (a line written here
   equals the sealed one only if the payload holds the sealed values; see
-  :mod:`agent.ledger.bulk_kernel`). Its energy records are then not read again;
-  its site records are, by the exact path, as always;
-* a period that does not match, has records stored after the last entry, or lies
-  outside the span is left to the exact path, record by record, which reports what
-  is wrong exactly as before;
-* a record outside the strict subset the kernel reads (another layout, a type, a
-  payload time that is not the row's, a topic that does not parse) makes the whole
-  span go the exact way: :func:`verify_energy` returns None.
+  :mod:`agent.ledger.bulk_kernel`). Those records are then not read again (:func:`rest`
+  gives the others);
+* a period that does not match, holds records stored after the last entry or a
+  device's events, or lies outside the span is left to the exact path, record by
+  record, which reports what is wrong exactly as before;
+* a record outside the strict subset the kernels read (another layout, a type, a
+  payload time that is not the row's, a device or kind column that is not its
+  topic's, a topic that does not parse) makes the whole span go the exact way:
+  :func:`settle` returns None.
 
 The rollup's check (:class:`agent.history.rollup.Check`) is made here too, on the
-same pass: the kernel folds the numbers as :func:`agent.history.rollup.fold` does
-(the same additions in the same order, so equal to the bit), and the sums are
-compared with the rollup's rows.
+same pass (:mod:`agent.ledger.bulk_rollup`).
 
 numba compiles the kernels when it can be imported (cached on disk); without it, or
 with ``ENERGY_AGENT_NUMBA=off``, :func:`available` is false and callers take the
@@ -60,7 +61,7 @@ from agent.ledger import bulk_rollup as R
 from agent.ledger import bulk_site as S
 from agent.ledger import jcs
 from agent.ledger.canonical import Digest, Group, group_of
-from agent.ledger.shape import _FLOAT, _INT, _PLAIN_KEY, _TAG, SHAPES
+from agent.ledger.shape import FLOAT, INT, PLAIN_KEY, SHAPES, TAG
 from agent.ledger.verify import RecordIn
 
 Unit = tuple[int, int]
@@ -139,7 +140,7 @@ def layout() -> Layout:
     names: list[str] = ["ts"]
     kinds: list[int] = [K.TIME]
     parts: list[str] = ['"ts":']
-    how_kind = {_TAG: K.TAG, _FLOAT: K.FLOAT, _INT: K.INT}
+    how_kind = {TAG: K.TAG, FLOAT: K.FLOAT, INT: K.INT}
     for name, (part, how) in shape.fields.items():
         names.append(name)
         kinds.append(how_kind[how])
@@ -207,7 +208,7 @@ def site_layout() -> SiteLayout | None:
             wkind.append(S.SKIP)
         elif f.store is Store.FIELD and f.codes is None:
             wkind.append(K.INT if f.type.value == "integer" else K.FLOAT)
-            if not _PLAIN_KEY.fullmatch(f.db_name) or f.db_name in (*_TAGS, "ts", "window"):
+            if not PLAIN_KEY.fullmatch(f.db_name) or f.db_name in (*_TAGS, "ts", "window"):
                 return None
             keyed.append((f'"{f.db_name}":', S.W_FIELD + len(names)))
         else:
@@ -370,7 +371,7 @@ class Odd(Exception):
     """A record the kernels do not read: the span takes the exact path."""
 
 
-def verify_energy(
+def settle(
     path: Path,
     span: tuple[int, int],
     plan: Periods,

@@ -14,7 +14,7 @@ from pathlib import Path
 from agent.contract import Carrier, MessageKind, Topics, encode, parse_topic
 from agent.contract.build import energy_payload, intensity_payload, window_values
 from agent.history.writer import History, new_record
-from agent.ledger.bulk import HOUR_MS, Periods, available, verify_energy
+from agent.ledger.bulk import HOUR_MS, Periods, available, settle
 from agent.ledger.canonical import Group
 
 
@@ -47,7 +47,7 @@ def warm() -> bool:
             history.close()
         cover = {g.value: {"records": 0, "hash": ""} for g in Group}
         plan = Periods([(hour, hour + HOUR_MS)], [cover], [True])
-        done = verify_energy(
+        done = settle(
             path, (hour, hour + HOUR_MS), plan, upto=2**62, prefix="energy/v1",
             check_rollup=True, workers=1,
         )  # fmt: skip

@@ -30,11 +30,11 @@ from agent.contract.schema import Store
 from agent.ledger import jcs
 
 #: What a field's value is.
-_TAG, _FLOAT, _INT = range(3)
+TAG, FLOAT, INT = range(3)
 
 #: Keys whose quoted texts sort as the keys do: "a": before "ab": because '"' sorts
 #: before every one of these characters (and no escape changes them).
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_]+")
+PLAIN_KEY = re.compile(r"[A-Za-z0-9_]+")
 
 
 def float_text(x: float) -> str:
@@ -59,7 +59,7 @@ class FlatShape:
 
     Per record: the topic's quoted tags (cached), the time, then each payload value
     the contract stores, by a dict lookup of its name; the ``"key":value`` parts
-    sorted as strings (the keys' order, :data:`_PLAIN_KEY`) and joined.
+    sorted as strings (the keys' order, :data:`PLAIN_KEY`) and joined.
     """
 
     def __init__(self, kind: MessageKind, fields: dict[str, tuple[str, int]]) -> None:
@@ -92,9 +92,9 @@ class FlatShape:
                 if slot is None or value is None:
                     continue
                 key, how = slot
-                if how == _FLOAT:
+                if how == FLOAT:
                     parts.append(key + float_text(field_number(value, False)))
-                elif how == _TAG:
+                elif how == TAG:
                     parts.append(key + jcs.string(str(value)))
                 else:
                     parts.append(key + int_text(int(field_number(value, True))))
@@ -122,17 +122,17 @@ def compile_shape(kind: MessageKind) -> FlatShape | None:
             has_time = True
             continue
         if f.store is Store.TAG:
-            how = _TAG
+            how = TAG
         elif f.store is Store.FIELD and f.codes is None:
-            how = _INT if f.type.value == "integer" else _FLOAT
+            how = INT if f.type.value == "integer" else FLOAT
         else:
             return None
         db = f.db_name
-        if db in taken or db in ("ts", "rev") or not _PLAIN_KEY.fullmatch(db):
+        if db in taken or db in ("ts", "rev") or not PLAIN_KEY.fullmatch(db):
             return None
         taken.add(db)
         fields[f.name] = (f'"{db}":', how)
-    if not has_time or not all(_PLAIN_KEY.fullmatch(k) for k in taken):
+    if not has_time or not all(PLAIN_KEY.fullmatch(k) for k in taken):
         return None
     return FlatShape(kind, fields)
 

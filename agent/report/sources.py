@@ -377,7 +377,7 @@ class HistorySource:
         from agent.ledger.verify import SettledConflict, newest_covers
 
         plan = bulk.periods(newest_covers(entries), span, pruned)
-        done = bulk.verify_energy(
+        done = bulk.settle(
             reader.path, span, plan, upto=upto, prefix=self.prefix, check_rollup=checked
         )
         if done is None:

@@ -122,14 +122,14 @@ def verdict(state: Path, span: tuple[int, int], *, use_bulk: bool) -> tuple[Any,
 def spy(monkeypatch: pytest.MonkeyPatch) -> list[bulk.Outcome | None]:
     """What each bulk pass settled (None: it left the span to the exact path)."""
     seen: list[bulk.Outcome | None] = []
-    real = bulk.verify_energy
+    real = bulk.settle
 
     def wrapped(*args: Any, **kwargs: Any) -> bulk.Outcome | None:
         got = real(*args, **kwargs)
         seen.append(got)
         return got
 
-    monkeypatch.setattr(bulk, "verify_energy", wrapped)
+    monkeypatch.setattr(bulk, "settle", wrapped)
     return seen
 
 
@@ -331,7 +331,7 @@ def test_one_worker_or_two_settle_the_same(clean: Path) -> None:
         assert last is not None
         plan = bulk.periods(newest_covers(entries), SPAN, None)
         one, two = (
-            bulk.verify_energy(
+            bulk.settle(
                 source.reader.path, SPAN, plan, upto=last.upto, prefix=PREFIX,
                 check_rollup=True, workers=w,
             )
@@ -499,7 +499,7 @@ def test_the_rollups_sums_are_the_kernels_to_the_bit(
     finally:
         history.close()
     span = (T0, T0 + 400 * HOUR)
-    outcome = bulk.verify_energy(
+    outcome = bulk.settle(
         state / HISTORY_FILE, span, bulk.Periods([], [], []), upto=0, prefix=PREFIX,
         check_rollup=True,
     )  # fmt: skip
@@ -523,7 +523,7 @@ def test_the_rollups_sums_are_the_kernels_to_the_bit(
         ).fetchone()
         db.execute(f"UPDATE rollup SET kwh = ? WHERE {key}", (np.nextafter(kwh, np.inf), *first))
     db.close()
-    outcome = bulk.verify_energy(
+    outcome = bulk.settle(
         state / HISTORY_FILE, span, bulk.Periods([], [], []), upto=0, prefix=PREFIX,
         check_rollup=True,
     )  # fmt: skip
