@@ -19,7 +19,7 @@ from agent.config import load_config
 from agent.contract import DEFAULT_PREFIX
 from agent.history import HISTORY_FILE, HistoryError
 from agent.history.reader import HistoryReader, require
-from agent.ledger import crypto_missing, export
+from agent.ledger import crypto_missing, export, use_kernel_cache
 from agent.ledger.entry import Keyring
 from agent.ledger.export import FAR_FUTURE
 from agent.ledger.verify import RecordIn, Result, verify
@@ -126,24 +126,17 @@ def _in_bulk(
     (docs/ledger.md, "Bulk verification": the same result); None when the bulk pass
     leaves it to the record-by-record path."""
     from agent.ledger import bulk
-    from agent.ledger.verify import SettledConflict, newest_covers
 
     oldest, newest = reader.oldest_ts(), reader.newest_ts()
     if oldest is None or newest is None:
         return None
     # Every record, in blocks on whole hours (a period's lines are hashed together).
-    span = ((oldest - 1) // HOUR_MS * HOUR_MS, -(-newest // HOUR_MS) * HOUR_MS)
-    plan = bulk.periods(newest_covers(entries), (-FAR_FUTURE, FAR_FUTURE), pruned)
-    done = bulk.settle(reader.path, span, plan, upto=upto, prefix=prefix, check_rollup=False)
-    if done is None:
-        return None
-    try:
-        return verify(
-            entries, bulk.rest(reader, span, upto, done.settled), keyring, prefix=prefix,
-            pruned_before=pruned, settled=done.settled,
-        )  # fmt: skip
-    except (SettledConflict, bulk.Moved):
-        return None
+    read = ((oldest - 1) // HOUR_MS * HOUR_MS, -(-newest // HOUR_MS) * HOUR_MS)
+    got = bulk.verify_history(
+        reader, entries, keyring, prefix=prefix, upto=upto, pruned_before=pruned,
+        span=(None, None), read=read, check_rollup=False,
+    )  # fmt: skip
+    return None if got is None else got[0]
 
 
 def _verify_history(config_path: str) -> tuple[Result, str]:
@@ -151,8 +144,6 @@ def _verify_history(config_path: str) -> tuple[Result, str]:
 
     config = load_config(config_path)
     state = config.state_dir
-    from agent.ledger import use_kernel_cache
-
     use_kernel_cache(state)
     try:
         trusted = keys.known(state)

@@ -61,8 +61,9 @@ from agent.ledger import bulk_rollup as R
 from agent.ledger import bulk_site as S
 from agent.ledger import jcs
 from agent.ledger.canonical import Digest, Group, group_of
+from agent.ledger.entry import Keyring
 from agent.ledger.shape import FLOAT, INT, PLAIN_KEY, SHAPES, TAG
-from agent.ledger.verify import RecordIn
+from agent.ledger.verify import RecordIn, Result, SettledConflict, newest_covers, verify
 
 Unit = tuple[int, int]
 QuarterKey = R.QuarterKey
@@ -470,6 +471,38 @@ def lines(rows: Sequence[Row], prefix: str) -> list[list[bytes] | None]:
     return out
 
 
+def verify_history(
+    reader: HistoryReader,
+    entries: Sequence[Mapping[str, Any]],
+    keyring: Keyring,
+    *,
+    prefix: str,
+    upto: int,
+    pruned_before: int | None,
+    span: tuple[int | None, int | None],
+    read: tuple[int, int],
+    check_rollup: bool,
+) -> tuple[Result, Outcome] | None:
+    """:func:`agent.ledger.verify.verify` of a history's records in ``read``, those the
+    bulk pass settles by their digests and the rest one by one: the same result as every
+    record one by one, or None when the bulk pass leaves it all to that. ``span`` is
+    verify's (which periods are compared; (None, None): every one)."""
+    lo, hi = span
+    far = (-(2**62) if lo is None else lo, 2**62 if hi is None else hi)
+    plan = periods(newest_covers(entries), far, pruned_before)
+    done = settle(reader.path, read, plan, upto=upto, prefix=prefix, check_rollup=check_rollup)
+    if done is None:
+        return None
+    try:
+        result = verify(
+            entries, rest(reader, read, upto, done.settled), keyring, prefix=prefix,
+            span=span, pruned_before=pruned_before, settled=done.settled,
+        )  # fmt: skip
+    except (SettledConflict, Moved):
+        return None
+    return result, done
+
+
 class Moved(Exception):
     """A record whose payload's time is not its row's: the split of the records by row
     time is not the verification's, which verifies them all itself."""
@@ -566,7 +599,6 @@ class _Pass:
         self.u_start = np.array([u[0] for u in plan.units], np.int64).reshape(-1)
         self.u_end = np.array([u[1] for u in plan.units], np.int64).reshape(-1)
         self.outcome = Outcome()
-        self.differing: list[QuarterKey] = []
 
     def run_all(self, spans: Sequence[tuple[int, int]], pending: set[int]) -> Outcome:
         for a, b in spans:
@@ -590,8 +622,6 @@ class _Pass:
             elif n < BLOCK_RECORDS // 2 and step < 64 * HOUR_MS:
                 step *= 2
             t0 = t1
-        if self.differing:
-            self.outcome.first = min(self.differing)
         return self.outcome
 
     def edge(self, t: int) -> int:
@@ -666,8 +696,7 @@ class _Pass:
                 lay.k_store, lay.k_off, lay.k_tag,
                 lay.c_tab, lay.c_store, lay.c_off, lay.q_class, lay.q_tab, lay.q_store,
                 lay.q_off,
-                self.u_start, self.u_end,
-                r.status, r.topic, r.unit, r.ts, r.row_a, r.row_b, r.l_start, r.l_end,
+                r.status, r.topic, r.ts, r.row_a, r.row_b, r.l_start, r.l_end,
                 r.ival, r.carrier, r.quality, r.vals, r.has, r.p_start, r.p_end, r.out, r.info,
             )  # fmt: skip
             if code == K.UNKNOWN_TOPIC:
@@ -760,7 +789,8 @@ class _Pass:
         n, first = R.compare(self.k, records, rows, self.topics.device_rank, self.lay.c_names)
         self.outcome.differ += n
         if first is not None:
-            self.differing.append(first)
+            old = self.outcome.first
+            self.outcome.first = first if old is None else min(old, first)
 
 
 def _scan_site(r: _Scanned, n: int, blob: np.ndarray, site: SiteLayout, tp: Topics) -> None:
@@ -806,7 +836,6 @@ class _Scanned:
         self.n = n
         self.status = np.zeros(n, np.uint8)
         self.topic = np.zeros(n, np.int64)
-        self.unit = np.zeros(n, np.int64)
         self.ts = np.zeros(n, np.int64)
         self.l_start = np.zeros(n, np.int64)
         self.l_end = np.zeros(n, np.int64)

@@ -145,20 +145,6 @@ def among(store: np.ndarray, off: np.ndarray, buf: np.ndarray, a: int, b: int) -
 
 
 @jit
-def _unit_of(u_start: np.ndarray, u_end: np.ndarray, ts: int) -> int:
-    """The ledger period (start, end] holding ``ts``, or -1."""
-    lo, hi = 0, u_start.shape[0]
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if u_start[mid] < ts:
-            lo = mid + 1
-        else:
-            hi = mid
-    j = lo - 1
-    return j if (j >= 0 and ts <= u_end[j]) else -1
-
-
-@jit
 def _int_at(txt: np.ndarray, p: int) -> tuple[int, int, bool]:
     """A non-negative decimal integer at ``p`` up to a comma or the end: (value, next, ok)."""
     n = txt.shape[0]
@@ -377,13 +363,9 @@ def scan(
     q_tab: np.ndarray,
     q_store: np.ndarray,
     q_off: np.ndarray,
-    # the ledger's periods (start, end]
-    u_start: np.ndarray,
-    u_end: np.ndarray,
     # out, per record
     status: np.ndarray,
     topic: np.ndarray,
-    unit: np.ndarray,
     ts_out: np.ndarray,
     row_a: np.ndarray,
     row_b: np.ndarray,
@@ -449,7 +431,6 @@ def scan(
         b = nblob
         status[i] = ODD
         topic[i] = -1
-        unit[i] = -1
         l_start[i] = o
         l_end[i] = o
         row_a[i] = a
@@ -476,7 +457,6 @@ def scan(
             row_b[i] = e
             pb = e + 1
             status[i] = SITE if t_kind[t] == K_INTENSITY else OTHER
-            unit[i] = _unit_of(u_start, u_end, row_ts)
             continue
         # --- the payload: one flat object --------------------------------------------
         for f in range(nf):
@@ -696,7 +676,6 @@ def scan(
         # energy_kwh and co2_kg are what every energy record has
         if has[i, FOLD_KWH] == ABSENT or has[i, FOLD_CO2] == ABSENT:
             continue
-        unit[i] = _unit_of(u_start, u_end, ts)
         # --- the canonical line -------------------------------------------------------
         out[o] = 123
         o += 1

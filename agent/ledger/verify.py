@@ -271,7 +271,7 @@ Unit = tuple[int, int]
 
 
 class SettledConflict(Exception):
-    """An energy record came in for a period the caller said was settled: the caller's
+    """A record came in for a (period, group) the caller said was settled: the caller's
     split of the records does not hold, and it verifies without one."""
 
 

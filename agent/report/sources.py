@@ -31,7 +31,13 @@ from agent.history.reader import HistoryReader
 from agent.history.rollup import Quarter
 from agent.ledger.export import json_objects
 from agent.report import ReportError, SourceDown
-from agent.report.verification import Verification, from_chain, from_verdicts, unverified
+from agent.report.verification import (
+    Verification,
+    from_chain,
+    from_result,
+    from_verdicts,
+    unverified,
+)
 from agent.store import PointStore, StoreError
 
 if TYPE_CHECKING:
@@ -370,32 +376,21 @@ class HistorySource:
         pruned: int | None,
         checked: bool,
     ) -> tuple[Verification, rollup.Checked | None] | None:
-        """The verification with the energy records settled in bulk where they can be
+        """The verification with the records settled in bulk where they can be
         (:mod:`agent.ledger.bulk`: the same verdict, seconds for a month); None when the
         bulk pass cannot decide, and the caller verifies every record itself."""
         from agent.ledger import bulk
-        from agent.ledger.verify import SettledConflict, newest_covers
+        from agent.ledger.entry import Keyring
 
-        plan = bulk.periods(newest_covers(entries), span, pruned)
-        done = bulk.settle(
-            reader.path, span, plan, upto=upto, prefix=self.prefix, check_rollup=checked
-        )
-        if done is None:
+        got = bulk.verify_history(
+            reader, entries, Keyring(list(trusted)), prefix=self.prefix, upto=upto,
+            pruned_before=pruned, span=span, read=span, check_rollup=checked,
+        )  # fmt: skip
+        if got is None:
             return None
-        try:
-            verdict = from_chain(
-                entries,
-                bulk.rest(reader, span, upto, done.settled),
-                trusted,
-                prefix=self.prefix,
-                span=span,
-                pruned_before=pruned,
-                settled=done.settled,
-            )
-        except (SettledConflict, bulk.Moved):
-            return None
-        check = rollup.Checked(done.differ, done.first) if checked else None
-        return verdict, check
+        result, done = got
+        verdict = from_result(entries, result, span=span, pruned_before=pruned)
+        return verdict, rollup.Checked(done.differ, done.first) if checked else None
 
     def _records_in(
         self,

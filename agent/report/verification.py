@@ -96,19 +96,28 @@ def from_chain(
     prefix: str,
     span: tuple[int, int],
     pruned_before: int | None,
-    settled: Mapping[tuple[tuple[int, int], Any], Any] | None = None,
 ) -> Verification:
-    """Verify the chain and the span's records; each period an entry covers is ``ok``
-    unless the verification found it broken. ``settled``: periods whose energy records
-    were verified in bulk (:func:`agent.ledger.verify.verify`)."""
+    """Verify the chain and the span's records (:func:`agent.ledger.verify.verify`)."""
     from agent.ledger.entry import Keyring
     from agent.ledger.verify import verify
 
-    start_ms, end_ms = span
     result = verify(
         entries, records, Keyring(list(trusted)), prefix=prefix, span=span,
-        pruned_before=pruned_before, settled=settled,
+        pruned_before=pruned_before,
     )  # fmt: skip
+    return from_result(entries, result, span=span, pruned_before=pruned_before)
+
+
+def from_result(
+    entries: Sequence[Mapping[str, Any]],
+    result: Any,
+    *,
+    span: tuple[int, int],
+    pruned_before: int | None,
+) -> Verification:
+    """Each hour's status from a verification's result (agent.ledger.verify.Result):
+    each period an entry covers is ``ok`` unless the verification found it broken."""
+    start_ms, end_ms = span
     broken = {(b.start, b.end) for b in result.broken}
     covers: set[tuple[int, int]] = set()
     for e in entries:
