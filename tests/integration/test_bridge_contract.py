@@ -297,7 +297,9 @@ async def test_a_record_delivered_twice_is_one_sample_with_the_shipped_flags(
     -dedup.minScrapeInterval it keeps both and a month's sum counts the record twice."""
     flags = shipped_vm_flags()
     assert "-dedup.minScrapeInterval=1ms" in flags
-    plain = VictoriaMetrics(ports(), tmp_path / "vm-plain", [f for f in flags if "dedup" not in f])
+    plain = VictoriaMetrics(
+        ports(), tmp_path / "vm-plain", [f for f in flags if "dedup" not in f], ports=ports
+    )
     await plain.start()
     try:
         shipped = stack.bridge("bridge-shipped", group="shipped")

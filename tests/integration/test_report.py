@@ -218,7 +218,7 @@ def victoria(tmp_path_factory: pytest.TempPathFactory, month: Month) -> Iterator
 
     if not have_victoria_metrics():
         pytest.fail("victoria-metrics is not installed; scripts/test installs it")
-    vm = VictoriaMetrics(free_port(), tmp_path_factory.mktemp("vm") / "data")
+    vm = VictoriaMetrics(free_port(), tmp_path_factory.mktemp("vm") / "data", ports=free_port)
     asyncio.run(vm.start())
     try:
         write_victoria(month.jsonl, vm.url)

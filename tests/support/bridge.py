@@ -101,8 +101,22 @@ VM_FLAGS = (
 
 
 class VictoriaMetrics:
-    def __init__(self, port: int, data_dir: Path, flags: Sequence[str] = VM_FLAGS) -> None:
+    """One victoria-metrics process on a loopback port.
+
+    ``ports``, when given, is asked for another port if the first was taken between
+    the moment it was found free and the moment victoria-metrics bound it (another
+    process's ``bind(0)`` may land on it); the URL is only final once ``start`` returns.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        data_dir: Path,
+        flags: Sequence[str] = VM_FLAGS,
+        ports: Callable[[], int] | None = None,
+    ) -> None:
         self.port = port
+        self.ports = ports
         self.data_dir = data_dir
         self.flags = list(flags)
         self.log = data_dir.with_suffix(".log")
@@ -131,18 +145,28 @@ class VictoriaMetrics:
         self._spawn()
         assert self.proc is not None
         deadline = time.monotonic() + 15
+        rebinds = 3
         while True:
             try:
                 await asyncio.to_thread(_get, f"{self.url}/health", 1.0)
                 return
             except OSError:
                 if self.proc.poll() is not None:
+                    if self.ports is not None and rebinds > 0 and self._lost_its_port():
+                        rebinds -= 1
+                        self.port = self.ports()
+                        self._spawn()
+                        continue
                     raise AssertionError(
                         f"victoria-metrics exited: {self.log.read_text(errors='replace')[-2000:]}"
                     ) from None
                 if time.monotonic() > deadline:
                     raise AssertionError("victoria-metrics did not answer in 15 s") from None
                 await asyncio.sleep(0.1)
+
+    def _lost_its_port(self) -> bool:
+        tail = self.log.read_text(errors="replace")[-2000:]
+        return f"{LOOPBACK}:{self.port}: bind: address already in use" in tail
 
     async def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -530,7 +554,7 @@ class Stack:
         self.command = list(command)
         self.mqtt_port = free_port()
         self.broker = Mosquitto(self.mqtt_port, extra=BROKER_EXTRA)
-        self.vm = VictoriaMetrics(free_port(), tmp / "vm-data", vm_flags)
+        self.vm = VictoriaMetrics(free_port(), tmp / "vm-data", vm_flags, ports=free_port)
         self.bridges: list[BridgeProcess] = []
         self.clients: list[Publisher | Recorder] = []
 

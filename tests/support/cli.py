@@ -30,8 +30,14 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
 _RESIDUE = int(_WORKER[2:]) if _WORKER.startswith("gw") and _WORKER[2:].isdigit() else 0
 
 
+#: Ports this process has handed out: a test asks for two or three in a row before
+#: any server binds them, and ``bind(0)`` may draw the same free port twice.
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (this worker's share).
+    """A TCP port on 127.0.0.1 that nothing listens on right now (this worker's share),
+    never one this process handed out before.
 
     The share is ``(port >> 1) % workers``, not the port's parity: Linux hands out
     odd ports for ``bind(0)`` (even ones are kept for ``connect``).
@@ -41,9 +47,10 @@ def free_port() -> int:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind((LOOPBACK, 0))
             port = int(s.getsockname()[1])
-        if (port >> 1) % _WORKERS == _RESIDUE % _WORKERS:
-            return port
-    return port  # a thousand draws in the other share: take the last rather than hang
+        if (port >> 1) % _WORKERS == _RESIDUE % _WORKERS and port not in _GIVEN:
+            break
+    _GIVEN.add(port)  # a thousand draws elsewhere: take the last rather than hang
+    return port
 
 
 def cli_command() -> list[str]:
