@@ -21,9 +21,12 @@ What it may decide, and what it leaves to the exact path:
   device's events, or lies outside the span is left to the exact path, record by
   record, which reports what is wrong exactly as before;
 * a record outside the strict subset the kernels read (another layout, a type, a
-  payload time that is not the row's, a device or kind column that is not its
-  topic's, a topic that does not parse) makes the whole span go the exact way:
-  :func:`settle` returns None.
+  payload time that is not the row's, a topic that does not parse) makes the whole
+  span go the exact way: :func:`settle` returns None.
+
+A row's kind and device columns are not read: the topic is what a line seals, and
+the exact path and the report's figures take the kind and the device from it too
+(:func:`agent.report.sources.energy_meter`); the columns only index the history.
 
 The rollup's check (:class:`agent.history.rollup.Check`) is made here too, on the
 same pass (:mod:`agent.ledger.bulk_rollup`).
@@ -238,10 +241,8 @@ class Topics:
         self.devices: list[str] = []
         self.ok: list[bool] = []
         self.parts: list[tuple[bytes, bytes, bytes, bytes]] = []
-        #: What the kernel does with the topic's records (bulk_kernel.K_*), and the kind
-        #: column the history stores for them.
+        #: What the kernel does with the topic's records (bulk_kernel.K_*).
         self.kinds: list[int] = []
-        self.columns: list[bytes] = []
         self._build()
 
     def add_all(self, names: Sequence[bytes]) -> None:
@@ -254,12 +255,10 @@ class Topics:
         tags: tuple[bytes, bytes, bytes, bytes] = (b"", b"", b"", b"")
         ok = False
         kind = K.K_OTHER
-        column = b""
         try:
             ref = parse_topic(name.decode("utf-8"), self.prefix)
             # The kinds the history keeps (sealed ones); any other is not a history's.
             ok = group_of(ref.kind) is not None
-            column = ref.kind.value.encode()
             device = ref.device or ""
             if ref.kind is MessageKind.ENERGY:
                 kind = K.K_ENERGY
@@ -277,7 +276,6 @@ class Topics:
         self.ok.append(ok)
         self.parts.append(tags)
         self.kinds.append(kind)
-        self.columns.append(column)
 
     def _build(self) -> None:
         self.tab, self.store, self.off = _table(self.names)
@@ -285,17 +283,7 @@ class Topics:
         part = bytearray()
         self.pstart = np.zeros((max(n, 1), 4), np.int64)
         self.pend = np.zeros((max(n, 1), 4), np.int64)
-        self.dstart = np.zeros(max(n, 1), np.int64)
-        self.dend = np.zeros(max(n, 1), np.int64)
-        self.kstart = np.zeros(max(n, 1), np.int64)
-        self.kend = np.zeros(max(n, 1), np.int64)
         for t in range(n):
-            self.dstart[t] = len(part)
-            part += self.devices[t].encode()
-            self.dend[t] = len(part)
-            self.kstart[t] = len(part)
-            part += self.columns[t]
-            self.kend[t] = len(part)
             for j, p in enumerate(self.parts[t]):
                 self.pstart[t, j] = len(part)
                 part += p
@@ -361,9 +349,8 @@ def periods(
 #: No kind filter: a filter costs as much as the kind column, and the site's records
 #: and any other are seen on the same pass (no second walk of the index for them).
 _BLOCK_SQL = (
-    "SELECT count(*), group_concat(ts), "
-    "CAST(group_concat(topic, char(10)) AS BLOB), CAST(group_concat(device, char(10)) AS BLOB), "
-    "CAST(group_concat(kind, char(10)) AS BLOB), CAST(group_concat(payload, char(0)) AS BLOB) "
+    "SELECT count(*), group_concat(ts), CAST(group_concat(topic, char(10)) AS BLOB), "
+    "CAST(group_concat(payload, char(0)) AS BLOB) "
     "FROM records INDEXED BY records_ts WHERE ts > ? AND ts <= ?"
 )
 
@@ -431,8 +418,8 @@ def settle(
     return _merged(outcomes)
 
 
-#: A stored row as the kernels read it: (ts, topic, device, kind, payload).
-Row = tuple[int, str, str, str, bytes]
+#: A stored row as the kernels read it: (ts, topic, payload).
+Row = tuple[int, str, bytes]
 
 
 def lines(rows: Sequence[Row], prefix: str) -> list[list[bytes] | None]:
@@ -448,9 +435,7 @@ def lines(rows: Sequence[Row], prefix: str) -> list[list[bytes] | None]:
             len(rows),
             _u8(",".join(str(row[0]) for row in rows).encode()),
             _u8("\n".join(row[1] for row in rows).encode()),
-            _u8("\n".join(row[2] for row in rows).encode()),
-            _u8("\n".join(row[3] for row in rows).encode()),
-            _u8(b"\0".join(row[4] for row in rows)),
+            _u8(b"\0".join(row[2] for row in rows)),
         )
     finally:
         p.db.close()
@@ -658,13 +643,13 @@ class _Pass:
                 self._compare_rollup(t0, t1, None)
             self._settle(None, None, t0, t1, pending)
             return 0
-        r = self.scan(n, _u8(row[1].encode()), _u8(row[2]), _u8(row[3]), _u8(row[4]), _u8(row[5]))
+        r = self.scan(n, _u8(row[1].encode()), _u8(row[2]), _u8(row[3]))
         if (r.status == K.ODD).any() or r.info[3]:
             raise Odd
         if n > 1 and (np.diff(r.ts) < 0).any():
             raise Odd  # not in time order: the exact path's tally decides
         energy = (r.status == K.OK) & ~r.site
-        _patch(r, _u8(row[5]))
+        _patch(r, _u8(row[3]))
         rank = self.topics.rank[r.topic]
         self.outcome.records += int(energy.sum())
         self._settle(r, rank, t0, t1, pending)
@@ -677,8 +662,6 @@ class _Pass:
         n: int,
         ts_txt: np.ndarray,
         topic_txt: np.ndarray,
-        dev_txt: np.ndarray,
-        kind_txt: np.ndarray,
         blob: np.ndarray,
     ) -> _Scanned:
         lay = self.lay
@@ -689,9 +672,8 @@ class _Pass:
             if r.out.shape[0] < size:
                 r.out = np.empty(size, np.uint8)
             code = self.k.scan(
-                ts_txt, topic_txt, dev_txt, kind_txt, blob, n,
-                tp.tab, tp.store, tp.off, tp.part, tp.pstart, tp.pend, tp.dstart, tp.dend,
-                tp.kstart, tp.kend, tp.okarr, tp.kindarr,
+                ts_txt, topic_txt, blob, n,
+                tp.tab, tp.store, tp.off, tp.part, tp.pstart, tp.pend, tp.okarr, tp.kindarr,
                 lay.f_tab, lay.f_store, lay.f_off, lay.f_kind, lay.f_fold,
                 lay.k_store, lay.k_off, lay.k_tag,
                 lay.c_tab, lay.c_store, lay.c_off, lay.q_class, lay.q_tab, lay.q_store,

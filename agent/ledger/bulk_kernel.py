@@ -329,8 +329,6 @@ def _string_end(buf: np.ndarray, p: int, b: int) -> int:
 def scan(
     ts_txt: np.ndarray,
     topic_txt: np.ndarray,
-    dev_txt: np.ndarray,
-    kind_txt: np.ndarray,
     blob: np.ndarray,
     n: int,
     # the topics known so far
@@ -340,10 +338,6 @@ def scan(
     t_part: np.ndarray,
     t_pstart: np.ndarray,
     t_pend: np.ndarray,
-    t_dstart: np.ndarray,
-    t_dend: np.ndarray,
-    t_kstart: np.ndarray,
-    t_kend: np.ndarray,
     t_ok: np.ndarray,
     t_kind: np.ndarray,
     # the payload's fields and the canonical key order
@@ -384,7 +378,8 @@ def scan(
     """Parse ``n`` records: lines into ``out``, numbers and places per record.
 
     Inputs are SQLite's ``group_concat`` of the rows in (ts, id) order: row ts
-    comma-separated, topics, device and kind columns newline-separated, payloads
+    comma-separated, topics newline-separated (the kind and device columns are not read:
+    the topic is what the ledger seals, and the figures take both from it), payloads
     NUL-separated (``info[3]`` is 1 when they do not line up with the rows). Energy
     records are read here; a site record is marked SITE (:func:`scan_site` reads it),
     another kind OTHER.
@@ -411,8 +406,6 @@ def scan(
     pts = 0
     pt = 0
     nblob = blob.shape[0]
-    pd = 0
-    pk = 0
     pb = 0
     o = 0
     limit = out.shape[0]
@@ -420,10 +413,6 @@ def scan(
         row_ts, pts, ok1 = _int_at(ts_txt, pts)
         ta = pt
         tb, pt = _line_at(topic_txt, pt)
-        da = pd
-        db, pd = _line_at(dev_txt, pd)
-        ka_ = pk
-        kb_, pk = _line_at(kind_txt, pk)
         # Payloads are separated by NUL, which no JSON text holds (one that did would
         # shift every payload after it: found at the end, the whole block is then odd).
         # An energy record's end is where its object closes; another's, the next NUL.
@@ -444,11 +433,6 @@ def scan(
             return UNKNOWN_TOPIC
         topic[i] = t
         if not t_ok[t]:
-            continue
-        # The device and kind columns are the topic's.
-        if not _same(t_part, t_dstart[t], t_dend[t], dev_txt, da, db):
-            continue
-        if not _same(t_part, t_kstart[t], t_kend[t], kind_txt, ka_, kb_):
             continue
         if t_kind[t] != K_ENERGY:
             e = a

@@ -105,6 +105,33 @@ def row_of_payload(device: str, p: Mapping[str, Any]) -> EnergyRow:
         raise ReportError(f"an energy record of {device} without its shape: {exc!r}") from None
 
 
+def energy_meter(prefix: str) -> Callable[[str], str | None]:
+    """The device of an energy record's topic, None for any other topic.
+
+    A stored record's topic is what its ledger line seals; its kind and device columns
+    are the history's index only. A figure taken from a record takes them from the
+    topic, so a column edited after the record was sealed moves no energy to another
+    meter while its hour reads "verified" (and the bulk verification need not read
+    them: docs/ledger.md)."""
+    known: dict[str, str | None] = {}
+
+    def meter(topic: str) -> str | None:
+        try:
+            return known[topic]
+        except KeyError:
+            pass
+        try:
+            ref = parse_topic(topic, prefix)
+        except TopicError:
+            device = None
+        else:
+            device = ref.device if ref.kind is MessageKind.ENERGY else None
+        known[topic] = device
+        return device
+
+    return meter
+
+
 def rows_of_message(topic: str, payload: Mapping[str, Any], prefix: str) -> list[EnergyRow]:
     """The energy row of a published message; [] for other kinds (ReportError if bad)."""
     try:
@@ -245,17 +272,18 @@ class HistorySource:
 
     def energy(self, start_ms: int, end_ms: int) -> Iterator[EnergyRow]:
         # One streamed query, not pages: pages re-run an ordered query per 5,000
-        # records, five times the cost for a month (docs/performance.md).
-        sql = (
-            "SELECT device, payload FROM records WHERE kind = ? AND ts > ? AND ts <= ? "
-            "ORDER BY ts, id"
-        )
+        # records, five times the cost for a month (docs/performance.md). Every kind's
+        # rows, the topic deciding: the kind and device columns are not sealed.
+        sql = "SELECT topic, payload FROM records WHERE ts > ? AND ts <= ? ORDER BY ts, id"
         loads = json.loads
+        meter = energy_meter(self.prefix)
         try:
             with hdb.errors(self.reader.path):
-                rows = self.reader.db.execute(sql, (MessageKind.ENERGY.value, start_ms, end_ms))
-                for device, payload in rows:
-                    yield row_of_payload(device, loads(payload.decode()))
+                rows = self.reader.db.execute(sql, (start_ms, end_ms))
+                for topic, payload in rows:
+                    device = meter(topic)
+                    if device is not None:
+                        yield row_of_payload(device, loads(payload.decode()))
         except HistoryError as exc:
             raise SourceDown(str(exc)) from None
 
@@ -404,11 +432,13 @@ class HistorySource:
         check of the rollup (the one pass over them: they are read and decoded once)."""
         from agent.ledger.verify import RecordIn
 
-        energy = MessageKind.ENERGY.value
+        meter = energy_meter(self.prefix)
         for r in reader.iter_records(start_ms, end_ms):
             payload = json.loads(r.payload)
-            if check is not None and r.kind == energy:
-                check.record(r.device, r.ts, payload)
+            if check is not None:
+                device = meter(r.topic)
+                if device is not None:
+                    check.record(device, r.ts, payload)
             yield RecordIn(r.topic, payload, r.id > upto)
         if check is not None:
             check.finish()

@@ -9,6 +9,7 @@ rollup's sums are :func:`agent.history.rollup.fold`'s to the bit.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import sqlite3
@@ -247,10 +248,16 @@ def test_a_changed_payload_gets_the_exact_verdict(
             f"WHERE kind = 'energy' AND device = 'm2' AND ts = {TS}",
             7,
         ),
+        # the columns only index the history: the topic is sealed, and decides
         (
             "its device column",
             f"UPDATE records SET device = 'zz' WHERE device = 'm2' AND ts = {TS}",
-            None,
+            8,
+        ),
+        (
+            "its kind column",
+            f"UPDATE records SET kind = 'status' WHERE device = 'm2' AND ts = {TS}",
+            8,
         ),
         ("its topic", f"UPDATE records SET topic = 'x/y' WHERE device = 'm2' AND ts = {TS}", None),
         ("its row time", f"UPDATE records SET ts = ts + 1 WHERE device = 'm2' AND ts = {TS}", None),
@@ -289,6 +296,44 @@ def test_a_changed_history_gets_the_exact_verdict(
     state = tampered(clean, tmp_path, sql)
     same_verdict(state)
     settled_as(spy, settled, name)
+
+
+def test_edited_kind_and_device_columns_move_no_energy(clean: Path, tmp_path: Path) -> None:
+    """A record's kind and device columns are not sealed (its topic is): edited, the hours
+    still verify, and the figures (summed from the records here, as the rollup was edited
+    too) are the clean history's to the bit: no kWh moved to another meter or lost."""
+    bq = TS // 900_000
+    state = tampered(
+        clean, tmp_path,
+        f"UPDATE records SET device = 'zz' WHERE kind = 'energy' AND device = 'm2' AND ts = {TS}",
+    )  # fmt: skip
+    db = sqlite3.connect(state / "history.db")
+    with db:
+        db.execute(f"UPDATE records SET kind = 'status' WHERE device = 'm1' AND ts = {TS}")
+        db.execute(f"UPDATE rollup SET kwh = kwh + 1 WHERE device = 'm3' AND bq = {bq}")
+    db.close()
+    want = HistorySource(clean, prefix=PREFIX)
+    try:
+        assert want.verification(*SPAN).count("verified") == 2
+        clean_quarters = list(want.quarters(*SPAN))
+        assert not want.figures_from_records(*SPAN)  # the clean history's rollup
+    finally:
+        want.close()
+    for use_bulk in (False, True):
+        source = HistorySource(state, prefix=PREFIX, bulk=use_bulk)
+        try:
+            v = source.verification(*SPAN)
+            assert v.count("verified") == 2, use_bulk
+            at = dt.datetime.fromtimestamp(bq * 900, dt.UTC)
+            assert v.problems == [
+                "the history's quarter-hour rollup differs from its records in 1 quarter "
+                f"hours, the first of m3 at {at:%Y-%m-%d %H:%M} UTC: the figures are the "
+                "records' sums"
+            ]
+            assert source.figures_from_records(*SPAN)
+            assert list(source.quarters(*SPAN)) == clean_quarters, use_bulk
+        finally:
+            source.close()
 
 
 def test_records_after_the_last_entry_leave_their_period_to_the_exact_path(
@@ -376,7 +421,7 @@ def test_a_line_is_the_shapes_for_what_the_agent_writes(
 ) -> None:
     msg = TOPICS.message(MessageKind.ENERGY, payload, device)
     raw = encode(payload)
-    (got,) = bulk.lines([(int(payload["ts"]), msg.topic, device, "energy", raw)], PREFIX)
+    (got,) = bulk.lines([(int(payload["ts"]), msg.topic, raw)], PREFIX)
     _, want = SHAPES[MessageKind.ENERGY].line(parse_topic(msg.topic, PREFIX), json.loads(raw))
     assert got == [want.encode()]
 
@@ -411,7 +456,7 @@ def intensity_payloads(draw: st.DrawFn) -> dict[str, Any]:
 def test_site_lines_are_the_points_for_what_the_site_writes(payload: dict[str, Any]) -> None:
     msg = TOPICS.message(MessageKind.INTENSITY, payload)
     raw = encode(payload)
-    (got,) = bulk.lines([(int(payload["ts"]), msg.topic, "", "intensity", raw)], PREFIX)
+    (got,) = bulk.lines([(int(payload["ts"]), msg.topic, raw)], PREFIX)
     want = [
         line.text.encode() for line in lines_of(parse_topic(msg.topic, PREFIX), json.loads(raw))
     ]
@@ -583,6 +628,6 @@ def test_a_record_of_many_windows_outgrows_the_line_buffers_and_is_read_again() 
     payload = intensity_payload(T0 + MIN, windows)
     msg = TOPICS.message(MessageKind.INTENSITY, payload)
     raw = encode(payload)
-    (got,) = bulk.lines([(T0 + MIN, msg.topic, "", "intensity", raw)], PREFIX)
+    (got,) = bulk.lines([(T0 + MIN, msg.topic, raw)], PREFIX)
     want = [line.text.encode() for line in lines_of(parse_topic(msg.topic, PREFIX), payload)]
     assert got == want and len(want) == 40
