@@ -625,7 +625,8 @@ class _Pass:
         entry covers them again, the exact path handles them."""
         start, end = self.span
         rows = self.db.execute(
-            "SELECT DISTINCT ts FROM records WHERE id > ? AND ts > ? AND ts <= ?",
+            # by row id: the rows stored since the last entry, not the span's index
+            "SELECT DISTINCT ts FROM records NOT INDEXED WHERE id > ? AND ts > ? AND ts <= ?",
             (self.upto, start, end),
         ).fetchall()
         out: set[int] = set()
