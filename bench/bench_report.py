@@ -288,7 +288,10 @@ def main() -> None:
         config_file = state.parent / "bench.yaml"
         config_file.write_text(config_text(args.devices, state), encoding="utf-8")
         days = args.days
-        text = "2026-11" if days == 30 else f"2026-11-01..2026-11-{days:02d}"
+        if days in (30, 365):
+            text = "2026-11" if days == 30 else "2026"  # a month, or a year
+        else:
+            text = f"2026-11-01..2026-11-{days:02d}"
         period = parse_period(text, "Asia/Shanghai")
         if (state / "history.db").exists():
             n = days * 1440 * (args.devices + 1)
