@@ -250,7 +250,8 @@ def test_finding_late_records_reads_the_rows_since_the_last_entry_not_the_histor
 ) -> None:
     """Every seal asks for records stored since the last entry for older periods. Read
     through the ts index, that walked the whole history before the period at every seal:
-    0.3 s an hour with a month of 200 meters, 3 s with a year (docs/performance.md)."""
+    0.25-0.36 s a seal with a month of 200 meters in memory, 33-41 s with a year read from
+    disk (docs/performance.md)."""
     small, small_steps = _late_ts_steps(tmp_path / "small", 6 * 60)
     big, big_steps = _late_ts_steps(tmp_path / "big", 48 * 60)
     assert small == big == [T0 + 5 * MIN + 1]

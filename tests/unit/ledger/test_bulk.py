@@ -42,9 +42,8 @@ from agent.ledger import bulk_kernel as K
 from agent.ledger.canonical import Group, lines_of
 from agent.ledger.shape import SHAPES
 from agent.report.sources import HistorySource
-from tests.support.ledger_gateway import LedgerGateway, energy, intensity
+from tests.support.ledger_gateway import PREFIX, LedgerGateway, energy, intensity
 
-PREFIX = "energy/v1"
 MIN = 60_000
 HOUR = 3_600_000
 T0 = 1_750_000_000_000 // HOUR * HOUR
